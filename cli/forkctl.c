@@ -1,0 +1,424 @@
+/* cli/forkctl.c - forkctl's main: a Cloud Hypervisor ch-remote compatible
+ * client of the VMM's REST API (--api-socket), and the entry point of the
+ * guest agent commands (--agent, see cli/agent_cmd.c).
+ * Exit status: 0 success, 1 failure (error reply, unreachable socket),
+ * 2 usage error. */
+#include <errno.h>
+#include <getopt.h>
+#include <http_parser.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli/cli.h"
+#include "common/http.h"
+#include "common/util.h"
+
+#ifndef FORKVM_VERSION
+#define FORKVM_VERSION "0.1.0"
+#endif
+
+#define EXIT_USAGE 2
+#define DEFAULT_TIMEOUT_S 60
+#define MAX_CONFIG_BYTES (16 * 1024 * 1024)
+
+/* Global options and the request in flight. */
+struct forkctl {
+	const char *api_socket;
+	const char *agent_socket;
+	int timeout_ms; /* -1: forever */
+	const char *cmd;
+};
+
+/* Prints the full usage text to f. */
+static void usage(FILE *f)
+{
+	fputs("Usage: forkctl --api-socket=PATH [--timeout SECONDS] COMMAND [ARGS]\n"
+	      "       forkctl --agent=PATH AGENT-COMMAND [ARGS]\n"
+	      "       forkctl --help | --version\n"
+	      "\n"
+	      "Controls a forkvm VMM through its REST API (Cloud Hypervisor's ch-remote\n"
+	      "syntax), or talks to the guest agent.\n"
+	      "\n"
+	      "Options:\n"
+	      "  --api-socket=PATH   the VMM's API socket (forkvm --api-socket)\n"
+	      "  --agent=PATH        the guest agent socket: run an agent command\n"
+	      "  --timeout SECONDS   request timeout (default 60, 0: wait forever)\n"
+	      "  -h, --help          show this help\n"
+	      "  --version           show the version\n"
+	      "\n"
+	      "API commands:\n"
+	      "  ping                         check the VMM answers (GET vmm.ping)\n"
+	      "  info                         show the VM's configuration and state (GET vm.info)\n"
+	      "  counters                     show the VM's counters (GET vm.counters)\n"
+	      "  create FILE.json             create the VM from a JSON configuration (PUT vm.create)\n"
+	      "  boot                         boot the created VM (PUT vm.boot)\n"
+	      "  pause                        pause the VM (PUT vm.pause)\n"
+	      "  resume                       resume the paused VM (PUT vm.resume)\n"
+	      "  shutdown                     shut the VM down (PUT vm.shutdown)\n"
+	      "  shutdown-vmm                 stop the VMM process (PUT vmm.shutdown)\n"
+	      "  snapshot DEST_URL            snapshot the paused VM, e.g. file:///var/snap\n"
+	      "                               (PUT vm.snapshot)\n"
+	      "  restore source_url=URL[,resume=true|false]\n"
+	      "                               restore a snapshot, resumed or paused\n"
+	      "                               (PUT vm.restore)\n"
+	      "\n"
+	      "Agent commands (with --agent=PATH):\n"
+	      "  eval, info, load, call, ping, wait-ready\n"
+	      "\n"
+	      "Exit status: 0 on success, 1 on failure, 2 on a usage error.\n",
+	      f);
+}
+
+/* Prints "forkctl: <message>" and a hint to stderr; returns EXIT_USAGE. */
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("forkctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\nTry 'forkctl --help' for more information.\n", stderr);
+	return EXIT_USAGE;
+}
+
+/* Prints "forkctl: <command>: <message>" to stderr; returns EXIT_FAILURE. */
+static int fail(const struct forkctl *fc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(const struct forkctl *fc, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "forkctl: %s: ", fc->cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return EXIT_FAILURE;
+}
+
+/* Writes body to stdout (pretty-printed if asked and it is JSON), ending
+ * with a newline. Prints nothing for an empty body. */
+static void print_body(const char *body, size_t len, bool pretty)
+{
+	if (!len)
+		return;
+	if (pretty) {
+		json_t *j = json_loadb(body, len, JSON_DECODE_ANY, NULL);
+		if (j) {
+			char *text = json_dumps(j, JSON_INDENT(2) | JSON_ENCODE_ANY);
+			json_decref(j);
+			if (text) {
+				printf("%s\n", text);
+				free(text);
+				return;
+			}
+		}
+	}
+	fwrite(body, 1, len, stdout);
+	if (body[len - 1] != '\n')
+		putchar('\n');
+}
+
+/* Prints the error of a non-2xx reply: its JSON "error" field, or the raw
+ * body, or the status text. */
+static int report_error_reply(const struct forkctl *fc, const struct http_client_response *resp)
+{
+	json_t *j = json_loadb(resp->body, resp->body_len, 0, NULL);
+	const char *msg = NULL;
+	size_t len;
+	int rc;
+
+	if (j && json_is_object(j) && json_is_string(json_object_get(j, "error")))
+		msg = json_string_value(json_object_get(j, "error"));
+	if (msg) {
+		rc = fail(fc, "%s (HTTP %d)", msg, resp->status);
+		json_decref(j);
+		return rc;
+	}
+	json_decref(j);
+	len = resp->body_len;
+	while (len && (resp->body[len - 1] == '\n' || resp->body[len - 1] == '\r' || resp->body[len - 1] == ' '))
+		len--;
+	if (len)
+		return fail(fc, "%.*s (HTTP %d)", (int)MIN(len, (size_t)INT_MAX), resp->body, resp->status);
+	return fail(fc, "%s (HTTP %d)", http_status_str((enum http_status)resp->status), resp->status);
+}
+
+/* Sends one API request and reports the outcome. Returns the exit status. */
+static int api_call(const struct forkctl *fc, const char *method, const char *endpoint, const char *body,
+		    size_t body_len, bool pretty)
+{
+	struct http_client_response resp;
+	char path[128];
+	int rc;
+
+	snprintf(path, sizeof(path), "/api/v1/%s", endpoint);
+	rc = http_client_request(fc->api_socket, method, path, body ? "application/json" : NULL, body, body_len,
+				 fc->timeout_ms, &resp);
+	if (rc == -ETIMEDOUT)
+		return fail(fc, "no response from %s within %d s", fc->api_socket, fc->timeout_ms / 1000);
+	if (rc == -EPROTO)
+		return fail(fc, "malformed HTTP response from %s", fc->api_socket);
+	if (rc == -ENOENT || rc == -ECONNREFUSED || rc == -EACCES || rc == -ENOTSOCK || rc == -ENAMETOOLONG)
+		return fail(fc, "cannot connect to the API socket %s: %s", fc->api_socket, strerror(-rc));
+	if (rc < 0)
+		return fail(fc, "request to the API socket %s failed: %s", fc->api_socket, strerror(-rc));
+	if (resp.status >= 200 && resp.status < 300) {
+		print_body(resp.body, resp.body_len, pretty);
+		rc = fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	} else {
+		rc = report_error_reply(fc, &resp);
+	}
+	http_client_response_free(&resp);
+	return rc;
+}
+
+/* Sends a JSON object as the body of a PUT. Returns the exit status. */
+static int api_put_json(const struct forkctl *fc, const char *endpoint, json_t *obj)
+{
+	char *text;
+	int rc;
+
+	if (!obj)
+		return fail(fc, "out of memory");
+	text = json_dumps(obj, JSON_COMPACT);
+	json_decref(obj);
+	if (!text)
+		return fail(fc, "out of memory");
+	rc = api_call(fc, "PUT", endpoint, text, strlen(text), false);
+	free(text);
+	return rc;
+}
+
+/* create FILE.json: validates the file's JSON, then PUT vm.create with it. */
+static int cmd_create(const struct forkctl *fc, const char *file)
+{
+	json_error_t err;
+	char *buf = NULL;
+	size_t len = 0;
+	json_t *j;
+	int rc;
+
+	rc = file_read_all(file, MAX_CONFIG_BYTES, &buf, &len);
+	if (rc < 0)
+		return fail(fc, "cannot read %s: %s", file, strerror(-rc));
+	j = json_loadb(buf, len, 0, &err);
+	if (!j) {
+		rc = fail(fc, "%s:%d:%d: invalid JSON: %s", file, err.line, err.column, err.text);
+		goto out;
+	}
+	if (!json_is_object(j)) {
+		rc = fail(fc, "%s: the VM configuration must be a JSON object", file);
+		goto out_json;
+	}
+	rc = api_call(fc, "PUT", "vm.create", buf, len, false);
+out_json:
+	json_decref(j);
+out:
+	free(buf);
+	return rc;
+}
+
+/* restore source_url=URL[,resume=true|false]: PUT vm.restore. */
+static int cmd_restore(const struct forkctl *fc, const char *spec)
+{
+	static const char hint[] = "expected source_url=URL[,resume=true|false]";
+	char *copy = strdup(spec);
+	char *save = NULL, *tok;
+	const char *url = NULL;
+	bool resume = false, have_resume = false;
+	int rc;
+
+	if (!copy)
+		return fail(fc, "out of memory");
+	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+
+		if (!eq) {
+			rc = usage_error("restore: '%s' is not key=value (%s)", tok, hint);
+			goto out;
+		}
+		*eq = '\0';
+		if (!strcmp(tok, "source_url")) {
+			if (url || !eq[1]) {
+				rc = usage_error("restore: %s source_url (%s)", url ? "duplicate" : "empty", hint);
+				goto out;
+			}
+			url = eq + 1;
+		} else if (!strcmp(tok, "resume")) {
+			if (have_resume) {
+				rc = usage_error("restore: duplicate resume (%s)", hint);
+				goto out;
+			}
+			if (!strcmp(eq + 1, "true") || !strcmp(eq + 1, "on")) {
+				resume = true;
+			} else if (!strcmp(eq + 1, "false") || !strcmp(eq + 1, "off")) {
+				resume = false;
+			} else {
+				rc = usage_error("restore: resume must be true or false, not '%s'", eq + 1);
+				goto out;
+			}
+			have_resume = true;
+		} else {
+			rc = usage_error("restore: unknown option '%s' (%s)", tok, hint);
+			goto out;
+		}
+	}
+	if (!url) {
+		rc = usage_error("restore: missing source_url (%s)", hint);
+		goto out;
+	}
+	rc = api_put_json(fc, "vm.restore", json_pack("{s:s, s:b}", "source_url", url, "resume", resume));
+out:
+	free(copy);
+	return rc;
+}
+
+/* An API command that takes no argument. */
+struct simple_cmd {
+	const char *name;
+	const char *method;
+	const char *endpoint;
+	bool pretty;
+};
+
+static const struct simple_cmd simple_cmds[] = {
+	{ "ping", "GET", "vmm.ping", false },
+	{ "info", "GET", "vm.info", true },
+	{ "counters", "GET", "vm.counters", true },
+	{ "boot", "PUT", "vm.boot", false },
+	{ "pause", "PUT", "vm.pause", false },
+	{ "resume", "PUT", "vm.resume", false },
+	{ "shutdown", "PUT", "vm.shutdown", false },
+	{ "shutdown-vmm", "PUT", "vmm.shutdown", false },
+};
+
+/* Checks that cmd got exactly want arguments. Returns 0 or EXIT_USAGE. */
+static int check_args(const char *cmd, int argc, char **argv, int want, const char *synopsis)
+{
+	if (argc - 1 < want)
+		return usage_error("%s: missing argument (usage: forkctl %s)", cmd, synopsis);
+	if (argc - 1 > want)
+		return usage_error("%s: unexpected argument '%s' (usage: forkctl %s)", cmd, argv[want + 1],
+				   synopsis);
+	return 0;
+}
+
+/* Runs the API command argv[0]. Returns the exit status. */
+static int run_api_command(struct forkctl *fc, int argc, char **argv)
+{
+	int rc;
+
+	fc->cmd = argv[0];
+	for (size_t i = 0; i < ARRAY_SIZE(simple_cmds); i++) {
+		const struct simple_cmd *sc = &simple_cmds[i];
+
+		if (strcmp(argv[0], sc->name))
+			continue;
+		rc = check_args(sc->name, argc, argv, 0, sc->name);
+		if (rc)
+			return rc;
+		return api_call(fc, sc->method, sc->endpoint, NULL, 0, sc->pretty);
+	}
+	if (!strcmp(argv[0], "create")) {
+		rc = check_args("create", argc, argv, 1, "create FILE.json");
+		return rc ? rc : cmd_create(fc, argv[1]);
+	}
+	if (!strcmp(argv[0], "snapshot")) {
+		rc = check_args("snapshot", argc, argv, 1, "snapshot DEST_URL");
+		if (rc)
+			return rc;
+		if (!argv[1][0])
+			return usage_error("snapshot: empty destination URL");
+		return api_put_json(fc, "vm.snapshot", json_pack("{s:s}", "destination_url", argv[1]));
+	}
+	if (!strcmp(argv[0], "restore")) {
+		rc = check_args("restore", argc, argv, 1, "restore source_url=URL[,resume=true|false]");
+		return rc ? rc : cmd_restore(fc, argv[1]);
+	}
+	return usage_error("unknown command '%s'", argv[0]);
+}
+
+/* Parses --timeout's value into fc->timeout_ms. Returns 0 or EXIT_USAGE. */
+static int parse_timeout(struct forkctl *fc, const char *s)
+{
+	uint64_t secs;
+
+	if (parse_u64(s, 0, 365ULL * 24 * 3600, &secs) < 0)
+		return usage_error("--timeout: '%s' is not a number of seconds", s);
+	if (secs == 0 || secs * 1000 > INT_MAX)
+		fc->timeout_ms = -1;
+	else
+		fc->timeout_ms = (int)(secs * 1000);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	enum { OPT_API_SOCKET = 256, OPT_AGENT, OPT_TIMEOUT, OPT_VERSION };
+	static const struct option opts[] = {
+		{ "api-socket", required_argument, NULL, OPT_API_SOCKET },
+		{ "agent", required_argument, NULL, OPT_AGENT },
+		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, OPT_VERSION },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct forkctl fc = { .timeout_ms = DEFAULT_TIMEOUT_S * 1000 };
+	int opt, rc;
+
+	opterr = 0;
+	/* '+': stop at the command, whose own arguments may look like options. */
+	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		switch (opt) {
+		case OPT_API_SOCKET:
+			if (!optarg[0])
+				return usage_error("--api-socket needs a path");
+			fc.api_socket = optarg;
+			break;
+		case OPT_AGENT:
+			if (!optarg[0])
+				return usage_error("--agent needs a path");
+			fc.agent_socket = optarg;
+			break;
+		case OPT_TIMEOUT:
+			rc = parse_timeout(&fc, optarg);
+			if (rc)
+				return rc;
+			break;
+		case 'h':
+			usage(stdout);
+			return EXIT_SUCCESS;
+		case OPT_VERSION:
+			printf("forkctl %s\n", FORKVM_VERSION);
+			return EXIT_SUCCESS;
+		case ':':
+		default:
+			if (optopt && optopt != '?' && optopt < 256)
+				return usage_error("invalid option '-%c'", optopt);
+			if (optopt >= OPT_API_SOCKET)
+				return usage_error("option '%s' needs a value", argv[optind - 1]);
+			return usage_error("invalid option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc && !strcmp(argv[optind], "help")) {
+		usage(stdout);
+		return EXIT_SUCCESS;
+	}
+	if (fc.api_socket && fc.agent_socket)
+		return usage_error("use either --api-socket or --agent, not both");
+	if (optind >= argc)
+		return usage_error("missing command");
+	if (fc.agent_socket)
+		return cli_agent_main(fc.agent_socket, argc - optind, argv + optind);
+	if (!fc.api_socket)
+		return usage_error("%s: --api-socket=PATH is required", argv[optind]);
+	return run_api_command(&fc, argc - optind, argv + optind);
+}

@@ -1,0 +1,220 @@
+/* vmm/api.c - the VMM's REST API on a Unix socket, Cloud Hypervisor's
+ * paths (docs/api.md). Every error is a JSON body {"error": "..."} with a
+ * 4xx status for the client's mistakes and 5xx for the VMM's. */
+#include "api.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+#define API_PREFIX "/api/v1/"
+
+int vmm_api_status(int rc)
+{
+	switch (-rc) {
+	case EBUSY:
+		return 409;
+	case ENOENT:
+		return 404;
+	case EINVAL:
+	case ENOEXEC:
+	case E2BIG:
+	case ENAMETOOLONG:
+	case EEXIST:
+	case EADDRINUSE:
+	case EACCES:
+	case EISDIR:
+	case EFBIG:
+	case ENOTDIR:
+		return 400;
+	default:
+		return 500;
+	}
+}
+
+enum verb { V_GET, V_PUT };
+
+struct route {
+	const char *name;
+	enum verb verb;
+	int (*fn)(struct vmm_api *api, const struct http_request *req, struct http_exchange *ex);
+};
+
+static void reply_rc(struct http_exchange *ex, int rc, const char *err)
+{
+	if (rc >= 0)
+		http_respond(ex, 204, NULL, NULL, 0);
+	else
+		http_respond_error(ex, vmm_api_status(rc), "%s", err);
+}
+
+static int r_ping(struct vmm_api *api, const struct http_request *req, struct http_exchange *ex)
+{
+	(void)api;
+	(void)req;
+	json_t *j = json_pack("{s:s,s:s,s:i,s:[s]}", "build_version", FORKVM_VERSION, "version",
+			      FORKVM_VERSION, "pid", (int)getpid(), "features", "function-guest");
+	http_respond_json(ex, 200, j);
+	json_decref(j);
+	return 0;
+}
+
+static int r_info(struct vmm_api *api, const struct http_request *req, struct http_exchange *ex)
+{
+	int rc;
+	json_t *j = vmm_vm_info(api->vmm, &rc);
+	(void)req;
+	if (!j) {
+		http_respond_error(ex, rc == -ENOENT ? 404 : 500, "%s",
+				   rc == -ENOENT ? "no VM is created" : "out of memory");
+		return 0;
+	}
+	http_respond_json(ex, 200, j);
+	json_decref(j);
+	return 0;
+}
+
+static int r_counters(struct vmm_api *api, const struct http_request *req, struct http_exchange *ex)
+{
+	int rc;
+	json_t *j = vmm_vm_counters(api->vmm, &rc);
+	(void)req;
+	if (!j) {
+		http_respond_error(ex, 409, "the VM is not booted");
+		return 0;
+	}
+	http_respond_json(ex, 200, j);
+	json_decref(j);
+	return 0;
+}
+
+static int r_create(struct vmm_api *api, const struct http_request *req, struct http_exchange *ex)
+{
+	char err[512];
+	json_error_t jerr;
+	struct vm_config cfg;
+	json_t *j;
+	int rc;
+
+	if (req->body_len == 0) {
+		http_respond_error(ex, 400, "vm.create needs a JSON body with the VM configuration");
+		return 0;
+	}
+	j = json_loadb(req->body, req->body_len, 0, &jerr);
+	if (!j) {
+		http_respond_error(ex, 400, "bad JSON at line %d column %d: %s", jerr.line,
+				   jerr.column, jerr.text);
+		return 0;
+	}
+	rc = vm_config_from_json(j, &cfg, err, sizeof(err));
+	json_decref(j);
+	if (rc < 0) {
+		http_respond_error(ex, 400, "%s", err);
+		return 0;
+	}
+	rc = vmm_vm_create(api->vmm, &cfg, err, sizeof(err));
+	vm_config_free(&cfg);
+	reply_rc(ex, rc, err);
+	return 0;
+}
+
+#define SIMPLE_VERB(fname, call)                                                               \
+	static int fname(struct vmm_api *api, const struct http_request *req,                  \
+			 struct http_exchange *ex)                                             \
+	{                                                                                      \
+		char err[512] = "";                                                            \
+		(void)req;                                                                     \
+		reply_rc(ex, call(api->vmm, err, sizeof(err)), err);                          \
+		return 0;                                                                      \
+	}
+
+SIMPLE_VERB(r_boot, vmm_vm_boot)
+SIMPLE_VERB(r_pause, vmm_vm_pause)
+SIMPLE_VERB(r_resume, vmm_vm_resume)
+SIMPLE_VERB(r_shutdown, vmm_vm_shutdown)
+SIMPLE_VERB(r_reboot, vmm_vm_reboot)
+SIMPLE_VERB(r_delete, vmm_vm_delete)
+
+static int r_vmm_shutdown(struct vmm_api *api, const struct http_request *req,
+			  struct http_exchange *ex)
+{
+	(void)req;
+	http_respond(ex, 204, NULL, NULL, 0);
+	if (api->on_shutdown)
+		api->on_shutdown(api->arg);
+	return 0;
+}
+
+static const struct route routes[] = {
+	{ "vmm.ping", V_GET, r_ping },
+	{ "vmm.shutdown", V_PUT, r_vmm_shutdown },
+	{ "vm.info", V_GET, r_info },
+	{ "vm.counters", V_GET, r_counters },
+	{ "vm.create", V_PUT, r_create },
+	{ "vm.boot", V_PUT, r_boot },
+	{ "vm.pause", V_PUT, r_pause },
+	{ "vm.resume", V_PUT, r_resume },
+	{ "vm.shutdown", V_PUT, r_shutdown },
+	{ "vm.reboot", V_PUT, r_reboot },
+	{ "vm.delete", V_PUT, r_delete },
+};
+
+void vmm_api_handle(void *arg, struct http_exchange *ex)
+{
+	struct vmm_api *api = arg;
+	const struct http_request *req = http_exchange_request(ex);
+	const char *name;
+
+	if (strncmp(req->path, API_PREFIX, strlen(API_PREFIX)) != 0) {
+		http_respond_error(ex, 404, "unknown path %s (the API lives under %s)", req->path,
+				   API_PREFIX);
+		return;
+	}
+	name = req->path + strlen(API_PREFIX);
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		const struct route *r = &routes[i];
+		if (strcmp(name, r->name) != 0)
+			continue;
+		const char *want = r->verb == V_GET ? "GET" : "PUT";
+		if (strcmp(req->method, want) != 0) {
+			http_respond_error(ex, 405, "%s takes %s, not %s", req->path, want, req->method);
+			return;
+		}
+		log_debug("api: %s %s", req->method, req->path);
+		r->fn(api, req, ex);
+		return;
+	}
+	http_respond_error(ex, 404, "unknown path %s", req->path);
+}
+
+int vmm_api_start(struct vmm *vmm, struct loop *loop, const char *socket_path,
+		  void (*on_shutdown)(void *arg), void *arg, struct vmm_api **out)
+{
+	struct http_server_config cfg = { .max_body_bytes = 1 << 20 };
+	struct vmm_api *api = calloc(1, sizeof(*api));
+	int rc;
+
+	if (!api)
+		return -ENOMEM;
+	api->vmm = vmm;
+	api->on_shutdown = on_shutdown;
+	api->arg = arg;
+	rc = http_server_listen(loop, socket_path, &cfg, vmm_api_handle, api, &api->srv);
+	if (rc < 0) {
+		free(api);
+		return rc;
+	}
+	*out = api;
+	return 0;
+}
+
+void vmm_api_stop(struct vmm_api *api)
+{
+	if (!api)
+		return;
+	http_server_close(api->srv);
+	free(api);
+}

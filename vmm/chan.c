@@ -1,0 +1,430 @@
+/* vmm/chan.c - see chan.h. Lock order: vm->lock only; loop callbacks take
+ * it around every touch of the rings. */
+#include "chan.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/loop.h"
+#include "common/util.h"
+#include "vmm/vm.h"
+
+/* ------------------------------------------------------------ ring */
+
+static int ring_init(struct chan_ring *r, size_t cap)
+{
+	r->buf = malloc(cap);
+	if (!r->buf)
+		return -ENOMEM;
+	r->cap = cap;
+	r->head = r->len = 0;
+	return 0;
+}
+
+static void ring_free(struct chan_ring *r)
+{
+	free(r->buf);
+	memset(r, 0, sizeof(*r));
+}
+
+static size_t ring_put(struct chan_ring *r, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	size_t n = MIN(len, r->cap - r->len), done = 0;
+
+	while (done < n) {
+		size_t tail = (r->head + r->len) % r->cap;
+		size_t chunk = MIN(n - done, r->cap - tail);
+		memcpy(r->buf + tail, p + done, chunk);
+		r->len += chunk;
+		done += chunk;
+	}
+	return n;
+}
+
+/* The first contiguous piece of queued bytes. */
+static size_t ring_peek(const struct chan_ring *r, const uint8_t **p)
+{
+	*p = r->buf + r->head;
+	return MIN(r->len, r->cap - r->head);
+}
+
+static void ring_drop(struct chan_ring *r, size_t n)
+{
+	r->head = (r->head + n) % r->cap;
+	r->len -= n;
+	if (!r->len)
+		r->head = 0;
+}
+
+/* ------------------------------------------------------------ open */
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+static int listen_unix(const char *path, int *out, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, rc;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return fail(err, errlen, -ENAMETOOLONG, "socket path too long: %s", path);
+	strcpy(sa.sun_path, path);
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return fail(err, errlen, -EEXIST, "%s exists and is not a socket", path);
+		unlink(path); /* a stale socket from an earlier run */
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return fail(err, errlen, -errno, "socket: %s", strerror(errno));
+	/* mode 0600 from the start: no window where others could connect */
+	if (fchmod(fd, 0600) < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		rc = -errno;
+		close(fd);
+		return fail(err, errlen, rc, "cannot bind %s: %s", path, strerror(-rc));
+	}
+	if (chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
+		rc = -errno;
+		unlink(path);
+		close(fd);
+		return fail(err, errlen, rc, "cannot listen on %s: %s", path, strerror(-rc));
+	}
+	*out = fd;
+	return 0;
+}
+
+int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mode,
+	      const char *path, bool flow_control, char *err, size_t errlen)
+{
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	c->vm = vm;
+	c->name = name;
+	c->mode = mode;
+	c->flow_control = flow_control;
+	c->out_fd = c->listen_fd = c->conn_fd = -1;
+
+	switch (mode) {
+	case CHAN_OFF:
+		return 0;
+	case CHAN_TTY:
+		c->out_fd = STDOUT_FILENO;
+		return 0;
+	case CHAN_FILE:
+		c->out_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (c->out_fd < 0)
+			return fail(err, errlen, -errno, "%s: cannot open %s: %s", name, path,
+				    strerror(errno));
+		return 0;
+	case CHAN_SOCKET:
+		break;
+	}
+	c->path = strdup(path);
+	if (!c->path)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	rc = ring_init(&c->in, CHAN_RING_SIZE);
+	if (rc == 0)
+		rc = ring_init(&c->out, CHAN_RING_SIZE);
+	if (rc < 0) {
+		fail(err, errlen, rc, "out of memory");
+		goto err;
+	}
+	rc = listen_unix(path, &c->listen_fd, err, errlen);
+	if (rc < 0)
+		goto err;
+	return 0;
+err:
+	ring_free(&c->in);
+	ring_free(&c->out);
+	free(c->path);
+	c->path = NULL;
+	return rc;
+}
+
+static void on_listen(void *arg, uint32_t events);
+static void on_conn(void *arg, uint32_t events);
+
+int chan_attach(struct chan *c, struct loop *loop)
+{
+	if (c->mode != CHAN_SOCKET)
+		return 0;
+	int rc = loop_add(loop, c->listen_fd, EPOLLIN, on_listen, c);
+	if (rc == 0)
+		c->listening = true;
+	return rc;
+}
+
+static void conn_drop(struct chan *c, struct loop *loop)
+{
+	if (c->conn_fd < 0)
+		return;
+	loop_del(loop, c->conn_fd);
+	close(c->conn_fd);
+	c->conn_fd = -1;
+	c->out_watched = false;
+	c->in_stopped = false;
+	log_info("%s: client disconnected", c->name);
+	/* Take the next waiting client. */
+	if (c->listen_fd >= 0 && !c->listening && loop_add(loop, c->listen_fd, EPOLLIN, on_listen, c) == 0)
+		c->listening = true;
+}
+
+void chan_close(struct chan *c, struct loop *loop)
+{
+	if (c->mode == CHAN_SOCKET) {
+		if (loop)
+			conn_drop(c, loop);
+		else if (c->conn_fd >= 0)
+			close(c->conn_fd);
+		if (c->listen_fd >= 0) {
+			if (loop && c->listening)
+				loop_del(loop, c->listen_fd);
+			close(c->listen_fd);
+			unlink(c->path);
+		}
+	}
+	if (c->mode == CHAN_FILE && c->out_fd >= 0)
+		close(c->out_fd);
+	ring_free(&c->in);
+	ring_free(&c->out);
+	free(c->path);
+	memset(c, 0, sizeof(*c));
+	c->out_fd = c->listen_fd = c->conn_fd = -1;
+}
+
+/* ------------------------------------------------------------ loop side */
+
+static uint32_t conn_events(const struct chan *c)
+{
+	return (c->in_stopped ? 0 : EPOLLIN) | (c->out_watched ? EPOLLOUT : 0) | EPOLLRDHUP;
+}
+
+/* Writes queued output to the client. Returns false if the client is gone.
+ * vm->lock held. */
+static bool flush_out(struct chan *c)
+{
+	while (c->out.len) {
+		const uint8_t *p;
+		size_t n = ring_peek(&c->out, &p);
+		ssize_t w = send(c->conn_fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN;
+		}
+		ring_drop(&c->out, (size_t)w);
+		c->tx_bytes += (uint64_t)w;
+	}
+	return true;
+}
+
+/* Reads client bytes into the input ring. Returns false on EOF/error. */
+static bool fill_in(struct chan *c)
+{
+	uint8_t buf[65536];
+
+	while (c->in.len < c->in.cap) {
+		size_t room = MIN(sizeof(buf), c->in.cap - c->in.len);
+		ssize_t n = recv(c->conn_fd, buf, room, MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN;
+		}
+		if (n == 0)
+			return false;
+		ring_put(&c->in, buf, (size_t)n);
+		c->rx_bytes += (uint64_t)n;
+	}
+	return true;
+}
+
+/* Re-arms the connection's epoll mask after the rings changed. */
+static bool update_watch(struct chan *c, struct loop *loop)
+{
+	bool want_out = c->out.len > 0;
+	bool stop_in = c->in.len >= c->in.cap;
+
+	if (want_out == c->out_watched && stop_in == c->in_stopped)
+		return true;
+	c->out_watched = want_out;
+	c->in_stopped = stop_in;
+	return loop_mod(loop, c->conn_fd, conn_events(c)) == 0;
+}
+
+static void on_conn(void *arg, uint32_t events)
+{
+	struct chan *c = arg;
+	struct vm *vm = c->vm;
+	bool ok = true, got_input = false;
+
+	pthread_mutex_lock(&vm->lock);
+	if (events & EPOLLIN) {
+		size_t before = c->in.len;
+		ok = fill_in(c);
+		got_input = c->in.len != before;
+	}
+	if (ok && c->out.len)
+		ok = flush_out(c);
+	if (ok && (events & (EPOLLHUP | EPOLLERR)))
+		ok = false;
+	if (ok && (events & EPOLLRDHUP) && !(events & EPOLLIN))
+		ok = false;
+	if (ok)
+		ok = update_watch(c, vm->loop);
+	if (!ok)
+		conn_drop(c, vm->loop);
+	/* Output room or input both wake waiting guest threads. */
+	if (got_input || !c->out.len)
+		pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+static void on_listen(void *arg, uint32_t events)
+{
+	struct chan *c = arg;
+	struct vm *vm = c->vm;
+	int fd;
+
+	(void)events;
+	fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			log_warn("%s: accept: %s", c->name, strerror(errno));
+		return;
+	}
+	pthread_mutex_lock(&vm->lock);
+	c->conn_fd = fd;
+	c->out_watched = c->out.len > 0;
+	c->in_stopped = c->in.len >= c->in.cap;
+	if (loop_add(vm->loop, fd, conn_events(c), on_conn, c) < 0) {
+		close(fd);
+		c->conn_fd = -1;
+		pthread_mutex_unlock(&vm->lock);
+		return;
+	}
+	/* One client at a time: the next ones wait in the backlog. */
+	loop_del(vm->loop, c->listen_fd);
+	c->listening = false;
+	log_info("%s: client connected", c->name);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+void chan_service(struct chan *c, struct loop *loop)
+{
+	struct vm *vm = c->vm;
+
+	if (c->mode != CHAN_SOCKET)
+		return;
+	pthread_mutex_lock(&vm->lock);
+	if (c->conn_fd >= 0) {
+		bool ok = true;
+		if (c->out.len)
+			ok = flush_out(c);
+		if (ok)
+			ok = update_watch(c, loop);
+		if (!ok)
+			conn_drop(c, loop);
+		pthread_cond_broadcast(&vm->cond);
+	}
+	pthread_mutex_unlock(&vm->lock);
+}
+
+/* ------------------------------------------------------------ guest side */
+
+bool chan_writable_locked(const struct chan *c)
+{
+	if (c->mode != CHAN_SOCKET || !c->flow_control)
+		return true;
+	return c->out.len < c->out.cap;
+}
+
+size_t chan_write_locked(struct chan *c, const void *buf, size_t len)
+{
+	size_t n;
+
+	switch (c->mode) {
+	case CHAN_OFF:
+		return len;
+	case CHAN_TTY:
+	case CHAN_FILE:
+		if (write_full(c->out_fd, buf, len) < 0)
+			c->dropped += len;
+		else
+			c->tx_bytes += len;
+		return len;
+	case CHAN_SOCKET:
+		break;
+	}
+	n = 0;
+	/* Straight to the client when nothing is queued: no loop round trip. */
+	if (c->conn_fd >= 0 && c->out.len == 0) {
+		ssize_t w = send(c->conn_fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w > 0) {
+			n = (size_t)w;
+			c->tx_bytes += n;
+		}
+	}
+	if (n < len) {
+		size_t q = ring_put(&c->out, (const uint8_t *)buf + n, len - n);
+		n += q;
+		if (q)
+			vm_notify(c->vm, VM_NOTIFY_CHAN);
+	}
+	if (n < len && !c->flow_control) {
+		c->dropped += len - n;
+		return len;
+	}
+	return n;
+}
+
+size_t chan_readable_locked(const struct chan *c)
+{
+	return c->mode == CHAN_SOCKET ? c->in.len : 0;
+}
+
+bool chan_input_eof(const struct chan *c)
+{
+	return c->mode != CHAN_SOCKET;
+}
+
+long chan_read_locked(struct chan *c, size_t len, int (*cb)(void *arg, const void *p, size_t n),
+		      void *arg)
+{
+	size_t done = 0;
+	bool was_full = c->in.len >= c->in.cap;
+
+	while (done < len && c->in.len) {
+		const uint8_t *p;
+		size_t n = MIN(ring_peek(&c->in, &p), len - done);
+		int rc = cb(arg, p, n);
+		if (rc < 0)
+			return done ? (long)done : rc;
+		ring_drop(&c->in, n);
+		done += n;
+	}
+	if (was_full && c->in.len < c->in.cap)
+		vm_notify(c->vm, VM_NOTIFY_CHAN); /* resume reading the client */
+	return (long)done;
+}

@@ -1,0 +1,78 @@
+/* vmm/chan.h - byte channels between the guest and the host: the agent
+ * channel (guest fd 0/1) and the console (guest fd 2). A channel's host end
+ * is a tty, a file, a listening Unix socket (one client at a time; others
+ * wait in the backlog), or nothing. Guest-side calls run on vCPU threads with
+ * the VM lock held; socket I/O runs on the event loop thread. */
+#ifndef FORKVM_VMM_CHAN_H
+#define FORKVM_VMM_CHAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct vm;
+struct loop;
+
+enum chan_mode {
+	CHAN_OFF,    /* output discarded, input at EOF */
+	CHAN_TTY,    /* output to the VMM's stdout */
+	CHAN_FILE,   /* output appended to a file */
+	CHAN_SOCKET, /* a listening Unix socket */
+};
+
+struct chan_ring {
+	uint8_t *buf;
+	size_t cap, head, len;
+};
+
+struct chan {
+	struct vm *vm;
+	const char *name;
+	enum chan_mode mode;
+	bool flow_control; /* guest writes wait for room instead of dropping */
+	char *path;
+	int out_fd;       /* TTY/FILE */
+	int listen_fd;    /* SOCKET */
+	int conn_fd;      /* SOCKET: the connected client, or -1 */
+	bool listening;   /* listen_fd is watched by the loop */
+	bool in_stopped;  /* conn EPOLLIN off: the input ring is full */
+	bool out_watched; /* conn EPOLLOUT on */
+	struct chan_ring in, out;
+	uint64_t dropped; /* output bytes dropped (no flow control, ring full) */
+	uint64_t rx_bytes, tx_bytes;
+};
+
+#define CHAN_RING_SIZE (1U << 20)
+
+/* Opens the host end (creates the socket with mode 0600, opens the file...).
+ * flow_control: see struct chan. Returns 0 or -errno with err set. */
+int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mode,
+	      const char *path, bool flow_control, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+/* Registers the socket on the loop (loop thread). Returns 0 or -errno. */
+int chan_attach(struct chan *c, struct loop *loop) __attribute__((warn_unused_result));
+/* Closes everything (loop thread); unlinks the socket path. */
+void chan_close(struct chan *c, struct loop *loop);
+
+/* --- guest side, VM lock held --- */
+/* Accepts up to len bytes of guest output; returns the count taken (0 when
+ * a flow-controlled channel is full; the caller waits and retries). */
+size_t chan_write_locked(struct chan *c, const void *buf, size_t len);
+/* True when chan_write_locked would take at least one byte. */
+bool chan_writable_locked(const struct chan *c);
+/* Bytes of input waiting. */
+size_t chan_readable_locked(const struct chan *c);
+/* True if the channel will never deliver input (OFF/TTY/FILE). */
+bool chan_input_eof(const struct chan *c);
+/* Copies up to len waiting input bytes into one or two host spans given
+ * by the caller through cb (called once per contiguous piece). Returns the
+ * bytes consumed, or a negative value returned by cb. */
+long chan_read_locked(struct chan *c, size_t len, int (*cb)(void *arg, const void *p, size_t n),
+		      void *arg);
+
+/* --- loop side --- */
+/* Moves pending output to the client and re-enables input after the guest
+ * drained the ring. Called by the VM's notifier on the loop thread. */
+void chan_service(struct chan *c, struct loop *loop);
+
+#endif

@@ -1,0 +1,401 @@
+/* vmm/config.c - struct vm_config: defaults, validation, the JSON form
+ * (PUT /api/v1/vm.create, config.json) and Cloud Hypervisor style
+ * command-line values ("boot=4", "size=4G", "socket=PATH"). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "common/util.h"
+#include "vmm/gmem.h"
+#include "vmm/vmm.h"
+#include "vmm/x86/x86.h"
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+void vm_config_init(struct vm_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->boot_vcpus = VM_DEFAULT_VCPUS;
+	cfg->memory_size = VM_DEFAULT_MEMORY;
+	cfg->serial_mode = VM_SERIAL_TTY;
+}
+
+void vm_config_free(struct vm_config *cfg)
+{
+	free(cfg->kernel);
+	free(cfg->cmdline);
+	free(cfg->serial_path);
+	free(cfg->agent_socket);
+	free(cfg->hostname);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+/* Replaces *dst with a copy of src (NULL allowed). Returns 0 or -ENOMEM. */
+static int set_str(char **dst, const char *src)
+{
+	char *c = NULL;
+	if (src && !(c = strdup(src)))
+		return -ENOMEM;
+	free(*dst);
+	*dst = c;
+	return 0;
+}
+
+int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
+{
+	struct vm_config c = *src;
+
+	c.kernel = c.cmdline = c.serial_path = c.agent_socket = c.hostname = NULL;
+	if (set_str(&c.kernel, src->kernel) || set_str(&c.cmdline, src->cmdline) ||
+	    set_str(&c.serial_path, src->serial_path) || set_str(&c.agent_socket, src->agent_socket) ||
+	    set_str(&c.hostname, src->hostname)) {
+		vm_config_free(&c);
+		return -ENOMEM;
+	}
+	*dst = c;
+	return 0;
+}
+
+static int check_socket_path(const char *what, const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sa;
+	if (!path || !*path)
+		return fail(err, errlen, "%s: a socket path is required", what);
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return fail(err, errlen, "%s: socket path longer than %zu bytes: %s", what,
+			    sizeof(sa.sun_path) - 1, path);
+	return 0;
+}
+
+int vm_config_validate(const struct vm_config *cfg, char *err, size_t errlen)
+{
+	int rc;
+
+	if (cfg->boot_vcpus < 1 || cfg->boot_vcpus > X86_MAX_VCPUS)
+		return fail(err, errlen, "cpus: boot_vcpus must be between 1 and %u (got %u)",
+			    X86_MAX_VCPUS, cfg->boot_vcpus);
+	rc = gmem_check_size(cfg->memory_size);
+	if (rc == -EINVAL)
+		return fail(err, errlen, "memory: size %llu is not a multiple of 2 MiB",
+			    (unsigned long long)cfg->memory_size);
+	if (rc < 0)
+		return fail(err, errlen, "memory: size must be between %llu MiB and %llu GiB (got %llu bytes)",
+			    GMEM_MIN_SIZE / MiB, GMEM_MAX_SIZE / GiB,
+			    (unsigned long long)cfg->memory_size);
+	if (!cfg->kernel || !*cfg->kernel)
+		return fail(err, errlen, "payload: kernel is required");
+	if (cfg->serial_mode == VM_SERIAL_FILE && (!cfg->serial_path || !*cfg->serial_path))
+		return fail(err, errlen, "serial: file mode needs a path");
+	if (cfg->serial_mode == VM_SERIAL_SOCKET &&
+	    check_socket_path("serial", cfg->serial_path, err, errlen) < 0)
+		return -EINVAL;
+	if (cfg->agent_socket && check_socket_path("agent", cfg->agent_socket, err, errlen) < 0)
+		return -EINVAL;
+	if (cfg->agent_socket && cfg->serial_mode == VM_SERIAL_SOCKET &&
+	    strcmp(cfg->agent_socket, cfg->serial_path) == 0)
+		return fail(err, errlen, "agent and serial cannot share the socket %s",
+			    cfg->agent_socket);
+	if (cfg->hostname && (strlen(cfg->hostname) > 64 || !*cfg->hostname))
+		return fail(err, errlen, "hostname must have 1 to 64 characters");
+	return 0;
+}
+
+/* ------------------------------------------------------------ JSON */
+
+static const char *const serial_names[] = {
+	[VM_SERIAL_OFF] = "Off", [VM_SERIAL_TTY] = "Tty",
+	[VM_SERIAL_FILE] = "File", [VM_SERIAL_SOCKET] = "Socket",
+};
+
+/* Rejects keys of obj not in allowed (NULL-terminated). */
+static int only_keys(const json_t *obj, const char *where, const char *const *allowed, char *err,
+		     size_t errlen)
+{
+	const char *key;
+	json_t *val;
+
+	json_object_foreach((json_t *)(uintptr_t)obj, key, val) {
+		bool ok = false;
+		for (const char *const *a = allowed; *a; a++)
+			ok |= strcmp(key, *a) == 0;
+		if (!ok)
+			return fail(err, errlen, "unknown field %s%s%s", where, *where ? "." : "", key);
+	}
+	return 0;
+}
+
+static int get_obj(const json_t *j, const char *key, const json_t **out, char *err, size_t errlen)
+{
+	const json_t *v = json_object_get(j, key);
+	*out = NULL;
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_object(v))
+		return fail(err, errlen, "%s must be an object", key);
+	*out = v;
+	return 0;
+}
+
+static int get_uint(const json_t *obj, const char *where, const char *key, uint64_t max,
+		    uint64_t *out, char *err, size_t errlen)
+{
+	const json_t *v = json_object_get(obj, key);
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    (uint64_t)json_integer_value(v) > max)
+		return fail(err, errlen, "%s.%s must be an integer between 0 and %llu", where, key,
+			    (unsigned long long)max);
+	*out = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+static int get_str(const json_t *obj, const char *where, const char *key, char **out, char *err,
+		   size_t errlen)
+{
+	const json_t *v = json_object_get(obj, key);
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_string(v))
+		return fail(err, errlen, "%s%s%s must be a string", where, *where ? "." : "", key);
+	return set_str(out, json_string_value(v)) < 0 ? -ENOMEM : 0;
+}
+
+int vm_config_from_json(const json_t *j, struct vm_config *out, char *err, size_t errlen)
+{
+	static const char *const top[] = { "cpus", "memory", "payload", "serial", "agent",
+					   "hostname", NULL };
+	static const char *const cpus_k[] = { "boot_vcpus", "max_vcpus", NULL };
+	static const char *const mem_k[] = { "size", NULL };
+	static const char *const pay_k[] = { "kernel", "cmdline", NULL };
+	static const char *const ser_k[] = { "mode", "file", "socket", NULL };
+	static const char *const agent_k[] = { "socket", NULL };
+	const json_t *o;
+	struct vm_config c;
+	int rc;
+
+	vm_config_init(&c);
+	if (!json_is_object(j)) {
+		rc = fail(err, errlen, "the VM configuration must be a JSON object");
+		goto out;
+	}
+	if ((rc = only_keys(j, "", top, err, errlen)) < 0)
+		goto out;
+
+	if ((rc = get_obj(j, "cpus", &o, err, errlen)) < 0)
+		goto out;
+	if (o) {
+		uint64_t boot = c.boot_vcpus, max = 0;
+		if ((rc = only_keys(o, "cpus", cpus_k, err, errlen)) < 0 ||
+		    (rc = get_uint(o, "cpus", "boot_vcpus", X86_MAX_VCPUS, &boot, err, errlen)) < 0 ||
+		    (rc = get_uint(o, "cpus", "max_vcpus", X86_MAX_VCPUS, &max, err, errlen)) < 0)
+			goto out;
+		if (max && max != boot) {
+			rc = fail(err, errlen, "cpus.max_vcpus must equal cpus.boot_vcpus (no CPU hotplug)");
+			goto out;
+		}
+		c.boot_vcpus = (unsigned)boot;
+	}
+	if ((rc = get_obj(j, "memory", &o, err, errlen)) < 0)
+		goto out;
+	if (o && ((rc = only_keys(o, "memory", mem_k, err, errlen)) < 0 ||
+		  (rc = get_uint(o, "memory", "size", UINT64_MAX / 2, &c.memory_size, err, errlen)) < 0))
+		goto out;
+	if ((rc = get_obj(j, "payload", &o, err, errlen)) < 0)
+		goto out;
+	if (o && ((rc = only_keys(o, "payload", pay_k, err, errlen)) < 0 ||
+		  (rc = get_str(o, "payload", "kernel", &c.kernel, err, errlen)) < 0 ||
+		  (rc = get_str(o, "payload", "cmdline", &c.cmdline, err, errlen)) < 0))
+		goto out;
+	if ((rc = get_obj(j, "serial", &o, err, errlen)) < 0)
+		goto out;
+	if (o) {
+		char *mode = NULL;
+		if ((rc = only_keys(o, "serial", ser_k, err, errlen)) < 0 ||
+		    (rc = get_str(o, "serial", "mode", &mode, err, errlen)) < 0)
+			goto out;
+		if (mode) {
+			if (!strcasecmp(mode, "Off") || !strcasecmp(mode, "Null"))
+				c.serial_mode = VM_SERIAL_OFF;
+			else if (!strcasecmp(mode, "Tty"))
+				c.serial_mode = VM_SERIAL_TTY;
+			else if (!strcasecmp(mode, "File"))
+				c.serial_mode = VM_SERIAL_FILE;
+			else if (!strcasecmp(mode, "Socket"))
+				c.serial_mode = VM_SERIAL_SOCKET;
+			else
+				rc = fail(err, errlen, "serial.mode must be Off, Null, Tty, File or Socket (got %s)", mode);
+			free(mode);
+			if (rc < 0)
+				goto out;
+		}
+		const char *pkey = c.serial_mode == VM_SERIAL_SOCKET ? "socket" : "file";
+		if ((rc = get_str(o, "serial", pkey, &c.serial_path, err, errlen)) < 0)
+			goto out;
+	}
+	if ((rc = get_obj(j, "agent", &o, err, errlen)) < 0)
+		goto out;
+	if (o && ((rc = only_keys(o, "agent", agent_k, err, errlen)) < 0 ||
+		  (rc = get_str(o, "agent", "socket", &c.agent_socket, err, errlen)) < 0))
+		goto out;
+	if ((rc = get_str(j, "", "hostname", &c.hostname, err, errlen)) < 0)
+		goto out;
+	rc = vm_config_validate(&c, err, errlen);
+out:
+	if (rc < 0) {
+		vm_config_free(&c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+json_t *vm_config_to_json(const struct vm_config *cfg)
+{
+	json_t *serial = json_pack("{s:s}", "mode", serial_names[cfg->serial_mode]);
+	if (serial && cfg->serial_mode == VM_SERIAL_FILE)
+		json_object_set_new(serial, "file", json_string(cfg->serial_path));
+	if (serial && cfg->serial_mode == VM_SERIAL_SOCKET)
+		json_object_set_new(serial, "socket", json_string(cfg->serial_path));
+
+	json_t *j = json_pack("{s:{s:I,s:I},s:{s:I},s:{s:s?,s:s?},s:o?}", "cpus", "boot_vcpus",
+			      (json_int_t)cfg->boot_vcpus, "max_vcpus", (json_int_t)cfg->boot_vcpus,
+			      "memory", "size", (json_int_t)cfg->memory_size, "payload", "kernel",
+			      cfg->kernel, "cmdline", cfg->cmdline, "serial", serial);
+	if (!j)
+		return NULL;
+	if (cfg->agent_socket)
+		json_object_set_new(j, "agent", json_pack("{s:s}", "socket", cfg->agent_socket));
+	if (cfg->hostname)
+		json_object_set_new(j, "hostname", json_string(cfg->hostname));
+	return j;
+}
+
+/* ------------------------------------------------------------ CLI */
+
+/* Splits "k=v,k2=v2" in place; calls fn for each pair. */
+static int each_kv(char *s, const char *opt, int (*fn)(void *arg, const char *k, const char *v, char *err, size_t errlen),
+		   void *arg, char *err, size_t errlen)
+{
+	char *save = NULL;
+	for (char *tok = strtok_r(s, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		if (!eq)
+			return fail(err, errlen, "%s: expected key=value, got '%s'", opt, tok);
+		*eq = '\0';
+		int rc = fn(arg, tok, eq + 1, err, errlen);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int with_kv(const char *arg, const char *opt,
+		   int (*fn)(void *arg, const char *k, const char *v, char *err, size_t errlen),
+		   void *ctx, char *err, size_t errlen)
+{
+	char *s;
+	int rc;
+
+	if (!arg || !*arg)
+		return fail(err, errlen, "%s: a value is required", opt);
+	s = strdup(arg);
+	if (!s)
+		return -ENOMEM;
+	rc = each_kv(s, opt, fn, ctx, err, errlen);
+	free(s);
+	return rc;
+}
+
+static int cpus_kv(void *arg, const char *k, const char *v, char *err, size_t errlen)
+{
+	struct vm_config *cfg = arg;
+	uint64_t n;
+
+	if (strcmp(k, "boot") && strcmp(k, "max"))
+		return fail(err, errlen, "--cpus: unknown option '%s' (supported: boot, max)", k);
+	if (parse_u64(v, 1, X86_MAX_VCPUS, &n) < 0)
+		return fail(err, errlen, "--cpus: %s must be a number between 1 and %u (got '%s')", k,
+			    X86_MAX_VCPUS, v);
+	if (!strcmp(k, "boot"))
+		cfg->boot_vcpus = (unsigned)n;
+	else if (n != cfg->boot_vcpus)
+		return fail(err, errlen, "--cpus: max must equal boot (no CPU hotplug)");
+	return 0;
+}
+
+int vm_config_parse_cpus(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	return with_kv(arg, "--cpus", cpus_kv, cfg, err, errlen);
+}
+
+static int mem_kv(void *arg, const char *k, const char *v, char *err, size_t errlen)
+{
+	struct vm_config *cfg = arg;
+	uint64_t size;
+	int rc;
+
+	if (strcmp(k, "size"))
+		return fail(err, errlen, "--memory: unknown option '%s' (supported: size)", k);
+	if (parse_size(v, &size) < 0)
+		return fail(err, errlen, "--memory: size '%s' is not a size (use e.g. 512M or 4G)", v);
+	rc = gmem_check_size(size);
+	if (rc == -EINVAL)
+		return fail(err, errlen, "--memory: size %s is not a multiple of 2 MiB", v);
+	if (rc < 0)
+		return fail(err, errlen, "--memory: size %s is outside %llu MiB .. %llu GiB", v,
+			    GMEM_MIN_SIZE / MiB, GMEM_MAX_SIZE / GiB);
+	cfg->memory_size = size;
+	return 0;
+}
+
+int vm_config_parse_memory(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	return with_kv(arg, "--memory", mem_kv, cfg, err, errlen);
+}
+
+int vm_config_parse_serial(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	if (!arg || !*arg)
+		return fail(err, errlen, "--serial: a value is required (tty, off, file=PATH or socket=PATH)");
+	if (!strcmp(arg, "tty")) {
+		cfg->serial_mode = VM_SERIAL_TTY;
+		return set_str(&cfg->serial_path, NULL);
+	}
+	if (!strcmp(arg, "off") || !strcmp(arg, "null")) {
+		cfg->serial_mode = VM_SERIAL_OFF;
+		return set_str(&cfg->serial_path, NULL);
+	}
+	if (!strncmp(arg, "file=", 5) && arg[5]) {
+		cfg->serial_mode = VM_SERIAL_FILE;
+		return set_str(&cfg->serial_path, arg + 5);
+	}
+	if (!strncmp(arg, "socket=", 7) && arg[7]) {
+		cfg->serial_mode = VM_SERIAL_SOCKET;
+		if (check_socket_path("--serial", arg + 7, err, errlen) < 0)
+			return -EINVAL;
+		return set_str(&cfg->serial_path, arg + 7);
+	}
+	return fail(err, errlen, "--serial: '%s' is not tty, off, file=PATH or socket=PATH", arg);
+}
+
+int vm_config_parse_agent(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	if (!arg || strncmp(arg, "socket=", 7) || !arg[7])
+		return fail(err, errlen, "--agent: expected socket=PATH (got '%s')", arg ? arg : "");
+	if (check_socket_path("--agent", arg + 7, err, errlen) < 0)
+		return -EINVAL;
+	return set_str(&cfg->agent_socket, arg + 7);
+}

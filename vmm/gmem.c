@@ -1,0 +1,167 @@
+/* vmm/gmem.c - see gmem.h. */
+#include "gmem.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+int gmem_check_size(uint64_t size)
+{
+	if (size % (2 * MiB))
+		return -EINVAL;
+	if (size < GMEM_MIN_SIZE || size > GMEM_MAX_SIZE)
+		return -ERANGE;
+	return 0;
+}
+
+static void gmem_layout(struct gmem *m)
+{
+	uint64_t low = MIN(m->size, GMEM_HOLE_START);
+
+	m->regions[0] = (struct gmem_region){ .gpa = 0, .size = low, .offset = 0 };
+	m->nr_regions = 1;
+	m->gpa_end = low;
+	if (m->size > low) {
+		m->regions[1] = (struct gmem_region){
+			.gpa = GMEM_HOLE_END, .size = m->size - low, .offset = low };
+		m->nr_regions = 2;
+		m->gpa_end = GMEM_HOLE_END + (m->size - low);
+	}
+}
+
+int gmem_init(struct gmem *m, uint64_t size, enum gmem_backing backing)
+{
+	int rc = gmem_check_size(size);
+	if (rc < 0)
+		return rc;
+
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	m->size = size;
+	m->backing = backing;
+	gmem_layout(m);
+
+	if (backing == GMEM_ANON) {
+		m->host = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (m->host == MAP_FAILED) {
+			m->host = NULL;
+			return -errno;
+		}
+		return 0;
+	}
+	if (backing != GMEM_MEMFD)
+		return -EINVAL;
+
+	m->fd = memfd_create("forkvm-ram", MFD_CLOEXEC);
+	if (m->fd < 0)
+		return -errno;
+	if (ftruncate(m->fd, (off_t)size) < 0) {
+		rc = -errno;
+		goto err_close;
+	}
+	m->host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m->fd, 0);
+	if (m->host == MAP_FAILED) {
+		rc = -errno;
+		m->host = NULL;
+		goto err_close;
+	}
+	return 0;
+err_close:
+	close(m->fd);
+	m->fd = -1;
+	return rc;
+}
+
+void gmem_fini(struct gmem *m)
+{
+	if (m->host)
+		munmap(m->host, m->size);
+	if (m->fd >= 0)
+		close(m->fd);
+	m->host = NULL;
+	m->fd = -1;
+}
+
+static const struct gmem_region *region_of(const struct gmem *m, uint64_t gpa, uint64_t len)
+{
+	for (unsigned i = 0; i < m->nr_regions; i++) {
+		const struct gmem_region *r = &m->regions[i];
+		if (gpa >= r->gpa && range_within(gpa - r->gpa, len, r->size))
+			return r;
+	}
+	return NULL;
+}
+
+void *gmem_ptr(const struct gmem *m, uint64_t gpa, uint64_t len)
+{
+	const struct gmem_region *r;
+
+	if (!m->host)
+		return NULL;
+	r = region_of(m, gpa, len);
+	if (!r)
+		return NULL;
+	return m->host + r->offset + (gpa - r->gpa);
+}
+
+bool gmem_is_ram(const struct gmem *m, uint64_t gpa, uint64_t len)
+{
+	return region_of(m, gpa, len) != NULL;
+}
+
+int gmem_discard(struct gmem *m, uint64_t gpa, uint64_t len)
+{
+	const struct gmem_region *r;
+	uint64_t off;
+
+	if ((gpa | len) & (GMEM_PAGE_SIZE - 1))
+		return -EINVAL;
+	r = region_of(m, gpa, len);
+	if (!r)
+		return -EFAULT;
+	if (!len)
+		return 0;
+	off = r->offset + (gpa - r->gpa);
+	switch (m->backing) {
+	case GMEM_MEMFD:
+		/* Zeroes and frees the pages; KVM's MMU notifier drops its mappings. */
+		if (fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+			      (off_t)len) < 0)
+			return -errno;
+		return 0;
+	case GMEM_ANON:
+		if (madvise(m->host + off, len, MADV_DONTNEED) < 0)
+			return -errno;
+		return 0;
+	case GMEM_FILE_PRIVATE:
+		/* DONTNEED on a private file mapping would bring back the file's
+		 * bytes; replace the range with fresh anonymous zero pages. */
+		if (mmap(m->host + off, len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
+			return -errno;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+int gmem_read(const struct gmem *m, uint64_t gpa, void *dst, uint64_t len)
+{
+	const void *p = gmem_ptr(m, gpa, len);
+	if (!p)
+		return -EFAULT;
+	memcpy(dst, p, len);
+	return 0;
+}
+
+int gmem_write(struct gmem *m, uint64_t gpa, const void *src, uint64_t len)
+{
+	void *p = gmem_ptr(m, gpa, len);
+	if (!p)
+		return -EFAULT;
+	memcpy(p, src, len);
+	return 0;
+}

@@ -1,0 +1,69 @@
+/* vmm/gmem.h - guest RAM: one backing file (memfd or regular file) mapped
+ * once in the VMM, split into guest-physical regions around the MMIO hole
+ * below 4 GiB. Every guest-physical access from the VMM goes through
+ * gmem_ptr(), which bounds-checks with overflow-safe arithmetic. */
+#ifndef FORKVM_VMM_GMEM_H
+#define FORKVM_VMM_GMEM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/util.h"
+
+/* Guest-physical MMIO hole [3 GiB, 4 GiB): never RAM (LAPIC, IOAPIC, and
+ * later PCI devices live here). RAM beyond 3 GiB continues at 4 GiB. */
+#define GMEM_HOLE_START (3ULL * GiB)
+#define GMEM_HOLE_END (4ULL * GiB)
+#define GMEM_PAGE_SIZE 4096ULL
+#define GMEM_MAX_SIZE (64ULL * GiB)
+#define GMEM_MIN_SIZE (16ULL * MiB)
+
+struct gmem_region {
+	uint64_t gpa;    /* guest-physical start */
+	uint64_t size;   /* bytes */
+	uint64_t offset; /* offset in the backing file and the host mapping */
+};
+
+enum gmem_backing {
+	GMEM_ANON,     /* anonymous private memory (unit tests) */
+	GMEM_MEMFD,    /* memfd, MAP_SHARED: a fresh VM */
+	GMEM_FILE_PRIVATE, /* a file mapped MAP_PRIVATE: copy-on-write restore */
+};
+
+struct gmem {
+	uint8_t *host;  /* host mapping of the whole backing, size bytes */
+	uint64_t size;  /* RAM bytes */
+	int fd;         /* backing fd, -1 for GMEM_ANON */
+	enum gmem_backing backing;
+	unsigned nr_regions;
+	struct gmem_region regions[2];
+	uint64_t gpa_end; /* one past the highest RAM guest-physical address */
+};
+
+/* Checks that size is a usable RAM size (multiple of 2 MiB, within limits).
+ * Returns 0 or -EINVAL / -ERANGE. */
+int gmem_check_size(uint64_t size) WUR;
+
+/* Creates RAM of size bytes backed by a memfd (or anonymous memory for
+ * GMEM_ANON). Returns 0 or -errno. */
+int gmem_init(struct gmem *m, uint64_t size, enum gmem_backing backing) WUR;
+
+/* Releases the mapping and the fd. Safe on a zeroed struct. */
+void gmem_fini(struct gmem *m);
+
+/* Host pointer for guest-physical [gpa, gpa+len), or NULL if any byte is
+ * outside RAM (or len would cross the hole). len 0 is valid inside RAM. */
+void *gmem_ptr(const struct gmem *m, uint64_t gpa, uint64_t len);
+
+/* True if [gpa, gpa+len) is RAM. */
+bool gmem_is_ram(const struct gmem *m, uint64_t gpa, uint64_t len);
+
+/* Zeroes [gpa, gpa+len) and returns whole pages of it to the host.
+ * gpa and len must be page aligned. Returns 0 or -errno. */
+int gmem_discard(struct gmem *m, uint64_t gpa, uint64_t len) WUR;
+
+/* Copies between guest RAM and host buffers. Return 0 or -EFAULT. */
+int gmem_read(const struct gmem *m, uint64_t gpa, void *dst, uint64_t len) WUR;
+int gmem_write(struct gmem *m, uint64_t gpa, const void *src, uint64_t len) WUR;
+
+#endif

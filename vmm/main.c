@@ -1,0 +1,246 @@
+/* vmm/main.c - the forkvm binary: Cloud Hypervisor compatible command
+ * line, one VM per process, REST API on a Unix socket. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/loop.h"
+#include "vmm/vmm.h"
+
+struct ctx {
+	struct loop *loop;
+	struct vmm *vmm;
+	bool done;
+	int status;
+	int sigfd;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: forkvm [OPTIONS]\n"
+		"\n"
+		"Runs one microVM. With --kernel it boots at once; with only --api-socket it\n"
+		"waits for a VM to be created and booted over the REST API (see forkctl).\n"
+		"The process ends when the guest exits (with the guest's exit status; 128+N\n"
+		"after a guest fault, N being the matching signal) or on vmm.shutdown.\n"
+		"\n"
+		"Options:\n"
+		"  --api-socket PATH        REST API on this Unix socket (mode 0600);\n"
+		"                           also accepts path=PATH\n"
+		"  --kernel PATH            payload: a static x86-64 ELF (the function guest,\n"
+		"                           e.g. build/guest/agent)\n"
+		"  --cmdline ARGS           guest arguments argv[1..] (shell-like quoting)\n"
+		"  --cpus boot=N            vCPUs, 1..254 (default 1); each guest thread\n"
+		"                           runs on its own vCPU\n"
+		"  --memory size=SIZE       guest RAM, e.g. 512M, 4G (default 512M;\n"
+		"                           a multiple of 2M, 16M..64G)\n"
+		"  --serial MODE            guest console (fd 2): tty (default), off,\n"
+		"                           file=PATH or socket=PATH\n"
+		"  --agent socket=PATH      agent channel (guest fd 0/1) on this Unix socket;\n"
+		"                           without it fd 1 goes to the console, fd 0 is empty\n"
+		"  --log-file PATH          VMM log here instead of stderr\n"
+		"  -v                       more log output: -v info, -vv debug,\n"
+		"                           -vvv also every guest system call\n"
+		"  -h, --help               this help\n"
+		"  -V, --version            version\n"
+		"\n"
+		"Example:\n"
+		"  forkvm --api-socket /tmp/a.sock --cpus boot=2 --memory size=512M \\\n"
+		"         --kernel build/guest/agent --agent socket=/tmp/a.agent\n"
+		"  forkctl --agent=/tmp/a.agent eval '6*7'\n");
+}
+
+static void on_vm_exit(void *arg, struct vm *vm)
+{
+	struct ctx *c = arg;
+	struct vm_exit_info info;
+
+	vm_get_exit_info(vm, &info);
+	if (info.faulted) {
+		fprintf(stderr, "forkvm: %s\n", info.reason);
+		log_error("%s", info.reason);
+	} else {
+		log_info("%s", info.reason);
+	}
+	c->status = info.status;
+	c->done = true;
+	loop_stop(c->loop);
+}
+
+static void on_api_shutdown(void *arg)
+{
+	struct ctx *c = arg;
+	log_info("vmm.shutdown requested");
+	c->status = 0;
+	c->done = true;
+	loop_stop(c->loop);
+}
+
+static void on_signal(void *arg, uint32_t events)
+{
+	struct ctx *c = arg;
+	struct signalfd_siginfo si;
+
+	(void)events;
+	if (read(c->sigfd, &si, sizeof(si)) != sizeof(si))
+		return;
+	log_info("signal %u: shutting down", si.ssi_signo);
+	c->status = 128 + (int)si.ssi_signo;
+	c->done = true;
+	loop_stop(c->loop);
+}
+
+static int die_usage(const char *msg, const char *arg)
+{
+	fprintf(stderr, "forkvm: %s%s\nTry 'forkvm --help'.\n", msg, arg);
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_API = 256, O_KERNEL, O_CMDLINE, O_CPUS, O_MEMORY, O_SERIAL, O_AGENT, O_LOGFILE };
+	static const struct option opts[] = {
+		{ "api-socket", required_argument, NULL, O_API },
+		{ "kernel", required_argument, NULL, O_KERNEL },
+		{ "cmdline", required_argument, NULL, O_CMDLINE },
+		{ "cpus", required_argument, NULL, O_CPUS },
+		{ "memory", required_argument, NULL, O_MEMORY },
+		{ "serial", required_argument, NULL, O_SERIAL },
+		{ "agent", required_argument, NULL, O_AGENT },
+		{ "log-file", required_argument, NULL, O_LOGFILE },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct vm_config cfg;
+	struct ctx c = { .sigfd = -1 };
+	struct vmm_api *api = NULL;
+	const char *api_path = NULL, *log_file = NULL;
+	char err[512];
+	int verbose = 0, opt, rc, status = 1;
+
+	log_set_ident("forkvm");
+	vm_config_init(&cfg);
+	while ((opt = getopt_long(argc, argv, "vhV", opts, NULL)) != -1) {
+		rc = 0;
+		switch (opt) {
+		case O_API:
+			api_path = strncmp(optarg, "path=", 5) == 0 ? optarg + 5 : optarg;
+			if (!*api_path)
+				return die_usage("--api-socket needs a path", "");
+			break;
+		case O_KERNEL:
+			free(cfg.kernel);
+			cfg.kernel = strdup(optarg);
+			break;
+		case O_CMDLINE:
+			free(cfg.cmdline);
+			cfg.cmdline = strdup(optarg);
+			break;
+		case O_CPUS:
+			rc = vm_config_parse_cpus(&cfg, optarg, err, sizeof(err));
+			break;
+		case O_MEMORY:
+			rc = vm_config_parse_memory(&cfg, optarg, err, sizeof(err));
+			break;
+		case O_SERIAL:
+			rc = vm_config_parse_serial(&cfg, optarg, err, sizeof(err));
+			break;
+		case O_AGENT:
+			rc = vm_config_parse_agent(&cfg, optarg, err, sizeof(err));
+			break;
+		case O_LOGFILE:
+			log_file = optarg;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("forkvm %s\n", FORKVM_VERSION);
+			return 0;
+		default:
+			fprintf(stderr, "Try 'forkvm --help'.\n");
+			return 2;
+		}
+		if (rc < 0)
+			return die_usage(err, "");
+	}
+	if (optind < argc)
+		return die_usage("unexpected argument: ", argv[optind]);
+	if (!cfg.kernel && !api_path)
+		return die_usage("nothing to do: give --kernel PATH and/or --api-socket PATH", "");
+	if (!cfg.kernel && (cfg.cmdline || cfg.agent_socket))
+		return die_usage("--cmdline and --agent need --kernel", "");
+
+	log_set_level(verbose >= 3 ? LOG_TRACE : verbose == 2 ? LOG_DEBUG : verbose == 1 ? LOG_INFO : LOG_WARN);
+	if (log_file && (rc = log_open_file(log_file)) < 0) {
+		fprintf(stderr, "forkvm: cannot open log file %s: %s\n", log_file, strerror(-rc));
+		return 1;
+	}
+
+	/* Signals: handled on the loop thread; vCPU threads block them. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if ((rc = loop_create(&c.loop)) < 0) {
+		fprintf(stderr, "forkvm: cannot create the event loop: %s\n", strerror(-rc));
+		goto out;
+	}
+	c.sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (c.sigfd < 0 || loop_add(c.loop, c.sigfd, EPOLLIN, on_signal, &c) < 0) {
+		fprintf(stderr, "forkvm: cannot watch signals: %s\n", strerror(errno));
+		goto out;
+	}
+	if ((rc = vmm_create(c.loop, on_vm_exit, &c, &c.vmm)) < 0) {
+		fprintf(stderr, "forkvm: %s\n", strerror(-rc));
+		goto out;
+	}
+	if (api_path && (rc = vmm_api_start(c.vmm, c.loop, api_path, on_api_shutdown, &c, &api)) < 0) {
+		fprintf(stderr, "forkvm: cannot serve the API on %s: %s\n", api_path, strerror(-rc));
+		goto out;
+	}
+	if (cfg.kernel) {
+		rc = vmm_vm_create(c.vmm, &cfg, err, sizeof(err));
+		if (rc == 0)
+			rc = vmm_vm_boot(c.vmm, err, sizeof(err));
+		if (rc < 0) {
+			fprintf(stderr, "forkvm: %s\n", err);
+			goto out;
+		}
+	}
+	while (!c.done) {
+		rc = loop_run_once(c.loop, -1);
+		if (rc < 0) {
+			fprintf(stderr, "forkvm: event loop: %s\n", strerror(-rc));
+			goto out;
+		}
+	}
+	/* Let a last response (vmm.shutdown) reach its client. */
+	for (int i = 0; i < 10 && loop_run_once(c.loop, 0) > 0; i++)
+		;
+	status = c.status;
+out:
+	vmm_api_stop(api);
+	vmm_destroy(c.vmm);
+	if (c.sigfd >= 0)
+		close(c.sigfd);
+	loop_destroy(c.loop);
+	vm_config_free(&cfg);
+	return status;
+}

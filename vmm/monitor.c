@@ -1,0 +1,226 @@
+/* vmm/monitor.c - struct vmm: the monitor behind the REST API. It holds
+ * at most one VM configuration and one VM, with Cloud Hypervisor's state
+ * machine: create (config only) -> boot -> pause/resume -> shutdown, and
+ * boot again after a shutdown. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "vmm/vm.h"
+#include "vmm/vmm.h"
+
+struct vmm {
+	struct loop *loop;
+	vm_exit_cb *on_exit;
+	void *arg;
+	bool have_config;
+	struct vm_config cfg;
+	struct vm *vm;
+	bool shut_down; /* the VM was shut down (state Shutdown, no vm) */
+	struct vm_exit_info last_exit;
+};
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+int vmm_create(struct loop *loop, vm_exit_cb *on_exit, void *arg, struct vmm **out)
+{
+	struct vmm *vmm = calloc(1, sizeof(*vmm));
+	if (!vmm)
+		return -ENOMEM;
+	vmm->loop = loop;
+	vmm->on_exit = on_exit;
+	vmm->arg = arg;
+	*out = vmm;
+	return 0;
+}
+
+void vmm_destroy(struct vmm *vmm)
+{
+	if (!vmm)
+		return;
+	vm_destroy(vmm->vm);
+	if (vmm->have_config)
+		vm_config_free(&vmm->cfg);
+	free(vmm);
+}
+
+struct vm *vmm_get_vm(struct vmm *vmm)
+{
+	return vmm->vm;
+}
+
+static void vmm_vm_exited(void *arg, struct vm *vm)
+{
+	struct vmm *vmm = arg;
+
+	vm_get_exit_info(vm, &vmm->last_exit);
+	if (vmm->on_exit)
+		vmm->on_exit(vmm->arg, vm);
+}
+
+int vmm_vm_create(struct vmm *vmm, const struct vm_config *cfg, char *err, size_t errlen)
+{
+	int rc;
+
+	if (vmm->have_config)
+		return fail(err, errlen, -EBUSY, "a VM is already created (delete it first)");
+	rc = vm_config_validate(cfg, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (vm_config_copy(&vmm->cfg, cfg) < 0)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	vmm->have_config = true;
+	vmm->shut_down = false;
+	return 0;
+}
+
+int vmm_vm_delete(struct vmm *vmm, char *err, size_t errlen)
+{
+	if (!vmm->have_config)
+		return fail(err, errlen, -EBUSY, "no VM is created");
+	if (vmm->vm) {
+		vm_destroy(vmm->vm);
+		vmm->vm = NULL;
+	}
+	vm_config_free(&vmm->cfg);
+	vmm->have_config = false;
+	vmm->shut_down = false;
+	return 0;
+}
+
+int vmm_vm_boot(struct vmm *vmm, char *err, size_t errlen)
+{
+	int rc;
+
+	if (!vmm->have_config)
+		return fail(err, errlen, -EBUSY, "no VM is created (PUT /api/v1/vm.create first)");
+	if (vmm->vm)
+		return fail(err, errlen, -EBUSY, "the VM is already booted (state %s)",
+			    vm_state_name(vm_get_state(vmm->vm)));
+	memset(&vmm->last_exit, 0, sizeof(vmm->last_exit));
+	rc = vm_create(&vmm->cfg, vmm->loop, vmm_vm_exited, vmm, err, errlen, &vmm->vm);
+	if (rc < 0)
+		return rc;
+	rc = vm_start(vmm->vm);
+	if (rc < 0) {
+		vm_destroy(vmm->vm);
+		vmm->vm = NULL;
+		return fail(err, errlen, rc, "cannot start the vCPUs: %s", strerror(-rc));
+	}
+	vmm->shut_down = false;
+	log_info("VM booted: %u vCPUs, %llu MiB, %s", vmm->cfg.boot_vcpus,
+		 (unsigned long long)(vmm->cfg.memory_size >> 20), vmm->cfg.kernel);
+	return 0;
+}
+
+static int need_vm(struct vmm *vmm, char *err, size_t errlen)
+{
+	if (!vmm->vm)
+		return fail(err, errlen, -EBUSY, "the VM is not booted");
+	return 0;
+}
+
+int vmm_vm_pause(struct vmm *vmm, char *err, size_t errlen)
+{
+	int rc = need_vm(vmm, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = vm_pause(vmm->vm);
+	if (rc == -EBUSY)
+		return fail(err, errlen, rc, "the VM is not running (state %s)",
+			    vm_state_name(vm_get_state(vmm->vm)));
+	if (rc < 0)
+		return fail(err, errlen, rc, "the VM stopped while pausing");
+	return 0;
+}
+
+int vmm_vm_resume(struct vmm *vmm, char *err, size_t errlen)
+{
+	int rc = need_vm(vmm, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = vm_resume(vmm->vm);
+	if (rc < 0)
+		return fail(err, errlen, rc, "the VM is not paused (state %s)",
+			    vm_state_name(vm_get_state(vmm->vm)));
+	return 0;
+}
+
+int vmm_vm_shutdown(struct vmm *vmm, char *err, size_t errlen)
+{
+	int rc = need_vm(vmm, err, errlen);
+	if (rc < 0)
+		return rc;
+	vm_get_exit_info(vmm->vm, &vmm->last_exit);
+	vm_destroy(vmm->vm);
+	vmm->vm = NULL;
+	vmm->shut_down = true;
+	return 0;
+}
+
+int vmm_vm_reboot(struct vmm *vmm, char *err, size_t errlen)
+{
+	int rc = need_vm(vmm, err, errlen);
+	if (rc < 0)
+		return rc;
+	vm_destroy(vmm->vm);
+	vmm->vm = NULL;
+	return vmm_vm_boot(vmm, err, errlen);
+}
+
+json_t *vmm_vm_info(struct vmm *vmm, int *rc)
+{
+	enum vm_state state;
+	json_t *j;
+
+	if (!vmm->have_config) {
+		*rc = -ENOENT;
+		return NULL;
+	}
+	if (vmm->vm)
+		state = vm_get_state(vmm->vm);
+	else
+		state = vmm->shut_down ? VM_STATE_SHUTDOWN : VM_STATE_CREATED;
+	j = json_pack("{s:o,s:s,s:I}", "config", vm_config_to_json(&vmm->cfg), "state",
+		      vm_state_name(state), "memory_actual_size", (json_int_t)vmm->cfg.memory_size);
+	if (!j) {
+		*rc = -ENOMEM;
+		return NULL;
+	}
+	struct vm_exit_info ex = vmm->last_exit;
+	if (vmm->vm)
+		vm_get_exit_info(vmm->vm, &ex);
+	if (ex.exited)
+		json_object_set_new(j, "exit", json_pack("{s:i,s:b,s:s}", "status", ex.status,
+							 "fault", ex.faulted, "reason", ex.reason));
+	*rc = 0;
+	return j;
+}
+
+json_t *vmm_vm_counters(struct vmm *vmm, int *rc)
+{
+	struct vm_counters c;
+
+	if (!vmm->vm) {
+		*rc = -EBUSY;
+		return NULL;
+	}
+	vm_get_counters(vmm->vm, &c);
+	*rc = 0;
+	return json_pack("{s:{s:I,s:I,s:I,s:I}}", "vmm", "exits", (json_int_t)c.exits, "syscalls",
+			 (json_int_t)c.syscalls, "syscalls_enosys", (json_int_t)c.syscalls_enosys,
+			 "memory_mapped_bytes", (json_int_t)c.memory_mapped_bytes);
+}

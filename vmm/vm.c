@@ -1,0 +1,627 @@
+/* vmm/vm.c - VM lifecycle: build (KVM VM, RAM, memory slots before the
+ * irqchip, PIT, CPUID, vCPUs, devices, payload), start, pause, resume,
+ * stop, destroy; the notifier that hands vCPU events to the loop thread. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "vmm/fguest/fguest.h"
+#include "vmm/loader.h"
+#include "vmm/vm.h"
+#include "vmm/x86/x86.h"
+
+#define VM_MAX_PAYLOAD (256ULL << 20)
+
+/* Payload loaders, asked in this order. */
+static const struct vm_loader *const vm_loaders[] = { &fguest_loader };
+
+const char *vm_state_name(enum vm_state s)
+{
+	switch (s) {
+	case VM_STATE_CREATED:
+		return "Created";
+	case VM_STATE_RUNNING:
+		return "Running";
+	case VM_STATE_PAUSED:
+		return "Paused";
+	case VM_STATE_SHUTDOWN:
+		return "Shutdown";
+	}
+	return "Unknown";
+}
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+uint64_t vm_guest_now(struct vm *vm)
+{
+	uint64_t base = __atomic_load_n(&vm->clock_base, __ATOMIC_SEQ_CST);
+	uint64_t paused = __atomic_load_n(&vm->paused_at, __ATOMIC_SEQ_CST);
+	if (!base)
+		return 0; /* not started */
+	return (paused ? paused : time_mono_ns()) - base;
+}
+
+void vm_notify(struct vm *vm, unsigned bits)
+{
+	uint64_t one = 1;
+
+	__atomic_or_fetch(&vm->notify_pending, bits, __ATOMIC_SEQ_CST);
+	if (vm->notify_fd >= 0 && write(vm->notify_fd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: a notification is pending anyway */
+	}
+}
+
+static void vm_kick_all(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+}
+
+static void vm_terminate_va(struct vm *vm, int status, bool faulted, const char *fmt, va_list ap)
+{
+	if (!vm->exit.exited) {
+		vm->exit.exited = true;
+		vm->exit.faulted = faulted;
+		vm->exit.status = status;
+		vsnprintf(vm->exit.reason, sizeof(vm->exit.reason), fmt, ap);
+	}
+	__atomic_store_n(&vm->stopping, 1, __ATOMIC_SEQ_CST);
+	vm_kick_all(vm);
+	pthread_cond_broadcast(&vm->cond);
+	vm_notify(vm, VM_NOTIFY_EXIT);
+}
+
+void vm_terminate_locked(struct vm *vm, int status, bool faulted, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vm_terminate_va(vm, status, faulted, fmt, ap);
+	va_end(ap);
+}
+
+void vm_terminate(struct vm *vm, int status, bool faulted, const char *fmt, ...)
+{
+	va_list ap;
+	pthread_mutex_lock(&vm->lock);
+	va_start(ap, fmt);
+	vm_terminate_va(vm, status, faulted, fmt, ap);
+	va_end(ap);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+/* ------------------------------------------------------------ KVM setup */
+
+static void kick_handler(int sig)
+{
+	(void)sig; /* only interrupts KVM_RUN */
+}
+
+static int kvm_open(struct vm *vm, char *err, size_t errlen)
+{
+	static const struct {
+		int cap;
+		const char *name;
+	} caps[] = {
+		{ KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },
+		{ KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
+		{ KVM_CAP_PIT2, "KVM_CAP_PIT2" },
+		{ KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" },
+		{ KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID" },
+		{ KVM_CAP_XCRS, "KVM_CAP_XCRS" },
+	};
+	int rc;
+
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0)
+		return fail(err, errlen, -errno, "cannot open /dev/kvm: %s", strerror(errno));
+	rc = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (rc != KVM_API_VERSION)
+		return fail(err, errlen, -ENOTSUP, "KVM API version %d, expected %d", rc,
+			    KVM_API_VERSION);
+	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
+		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, caps[i].cap) <= 0)
+			return fail(err, errlen, -ENOTSUP, "KVM lacks %s", caps[i].name);
+	rc = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
+	if (rc <= 0 || !(rc & KVM_SYNC_X86_REGS))
+		return fail(err, errlen, -ENOTSUP, "KVM lacks KVM_CAP_SYNC_REGS");
+	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (vm->run_size < (int)sizeof(struct kvm_run))
+		return fail(err, errlen, -EIO, "bad KVM_GET_VCPU_MMAP_SIZE");
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0)
+		return fail(err, errlen, -errno, "KVM_CREATE_VM: %s", strerror(errno));
+	return 0;
+}
+
+static int kvm_memory(struct vm *vm, char *err, size_t errlen)
+{
+	/* Memory slots before the irqchip: afterwards each costs ~7 ms on
+	 * PVM (KVM-NOTES). */
+	for (unsigned i = 0; i < vm->mem.nr_regions; i++) {
+		const struct gmem_region *r = &vm->mem.regions[i];
+		struct kvm_userspace_memory_region slot = {
+			.slot = i, .guest_phys_addr = r->gpa, .memory_size = r->size,
+			.userspace_addr = (uint64_t)(uintptr_t)(vm->mem.host + r->offset),
+		};
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
+			return fail(err, errlen, -errno, "KVM_SET_USER_MEMORY_REGION: %s",
+				    strerror(errno));
+	}
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+		return fail(err, errlen, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+	struct kvm_pit_config pit = { .flags = 0 };
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+		return fail(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
+	return 0;
+}
+
+static int kvm_cpuid(struct vm *vm, char *err, size_t errlen)
+{
+	for (uint32_t n = 64; n <= 4096; n *= 2) {
+		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+		if (!c)
+			return fail(err, errlen, -ENOMEM, "out of memory");
+		c->nent = n;
+		if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+			vm->cpuid = c;
+			break;
+		}
+		free(c);
+		if (errno != E2BIG)
+			return fail(err, errlen, -errno, "KVM_GET_SUPPORTED_CPUID: %s",
+				    strerror(errno));
+	}
+	if (!vm->cpuid)
+		return fail(err, errlen, -E2BIG, "KVM_GET_SUPPORTED_CPUID: too many entries");
+	for (uint32_t i = 0; i < vm->cpuid->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &vm->cpuid->entries[i];
+		if (e->function == 1) {
+			e->ecx |= 1u << 31; /* hypervisor present */
+			vm->osxsave = e->ecx & (1u << 26);
+		}
+		if (e->function == 0xd && e->index == 0)
+			vm->xcr0 = e->eax & 0x7; /* x87, SSE, AVX */
+	}
+	if (!vm->osxsave)
+		vm->xcr0 = 0;
+	return 0;
+}
+
+/* CPUID of one vCPU: its APIC ID in leaves 1, 0xb and 0x1f. */
+static int vcpu_set_cpuid(struct vm *vm, struct vcpu *v)
+{
+	size_t sz = sizeof(*vm->cpuid) + vm->cpuid->nent * sizeof(vm->cpuid->entries[0]);
+	struct kvm_cpuid2 *c = malloc(sz);
+	int rc = 0;
+
+	if (!c)
+		return -ENOMEM;
+	memcpy(c, vm->cpuid, sz);
+	for (uint32_t i = 0; i < c->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &c->entries[i];
+		if (e->function == 1)
+			e->ebx = (e->ebx & 0x00ffffffu) | (v->id << 24);
+		if (e->function == 0xb || e->function == 0x1f)
+			e->edx = v->id;
+	}
+	if (ioctl(v->fd, KVM_SET_CPUID2, c) < 0)
+		rc = -errno;
+	free(c);
+	return rc;
+}
+
+static int vcpu_create(struct vm *vm, struct vcpu *v, char *err, size_t errlen)
+{
+	struct kvm_msr_entry e[16];
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e[16];
+	} msrs;
+	struct kvm_sregs s;
+	struct kvm_fpu fpu = { .fcw = 0x37f, .mxcsr = 0x1f80 };
+	int rc;
+
+	v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, v->id);
+	if (v->fd < 0)
+		return fail(err, errlen, -errno, "KVM_CREATE_VCPU %u: %s", v->id, strerror(errno));
+	v->run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+	if (v->run == MAP_FAILED) {
+		v->run = NULL;
+		return fail(err, errlen, -errno, "mmap of kvm_run: %s", strerror(errno));
+	}
+	rc = vcpu_set_cpuid(vm, v);
+	if (rc < 0)
+		return fail(err, errlen, rc, "KVM_SET_CPUID2: %s", strerror(-rc));
+	msrs.h.nmsrs = x86_boot_msrs(e, 16);
+	memcpy(msrs.e, e, msrs.h.nmsrs * sizeof(e[0]));
+	if (ioctl(v->fd, KVM_SET_MSRS, &msrs) != (int)msrs.h.nmsrs)
+		return fail(err, errlen, -EIO, "KVM_SET_MSRS: not all boot MSRs were accepted");
+	if (ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
+		return fail(err, errlen, -errno, "KVM_GET_SREGS: %s", strerror(errno));
+	x86_sregs_ring3(&s, v->id, vm->nr_vcpus, vm->osxsave);
+	if (ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
+		return fail(err, errlen, -errno, "KVM_SET_SREGS: %s", strerror(errno));
+	if (vm->osxsave) {
+		struct kvm_xcrs x = { .nr_xcrs = 1 };
+		x.xcrs[0].xcr = 0;
+		x.xcrs[0].value = vm->xcr0;
+		if (ioctl(v->fd, KVM_SET_XCRS, &x) < 0)
+			return fail(err, errlen, -errno, "KVM_SET_XCRS: %s", strerror(errno));
+	}
+	if (ioctl(v->fd, KVM_SET_FPU, &fpu) < 0)
+		return fail(err, errlen, -errno, "KVM_SET_FPU: %s", strerror(errno));
+	return 0;
+}
+
+/* ------------------------------------------------------------ build */
+
+static void on_notify(void *arg, uint32_t events)
+{
+	struct vm *vm = arg;
+	uint64_t v;
+	unsigned bits;
+
+	(void)events;
+	if (read(vm->notify_fd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: drained by an earlier round */
+	}
+	bits = __atomic_exchange_n(&vm->notify_pending, 0, __ATOMIC_SEQ_CST);
+	if (bits & VM_NOTIFY_CHAN) {
+		chan_service(&vm->agent, vm->loop);
+		chan_service(&vm->console, vm->loop);
+	}
+	if ((bits & VM_NOTIFY_EXIT) && vm->on_exit)
+		vm->on_exit(vm->on_exit_arg, vm);
+}
+
+static struct vm *vm_alloc(const struct vm_config *cfg)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	pthread_condattr_t ca;
+
+	if (!vm)
+		return NULL;
+	vm->kvm_fd = vm->vm_fd = vm->notify_fd = -1;
+	vm->mem.fd = -1;
+	vm->agent.out_fd = vm->agent.listen_fd = vm->agent.conn_fd = -1;
+	vm->console.out_fd = vm->console.listen_fd = vm->console.conn_fd = -1;
+	if (vm_config_copy(&vm->cfg, cfg) < 0) {
+		free(vm);
+		return NULL;
+	}
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&vm->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	vm->kick_signal = SIGRTMIN + 3;
+	vm->state = VM_STATE_CREATED;
+	vm->nr_vcpus = cfg->boot_vcpus;
+	return vm;
+}
+
+static int vm_channels(struct vm *vm, char *err, size_t errlen)
+{
+	static const enum chan_mode serial_modes[] = {
+		[VM_SERIAL_OFF] = CHAN_OFF, [VM_SERIAL_TTY] = CHAN_TTY,
+		[VM_SERIAL_FILE] = CHAN_FILE, [VM_SERIAL_SOCKET] = CHAN_SOCKET,
+	};
+	int rc = chan_open(&vm->console, vm, "console", serial_modes[vm->cfg.serial_mode],
+			   vm->cfg.serial_path, false, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (vm->cfg.agent_socket)
+		return chan_open(&vm->agent, vm, "agent", CHAN_SOCKET, vm->cfg.agent_socket, true, err,
+				 errlen);
+	return chan_open(&vm->agent, vm, "agent", CHAN_OFF, NULL, true, err, errlen);
+}
+
+static int vm_load_payload(struct vm *vm, char *err, size_t errlen)
+{
+	char *image;
+	size_t len;
+	int rc = file_read_all(vm->cfg.kernel, VM_MAX_PAYLOAD, &image, &len);
+
+	if (rc < 0)
+		return fail(err, errlen, rc, "cannot read kernel %s: %s", vm->cfg.kernel,
+			    rc == -EFBIG ? "larger than 256 MiB" : strerror(-rc));
+	rc = -ENOEXEC;
+	snprintf(err, errlen, "%s: not a payload forkvm can load (a static x86-64 ELF)",
+		 vm->cfg.kernel);
+	for (size_t i = 0; i < sizeof(vm_loaders) / sizeof(vm_loaders[0]); i++) {
+		if (!vm_loaders[i]->probe((const uint8_t *)image, len))
+			continue;
+		char why[400] = "";
+		rc = vm_loaders[i]->load(vm, (const uint8_t *)image, len, why, sizeof(why));
+		if (rc < 0)
+			snprintf(err, errlen, "%s: %s", vm->cfg.kernel, why);
+		break;
+	}
+	free(image);
+	return rc;
+}
+
+static int vm_build(struct vm *vm, bool with_kvm, char *err, size_t errlen)
+{
+	int rc;
+
+	vm->vcpus = calloc(vm->nr_vcpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		vm->vcpus[i].vm = vm;
+		vm->vcpus[i].id = i;
+		vm->vcpus[i].fd = -1;
+	}
+	if (with_kvm) {
+		rc = kvm_open(vm, err, errlen);
+		if (rc < 0)
+			return rc;
+	}
+	rc = gmem_init(&vm->mem, vm->cfg.memory_size, GMEM_MEMFD);
+	if (rc < 0)
+		return fail(err, errlen, rc, "cannot allocate %llu bytes of guest memory: %s",
+			    (unsigned long long)vm->cfg.memory_size, strerror(-rc));
+	if (with_kvm) {
+		rc = kvm_memory(vm, err, errlen);
+		if (rc == 0)
+			rc = kvm_cpuid(vm, err, errlen);
+		for (unsigned i = 0; rc == 0 && i < vm->nr_vcpus; i++)
+			rc = vcpu_create(vm, &vm->vcpus[i], err, errlen);
+		if (rc < 0)
+			return rc;
+	} else {
+		for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+			vm->vcpus[i].run = calloc(1, sizeof(struct kvm_run) + 4096);
+			if (!vm->vcpus[i].run)
+				return fail(err, errlen, -ENOMEM, "out of memory");
+		}
+	}
+	rc = vm_channels(vm, err, errlen);
+	if (rc < 0)
+		return rc;
+	return vm_load_payload(vm, err, errlen);
+}
+
+int vm_create(const struct vm_config *cfg, struct loop *loop, vm_exit_cb *on_exit, void *arg,
+	      char *err, size_t errlen, struct vm **out)
+{
+	struct sigaction sa = { .sa_handler = kick_handler };
+	struct vm *vm;
+	int rc;
+
+	rc = vm_config_validate(cfg, err, errlen);
+	if (rc < 0)
+		return rc;
+	vm = vm_alloc(cfg);
+	if (!vm)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	vm->loop = loop;
+	vm->on_exit = on_exit;
+	vm->on_exit_arg = arg;
+	/* No SA_RESTART: the kick must make KVM_RUN return EINTR. */
+	sigemptyset(&sa.sa_mask);
+	sigaction(vm->kick_signal, &sa, NULL);
+
+	rc = vm_build(vm, true, err, errlen);
+	if (rc < 0)
+		goto err;
+	vm->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->notify_fd < 0) {
+		rc = fail(err, errlen, -errno, "eventfd: %s", strerror(errno));
+		goto err;
+	}
+	rc = loop_add(loop, vm->notify_fd, EPOLLIN, on_notify, vm);
+	if (rc == 0)
+		rc = chan_attach(&vm->agent, loop);
+	if (rc == 0)
+		rc = chan_attach(&vm->console, loop);
+	if (rc < 0) {
+		fail(err, errlen, rc, "event loop: %s", strerror(-rc));
+		goto err;
+	}
+	*out = vm;
+	return 0;
+err:
+	vm_destroy(vm);
+	return rc;
+}
+
+int vm_create_nokvm(const struct vm_config *cfg, char *err, size_t errlen, struct vm **out)
+{
+	struct vm *vm;
+	int rc = vm_config_validate(cfg, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	vm = vm_alloc(cfg);
+	if (!vm)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	rc = vm_build(vm, false, err, errlen);
+	if (rc < 0) {
+		vm_destroy(vm);
+		return rc;
+	}
+	*out = vm;
+	return 0;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+int vm_start(struct vm *vm)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&vm->lock);
+	if (vm->state != VM_STATE_CREATED || vm->kvm_fd < 0) {
+		pthread_mutex_unlock(&vm->lock);
+		return -EBUSY;
+	}
+	__atomic_store_n(&vm->clock_base, time_mono_ns() - 1, __ATOMIC_SEQ_CST);
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+		rc = -pthread_create(&v->thread, NULL, vcpu_thread, v);
+		if (rc < 0) {
+			vm_terminate_locked(vm, 1, true, "cannot start vCPU thread %u: %s", i,
+					    strerror(-rc));
+			break;
+		}
+		v->thread_started = true;
+	}
+	vm->state = VM_STATE_RUNNING;
+	pthread_mutex_unlock(&vm->lock);
+	return rc;
+}
+
+int vm_pause(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->state != VM_STATE_RUNNING || __atomic_load_n(&vm->stopping, __ATOMIC_SEQ_CST)) {
+		pthread_mutex_unlock(&vm->lock);
+		return -EBUSY;
+	}
+	__atomic_store_n(&vm->pause_req, 1, __ATOMIC_SEQ_CST);
+	pthread_cond_broadcast(&vm->cond);
+	while (vm->nr_parked < vm->nr_vcpus && !__atomic_load_n(&vm->stopping, __ATOMIC_SEQ_CST)) {
+		/* Kick again every 10 ms: cheap insurance against a lost signal. */
+		vm_kick_all(vm);
+		uint64_t t = time_mono_ns() + 10000000ULL;
+		struct timespec ts = { .tv_sec = (time_t)(t / 1000000000ULL),
+				       .tv_nsec = (long)(t % 1000000000ULL) };
+		pthread_cond_timedwait(&vm->cond, &vm->lock, &ts);
+	}
+	if (__atomic_load_n(&vm->stopping, __ATOMIC_SEQ_CST)) {
+		__atomic_store_n(&vm->pause_req, 0, __ATOMIC_SEQ_CST);
+		pthread_mutex_unlock(&vm->lock);
+		return -ESHUTDOWN;
+	}
+	__atomic_store_n(&vm->paused_at, time_mono_ns(), __ATOMIC_SEQ_CST);
+	vm->state = VM_STATE_PAUSED;
+	pthread_mutex_unlock(&vm->lock);
+	return 0;
+}
+
+int vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->state != VM_STATE_PAUSED) {
+		pthread_mutex_unlock(&vm->lock);
+		return -EBUSY;
+	}
+	uint64_t now = time_mono_ns();
+	uint64_t paused = __atomic_load_n(&vm->paused_at, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&vm->clock_base, now - paused, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&vm->paused_at, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&vm->pause_req, 0, __ATOMIC_SEQ_CST);
+	vm->state = VM_STATE_RUNNING;
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+	return 0;
+}
+
+void vm_stop(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	__atomic_store_n(&vm->stopping, 1, __ATOMIC_SEQ_CST);
+	vm_kick_all(vm);
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+		if (v->thread_started) {
+			pthread_join(v->thread, NULL);
+			v->thread_started = false;
+		}
+	}
+	pthread_mutex_lock(&vm->lock);
+	vm->state = VM_STATE_SHUTDOWN;
+	pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (!vm)
+		return;
+	if (vm->vcpus)
+		vm_stop(vm);
+	if (vm->notify_fd >= 0) {
+		if (vm->loop)
+			loop_del(vm->loop, vm->notify_fd);
+		close(vm->notify_fd);
+	}
+	chan_close(&vm->agent, vm->loop);
+	chan_close(&vm->console, vm->loop);
+	fguest_destroy(vm->fg);
+	for (unsigned i = 0; vm->vcpus && i < vm->nr_vcpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+		if (v->fd >= 0) {
+			if (v->run)
+				munmap(v->run, (size_t)vm->run_size);
+			close(v->fd);
+		} else {
+			free(v->run);
+		}
+	}
+	free(vm->vcpus);
+	gmem_fini(&vm->mem);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	free(vm->cpuid);
+	vm_config_free(&vm->cfg);
+	pthread_cond_destroy(&vm->cond);
+	pthread_mutex_destroy(&vm->lock);
+	free(vm);
+}
+
+enum vm_state vm_get_state(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	enum vm_state s = vm->state;
+	pthread_mutex_unlock(&vm->lock);
+	return s;
+}
+
+void vm_get_exit_info(struct vm *vm, struct vm_exit_info *info)
+{
+	pthread_mutex_lock(&vm->lock);
+	*info = vm->exit;
+	pthread_mutex_unlock(&vm->lock);
+}
+
+const struct vm_config *vm_get_config(const struct vm *vm)
+{
+	return &vm->cfg;
+}
+
+void vm_get_counters(struct vm *vm, struct vm_counters *c)
+{
+	memset(c, 0, sizeof(*c));
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		c->exits += __atomic_load_n(&vm->vcpus[i].exits, __ATOMIC_RELAXED);
+	c->syscalls = __atomic_load_n(&vm->syscalls, __ATOMIC_RELAXED);
+	c->syscalls_enosys = __atomic_load_n(&vm->syscalls_enosys, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&vm->lock);
+	c->memory_mapped_bytes = vm->fg ? vm->fg->mm.mapped : 0;
+	pthread_mutex_unlock(&vm->lock);
+}

@@ -1,0 +1,169 @@
+/* vmm/vmm.h - the forkvm virtual machine monitor library: the one public
+ * header of vmm/. Include only this header from outside vmm/.
+ *
+ * A struct vm is a KVM virtual machine with its guest RAM, vCPU threads,
+ * devices and payload. Nothing here is global: one process may hold several
+ * VMs. A struct vmm is the monitor behind the REST API: it holds at most one
+ * VM configuration and VM (Cloud Hypervisor's model).
+ *
+ * Every function returns >= 0 on success and -errno on failure; where an
+ * err buffer is taken, it receives a human-readable reason.
+ */
+#ifndef FORKVM_VMM_H
+#define FORKVM_VMM_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/loop.h"
+
+#define FORKVM_VERSION "0.1.0"
+
+/* ------------------------------------------------------------ config */
+
+enum vm_serial_mode {
+	VM_SERIAL_OFF,
+	VM_SERIAL_TTY,
+	VM_SERIAL_FILE,
+	VM_SERIAL_SOCKET,
+};
+
+/* The VM configuration; the JSON form is what PUT /api/v1/vm.create takes
+ * (docs/api.md). Strings are owned (malloc'd) and freed by vm_config_free. */
+struct vm_config {
+	unsigned boot_vcpus;
+	uint64_t memory_size;
+	char *kernel;  /* payload: a static ELF64 function guest */
+	char *cmdline; /* guest argv[1..] (shell-like words) */
+	enum vm_serial_mode serial_mode;
+	char *serial_path;  /* FILE or SOCKET mode */
+	char *agent_socket; /* Unix socket for guest fd 0/1; NULL: fd 1 -> console, fd 0 EOF */
+	char *hostname;     /* uname nodename; NULL: "forkvm" */
+};
+
+#define VM_DEFAULT_VCPUS 1U
+#define VM_DEFAULT_MEMORY (512ULL << 20)
+
+/* Sets the defaults (1 vCPU, 512 MiB, serial on the tty, no agent). */
+void vm_config_init(struct vm_config *cfg);
+void vm_config_free(struct vm_config *cfg);
+int vm_config_copy(struct vm_config *dst, const struct vm_config *src) __attribute__((warn_unused_result));
+
+/* Checks ranges and required fields. Returns 0 or -EINVAL with err set. */
+int vm_config_validate(const struct vm_config *cfg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* JSON <-> config. from_json starts from the defaults, rejects unknown keys
+ * and wrong types with a message naming the field. */
+int vm_config_from_json(const json_t *j, struct vm_config *cfg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+json_t *vm_config_to_json(const struct vm_config *cfg);
+
+/* Command-line option values, Cloud Hypervisor syntax: "boot=4",
+ * "size=4G", "tty|off|file=PATH|socket=PATH", "socket=PATH". */
+int vm_config_parse_cpus(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+int vm_config_parse_memory(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+int vm_config_parse_serial(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+int vm_config_parse_agent(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* ------------------------------------------------------------ VM */
+
+enum vm_state {
+	VM_STATE_CREATED,
+	VM_STATE_RUNNING,
+	VM_STATE_PAUSED,
+	VM_STATE_SHUTDOWN,
+};
+
+const char *vm_state_name(enum vm_state s);
+
+struct vm;
+
+/* Why the guest stopped: its exit status (exit_group), or a fault. */
+struct vm_exit_info {
+	bool exited;     /* the guest stopped by itself */
+	bool faulted;    /* ... because of a fault (report in reason) */
+	int status;      /* exit status; for a fault 128 + the matching signal */
+	char reason[512];
+};
+
+/* Called on the loop thread once the guest has stopped by itself. */
+typedef void vm_exit_cb(void *arg, struct vm *vm);
+
+/* Builds a VM from cfg: KVM VM, guest RAM, memory slots, irqchip, PIT,
+ * vCPUs, devices, payload. The VM is left in state Created, its channel
+ * sockets registered on loop (which must be run by the caller).
+ * Returns 0 and *out, or -errno with err set. */
+int vm_create(const struct vm_config *cfg, struct loop *loop, vm_exit_cb *on_exit, void *arg,
+	      char *err, size_t errlen, struct vm **out) __attribute__((warn_unused_result));
+
+/* Starts the vCPU threads (Created -> Running). */
+int vm_start(struct vm *vm) __attribute__((warn_unused_result));
+
+/* Stops every vCPU outside KVM_RUN and returns once all have stopped
+ * (Running -> Paused). -EBUSY if not running. */
+int vm_pause(struct vm *vm) __attribute__((warn_unused_result));
+
+/* Paused -> Running. -EBUSY if not paused. */
+int vm_resume(struct vm *vm) __attribute__((warn_unused_result));
+
+/* Stops and joins the vCPU threads (any state -> Shutdown). Idempotent. */
+void vm_stop(struct vm *vm);
+
+/* Frees everything; stops the VM first if needed. Call on the loop thread. */
+void vm_destroy(struct vm *vm);
+
+enum vm_state vm_get_state(struct vm *vm);
+void vm_get_exit_info(struct vm *vm, struct vm_exit_info *info);
+const struct vm_config *vm_get_config(const struct vm *vm);
+
+/* Counters for vm.info and -v logging: exits and system calls served. */
+struct vm_counters {
+	uint64_t exits;
+	uint64_t syscalls;
+	uint64_t syscalls_enosys;
+	uint64_t memory_mapped_bytes; /* guest memory mapped by the payload */
+};
+void vm_get_counters(struct vm *vm, struct vm_counters *c);
+
+/* ------------------------------------------------------------ monitor */
+
+struct vmm;
+
+/* Creates the monitor. on_exit is called (on the loop thread) when the
+ * guest stops by itself; the caller decides whether the process ends. */
+int vmm_create(struct loop *loop, vm_exit_cb *on_exit, void *arg, struct vmm **out)
+	__attribute__((warn_unused_result));
+void vmm_destroy(struct vmm *vmm);
+
+/* The REST verbs (docs/api.md). Wrong state: -EBUSY; bad input: -EINVAL,
+ * -ENOENT, -ENOEXEC...; err explains. */
+int vmm_vm_create(struct vmm *vmm, const struct vm_config *cfg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+int vmm_vm_boot(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_unused_result));
+int vmm_vm_pause(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_unused_result));
+int vmm_vm_resume(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_unused_result));
+int vmm_vm_shutdown(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_unused_result));
+int vmm_vm_reboot(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_unused_result));
+int vmm_vm_delete(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* GET vm.info body, or NULL with -ENOENT in *rc when no VM is configured. */
+json_t *vmm_vm_info(struct vmm *vmm, int *rc);
+/* GET vm.counters body, or NULL with -EBUSY in *rc when no VM runs. */
+json_t *vmm_vm_counters(struct vmm *vmm, int *rc);
+struct vm *vmm_get_vm(struct vmm *vmm);
+
+/* The REST API on a Unix socket (mode 0600). on_shutdown is called when
+ * PUT /api/v1/vmm.shutdown arrives. */
+struct vmm_api;
+int vmm_api_start(struct vmm *vmm, struct loop *loop, const char *socket_path,
+		  void (*on_shutdown)(void *arg), void *arg, struct vmm_api **out)
+	__attribute__((warn_unused_result));
+void vmm_api_stop(struct vmm_api *api);
+
+#endif
