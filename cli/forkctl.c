@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -372,6 +373,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct forkctl fc = { .timeout_ms = DEFAULT_TIMEOUT_S * 1000 };
+	const char *timeout_arg = NULL;
 	int opt, rc;
 
 	opterr = 0;
@@ -392,6 +394,7 @@ int main(int argc, char **argv)
 			rc = parse_timeout(&fc, optarg);
 			if (rc)
 				return rc;
+			timeout_arg = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -416,6 +419,20 @@ int main(int argc, char **argv)
 		return usage_error("use either --api-socket or --agent, not both");
 	if (optind >= argc)
 		return usage_error("missing command");
+	if (fc.agent_socket && timeout_arg) {
+		/* A --timeout before the agent command applies to it too: hand it
+		 * over after the command's own arguments. */
+		int n = argc - optind;
+		char **av = calloc((size_t)n + 3, sizeof(*av));
+		if (!av)
+			return fail(&fc, "out of memory");
+		memcpy(av, argv + optind, (size_t)n * sizeof(*av));
+		av[n] = (char *)(uintptr_t)"--timeout";
+		av[n + 1] = (char *)(uintptr_t)timeout_arg;
+		rc = cli_agent_main(fc.agent_socket, n + 2, av);
+		free(av);
+		return rc;
+	}
 	if (fc.agent_socket)
 		return cli_agent_main(fc.agent_socket, argc - optind, argv + optind);
 	if (!fc.api_socket)

@@ -1,0 +1,81 @@
+/* tests/lib/harness.h - helpers for tests that run the real binaries:
+ * where the build is, temp directories, child processes with captured
+ * output and timeouts, files. */
+#ifndef FORKVM_TESTS_HARNESS_H
+#define FORKVM_TESTS_HARNESS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* build dir (FORKVM_BUILD, else "build") and guest dir (FORKVM_GUEST,
+ * else "build/guest"). */
+const char *h_build_dir(void);
+const char *h_guest_dir(void);
+/* Returns a malloc'd "<a>/<b>". */
+char *h_join(const char *a, const char *b);
+/* Full paths of binaries and payloads (malloc'd). */
+char *h_bin(const char *name);     /* build/bin/NAME */
+char *h_payload(const char *name); /* "agent" or "payloads/NAME" */
+
+/* True if /dev/kvm can be opened read-write. */
+bool h_have_kvm(void);
+#define H_NEED_KVM()                                                                   \
+	do {                                                                           \
+		if (!h_have_kvm())                                                     \
+			cr_skip_test("/dev/kvm is absent or not accessible: this test boots a guest"); \
+	} while (0)
+
+/* A fresh temporary directory (malloc'd path); h_rmtree removes it. */
+char *h_tmpdir(void);
+void h_rmtree(const char *dir);
+
+struct h_proc {
+	pid_t pid;
+	char *out_path; /* captured stdout */
+	char *err_path; /* captured stderr */
+	int status;     /* exit status, or 128 + signal */
+	bool reaped;
+};
+
+/* Starts argv[0] (a path) with stdout/stderr captured in files in dir. */
+int h_spawn(struct h_proc *p, const char *dir, const char *const argv[]);
+/* Waits up to timeout_ms. Returns the status (see struct h_proc) or -1 on timeout. */
+int h_wait(struct h_proc *p, int timeout_ms);
+/* SIGKILL and reap (no-op if already reaped); frees the paths. */
+void h_kill(struct h_proc *p);
+/* Captured output so far (malloc'd, "" if none). */
+char *h_stdout(const struct h_proc *p);
+char *h_stderr(const struct h_proc *p);
+
+/* Runs argv to completion (timeout_ms) and returns its status; out/err get
+ * the captured output (malloc'd) when not NULL. -1 on timeout. */
+int h_run(const char *dir, const char *const argv[], int timeout_ms, char **out, char **err);
+
+/* Whole file (malloc'd, NUL-terminated) or NULL. */
+char *h_read_file(const char *path);
+int h_write_file(const char *path, const char *text);
+/* Polls until path exists (timeout_ms). */
+bool h_wait_path(const char *path, int timeout_ms);
+/* Counts occurrences of needle in hay. */
+int h_count(const char *hay, const char *needle);
+/* Sleeps ms milliseconds. */
+void h_sleep_ms(int ms);
+
+/* A VM running the agent: forkvm with --api-socket, --agent and the serial
+ * console in a file, all inside dir. */
+struct h_vm {
+	struct h_proc proc;
+	char *dir;
+	char *api;     /* API socket */
+	char *agent;   /* agent socket */
+	char *console; /* console file */
+};
+/* Boots payload (NULL: the agent) with extra forkvm arguments (NULL-terminated,
+ * may be NULL). Waits for the API socket. Returns 0 or -1. */
+int h_vm_start(struct h_vm *vm, const char *payload, const char *const extra[]);
+void h_vm_stop(struct h_vm *vm);
+/* One REST call to the VM's API; returns the HTTP status (or -errno) and
+ * the body (malloc'd) in *body when not NULL. */
+int h_api(struct h_vm *vm, const char *method, const char *path, const char *json, char **body);
+
+#endif
