@@ -48,17 +48,20 @@ deps:
 COMMON_SRC := $(wildcard common/*.c)
 VMM_SRC := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/*/*.c))
 CLI_SRC := $(wildcard cli/*.c)
+BENCH_SRC := $(wildcard bench/*.c)
 
 COMMON_OBJ := $(COMMON_SRC:%.c=$(O)/obj/%.o)
 VMM_OBJ := $(VMM_SRC:%.c=$(O)/obj/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(O)/obj/%.o)
+BENCH_OBJ := $(BENCH_SRC:%.c=$(O)/obj/%.o)
 
 LIBCOMMON := $(O)/lib/libcommon.a
 LIBVMM := $(O)/lib/libvmm.a
 
 FORKVM := $(O)/bin/forkvm
 FORKCTL := $(O)/bin/forkctl
-BINS := $(FORKVM) $(FORKCTL)
+FORKBENCH := $(O)/bin/forkbench
+BINS := $(FORKVM) $(FORKCTL) $(FORKBENCH)
 
 .PHONY: bins
 bins: $(BINS)
@@ -82,6 +85,11 @@ $(FORKVM): $(O)/obj/vmm/main.o $(LIBVMM) $(LIBCOMMON)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(FORKCTL): $(CLI_OBJ) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(FORKBENCH): $(BENCH_OBJ) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@

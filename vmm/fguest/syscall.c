@@ -83,7 +83,9 @@ long fg_syscall(struct fg_call *c)
 	bool handled = false;
 	long ret = -ENOSYS;
 
-	__atomic_add_fetch(&c->vm->syscalls, 1, __ATOMIC_RELAXED);
+	if (__atomic_add_fetch(&c->vm->syscalls, 1, __ATOMIC_RELAXED) == 1)
+		log_debug("first guest system call %.2f ms after start",
+			  vm_guest_now(c->vm) / 1e6);
 	for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]) && !handled; i++)
 		ret = groups[i](c, &handled);
 	if (!handled) {

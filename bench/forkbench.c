@@ -1,0 +1,298 @@
+/* bench/forkbench.c - forkvm's benchmark. Subcommands so far:
+ *   boot  cold start of forkvm to the agent's first answer, and idle RSS
+ *   eval  agent round trip of an eval request
+ * Figures are printed, never asserted: these machines are shared and noisy.
+ * Medians and percentiles of N samples after warm-ups that are excluded. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/agent_client.h"
+#include "common/util.h"
+
+struct opts {
+	int samples;
+	int warmup;
+	const char *cpus;
+	const char *memory;
+	const char *forkvm;
+	const char *agent;
+	const char *code;
+	bool json;
+};
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static uint64_t pct(const uint64_t *sorted, int n, double p)
+{
+	int i = (int)(p / 100.0 * (n - 1) + 0.5);
+	return sorted[i < 0 ? 0 : i >= n ? n - 1 : i];
+}
+
+static void report(const char *what, uint64_t *ns, int n, const struct opts *o)
+{
+	qsort(ns, (size_t)n, sizeof(ns[0]), cmp_u64);
+	if (o->json) {
+		printf("{\"metric\":\"%s\",\"unit\":\"us\",\"samples\":%d,\"min\":%.1f,\"p50\":%.1f,"
+		       "\"p90\":%.1f,\"p99\":%.1f,\"max\":%.1f}\n",
+		       what, n, ns[0] / 1e3, pct(ns, n, 50) / 1e3, pct(ns, n, 90) / 1e3,
+		       pct(ns, n, 99) / 1e3, ns[n - 1] / 1e3);
+		return;
+	}
+	printf("%-28s n=%-5d min %9.1f  p50 %9.1f  p90 %9.1f  p99 %9.1f  max %9.1f  (us)\n", what,
+	       n, ns[0] / 1e3, pct(ns, n, 50) / 1e3, pct(ns, n, 90) / 1e3, pct(ns, n, 99) / 1e3,
+	       ns[n - 1] / 1e3);
+}
+
+/* Starts forkvm with the agent on sock; returns its pid. */
+static pid_t spawn_vm(const struct opts *o, const char *sock)
+{
+	char agent_opt[256], cpus[64], mem[64];
+	pid_t pid;
+
+	snprintf(agent_opt, sizeof(agent_opt), "socket=%s", sock);
+	snprintf(cpus, sizeof(cpus), "boot=%s", o->cpus);
+	snprintf(mem, sizeof(mem), "size=%s", o->memory);
+	pid = fork();
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		dup2(null, 0);
+		dup2(null, 1);
+		execl(o->forkvm, o->forkvm, "--kernel", o->agent, "--agent", agent_opt, "--cpus", cpus,
+		      "--memory", mem, "--serial", "off", (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* Connects as soon as the socket accepts (polling every 50 us). */
+static int connect_fast(const char *sock, int timeout_ms)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	uint64_t end = time_mono_ns() + (uint64_t)timeout_ms * 1000000ULL;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+	while (time_mono_ns() < end) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return fd;
+		close(fd);
+		usleep(50);
+	}
+	return -ETIMEDOUT;
+}
+
+static long rss_kib(pid_t pid, const char *field)
+{
+	char path[64], line[256];
+	long v = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, strlen(field)))
+			v = strtol(line + strlen(field), NULL, 10);
+	fclose(f);
+	return v;
+}
+
+static void stop_vm(pid_t pid)
+{
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+}
+
+static int cmd_boot(const struct opts *o)
+{
+	char dir[] = "/tmp/forkbench-XXXXXX", sock[128];
+	int total = o->samples + o->warmup;
+	uint64_t *ns = calloc((size_t)total, sizeof(*ns));
+	long rss_sum = 0, rss_n = 0;
+
+	if (!ns || !mkdtemp(dir))
+		return 1;
+	snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
+	for (int i = 0; i < total; i++) {
+		uint64_t t0 = time_mono_ns();
+		pid_t pid = spawn_vm(o, sock);
+		int fd = connect_fast(sock, 30000);
+		struct agent_client *c;
+		json_t *ev = NULL;
+
+		if (fd < 0 || agent_client_from_fd(fd, &c) < 0 ||
+		    agent_client_wait_ready(c, 30000, &ev) < 0) {
+			fprintf(stderr, "forkbench: boot %d: the agent did not become ready\n", i);
+			stop_vm(pid);
+			return 1;
+		}
+		uint64_t t1 = time_mono_ns();
+		json_decref(ev);
+		if (i >= o->warmup) {
+			ns[i - o->warmup] = t1 - t0;
+			/* Idle: give the guest a moment to settle, then read RSS. */
+			usleep(100000);
+			long r = rss_kib(pid, "VmRSS:");
+			if (r > 0) {
+				rss_sum += r;
+				rss_n++;
+			}
+		}
+		agent_client_close(c);
+		stop_vm(pid);
+		unlink(sock);
+	}
+	report("boot: start to agent ready", ns, o->samples, o);
+	if (rss_n)
+		printf(o->json ? "{\"metric\":\"idle_vmm_rss\",\"unit\":\"KiB\",\"mean\":%ld}\n" :
+				 "idle VMM RSS (agent ready)   %ld KiB (mean of %ld)\n",
+		       rss_sum / rss_n, o->json ? 0 : rss_n);
+	rmdir(dir);
+	free(ns);
+	return 0;
+}
+
+static int cmd_eval(const struct opts *o)
+{
+	char dir[] = "/tmp/forkbench-XXXXXX", sock[128];
+	uint64_t *ns = calloc((size_t)o->samples, sizeof(*ns));
+	struct agent_client *c;
+	json_t *r;
+	int fd;
+
+	if (!ns || !mkdtemp(dir))
+		return 1;
+	snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
+	pid_t pid = spawn_vm(o, sock);
+	fd = connect_fast(sock, 30000);
+	if (fd < 0 || agent_client_from_fd(fd, &c) < 0) {
+		fprintf(stderr, "forkbench: cannot reach the agent\n");
+		stop_vm(pid);
+		return 1;
+	}
+	for (int i = 0; i < o->warmup + o->samples; i++) {
+		uint64_t t0 = time_mono_ns();
+		if (agent_client_eval(c, o->code, 30000, &r) < 0 || !agent_client_reply_ok(r, NULL, NULL)) {
+			fprintf(stderr, "forkbench: eval failed\n");
+			stop_vm(pid);
+			return 1;
+		}
+		uint64_t t1 = time_mono_ns();
+		json_decref(r);
+		if (i >= o->warmup)
+			ns[i - o->warmup] = t1 - t0;
+	}
+	report("eval round trip", ns, o->samples, o);
+	long rss = rss_kib(pid, "VmRSS:");
+	if (!o->json)
+		printf("VMM RSS after %d evals      %ld KiB\n", o->warmup + o->samples, rss);
+	agent_client_close(c);
+	stop_vm(pid);
+	unlink(sock);
+	rmdir(dir);
+	free(ns);
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: forkbench [OPTIONS] boot|eval\n"
+		   "  boot   start forkvm with the agent, time until its ready event; idle RSS\n"
+		   "  eval   round trip of an agent eval request\n"
+		   "Options:\n"
+		   "  -n N             samples (default: boot 5, eval 1000)\n"
+		   "  --warmup N       excluded warm-up runs (default: boot 1, eval 20)\n"
+		   "  --cpus N         vCPUs (default 1)\n"
+		   "  --memory SIZE    guest RAM (default 512M)\n"
+		   "  --code JS        what eval evaluates (default '1+1')\n"
+		   "  --json           one JSON object per figure\n");
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_WARMUP = 256, O_CPUS, O_MEMORY, O_CODE, O_JSON };
+	static const struct option lo[] = {
+		{ "warmup", required_argument, NULL, O_WARMUP }, { "cpus", required_argument, NULL, O_CPUS },
+		{ "memory", required_argument, NULL, O_MEMORY }, { "code", required_argument, NULL, O_CODE },
+		{ "json", no_argument, NULL, O_JSON },           { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct opts o = { .samples = -1, .warmup = -1, .cpus = "1", .memory = "512M", .code = "1+1" };
+	static char forkvm[4200], agent[4200];
+	char self[4000];
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "n:h", lo, NULL)) != -1) {
+		switch (opt) {
+		case 'n':
+			o.samples = atoi(optarg);
+			break;
+		case O_WARMUP:
+			o.warmup = atoi(optarg);
+			break;
+		case O_CPUS:
+			o.cpus = optarg;
+			break;
+		case O_MEMORY:
+			o.memory = optarg;
+			break;
+		case O_CODE:
+			o.code = optarg;
+			break;
+		case O_JSON:
+			o.json = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return 2;
+	}
+	/* forkvm and the agent next to this binary: build/bin, build/guest. */
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	self[n > 0 ? n : 0] = '\0';
+	char *slash = strrchr(self, '/');
+	if (slash)
+		*slash = '\0';
+	snprintf(forkvm, sizeof(forkvm), "%s/forkvm", self);
+	snprintf(agent, sizeof(agent), "%s/../guest/agent", self);
+	if (access(agent, R_OK) != 0)
+		snprintf(agent, sizeof(agent), "%s/../../guest/agent", self); /* build/san/bin */
+	o.forkvm = forkvm;
+	o.agent = agent;
+	signal(SIGPIPE, SIG_IGN);
+
+	if (!strcmp(argv[optind], "boot")) {
+		o.samples = o.samples > 0 ? o.samples : 5;
+		o.warmup = o.warmup >= 0 ? o.warmup : 1;
+		return cmd_boot(&o);
+	}
+	if (!strcmp(argv[optind], "eval")) {
+		o.samples = o.samples > 0 ? o.samples : 1000;
+		o.warmup = o.warmup >= 0 ? o.warmup : 20;
+		return cmd_eval(&o);
+	}
+	usage(stderr);
+	return 2;
+}
