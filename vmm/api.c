@@ -17,8 +17,9 @@ int vmm_api_status(int rc)
 	switch (-rc) {
 	case EBUSY:
 		return 409;
-	case ENOENT:
-		return 404;
+	case ENODEV:
+		return 503;
+	case ENOENT: /* a configuration naming a missing file */
 	case EINVAL:
 	case ENOEXEC:
 	case E2BIG:
@@ -93,7 +94,7 @@ static int r_counters(struct vmm_api *api, const struct http_request *req, struc
 
 static int r_create(struct vmm_api *api, const struct http_request *req, struct http_exchange *ex)
 {
-	char err[512];
+	char err[512] = "";
 	json_error_t jerr;
 	struct vm_config cfg;
 	json_t *j;
@@ -112,7 +113,7 @@ static int r_create(struct vmm_api *api, const struct http_request *req, struct 
 	rc = vm_config_from_json(j, &cfg, err, sizeof(err));
 	json_decref(j);
 	if (rc < 0) {
-		http_respond_error(ex, 400, "%s", err);
+		http_respond_error(ex, vmm_api_status(rc), "%s", err);
 		return 0;
 	}
 	rc = vmm_vm_create(api->vmm, &cfg, err, sizeof(err));

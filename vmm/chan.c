@@ -183,7 +183,7 @@ static void conn_drop(struct chan *c, struct loop *loop)
 	close(c->conn_fd);
 	c->conn_fd = -1;
 	c->out_watched = false;
-	c->in_stopped = false;
+	c->peer_closed = false;
 	log_info("%s: client disconnected", c->name);
 	/* Take the next waiting client. */
 	if (c->listen_fd >= 0 && !c->listening && loop_add(loop, c->listen_fd, EPOLLIN, on_listen, c) == 0)
@@ -215,9 +215,11 @@ void chan_close(struct chan *c, struct loop *loop)
 
 /* ------------------------------------------------------------ loop side */
 
+/* The loop watches a client for hangup and, while output is queued, for
+ * room; guest reads take its input directly. */
 static uint32_t conn_events(const struct chan *c)
 {
-	return (c->in_stopped ? 0 : EPOLLIN) | (c->out_watched ? EPOLLOUT : 0) | EPOLLRDHUP;
+	return (c->out_watched ? EPOLLOUT : 0) | EPOLLRDHUP;
 }
 
 /* Writes queued output to the client. Returns false if the client is gone.
@@ -239,65 +241,59 @@ static bool flush_out(struct chan *c)
 	return true;
 }
 
-/* Reads client bytes into the input ring. Returns false on EOF/error. */
-static bool fill_in(struct chan *c)
+/* Moves what the client left unread into the input ring (at hangup). */
+static void drain_in(struct chan *c)
 {
 	uint8_t buf[65536];
 
 	while (c->in.len < c->in.cap) {
 		size_t room = MIN(sizeof(buf), c->in.cap - c->in.len);
 		ssize_t n = recv(c->conn_fd, buf, room, MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return errno == EAGAIN;
-		}
-		if (n == 0)
-			return false;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
 		ring_put(&c->in, buf, (size_t)n);
 		c->rx_bytes += (uint64_t)n;
 	}
-	return true;
 }
 
-/* Re-arms the connection's epoll mask after the rings changed. */
+/* Re-arms the connection's epoll mask after the output ring changed. */
 static bool update_watch(struct chan *c, struct loop *loop)
 {
 	bool want_out = c->out.len > 0;
-	bool stop_in = c->in.len >= c->in.cap;
 
-	if (want_out == c->out_watched && stop_in == c->in_stopped)
+	if (want_out == c->out_watched)
 		return true;
 	c->out_watched = want_out;
-	c->in_stopped = stop_in;
 	return loop_mod(loop, c->conn_fd, conn_events(c)) == 0;
+}
+
+/* Handles a client that went away: keeps its unread bytes, closes it. */
+static void conn_hangup(struct chan *c, struct loop *loop)
+{
+	drain_in(c);
+	conn_drop(c, loop);
+	pthread_cond_broadcast(&c->vm->cond);
 }
 
 static void on_conn(void *arg, uint32_t events)
 {
 	struct chan *c = arg;
 	struct vm *vm = c->vm;
-	bool ok = true, got_input = false;
+	bool ok = true;
 
 	pthread_mutex_lock(&vm->lock);
-	if (events & EPOLLIN) {
-		size_t before = c->in.len;
-		ok = fill_in(c);
-		got_input = c->in.len != before;
-	}
-	if (ok && c->out.len)
+	if (c->out.len)
 		ok = flush_out(c);
-	if (ok && (events & (EPOLLHUP | EPOLLERR)))
-		ok = false;
-	if (ok && (events & EPOLLRDHUP) && !(events & EPOLLIN))
+	if (events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP))
 		ok = false;
 	if (ok)
 		ok = update_watch(c, vm->loop);
 	if (!ok)
-		conn_drop(c, vm->loop);
-	/* Output room or input both wake waiting guest threads. */
-	if (got_input || !c->out.len)
-		pthread_cond_broadcast(&vm->cond);
+		conn_hangup(c, vm->loop);
+	else if (!c->out.len)
+		pthread_cond_broadcast(&vm->cond); /* room for waiting writers */
 	pthread_mutex_unlock(&vm->lock);
 }
 
@@ -317,7 +313,7 @@ static void on_listen(void *arg, uint32_t events)
 	pthread_mutex_lock(&vm->lock);
 	c->conn_fd = fd;
 	c->out_watched = c->out.len > 0;
-	c->in_stopped = c->in.len >= c->in.cap;
+	c->peer_closed = false;
 	if (loop_add(vm->loop, fd, conn_events(c), on_conn, c) < 0) {
 		close(fd);
 		c->conn_fd = -1;
@@ -328,6 +324,7 @@ static void on_listen(void *arg, uint32_t events)
 	loop_del(vm->loop, c->listen_fd);
 	c->listening = false;
 	log_info("%s: client connected", c->name);
+	pthread_cond_broadcast(&vm->cond); /* readers waiting for a client */
 	pthread_mutex_unlock(&vm->lock);
 }
 
@@ -339,13 +336,13 @@ void chan_service(struct chan *c, struct loop *loop)
 		return;
 	pthread_mutex_lock(&vm->lock);
 	if (c->conn_fd >= 0) {
-		bool ok = true;
-		if (c->out.len)
+		bool ok = !c->peer_closed;
+		if (ok && c->out.len)
 			ok = flush_out(c);
 		if (ok)
 			ok = update_watch(c, loop);
 		if (!ok)
-			conn_drop(c, loop);
+			conn_hangup(c, loop);
 		pthread_cond_broadcast(&vm->cond);
 	}
 	pthread_mutex_unlock(&vm->lock);
@@ -399,32 +396,48 @@ size_t chan_write_locked(struct chan *c, const void *buf, size_t len)
 	return n;
 }
 
-size_t chan_readable_locked(const struct chan *c)
+long chan_read_locked(struct chan *c, void *dst, size_t len)
 {
-	return c->mode == CHAN_SOCKET ? c->in.len : 0;
-}
-
-bool chan_input_eof(const struct chan *c)
-{
-	return c->mode != CHAN_SOCKET;
-}
-
-long chan_read_locked(struct chan *c, size_t len, int (*cb)(void *arg, const void *p, size_t n),
-		      void *arg)
-{
-	size_t done = 0;
-	bool was_full = c->in.len >= c->in.cap;
-
-	while (done < len && c->in.len) {
-		const uint8_t *p;
-		size_t n = MIN(ring_peek(&c->in, &p), len - done);
-		int rc = cb(arg, p, n);
-		if (rc < 0)
-			return done ? (long)done : rc;
-		ring_drop(&c->in, n);
-		done += n;
+	if (c->mode != CHAN_SOCKET || len == 0)
+		return 0;
+	if (c->in.len) {
+		size_t done = 0;
+		while (done < len && c->in.len) {
+			const uint8_t *p;
+			size_t n = MIN(ring_peek(&c->in, &p), len - done);
+			memcpy((uint8_t *)dst + done, p, n);
+			ring_drop(&c->in, n);
+			done += n;
+		}
+		return (long)done;
 	}
-	if (was_full && c->in.len < c->in.cap)
-		vm_notify(c->vm, VM_NOTIFY_CHAN); /* resume reading the client */
-	return (long)done;
+	if (c->conn_fd < 0 || c->peer_closed)
+		return -EAGAIN;
+	for (;;) {
+		ssize_t n = recv(c->conn_fd, dst, len, MSG_DONTWAIT);
+		if (n > 0) {
+			c->rx_bytes += (uint64_t)n;
+			return n;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+			/* The client went away: the loop thread closes it. */
+			c->peer_closed = true;
+			vm_notify(c->vm, VM_NOTIFY_CHAN);
+		}
+		return -EAGAIN;
+	}
+}
+
+int chan_input_fd_locked(const struct chan *c)
+{
+	if (c->mode != CHAN_SOCKET || c->in.len || c->peer_closed)
+		return -1;
+	return c->conn_fd;
+}
+
+bool chan_input_ready_locked(const struct chan *c)
+{
+	return c->mode != CHAN_SOCKET || c->in.len || (c->conn_fd >= 0 && !c->peer_closed);
 }

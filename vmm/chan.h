@@ -2,7 +2,15 @@
  * channel (guest fd 0/1) and the console (guest fd 2). A channel's host end
  * is a tty, a file, a listening Unix socket (one client at a time; others
  * wait in the backlog), or nothing. Guest-side calls run on vCPU threads with
- * the VM lock held; socket I/O runs on the event loop thread. */
+ * the VM lock held.
+ *
+ * Input: a guest read takes bytes straight from the client socket (the
+ * kernel's socket buffer is the queue and the flow control), so a request
+ * wakes the reading vCPU thread directly, with no hop through the loop
+ * thread. The loop thread accepts clients, and on hangup moves what the
+ * client left unread into the input ring before closing.
+ * Output: a guest write goes straight to the client when nothing is queued;
+ * the rest waits in the output ring, which the loop thread flushes. */
 #ifndef FORKVM_VMM_CHAN_H
 #define FORKVM_VMM_CHAN_H
 
@@ -35,7 +43,7 @@ struct chan {
 	int listen_fd;    /* SOCKET */
 	int conn_fd;      /* SOCKET: the connected client, or -1 */
 	bool listening;   /* listen_fd is watched by the loop */
-	bool in_stopped;  /* conn EPOLLIN off: the input ring is full */
+	bool peer_closed; /* a guest read saw EOF: the loop drops the client */
 	bool out_watched; /* conn EPOLLOUT on */
 	struct chan_ring in, out;
 	uint64_t dropped; /* output bytes dropped (no flow control, ring full) */
@@ -60,15 +68,16 @@ void chan_close(struct chan *c, struct loop *loop);
 size_t chan_write_locked(struct chan *c, const void *buf, size_t len);
 /* True when chan_write_locked would take at least one byte. */
 bool chan_writable_locked(const struct chan *c);
-/* Bytes of input waiting. */
-size_t chan_readable_locked(const struct chan *c);
-/* True if the channel will never deliver input (OFF/TTY/FILE). */
-bool chan_input_eof(const struct chan *c);
-/* Copies up to len waiting input bytes into one or two host spans given
- * by the caller through cb (called once per contiguous piece). Returns the
- * bytes consumed, or a negative value returned by cb. */
-long chan_read_locked(struct chan *c, size_t len, int (*cb)(void *arg, const void *p, size_t n),
-		      void *arg);
+/* Reads up to len bytes of input into dst without blocking. Returns the
+ * count (> 0), 0 at end of input (a channel that never has input: OFF, TTY,
+ * FILE), or -EAGAIN when nothing is there now. */
+long chan_read_locked(struct chan *c, void *dst, size_t len);
+/* What a reader that got -EAGAIN waits on: the client socket to poll
+ * (>= 0), or -1: wait on vm->cond until chan_input_changed_locked(). */
+int chan_input_fd_locked(const struct chan *c);
+/* True when input may be there without polling: queued bytes, or a client
+ * to read from. */
+bool chan_input_ready_locked(const struct chan *c);
 
 /* --- loop side --- */
 /* Moves pending output to the client and re-enables input after the guest

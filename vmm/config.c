@@ -170,7 +170,11 @@ static int get_str(const json_t *obj, const char *where, const char *key, char *
 		return 0;
 	if (!json_is_string(v))
 		return fail(err, errlen, "%s%s%s must be a string", where, *where ? "." : "", key);
-	return set_str(out, json_string_value(v)) < 0 ? -ENOMEM : 0;
+	if (set_str(out, json_string_value(v)) < 0) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 int vm_config_from_json(const json_t *j, struct vm_config *out, char *err, size_t errlen)
@@ -319,9 +323,13 @@ static int with_kv(const char *arg, const char *opt,
 	return rc;
 }
 
+struct cpus_arg {
+	uint64_t boot, max;
+};
+
 static int cpus_kv(void *arg, const char *k, const char *v, char *err, size_t errlen)
 {
-	struct vm_config *cfg = arg;
+	struct cpus_arg *a = arg;
 	uint64_t n;
 
 	if (strcmp(k, "boot") && strcmp(k, "max"))
@@ -330,15 +338,25 @@ static int cpus_kv(void *arg, const char *k, const char *v, char *err, size_t er
 		return fail(err, errlen, "--cpus: %s must be a number between 1 and %u (got '%s')", k,
 			    X86_MAX_VCPUS, v);
 	if (!strcmp(k, "boot"))
-		cfg->boot_vcpus = (unsigned)n;
-	else if (n != cfg->boot_vcpus)
-		return fail(err, errlen, "--cpus: max must equal boot (no CPU hotplug)");
+		a->boot = n;
+	else
+		a->max = n;
 	return 0;
 }
 
 int vm_config_parse_cpus(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
 {
-	return with_kv(arg, "--cpus", cpus_kv, cfg, err, errlen);
+	struct cpus_arg a = { 0, 0 };
+	int rc = with_kv(arg, "--cpus", cpus_kv, &a, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	if (!a.boot)
+		a.boot = a.max ? a.max : cfg->boot_vcpus;
+	if (a.max && a.max != a.boot)
+		return fail(err, errlen, "--cpus: max must equal boot (no CPU hotplug)");
+	cfg->boot_vcpus = (unsigned)a.boot;
+	return 0;
 }
 
 static int mem_kv(void *arg, const char *k, const char *v, char *err, size_t errlen)

@@ -78,10 +78,13 @@ err_close:
 
 void gmem_fini(struct gmem *m)
 {
-	if (m->host)
+	/* An fd is only ever kept together with its mapping (see gmem_init),
+	 * so a zeroed or never-initialised struct closes nothing. */
+	if (m->host) {
 		munmap(m->host, m->size);
-	if (m->fd >= 0)
-		close(m->fd);
+		if (m->fd >= 0)
+			close(m->fd);
+	}
 	m->host = NULL;
 	m->fd = -1;
 }

@@ -6,6 +6,7 @@
  * immediate_exit before it reads pause_req, so either it sees the request
  * or KVM_RUN returns at once. Parked vCPUs are counted in vm->nr_parked. */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -90,6 +91,27 @@ int vcpu_wait(struct vcpu *v, bool (*pred)(void *arg), void *arg, uint64_t deadl
 				       .tv_nsec = (long)(host % 1000000000ULL) };
 		pthread_cond_timedwait(&vm->cond, &vm->lock, &ts);
 	}
+}
+
+int vcpu_poll(struct vcpu *v, int fd)
+{
+	struct vm *vm = v->vm;
+
+	if (vm_stopping(vm))
+		return -ESHUTDOWN;
+	if (vm_pause_requested(vm)) {
+		vcpu_park_locked(v);
+		return vm_stopping(vm) ? -ESHUTDOWN : 0;
+	}
+	struct pollfd p[2] = {
+		{ .fd = fd, .events = POLLIN | POLLRDHUP },
+		{ .fd = vm->wake_fd, .events = POLLIN },
+	};
+	pthread_mutex_unlock(&vm->lock);
+	if (poll(p, 2, -1) < 0 && errno != EINTR)
+		log_warn("vCPU %u: poll: %s", v->id, strerror(errno));
+	pthread_mutex_lock(&vm->lock);
+	return vm_stopping(vm) ? -ESHUTDOWN : 0;
 }
 
 /* ------------------------------------------------------------ dispatch */

@@ -71,10 +71,18 @@ void vm_notify(struct vm *vm, unsigned bits)
 	}
 }
 
+/* Makes every vCPU look at pause_req/stopping: out of KVM_RUN, out of a
+ * socket poll (wake_fd), out of a condition wait (the broadcast). */
 static void vm_kick_all(struct vm *vm)
 {
+	uint64_t one = 1;
+
+	if (vm->wake_fd >= 0 && write(vm->wake_fd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: already readable */
+	}
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
 		vcpu_kick(&vm->vcpus[i]);
+	pthread_cond_broadcast(&vm->cond);
 }
 
 static void vm_terminate_va(struct vm *vm, int status, bool faulted, const char *fmt, va_list ap)
@@ -133,7 +141,7 @@ static int kvm_open(struct vm *vm, char *err, size_t errlen)
 
 	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (vm->kvm_fd < 0)
-		return fail(err, errlen, -errno, "cannot open /dev/kvm: %s", strerror(errno));
+		return fail(err, errlen, -ENODEV, "cannot open /dev/kvm: %s", strerror(errno));
 	rc = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
 	if (rc != KVM_API_VERSION)
 		return fail(err, errlen, -ENOTSUP, "KVM API version %d, expected %d", rc,
@@ -301,7 +309,7 @@ static struct vm *vm_alloc(const struct vm_config *cfg)
 
 	if (!vm)
 		return NULL;
-	vm->kvm_fd = vm->vm_fd = vm->notify_fd = -1;
+	vm->kvm_fd = vm->vm_fd = vm->notify_fd = vm->wake_fd = -1;
 	vm->mem.fd = -1;
 	vm->agent.out_fd = vm->agent.listen_fd = vm->agent.conn_fd = -1;
 	vm->console.out_fd = vm->console.listen_fd = vm->console.conn_fd = -1;
@@ -315,6 +323,12 @@ static struct vm *vm_alloc(const struct vm_config *cfg)
 	pthread_cond_init(&vm->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	vm->kick_signal = SIGRTMIN + 3;
+	vm->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->wake_fd < 0) {
+		vm_config_free(&vm->cfg);
+		free(vm);
+		return NULL;
+	}
 	vm->state = VM_STATE_CREATED;
 	vm->nr_vcpus = cfg->boot_vcpus;
 	return vm;
@@ -356,9 +370,12 @@ static int map_payload(const char *path, const uint8_t **image, size_t *len, cha
 			  "kernel %s is not a regular file", path);
 		goto out;
 	}
-	if (st.st_size == 0 || (uint64_t)st.st_size > VM_MAX_PAYLOAD) {
-		rc = fail(err, errlen, -EFBIG, "kernel %s: %s", path,
-			  st.st_size ? "larger than 256 MiB" : "empty file");
+	if (st.st_size == 0) {
+		rc = fail(err, errlen, -ENOEXEC, "kernel %s is an empty file", path);
+		goto out;
+	}
+	if ((uint64_t)st.st_size > VM_MAX_PAYLOAD) {
+		rc = fail(err, errlen, -EFBIG, "kernel %s is larger than 256 MiB", path);
 		goto out;
 	}
 	void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -575,6 +592,10 @@ int vm_resume(struct vm *vm)
 	}
 	uint64_t now = time_mono_ns();
 	uint64_t paused = __atomic_load_n(&vm->paused_at, __ATOMIC_SEQ_CST);
+	uint64_t drain;
+	if (read(vm->wake_fd, &drain, sizeof(drain)) < 0) {
+		/* EAGAIN: nothing to drain */
+	}
 	__atomic_add_fetch(&vm->clock_base, now - paused, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&vm->paused_at, 0, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&vm->pause_req, 0, __ATOMIC_SEQ_CST);
@@ -614,6 +635,8 @@ void vm_destroy(struct vm *vm)
 			loop_del(vm->loop, vm->notify_fd);
 		close(vm->notify_fd);
 	}
+	if (vm->wake_fd >= 0)
+		close(vm->wake_fd);
 	chan_close(&vm->agent, vm->loop);
 	chan_close(&vm->console, vm->loop);
 	fguest_destroy(vm->fg);

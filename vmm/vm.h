@@ -71,6 +71,8 @@ struct vm {
 	struct vm_exit_info exit;
 
 	int notify_fd;        /* eventfd watched by the loop */
+	int wake_fd;          /* eventfd readable while pause or stop is requested:
+			       * vCPU threads polling a socket watch it too */
 	unsigned notify_pending; /* atomic VM_NOTIFY_* */
 
 	struct chan agent;    /* guest fd 0/1 */
@@ -105,6 +107,11 @@ void vm_notify(struct vm *vm, unsigned bits);
  * deadline (0: none) passes, or the VM stops; parks while the VM is paused
  * and keeps waiting after resume. Returns 0, -ETIMEDOUT or -ESHUTDOWN. */
 int vcpu_wait(struct vcpu *v, bool (*pred)(void *arg), void *arg, uint64_t deadline);
+
+/* Waits with vm->lock held (dropped while waiting) until fd is readable or
+ * pause/stop is requested; parks while paused. The caller re-checks its
+ * condition. Returns 0, or -ESHUTDOWN when the VM is stopping. */
+int vcpu_poll(struct vcpu *v, int fd);
 
 /* Makes a vCPU leave KVM_RUN (immediate_exit + signal). */
 void vcpu_kick(struct vcpu *v);

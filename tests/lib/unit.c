@@ -163,11 +163,12 @@ uint8_t *ut_elf_image(void)
 void ut_elf_rebase(uint8_t *img, uint64_t base)
 {
 	Elf64_Ehdr *eh = ut_elf_ehdr(img);
+	uint64_t cur = ut_elf_phdr(img, 0)->p_vaddr;
 
-	eh->e_entry = eh->e_entry - UT_ELF_BASE + base;
+	eh->e_entry = eh->e_entry - cur + base;
 	for (unsigned i = 0; i < 2; i++) {
 		Elf64_Phdr *ph = ut_elf_phdr(img, i);
-		ph->p_vaddr = ph->p_vaddr - UT_ELF_BASE + base;
+		ph->p_vaddr = ph->p_vaddr - cur + base;
 		ph->p_paddr = ph->p_vaddr;
 	}
 }

@@ -47,7 +47,8 @@ char *ut_write_file(const char *dir, const char *name, const void *buf, size_t l
 uint8_t *ut_elf_image(void);
 Elf64_Ehdr *ut_elf_ehdr(uint8_t *img);
 Elf64_Phdr *ut_elf_phdr(uint8_t *img, unsigned i);
-/* Moves the whole image to another address (vaddrs and entry). */
+/* Moves the image so that segment 0 starts at base (both PT_LOAD vaddrs
+ * and the entry move by the same amount). */
 void ut_elf_rebase(uint8_t *img, uint64_t base);
 
 /* ------------------------------------------------------------ VM without KVM */

@@ -140,12 +140,13 @@ long fg_syscall(struct fg_call *c);
 int fguest_register_devices(struct vm *vm) __attribute__((warn_unused_result));
 
 /* Initial stack: argv (argv0 + words of cmdline), envp, auxv, AT_RANDOM.
- * Writes it below stack_top and returns the initial rsp, or 0 on failure
- * (err set). */
+ * Writes it below stack_top and sets *sp to the initial rsp. Returns 0, or
+ * -EINVAL (unterminated quote), -E2BIG (too long), -EFAULT, with err set. */
 struct elf_info;
-uint64_t fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_size,
-			const struct elf_info *elf, const char *argv0, const char *cmdline,
-			const uint8_t random16[16], uint64_t hwcap, char *err, size_t errlen);
+int fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_size,
+		   const struct elf_info *elf, const char *argv0, const char *cmdline,
+		   const uint8_t random16[16], uint64_t hwcap, uint64_t *sp, char *err,
+		   size_t errlen) __attribute__((warn_unused_result));
 
 /* Splits cmdline into shell-like words ('..', "..", backslash). Returns the
  * word count, or -EINVAL (unterminated quote) / -E2BIG. words[] point into

@@ -60,21 +60,22 @@ int fg_split_cmdline(const char *cmdline, char *buf, char **words, int max_words
 	}
 }
 
-static int stack_fail(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+static int stack_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
-static int stack_fail(char *err, size_t errlen, const char *fmt, ...)
+static int stack_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
-	return 0;
+	return rc;
 }
 
-uint64_t fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_size,
-			const struct elf_info *elf, const char *argv0, const char *cmdline,
-			const uint8_t random16[16], uint64_t hwcap, char *err, size_t errlen)
+int fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_size,
+		   const struct elf_info *elf, const char *argv0, const char *cmdline,
+		   const uint8_t random16[16], uint64_t hwcap, uint64_t *sp_out, char *err,
+		   size_t errlen)
 {
 	struct gmem *m = &fg->vm->mem;
 	size_t cl = cmdline ? strlen(cmdline) : 0;
@@ -85,14 +86,14 @@ uint64_t fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_si
 	int nw = 0;
 
 	if (cl + strlen(argv0) + 2 > sizeof(wordbuf))
-		return stack_fail(err, errlen, "command line too long (%zu bytes, at most %llu)", cl,
+		return stack_fail(err, errlen, -E2BIG, "command line too long (%zu bytes, at most %llu)", cl,
 				  FG_ARGS_MAX_BYTES - 1);
 	if (cmdline) {
 		nw = fg_split_cmdline(cmdline, wordbuf, words, FG_MAX_ARGS);
 		if (nw == -EINVAL)
-			return stack_fail(err, errlen, "command line has an unterminated quote");
+			return stack_fail(err, errlen, -EINVAL, "command line has an unterminated quote");
 		if (nw < 0)
-			return stack_fail(err, errlen, "command line has too many words");
+			return stack_fail(err, errlen, -E2BIG, "command line has too many words");
 	}
 	int argc = nw + 1;
 	size_t nenv = sizeof(fg_envp) / sizeof(fg_envp[0]);
@@ -101,10 +102,10 @@ uint64_t fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_si
 #define PUSH_BYTES(src, n)                                    \
 	do {                                                  \
 		if (sp - limit < (n) + 64)                     \
-			return stack_fail(err, errlen, "initial stack overflow"); \
+			return stack_fail(err, errlen, -E2BIG, "initial stack overflow"); \
 		sp -= (n);                                    \
 		if (gmem_write(m, sp, (src), (n)) < 0)        \
-			return stack_fail(err, errlen, "stack outside RAM"); \
+			return stack_fail(err, errlen, -EFAULT, "stack outside RAM"); \
 	} while (0)
 
 	const char *platform = "x86_64";
@@ -139,11 +140,11 @@ uint64_t fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_si
 	uint64_t bytes = words_total * 8;
 
 	if (sp - limit < bytes + 64)
-		return stack_fail(err, errlen, "initial stack overflow");
+		return stack_fail(err, errlen, -E2BIG, "initial stack overflow");
 	sp = (sp - bytes) & ~15ULL;
 	uint64_t *w = gmem_ptr(m, sp, bytes);
 	if (!w)
-		return stack_fail(err, errlen, "stack outside RAM");
+		return stack_fail(err, errlen, -EFAULT, "stack outside RAM");
 	size_t k = 0;
 	w[k++] = (uint64_t)argc;
 	for (int i = 0; i < argc; i++)
@@ -157,7 +158,8 @@ uint64_t fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_si
 		w[k++] = auxv[i][1];
 	}
 	fg->auxv_random = random_at;
-	return sp;
+	*sp_out = sp;
+	return 0;
 #undef PUSH_BYTES
 }
 
@@ -239,10 +241,11 @@ static int fg_load(struct vm *vm, const uint8_t *image, size_t len, char *err, s
 	}
 	argv0 = strrchr(vm->cfg.kernel, '/');
 	argv0 = argv0 ? argv0 + 1 : vm->cfg.kernel;
-	uint64_t sp = fg_build_stack(fg, top, ssize, &elf, argv0, vm->cfg.cmdline, rnd,
-				     cpuid_hwcap(vm), err, errlen);
-	if (!sp)
-		return -E2BIG;
+	uint64_t sp;
+	rc = fg_build_stack(fg, top, ssize, &elf, argv0, vm->cfg.cmdline, rnd, cpuid_hwcap(vm), &sp,
+			    err, errlen);
+	if (rc < 0)
+		return rc;
 
 	rc = fguest_register_devices(vm);
 	if (rc < 0) {

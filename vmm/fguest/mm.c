@@ -163,10 +163,10 @@ bool fg_mm_mapped(const struct fg_mm *mm, uint64_t addr, uint64_t len)
 	uint64_t end;
 	size_t i;
 
+	if (len == 0)
+		len = 1; /* an empty range must still point into a mapping */
 	if (add_overflows(addr, len, &end))
 		return false;
-	if (len == 0)
-		len = 1, end = addr + 1;
 	i = first_after(mm, addr);
 	for (uint64_t at = addr; at < end; i++) {
 		if (i >= mm->nr || mm->v[i].start > at || mm->v[i].kind == FG_VMA_RESERVED)
@@ -184,9 +184,10 @@ bool fg_mm_free(const struct fg_mm *mm, uint64_t start, uint64_t end)
 
 uint64_t fg_mm_find_free(const struct fg_mm *mm, uint64_t len, uint64_t top)
 {
-	uint64_t gap_end = MIN(top, mm->user_end);
+	uint64_t gap_end = align_down(MIN(top, mm->user_end), PAGE);
 	size_t k = mm->nr;
 
+	len = align_up(len, PAGE);
 	if (!len)
 		return 0;
 	while (k > 0) {
@@ -280,7 +281,7 @@ static long sys_munmap(struct fg_call *c)
 
 static long sys_mprotect(struct fg_call *c)
 {
-	uint64_t addr = c->a[0], len = c->a[1];
+	uint64_t addr = c->a[0], len = c->a[1], end;
 
 	if (addr & (PAGE - 1))
 		return -EINVAL;
@@ -289,6 +290,8 @@ static long sys_mprotect(struct fg_call *c)
 	if (len == 0)
 		return 0;
 	len = align_up(len, PAGE);
+	if (len == 0 || add_overflows(addr, len, &end))
+		return -ENOMEM; /* the range wraps */
 	/* Accepted, not enforced: the identity map is read-write for all. */
 	return fg_mm_mapped(&c->fg->mm, addr, len) ? 0 : -ENOMEM;
 }
@@ -298,7 +301,7 @@ static long sys_madvise(struct fg_call *c)
 	uint64_t addr = c->a[0], len = align_up(c->a[1], PAGE);
 	int advice = (int)c->a[2];
 
-	if (addr & (PAGE - 1))
+	if (addr & (PAGE - 1) || (c->a[1] && !len))
 		return -EINVAL;
 	if (len == 0)
 		return 0;

@@ -79,6 +79,8 @@ static int read_iov(struct fg_call *c, uint64_t iov, uint64_t cnt, struct iovec 
 {
 	if (cnt > IOV_MAX_GUEST)
 		return -EINVAL;
+	if (cnt == 0)
+		return 0;
 	if (fg_copy_from_user(c->fg, out, iov, cnt * sizeof(struct iovec)) < 0)
 		return -EFAULT;
 	uint64_t total = 0;
@@ -121,37 +123,28 @@ static long sys_writev(struct fg_call *c)
 
 /* ------------------------------------------------------------ read */
 
-struct read_ctx {
-	struct chan *ch;
-};
-
-static bool pred_readable(void *arg)
+static bool pred_input(void *arg)
 {
-	struct chan *ch = arg;
-	return chan_readable_locked(ch) > 0 || chan_input_eof(ch);
+	return chan_input_ready_locked(arg);
 }
 
-static int copy_out(void *arg, const void *p, size_t n)
+/* Reads into dst (a validated guest buffer); blocks when fd is blocking and
+ * nothing is there: polling the client socket directly, or waiting for a
+ * client to connect. */
+static long read_chan(struct fg_call *c, struct fg_fd *f, struct chan *ch, void *dst, size_t len,
+		      bool may_block)
 {
-	uint8_t **dst = arg;
-	memcpy(*dst, p, n);
-	*dst += n;
-	return 0;
-}
-
-/* Waits for input on a readable fd. Returns 1 if bytes wait, 0 at EOF. */
-static long wait_input(struct fg_call *c, struct fg_fd *f, struct chan *ch)
-{
-	while (!chan_readable_locked(ch)) {
-		if (chan_input_eof(ch))
-			return 0;
-		if (f->nonblock)
+	for (;;) {
+		long n = chan_read_locked(ch, dst, len);
+		if (n != -EAGAIN)
+			return n;
+		if (f->nonblock || !may_block)
 			return -EAGAIN;
-		int rc = vcpu_wait(c->v, pred_readable, ch, 0);
+		int fd = chan_input_fd_locked(ch);
+		int rc = fd >= 0 ? vcpu_poll(c->v, fd) : vcpu_wait(c->v, pred_input, ch, 0);
 		if (rc < 0)
-			return rc == -ESHUTDOWN ? -EINTR : rc;
+			return -EINTR;
 	}
-	return 1;
 }
 
 static long sys_read(struct fg_call *c)
@@ -159,23 +152,21 @@ static long sys_read(struct fg_call *c)
 	struct fg_fd *f = fd_get(c->fg, c->a[0]);
 	uint64_t len = c->a[2];
 	struct chan *ch;
-	uint8_t *dst;
-	long rc;
+	void *dst;
 
 	if (!f)
 		return -EBADF;
 	if ((int64_t)len < 0)
 		return -EINVAL;
+	if (len == 0)
+		return 0;
 	dst = fg_uptr(c->fg, c->a[1], len);
 	if (!dst)
 		return -EFAULT;
 	ch = fd_chan(c->vm, f, false);
 	if (!ch || len == 0)
 		return 0;
-	rc = wait_input(c, f, ch);
-	if (rc <= 0)
-		return rc;
-	return chan_read_locked(ch, len, copy_out, &dst);
+	return read_chan(c, f, ch, dst, len, true);
 }
 
 static long sys_readv(struct fg_call *c)
@@ -196,17 +187,17 @@ static long sys_readv(struct fg_call *c)
 	ch = fd_chan(c->vm, f, false);
 	if (!ch)
 		return 0;
-	rc = wait_input(c, f, ch);
-	if (rc <= 0)
-		return rc;
-	for (uint64_t i = 0; i < c->a[2] && chan_readable_locked(ch); i++) {
-		uint8_t *dst = fg_uptr(c->fg, (uint64_t)iov[i].iov_base, iov[i].iov_len);
+	/* Only the first non-empty buffer may wait; the rest take what is there. */
+	for (uint64_t i = 0; i < c->a[2]; i++) {
 		if (!iov[i].iov_len)
 			continue;
-		rc = chan_read_locked(ch, iov[i].iov_len, copy_out, &dst);
-		if (rc < 0)
+		rc = read_chan(c, f, ch, fg_uptr(c->fg, (uint64_t)iov[i].iov_base, iov[i].iov_len),
+			       iov[i].iov_len, total == 0);
+		if (rc <= 0)
 			return total ? total : rc;
 		total += rc;
+		if ((size_t)rc < iov[i].iov_len)
+			break;
 	}
 	return total;
 }
