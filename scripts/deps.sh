@@ -5,6 +5,9 @@ set -eu
 
 # package:file-that-proves-it-is-installed
 PKGS="
+gcc:/usr/bin/gcc
+libc6-dev:/usr/include/stdio.h
+linux-libc-dev:/usr/include/linux/kvm.h
 liburing-dev:/usr/include/liburing.h
 libzstd-dev:/usr/include/zstd.h
 libxxhash-dev:/usr/include/xxhash.h
@@ -13,7 +16,6 @@ musl-tools:/usr/bin/musl-gcc
 duktape-dev:/usr/share/duktape/duktape.c
 libjansson-dev:/usr/include/jansson.h
 libhttp-parser-dev:/usr/include/http_parser.h
-pkg-config:/usr/bin/pkg-config
 "
 
 missing=""

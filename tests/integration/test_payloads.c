@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "tests/lib/harness.h"
 
@@ -222,4 +225,49 @@ Test(cli, help_and_version)
 	cr_assert_eq(r.status, 0);
 	cr_assert(strstr(r.out, "forkvm 0."));
 	run_free(&r);
+}
+
+/* ------------------------------------------------------------ console, log */
+
+Test(console, serial_socket_and_log_file, .timeout = 60)
+{
+	H_NEED_KVM();
+	char *dir = h_tmpdir(), *sock = h_join(dir, "serial.sock"), *logf = h_join(dir, "vmm.log");
+	char *bin = h_bin("forkvm"), *kernel = h_payload("blocking"), *serial;
+	struct h_proc p;
+
+	cr_assert(asprintf(&serial, "socket=%s", sock) > 0);
+	const char *argv[] = { bin, "--kernel", kernel, "--cmdline", "5 20", "--cpus", "boot=2",
+			       "--serial", serial, "--log-file", logf, "-v", NULL };
+	cr_assert_eq(h_spawn(&p, dir, argv), 0);
+	/* The console socket: everything the guest printed reaches a client. */
+	cr_assert(h_wait_path(sock, 10000), "no serial socket");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	char buf[4096] = "";
+	size_t got = 0;
+	while (got < sizeof(buf) - 1 && !strstr(buf, "done 5 ticks")) {
+		ssize_t n = read(fd, buf + got, sizeof(buf) - 1 - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		buf[got] = '\0';
+	}
+	close(fd);
+	cr_assert(strstr(buf, "tick 1\n") && strstr(buf, "done 5 ticks"), "serial: %s", buf);
+	cr_assert_eq(h_wait(&p, 30000), 0);
+	char *log = h_read_file(logf);
+	cr_assert(log && strstr(log, "VM booted") && strstr(log, "guest exited with status 0"),
+		  "log file: %s", log ? log : "(none)");
+	free(log);
+	h_kill(&p);
+	h_rmtree(dir);
+	free(dir);
+	free(sock);
+	free(logf);
+	free(bin);
+	free(kernel);
+	free(serial);
 }
