@@ -92,6 +92,14 @@ static int listen_unix(const char *path, int *out, char *err, size_t errlen)
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
 			return fail(err, errlen, -EEXIST, "%s exists and is not a socket", path);
+		/* A socket someone still listens on is not ours to take. */
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			close(fd);
+			return fail(err, errlen, -EADDRINUSE, "%s is in use by another process", path);
+		}
+		if (fd >= 0)
+			close(fd);
 		unlink(path); /* a stale socket from an earlier run */
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

@@ -271,3 +271,30 @@ Test(console, serial_socket_and_log_file, .timeout = 60)
 	free(kernel);
 	free(serial);
 }
+
+Test(cli, agent_socket_in_use_is_refused, .timeout = 60)
+{
+	struct h_vm vm;
+
+	H_NEED_KVM();
+	cr_assert_eq(h_vm_start(&vm, NULL, NULL), 0);
+	cr_assert(h_wait_path(vm.agent, 10000));
+	char *opt;
+	cr_assert(asprintf(&opt, "socket=%s", vm.agent) > 0);
+	char *agent = h_payload("agent");
+	const char *a[] = { "--kernel", agent, "--agent", opt, "--serial", "off", NULL };
+	expect_cli_error(a, "is in use by another process");
+	/* The first VM keeps its socket. */
+	char *bin = h_bin("forkctl"), *ctl;
+	cr_assert(asprintf(&ctl, "--agent=%s", vm.agent) > 0);
+	const char *argv[] = { bin, ctl, "eval", "20+22", NULL };
+	char *out = NULL;
+	cr_assert_eq(h_run(vm.dir, argv, T_MS, &out, NULL), 0);
+	cr_assert_str_eq(out, "42\n");
+	free(out);
+	free(ctl);
+	free(bin);
+	free(agent);
+	free(opt);
+	h_vm_stop(&vm);
+}
