@@ -1,0 +1,414 @@
+/* common/http_server.c - the non-blocking socket server: listening,
+ * accepting, socket I/O, idle timeouts, completion of deferred responses
+ * on the loop thread, and close. See http_internal.h. */
+#include "http_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+#define HTTP_IN_MAX (64 * 1024)          /* unparsed input buffered per connection */
+#define HTTP_READ_CHUNK (16 * 1024)
+
+void http_srv_timer_kick(struct http_server *srv, uint64_t deadline)
+{
+	struct itimerspec its = { 0 };
+
+	if (srv->timer_deadline && srv->timer_deadline <= deadline)
+		return;
+	its.it_value.tv_sec = (time_t)(deadline / 1000000000ULL);
+	its.it_value.tv_nsec = (long)(deadline % 1000000000ULL);
+	if (timerfd_settime(srv->tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
+		log_warn("http: timerfd_settime: %s", strerror(errno));
+		return;
+	}
+	srv->timer_deadline = deadline;
+}
+
+/* Recomputes the epoll interest of c from its state. */
+static void conn_update_events(struct http_conn *c)
+{
+	uint32_t ev = 0;
+
+	if (!c->peer_eof && !c->close_after && http_hbuf_len(&c->in) < HTTP_IN_MAX)
+		ev |= EPOLLIN;
+	if (http_hbuf_len(&c->out))
+		ev |= EPOLLOUT;
+	if (ev == c->events)
+		return;
+	if (loop_mod(c->srv->loop, c->fd, ev) < 0) {
+		c->dead = true;
+		return;
+	}
+	c->events = ev;
+}
+
+/* Unregisters, closes and frees c (its pending exchange is orphaned). */
+static void conn_close(struct http_conn *c)
+{
+	struct http_server *srv = c->srv;
+
+	log_debug("http: closing connection fd %d", c->fd);
+	loop_del(srv->loop, c->fd);
+	close(c->fd);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	srv->nconns--;
+	http_conn_release(c);
+	free(c);
+}
+
+/* Reads what is available (up to the input cap); notes EOF and errors. */
+static void conn_read(struct http_conn *c)
+{
+	while (!c->peer_eof && !c->dead && http_hbuf_len(&c->in) < HTTP_IN_MAX) {
+		ssize_t n;
+
+		if (http_hbuf_reserve(&c->in, HTTP_READ_CHUNK) < 0) {
+			c->dead = true;
+			return;
+		}
+		n = recv(c->fd, c->in.p + c->in.end, HTTP_READ_CHUNK, MSG_DONTWAIT);
+		if (n > 0) {
+			c->in.end += (size_t)n;
+			continue;
+		}
+		if (n == 0) {
+			c->peer_eof = true;
+			return;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			c->dead = true;
+		return;
+	}
+}
+
+static void srv_destroy(struct http_server *srv);
+
+/* Leaves a loop callback; performs a close requested from inside it. */
+static void srv_leave(struct http_server *srv)
+{
+	srv->in_cb = false;
+	if (srv->close_requested)
+		srv_destroy(srv);
+}
+
+/* Loop callback of a connection socket. */
+static void conn_cb(void *arg, uint32_t events)
+{
+	struct http_conn *c = arg;
+	struct http_server *srv = c->srv;
+	bool hup = events & (EPOLLHUP | EPOLLERR);
+
+	srv->in_cb = true;
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		conn_read(c);
+	http_conn_process(c);
+	if (hup)
+		c->dead = true;
+	if (!c->dead)
+		conn_update_events(c);
+	if (c->dead)
+		conn_close(c);
+	srv_leave(srv);
+}
+
+/* Sends a best-effort 503 on a connection beyond max_conns. */
+static void srv_reject(int fd)
+{
+	char *resp;
+	size_t len;
+
+	if (http_render_error(503, "too many connections", false, false, false, &resp, &len) < 0)
+		return;
+	if (send(fd, resp, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+		/* best effort: the peer may be gone already */
+	}
+	free(resp);
+}
+
+/* Loop callback of the listening socket: accepts every pending connection. */
+static void listen_cb(void *arg, uint32_t events)
+{
+	struct http_server *srv = arg;
+
+	(void)events;
+	srv->in_cb = true;
+	for (;;) {
+		struct http_conn *c;
+		int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				log_warn("http: accept on %s: %s", srv->path, strerror(errno));
+			break;
+		}
+		if (srv->nconns >= srv->lim.max_conns) {
+			log_debug("http: %s: too many connections", srv->path);
+			srv_reject(fd);
+			close(fd);
+			continue;
+		}
+		c = malloc(sizeof(*c));
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		http_conn_init(c, srv, fd, &srv->lim, srv->handler, srv->arg, srv->hub);
+		c->events = EPOLLIN;
+		if (loop_add(srv->loop, fd, EPOLLIN, conn_cb, c) < 0) {
+			free(c);
+			close(fd);
+			continue;
+		}
+		c->next = srv->conns;
+		if (srv->conns)
+			srv->conns->prev = c;
+		srv->conns = c;
+		srv->nconns++;
+		http_srv_timer_kick(srv, c->since + (uint64_t)srv->lim.idle_ms * 1000000ULL);
+	}
+	srv_leave(srv);
+}
+
+/* Loop callback of the idle timer: closes expired connections, re-arms. */
+static void timer_cb(void *arg, uint32_t events)
+{
+	struct http_server *srv = arg;
+	uint64_t now = time_mono_ns(), next = 0, expirations;
+	uint64_t idle = (uint64_t)srv->lim.idle_ms * 1000000ULL;
+	struct http_conn *c, *cn;
+
+	(void)events;
+	srv->in_cb = true;
+	if (read(srv->tfd, &expirations, sizeof(expirations)) < 0) {
+		/* EAGAIN: already drained */
+	}
+	srv->timer_deadline = 0;
+	for (c = srv->conns; c; c = cn) {
+		cn = c->next;
+		if (c->pending)
+			continue;
+		if (now >= c->since + idle) {
+			log_debug("http: %s: closing idle connection fd %d", srv->path, c->fd);
+			conn_close(c);
+			continue;
+		}
+		if (!next || c->since + idle < next)
+			next = c->since + idle;
+	}
+	if (next)
+		http_srv_timer_kick(srv, next);
+	srv_leave(srv);
+}
+
+/* Loop callback of the hub eventfd: completes exchanges answered from other threads. */
+static void hub_cb(void *arg, uint32_t events)
+{
+	struct http_server *srv = arg;
+	struct http_exchange *ex, *next;
+	uint64_t v;
+
+	(void)events;
+	srv->in_cb = true;
+	if (read(srv->hub->efd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: drained by an earlier round */
+	}
+	pthread_mutex_lock(&srv->hub->mu);
+	ex = srv->hub->done_head;
+	srv->hub->done_head = srv->hub->done_tail = NULL;
+	pthread_mutex_unlock(&srv->hub->mu);
+	for (; ex; ex = next) {
+		struct http_conn *c = ex->conn;
+
+		next = ex->next;
+		if (!c || srv->close_requested) {
+			if (c)
+				c->pending = NULL;
+			http_ex_free(ex);
+			continue;
+		}
+		http_conn_complete(c, ex);
+		http_conn_process(c);
+		if (!c->dead)
+			conn_update_events(c);
+		if (c->dead)
+			conn_close(c);
+	}
+	srv_leave(srv);
+}
+
+/* Decides what to do with an existing path. Returns 0 (absent or stale
+ * socket removed) or -errno (-EEXIST not a socket, -EADDRINUSE live). */
+WUR static int srv_clear_path(const char *path, const struct sockaddr_un *sa)
+{
+	struct stat st;
+	int fd, rc;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	rc = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
+	if (rc == 0 || errno == EAGAIN) {
+		close(fd);
+		return -EADDRINUSE;
+	}
+	close(fd);
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int http_server_listen(struct loop *loop, const char *socket_path, const struct http_server_config *cfg,
+		       http_handler *handler, void *arg, struct http_server **out)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct http_server *srv;
+	struct stat st;
+	int rc;
+
+	if (!loop || !socket_path || !socket_path[0] || !handler || !out)
+		return -EINVAL;
+	if (strlen(socket_path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
+	srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return -ENOMEM;
+	srv->loop = loop;
+	srv->handler = handler;
+	srv->arg = arg;
+	srv->lfd = srv->tfd = -1;
+	http_limits_resolve(cfg, &srv->lim);
+	srv->path = strdup(socket_path);
+	if (!srv->path) {
+		rc = -ENOMEM;
+		goto err_free;
+	}
+	rc = http_hub_create(true, &srv->hub);
+	if (rc < 0)
+		goto err_path;
+	srv->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (srv->tfd < 0) {
+		rc = -errno;
+		goto err_hub;
+	}
+	rc = srv_clear_path(socket_path, &sa);
+	if (rc < 0)
+		goto err_timer;
+	srv->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (srv->lfd < 0) {
+		rc = -errno;
+		goto err_timer;
+	}
+	/* The inode bind() creates takes the socket's mode (minus umask): make
+	 * it 0600 from the start; chmod again before listen() in case the
+	 * kernel ignored it. Nobody can connect before listen(). */
+	if (fchmod(srv->lfd, 0600) < 0) {
+		rc = -errno;
+		goto err_sock;
+	}
+	if (bind(srv->lfd, (const struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		rc = -errno;
+		goto err_sock;
+	}
+	if (chmod(socket_path, 0600) < 0 || lstat(socket_path, &st) < 0) {
+		rc = -errno;
+		goto err_unlink;
+	}
+	srv->dev = st.st_dev;
+	srv->ino = st.st_ino;
+	if (listen(srv->lfd, SOMAXCONN) < 0) {
+		rc = -errno;
+		goto err_unlink;
+	}
+	rc = loop_add(loop, srv->lfd, EPOLLIN, listen_cb, srv);
+	if (rc < 0)
+		goto err_unlink;
+	rc = loop_add(loop, srv->tfd, EPOLLIN, timer_cb, srv);
+	if (rc < 0)
+		goto err_del_listen;
+	rc = loop_add(loop, srv->hub->efd, EPOLLIN, hub_cb, srv);
+	if (rc < 0)
+		goto err_del_timer;
+	*out = srv;
+	return 0;
+err_del_timer:
+	loop_del(loop, srv->tfd);
+err_del_listen:
+	loop_del(loop, srv->lfd);
+err_unlink:
+	unlink(socket_path);
+err_sock:
+	close(srv->lfd);
+err_timer:
+	close(srv->tfd);
+err_hub:
+	http_hub_unref(srv->hub);
+err_path:
+	free(srv->path);
+err_free:
+	free(srv);
+	return rc;
+}
+
+/* Tears the server down now (see http_server_close). */
+static void srv_destroy(struct http_server *srv)
+{
+	struct http_exchange *done, *next;
+	struct stat st;
+
+	loop_del(srv->loop, srv->lfd);
+	close(srv->lfd);
+	if (lstat(srv->path, &st) == 0 && st.st_dev == srv->dev && st.st_ino == srv->ino)
+		unlink(srv->path);
+	while (srv->conns)
+		conn_close(srv->conns);
+	loop_del(srv->loop, srv->tfd);
+	close(srv->tfd);
+	loop_del(srv->loop, srv->hub->efd);
+	pthread_mutex_lock(&srv->hub->mu);
+	srv->hub->closed = true;
+	done = srv->hub->done_head;
+	srv->hub->done_head = srv->hub->done_tail = NULL;
+	pthread_mutex_unlock(&srv->hub->mu);
+	for (; done; done = next) {
+		next = done->next;
+		http_ex_free(done);
+	}
+	http_hub_unref(srv->hub);
+	free(srv->path);
+	free(srv);
+}
+
+void http_server_close(struct http_server *srv)
+{
+	if (!srv)
+		return;
+	if (srv->in_cb) {
+		srv->close_requested = true;
+		return;
+	}
+	srv_destroy(srv);
+}
