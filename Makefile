@@ -30,7 +30,7 @@ WARN := -Wall -Wextra -Werror -Wmissing-prototypes -Wstrict-prototypes -Wformat=
 	-Wimplicit-fallthrough -Wno-missing-field-initializers
 CFLAGS := -std=c11 -O2 -g -D_GNU_SOURCE -I. $(WARN) $(SANFLAGS) -MMD -MP
 LDFLAGS := $(SANFLAGS)
-LDLIBS := -ljansson -lhttp_parser -lpthread
+LDLIBS := -ljansson -lhttp_parser -lxxhash -lpthread
 
 # The default guest and test payloads: static musl programs for guest ring 3.
 GUEST_CFLAGS := -std=c11 -O2 -g -D_GNU_SOURCE -Wall -Wextra -Werror -static

@@ -59,6 +59,11 @@ int read_full(int fd, void *buf, size_t len) WUR;
 /* Sets O_NONBLOCK on fd. Returns 0 or -errno. */
 int fd_set_nonblock(int fd) WUR;
 
+/* Lowercase hex of len bytes into out (2*len+1 bytes, NUL-terminated). */
+void hex_encode(const void *data, size_t len, char *out);
+/* Decodes exactly 2*len hex digits of s into out. Returns 0 or -EINVAL. */
+int hex_decode(const char *s, void *out, size_t len) WUR;
+
 /* Reads a whole file (up to max bytes) into a NUL-terminated malloc'd buffer.
  * Returns 0 or -errno (-EFBIG when larger than max). */
 int file_read_all(const char *path, size_t max, char **out, size_t *len) WUR;

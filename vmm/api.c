@@ -4,6 +4,7 @@
 #include "api.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -30,6 +31,8 @@ int vmm_api_status(int rc)
 	case EISDIR:
 	case EFBIG:
 	case ENOTDIR:
+	case EBADMSG:
+	case EPROTONOSUPPORT:
 		return 400;
 	default:
 		return 500;
@@ -139,6 +142,118 @@ SIMPLE_VERB(r_shutdown, vmm_vm_shutdown)
 SIMPLE_VERB(r_reboot, vmm_vm_reboot)
 SIMPLE_VERB(r_delete, vmm_vm_delete)
 
+static int r_snapshot(struct vmm_api *api, const struct http_request *req, struct http_exchange *ex)
+{
+	char err[512] = "";
+	json_error_t jerr;
+	json_t *j = json_loadb(req->body, req->body_len, 0, &jerr);
+	const char *url;
+
+	if (!j || !json_is_object(j)) {
+		http_respond_error(ex, 400, "vm.snapshot needs a JSON object {\"destination_url\": \"file:///DIR\"}");
+		json_decref(j);
+		return 0;
+	}
+	url = json_string_value(json_object_get(j, "destination_url"));
+	if (!url || json_object_size(j) != 1) {
+		http_respond_error(ex, 400, "vm.snapshot takes exactly {\"destination_url\": \"file:///DIR\"}");
+		json_decref(j);
+		return 0;
+	}
+	reply_rc(ex, vmm_vm_snapshot(api->vmm, url, err, sizeof(err)), err);
+	json_decref(j);
+	return 0;
+}
+
+/* Parses vm.restore's optional "config": the safe changes (agent.socket,
+ * serial, hostname) in vm.create's schema. Returns 0 or a 400 already sent. */
+static int restore_overrides(const json_t *val, struct vm_config *over, struct vm_restore_opts *o,
+			     struct http_exchange *ex)
+{
+	char err[512] = "";
+	const char *k;
+	json_t *v;
+
+	json_object_foreach((json_t *)(uintptr_t)val, k, v) {
+		if (strcmp(k, "agent") && strcmp(k, "serial") && strcmp(k, "hostname")) {
+			http_respond_error(ex, 400,
+					   "vm.restore: config.%s cannot change on restore (only agent, "
+					   "serial and hostname can)",
+					   k);
+			return -EINVAL;
+		}
+	}
+	json_t *full = json_deep_copy(val);
+	if (!full) {
+		http_respond_error(ex, 500, "out of memory");
+		return -ENOMEM;
+	}
+	/* The payload is already in memory: a placeholder satisfies validation. */
+	json_object_set_new(full, "payload", json_pack("{s:s}", "kernel", "-"));
+	int rc = vm_config_from_json(full, over, err, sizeof(err));
+	json_decref(full);
+	if (rc < 0) {
+		http_respond_error(ex, 400, "vm.restore: config: %s", err);
+		return rc;
+	}
+	o->agent_socket = json_object_get(val, "agent") ? over->agent_socket : NULL;
+	o->set_serial = json_object_get(val, "serial") != NULL;
+	o->serial_mode = over->serial_mode;
+	o->serial_path = over->serial_path;
+	o->hostname = over->hostname;
+	return 0;
+}
+
+static int r_restore(struct vmm_api *api, const struct http_request *req, struct http_exchange *ex)
+{
+	char err[512] = "";
+	json_error_t jerr;
+	json_t *j = json_loadb(req->body, req->body_len, 0, &jerr);
+	const json_t *cfg = NULL;
+	const char *key, *url = NULL;
+	struct vm_restore_opts opts = { 0 };
+	struct vm_config over;
+	json_t *val;
+	bool resume = false;
+
+	if (!j || !json_is_object(j)) {
+		http_respond_error(ex, 400,
+				   "vm.restore needs a JSON object {\"source_url\": \"file:///DIR\"}");
+		json_decref(j);
+		return 0;
+	}
+	json_object_foreach(j, key, val) {
+		if (!strcmp(key, "source_url") && json_is_string(val)) {
+			url = json_string_value(val);
+		} else if (!strcmp(key, "resume") && json_is_boolean(val)) {
+			resume = json_is_true(val);
+		} else if (!strcmp(key, "prefault") && json_is_boolean(val)) {
+			/* Cloud Hypervisor's option: accepted; memory maps lazily by design. */
+		} else if (!strcmp(key, "config") && json_is_object(val)) {
+			cfg = val;
+		} else {
+			http_respond_error(ex, 400, "vm.restore: unknown or mistyped field %s", key);
+			json_decref(j);
+			return 0;
+		}
+	}
+	if (!url) {
+		http_respond_error(ex, 400, "vm.restore needs source_url");
+		json_decref(j);
+		return 0;
+	}
+	if (cfg && restore_overrides(cfg, &over, &opts, ex) < 0) {
+		json_decref(j);
+		return 0;
+	}
+	reply_rc(ex, vmm_vm_restore(api->vmm, url, cfg ? &opts : NULL, resume, err, sizeof(err)),
+		 err);
+	if (cfg)
+		vm_config_free(&over);
+	json_decref(j);
+	return 0;
+}
+
 static int r_vmm_shutdown(struct vmm_api *api, const struct http_request *req,
 			  struct http_exchange *ex)
 {
@@ -161,6 +276,8 @@ static const struct route routes[] = {
 	{ "vm.shutdown", V_PUT, r_shutdown },
 	{ "vm.reboot", V_PUT, r_reboot },
 	{ "vm.delete", V_PUT, r_delete },
+	{ "vm.snapshot", V_PUT, r_snapshot },
+	{ "vm.restore", V_PUT, r_restore },
 };
 
 void vmm_api_handle(void *arg, struct http_exchange *ex)

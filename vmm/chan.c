@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/util.h"
+#include "vmm/state.h"
 #include "vmm/vm.h"
 
 /* ------------------------------------------------------------ ring */
@@ -80,7 +81,7 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 	return rc;
 }
 
-static int listen_unix(const char *path, int *out, char *err, size_t errlen)
+static int listen_unix(const char *path, bool takeover, int *out, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct stat st;
@@ -96,7 +97,11 @@ static int listen_unix(const char *path, int *out, char *err, size_t errlen)
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
 			close(fd);
-			return fail(err, errlen, -EADDRINUSE, "%s is in use by another process", path);
+			if (!takeover)
+				return fail(err, errlen, -EADDRINUSE, "%s is in use by another process",
+					    path);
+			log_warn("%s: taking over the socket path from its current listener", path);
+			fd = -1;
 		}
 		if (fd >= 0)
 			close(fd);
@@ -122,7 +127,7 @@ static int listen_unix(const char *path, int *out, char *err, size_t errlen)
 }
 
 int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mode,
-	      const char *path, bool flow_control, char *err, size_t errlen)
+	      const char *path, bool flow_control, bool takeover, char *err, size_t errlen)
 {
 	int rc;
 
@@ -158,7 +163,7 @@ int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mo
 		fail(err, errlen, rc, "out of memory");
 		goto err;
 	}
-	rc = listen_unix(path, &c->listen_fd, err, errlen);
+	rc = listen_unix(path, takeover, &c->listen_fd, err, errlen);
 	if (rc < 0)
 		goto err;
 	return 0;
@@ -448,4 +453,79 @@ int chan_input_fd_locked(const struct chan *c)
 bool chan_input_ready_locked(const struct chan *c)
 {
 	return c->mode != CHAN_SOCKET || c->in.len || (c->conn_fd >= 0 && !c->peer_closed);
+}
+
+/* ------------------------------------------------------------ state */
+
+static size_t ring_copy(const struct chan_ring *r, uint8_t *dst)
+{
+	for (size_t i = 0; i < r->len; i++)
+		dst[i] = r->buf[(r->head + i) % r->cap];
+	return r->len;
+}
+
+int chan_save(struct chan *c, json_t **out, char *err, size_t errlen)
+{
+	size_t cap = c->in.cap + c->out.cap + 1;
+	uint8_t *in = malloc(cap), *outb = malloc(cap);
+	size_t nin = 0, nout = 0;
+	int rc = 0;
+
+	if (!in || !outb) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto done;
+	}
+	pthread_mutex_lock(&c->vm->lock);
+	if (c->mode == CHAN_SOCKET) {
+		nout = ring_copy(&c->out, outb);
+		nin = ring_copy(&c->in, in);
+		/* Bytes the client sent that the guest has not read: peek, so the
+		 * running VM still gets them. */
+		if (c->conn_fd >= 0 && !c->peer_closed && nin < c->in.cap) {
+			ssize_t n = recv(c->conn_fd, in + nin, c->in.cap - nin, MSG_PEEK | MSG_DONTWAIT);
+			if (n > 0)
+				nin += (size_t)n;
+		}
+	}
+	*out = json_pack("{s:o,s:o,s:I,s:I,s:I}", "output", json_blob(outb, nout), "input",
+			 json_blob(in, nin), "dropped", (json_int_t)c->dropped, "rx_bytes",
+			 (json_int_t)c->rx_bytes, "tx_bytes", (json_int_t)c->tx_bytes);
+	pthread_mutex_unlock(&c->vm->lock);
+	if (!*out) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+	}
+done:
+	free(in);
+	free(outb);
+	return rc;
+}
+
+int chan_restore(struct chan *c, const json_t *st, char *err, size_t errlen)
+{
+	uint8_t *in = NULL, *outb = NULL;
+	size_t nin = 0, nout = 0;
+	int rc;
+
+	rc = state_get_blob_any(st, "output", CHAN_RING_SIZE, &outb, &nout, err, errlen);
+	if (rc == 0)
+		rc = state_get_blob_any(st, "input", CHAN_RING_SIZE, &in, &nin, err, errlen);
+	if (rc < 0)
+		goto out;
+	pthread_mutex_lock(&c->vm->lock);
+	if (c->mode == CHAN_SOCKET) {
+		ring_put(&c->out, outb, nout);
+		ring_put(&c->in, in, nin);
+	} else if (nout) {
+		chan_write_locked(c, outb, nout);
+	}
+	const json_t *d = json_object_get(st, "dropped");
+	if (json_is_integer(d))
+		c->dropped = (uint64_t)json_integer_value(d);
+	pthread_mutex_unlock(&c->vm->lock);
+out:
+	free(in);
+	free(outb);
+	return rc;
 }

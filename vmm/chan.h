@@ -53,9 +53,11 @@ struct chan {
 #define CHAN_RING_SIZE (1U << 20)
 
 /* Opens the host end (creates the socket with mode 0600, opens the file...).
- * flow_control: see struct chan. Returns 0 or -errno with err set. */
+ * flow_control: see struct chan. A socket path another process listens on
+ * is refused, unless takeover (a restored VM continues the snapshotted
+ * one, addresses included). Returns 0 or -errno with err set. */
 int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mode,
-	      const char *path, bool flow_control, char *err, size_t errlen)
+	      const char *path, bool flow_control, bool takeover, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 /* Registers the socket on the loop (loop thread). Returns 0 or -errno. */
 int chan_attach(struct chan *c, struct loop *loop) __attribute__((warn_unused_result));
@@ -78,6 +80,17 @@ int chan_input_fd_locked(const struct chan *c);
 /* True when input may be there without polling: queued bytes, or a client
  * to read from. */
 bool chan_input_ready_locked(const struct chan *c);
+
+/* --- state (VM paused) --- */
+struct json_t;
+/* Saves buffered bytes: output not yet delivered, input not yet read (the
+ * input ring, and what the client sent that the guest has not read, peeked
+ * without consuming it). */
+int chan_save(struct chan *c, struct json_t **out, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+/* Puts saved bytes back (output to a tty/file channel is written out). */
+int chan_restore(struct chan *c, const struct json_t *st, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
 
 /* --- loop side --- */
 /* Moves pending output to the client and re-enables input after the guest

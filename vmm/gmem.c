@@ -6,6 +6,8 @@
 #include <linux/falloc.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int gmem_check_size(uint64_t size)
@@ -73,6 +75,137 @@ int gmem_init(struct gmem *m, uint64_t size, enum gmem_backing backing)
 err_close:
 	close(m->fd);
 	m->fd = -1;
+	return rc;
+}
+
+int gmem_init_file(struct gmem *m, int fd, uint64_t size)
+{
+	struct stat st;
+	int rc = gmem_check_size(size);
+
+	if (rc == 0 && fstat(fd, &st) < 0)
+		rc = -errno;
+	if (rc == 0 && (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != size))
+		rc = -EINVAL;
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	memset(m, 0, sizeof(*m));
+	m->fd = fd;
+	m->size = size;
+	m->backing = GMEM_FILE_PRIVATE;
+	gmem_layout(m);
+	m->host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+	if (m->host == MAP_FAILED) {
+		rc = -errno;
+		m->host = NULL;
+		close(fd);
+		m->fd = -1;
+		return rc;
+	}
+	return 0;
+}
+
+/* Data extents of fd in [0, size), via SEEK_DATA/SEEK_HOLE. */
+static int for_each_extent(int fd, uint64_t size, int (*cb)(void *arg, uint64_t off, uint64_t len),
+			   void *arg)
+{
+	off_t pos = 0;
+
+	while ((uint64_t)pos < size) {
+		off_t data = lseek(fd, pos, SEEK_DATA);
+		if (data < 0)
+			return errno == ENXIO ? 0 : -errno;
+		off_t hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		uint64_t s = align_down((uint64_t)data, GMEM_PAGE_SIZE);
+		uint64_t e = MIN(align_up((uint64_t)hole, GMEM_PAGE_SIZE), size);
+		if (e > s) {
+			int rc = cb(arg, s, e - s);
+			if (rc < 0)
+				return rc;
+		}
+		pos = (off_t)e;
+	}
+	return 0;
+}
+
+struct bitmap_arg {
+	uint64_t *bits;
+};
+
+static int mark_range(void *arg, uint64_t off, uint64_t len)
+{
+	struct bitmap_arg *b = arg;
+	for (uint64_t p = off / GMEM_PAGE_SIZE; p < (off + len) / GMEM_PAGE_SIZE; p++)
+		b->bits[p / 64] |= 1ULL << (p % 64);
+	return 0;
+}
+
+#define PM_PRESENT (1ULL << 63)
+#define PM_SWAPPED (1ULL << 62)
+#define PM_FILE (1ULL << 61)
+
+/* Marks the pages of the mapping that are private (anonymous) copies. */
+static int mark_private_pages(const struct gmem *m, uint64_t *bits)
+{
+	uint64_t pages = m->size / GMEM_PAGE_SIZE, chunk = 65536;
+	uint64_t *pm = malloc(chunk * sizeof(*pm));
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), rc = 0;
+
+	if (!pm || fd < 0) {
+		rc = fd < 0 ? -errno : -ENOMEM;
+		goto out;
+	}
+	for (uint64_t p = 0; p < pages; p += chunk) {
+		uint64_t n = MIN(chunk, pages - p);
+		off_t at = (off_t)(((uintptr_t)m->host / GMEM_PAGE_SIZE + p) * sizeof(uint64_t));
+		ssize_t got = pread(fd, pm, n * sizeof(*pm), at);
+		if (got < 0) {
+			rc = -errno;
+			goto out;
+		}
+		for (uint64_t i = 0; i < (uint64_t)got / sizeof(*pm); i++)
+			if ((pm[i] & (PM_PRESENT | PM_SWAPPED)) && !(pm[i] & PM_FILE))
+				bits[(p + i) / 64] |= 1ULL << ((p + i) % 64);
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	free(pm);
+	return rc;
+}
+
+int gmem_for_each_populated(const struct gmem *m, int (*cb)(void *arg, uint64_t off, uint64_t len),
+			    void *arg)
+{
+	uint64_t pages = m->size / GMEM_PAGE_SIZE;
+	struct bitmap_arg b;
+	int rc;
+
+	if (m->backing == GMEM_MEMFD)
+		return for_each_extent(m->fd, m->size, cb, arg);
+	/* Private mappings: the file's extents plus the private copies. */
+	b.bits = calloc((pages + 63) / 64, sizeof(uint64_t));
+	if (!b.bits)
+		return -ENOMEM;
+	rc = m->fd >= 0 ? for_each_extent(m->fd, m->size, mark_range, &b) : 0;
+	if (rc == 0)
+		rc = mark_private_pages(m, b.bits);
+	for (uint64_t p = 0; rc == 0 && p < pages;) {
+		if (!(b.bits[p / 64] & (1ULL << (p % 64)))) {
+			p++;
+			continue;
+		}
+		uint64_t q = p;
+		while (q < pages && (b.bits[q / 64] & (1ULL << (q % 64))))
+			q++;
+		rc = cb(arg, p * GMEM_PAGE_SIZE, (q - p) * GMEM_PAGE_SIZE);
+		p = q;
+	}
+	free(b.bits);
 	return rc;
 }
 

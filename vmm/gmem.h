@@ -48,6 +48,20 @@ int gmem_check_size(uint64_t size) WUR;
  * GMEM_ANON). Returns 0 or -errno. */
 int gmem_init(struct gmem *m, uint64_t size, enum gmem_backing backing) WUR;
 
+/* RAM of size bytes mapped MAP_PRIVATE from fd (a snapshot's memory file,
+ * opened read-only; the file must be size bytes). Guest writes go to
+ * private copies; the file never changes. Takes ownership of fd.
+ * Returns 0 or -errno. */
+int gmem_init_file(struct gmem *m, int fd, uint64_t size) WUR;
+
+/* Calls cb for the ranges of the backing (file offsets, page aligned,
+ * ascending, disjoint) that may hold non-zero bytes: the data extents of
+ * the memfd or file, plus pages the VMM holds privately (copy-on-write
+ * copies of a restored VM). Everything outside them is zero. Returns 0,
+ * -errno, or the first negative value cb returned. */
+int gmem_for_each_populated(const struct gmem *m, int (*cb)(void *arg, uint64_t off, uint64_t len),
+			    void *arg) WUR;
+
 /* Releases the mapping and the fd. Safe on a zeroed struct. */
 void gmem_fini(struct gmem *m);
 

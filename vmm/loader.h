@@ -9,17 +9,28 @@
 #include <stdint.h>
 
 struct vm;
+struct state_unit;
 
 struct vm_loader {
-	const char *name;
+	const char *name; /* recorded in snapshots: restore finds the loader by it */
 	/* True if image looks like this loader's payload. */
 	bool (*probe)(const uint8_t *image, size_t len);
 	/* Sets up guest memory, devices and the vCPUs' start state.
 	 * Returns 0 or -errno with err set. */
 	int (*load)(struct vm *vm, const uint8_t *image, size_t len, char *err, size_t errlen);
+	/* Restore, before the state units: the payload's devices and state
+	 * holders, empty (memory already holds the payload). */
+	int (*restore_prepare)(struct vm *vm, char *err, size_t errlen);
+	/* Restore, after every unit: tell the guest it was restored. */
+	int (*restore_finish)(struct vm *vm, char *err, size_t errlen);
+	/* The payload's state units (appended after the VM's own). */
+	size_t (*units)(struct vm *vm, struct state_unit *u, size_t max);
 };
 
 /* The function-guest loader (vmm/fguest/loader.c). */
 extern const struct vm_loader fguest_loader;
+
+/* The loader called name, or NULL. */
+const struct vm_loader *vm_loader_by_name(const char *name);
 
 #endif

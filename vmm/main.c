@@ -45,6 +45,10 @@ static void usage(FILE *f)
 		"                           file=PATH or socket=PATH\n"
 		"  --agent socket=PATH      agent channel (guest fd 0/1) on this Unix socket;\n"
 		"                           without it fd 1 goes to the console, fd 0 is empty\n"
+		"  --restore source_url=file:///DIR[,resume=true]\n"
+		"                           restore a snapshot (comes up paused unless\n"
+		"                           resume=true); --agent and --serial may change\n"
+		"                           the channels' host ends\n"
 		"  --log-file PATH          VMM log here instead of stderr\n"
 		"  -v                       more log output: -v info, -vv debug,\n"
 		"                           -vvv also every guest system call\n"
@@ -97,6 +101,52 @@ static void on_signal(void *arg, uint32_t events)
 	loop_stop(c->loop);
 }
 
+/* --restore source_url=URL[,resume=on|off|true|false][,prefault=...] */
+struct restore_arg {
+	char url[4096];
+	bool resume;
+};
+
+static int parse_restore(const char *arg, struct restore_arg *ra, char *err, size_t errlen)
+{
+	char *s = strdup(arg), *save = NULL;
+	int rc = 0;
+
+	if (!s)
+		return -ENOMEM;
+	for (char *tok = strtok_r(s, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		if (!eq) {
+			snprintf(err, errlen, "--restore: expected key=value, got '%s'", tok);
+			rc = -EINVAL;
+			break;
+		}
+		*eq++ = '\0';
+		if (!strcmp(tok, "source_url")) {
+			snprintf(ra->url, sizeof(ra->url), "%s", eq);
+		} else if (!strcmp(tok, "resume") || !strcmp(tok, "prefault")) {
+			bool on = !strcmp(eq, "true") || !strcmp(eq, "on");
+			if (!on && strcmp(eq, "false") && strcmp(eq, "off")) {
+				snprintf(err, errlen, "--restore: %s must be true or false", tok);
+				rc = -EINVAL;
+			} else if (!strcmp(tok, "resume")) {
+				ra->resume = on;
+			}
+		} else {
+			snprintf(err, errlen,
+				 "--restore: unknown option '%s' (supported: source_url, resume, prefault)",
+				 tok);
+			rc = -EINVAL;
+		}
+	}
+	free(s);
+	if (rc == 0 && !ra->url[0]) {
+		snprintf(err, errlen, "--restore: source_url=file:///DIR is required");
+		rc = -EINVAL;
+	}
+	return rc;
+}
+
 static int die_usage(const char *msg, const char *arg)
 {
 	fprintf(stderr, "forkvm: %s%s\nTry 'forkvm --help'.\n", msg, arg);
@@ -105,7 +155,8 @@ static int die_usage(const char *msg, const char *arg)
 
 int main(int argc, char **argv)
 {
-	enum { O_API = 256, O_KERNEL, O_CMDLINE, O_CPUS, O_MEMORY, O_SERIAL, O_AGENT, O_LOGFILE };
+	enum { O_API = 256, O_KERNEL, O_CMDLINE, O_CPUS, O_MEMORY, O_SERIAL, O_AGENT, O_LOGFILE,
+	       O_RESTORE };
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, O_API },
 		{ "kernel", required_argument, NULL, O_KERNEL },
@@ -115,6 +166,7 @@ int main(int argc, char **argv)
 		{ "serial", required_argument, NULL, O_SERIAL },
 		{ "agent", required_argument, NULL, O_AGENT },
 		{ "log-file", required_argument, NULL, O_LOGFILE },
+		{ "restore", required_argument, NULL, O_RESTORE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -123,7 +175,8 @@ int main(int argc, char **argv)
 	struct vm_config cfg;
 	struct ctx c = { .sigfd = -1 };
 	struct vmm_api *api = NULL;
-	const char *api_path = NULL, *log_file = NULL;
+	const char *api_path = NULL, *log_file = NULL, *restore = NULL;
+	bool set_serial = false, set_agent = false, set_sizes = false;
 	char err[512];
 	int verbose = 0, opt, rc, status = 1;
 
@@ -147,15 +200,22 @@ int main(int argc, char **argv)
 			break;
 		case O_CPUS:
 			rc = vm_config_parse_cpus(&cfg, optarg, err, sizeof(err));
+			set_sizes = true;
 			break;
 		case O_MEMORY:
 			rc = vm_config_parse_memory(&cfg, optarg, err, sizeof(err));
+			set_sizes = true;
 			break;
 		case O_SERIAL:
 			rc = vm_config_parse_serial(&cfg, optarg, err, sizeof(err));
+			set_serial = true;
 			break;
 		case O_AGENT:
 			rc = vm_config_parse_agent(&cfg, optarg, err, sizeof(err));
+			set_agent = true;
+			break;
+		case O_RESTORE:
+			restore = optarg;
 			break;
 		case O_LOGFILE:
 			log_file = optarg;
@@ -178,10 +238,19 @@ int main(int argc, char **argv)
 	}
 	if (optind < argc)
 		return die_usage("unexpected argument: ", argv[optind]);
-	if (!cfg.kernel && !api_path)
-		return die_usage("nothing to do: give --kernel PATH and/or --api-socket PATH", "");
-	if (!cfg.kernel && (cfg.cmdline || cfg.agent_socket))
-		return die_usage("--cmdline and --agent need --kernel", "");
+	struct restore_arg ra = { 0 };
+	if (restore) {
+		if (cfg.kernel || cfg.cmdline || set_sizes)
+			return die_usage("--restore takes the payload, vCPUs and memory from the snapshot: "
+					 "drop --kernel, --cmdline, --cpus and --memory", "");
+		if (parse_restore(restore, &ra, err, sizeof(err)) < 0)
+			return die_usage(err, "");
+	}
+	if (!cfg.kernel && !api_path && !restore)
+		return die_usage("nothing to do: give --kernel PATH, --restore source_url=URL and/or "
+				 "--api-socket PATH", "");
+	if (!cfg.kernel && !restore && (cfg.cmdline || cfg.agent_socket))
+		return die_usage("--cmdline and --agent need --kernel (or --restore)", "");
 
 	log_set_level(verbose >= 3 ? LOG_TRACE : verbose == 2 ? LOG_DEBUG : verbose == 1 ? LOG_INFO : LOG_WARN);
 	if (log_file && (rc = log_open_file(log_file)) < 0) {
@@ -215,7 +284,19 @@ int main(int argc, char **argv)
 		fprintf(stderr, "forkvm: cannot serve the API on %s: %s\n", api_path, strerror(-rc));
 		goto out;
 	}
-	if (cfg.kernel) {
+	if (restore) {
+		struct vm_restore_opts o = {
+			.agent_socket = set_agent ? cfg.agent_socket : NULL,
+			.set_serial = set_serial,
+			.serial_mode = cfg.serial_mode,
+			.serial_path = cfg.serial_path,
+		};
+		rc = vmm_vm_restore(c.vmm, ra.url, &o, ra.resume, err, sizeof(err));
+		if (rc < 0) {
+			fprintf(stderr, "forkvm: restore: %s\n", err);
+			goto out;
+		}
+	} else if (cfg.kernel) {
 		rc = vmm_vm_create(c.vmm, &cfg, err, sizeof(err));
 		if (rc == 0)
 			rc = vmm_vm_boot(c.vmm, err, sizeof(err));

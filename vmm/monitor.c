@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "vmm/snapshot.h"
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
 
@@ -179,6 +180,48 @@ int vmm_vm_reboot(struct vmm *vmm, char *err, size_t errlen)
 	vm_destroy(vmm->vm);
 	vmm->vm = NULL;
 	return vmm_vm_boot(vmm, err, errlen);
+}
+
+int vmm_vm_snapshot(struct vmm *vmm, const char *url, char *err, size_t errlen)
+{
+	char dir[4096];
+	int rc = need_vm(vmm, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	rc = snapshot_url_path(url, dir, sizeof(dir), err, errlen);
+	if (rc < 0)
+		return rc == -EPROTONOSUPPORT ? -EINVAL : rc;
+	return vm_snapshot(vmm->vm, dir, err, errlen);
+}
+
+int vmm_vm_restore(struct vmm *vmm, const char *url, const struct vm_restore_opts *opts,
+		   bool resume, char *err, size_t errlen)
+{
+	char dir[4096];
+	int rc;
+
+	if (vmm->have_config)
+		return fail(err, errlen, -EBUSY,
+			    "this VMM already has a VM: restore into a VMM started with only "
+			    "--api-socket (or delete the VM first)");
+	rc = snapshot_url_path(url, dir, sizeof(dir), err, errlen);
+	if (rc < 0)
+		return rc == -EPROTONOSUPPORT ? -EINVAL : rc;
+	memset(&vmm->last_exit, 0, sizeof(vmm->last_exit));
+	rc = vm_restore(dir, opts, vmm->loop, vmm_vm_exited, vmm, err, errlen, &vmm->vm);
+	if (rc < 0)
+		return rc;
+	if (vm_config_copy(&vmm->cfg, vm_get_config(vmm->vm)) < 0) {
+		vm_destroy(vmm->vm);
+		vmm->vm = NULL;
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	}
+	vmm->have_config = true;
+	vmm->shut_down = false;
+	if (resume && (rc = vm_resume(vmm->vm)) < 0)
+		return fail(err, errlen, rc, "restored, but cannot resume: %s", strerror(-rc));
+	return 0;
 }
 
 json_t *vmm_vm_info(struct vmm *vmm, int *rc)

@@ -69,6 +69,11 @@ int vcpu_wait(struct vcpu *v, bool (*pred)(void *arg), void *arg, uint64_t deadl
 {
 	struct vm *vm = v->vm;
 
+	/* A call replayed after a restore keeps the deadline it had. */
+	if (v->restore_deadline) {
+		deadline = v->restore_deadline;
+		v->restore_deadline = 0;
+	}
 	v->sys_deadline = deadline;
 	for (;;) {
 		if (pred(arg))

@@ -16,7 +16,10 @@
 
 #include "common/log.h"
 #include "vmm/fguest/fguest.h"
+#include "vmm/kvmstate.h"
 #include "vmm/loader.h"
+#include "vmm/snapshot.h"
+#include "vmm/state.h"
 #include "vmm/vm.h"
 #include "vmm/x86/x86.h"
 
@@ -334,20 +337,20 @@ static struct vm *vm_alloc(const struct vm_config *cfg)
 	return vm;
 }
 
-static int vm_channels(struct vm *vm, char *err, size_t errlen)
+static int vm_channels(struct vm *vm, bool takeover, char *err, size_t errlen)
 {
 	static const enum chan_mode serial_modes[] = {
 		[VM_SERIAL_OFF] = CHAN_OFF, [VM_SERIAL_TTY] = CHAN_TTY,
 		[VM_SERIAL_FILE] = CHAN_FILE, [VM_SERIAL_SOCKET] = CHAN_SOCKET,
 	};
 	int rc = chan_open(&vm->console, vm, "console", serial_modes[vm->cfg.serial_mode],
-			   vm->cfg.serial_path, false, err, errlen);
+			   vm->cfg.serial_path, false, takeover, err, errlen);
 	if (rc < 0)
 		return rc;
 	if (vm->cfg.agent_socket)
-		return chan_open(&vm->agent, vm, "agent", CHAN_SOCKET, vm->cfg.agent_socket, true, err,
-				 errlen);
-	return chan_open(&vm->agent, vm, "agent", CHAN_OFF, NULL, true, err, errlen);
+		return chan_open(&vm->agent, vm, "agent", CHAN_SOCKET, vm->cfg.agent_socket, true,
+				 takeover, err, errlen);
+	return chan_open(&vm->agent, vm, "agent", CHAN_OFF, NULL, true, false, err, errlen);
 }
 
 /* Maps the payload file read-only: only the pages the loader touches are
@@ -406,6 +409,7 @@ static int vm_load_payload(struct vm *vm, char *err, size_t errlen)
 		if (!vm_loaders[i]->probe(image, len))
 			continue;
 		char why[400] = "";
+		vm->loader = vm_loaders[i];
 		rc = vm_loaders[i]->load(vm, image, len, why, sizeof(why));
 		if (rc < 0)
 			snprintf(err, errlen, "%s: %s", vm->cfg.kernel, why);
@@ -415,7 +419,20 @@ static int vm_load_payload(struct vm *vm, char *err, size_t errlen)
 	return rc;
 }
 
-static int vm_build(struct vm *vm, bool with_kvm, char *err, size_t errlen)
+const struct vm_loader *vm_loader_by_name(const char *name)
+{
+	for (size_t i = 0; i < sizeof(vm_loaders) / sizeof(vm_loaders[0]); i++)
+		if (!strcmp(vm_loaders[i]->name, name))
+			return vm_loaders[i];
+	return NULL;
+}
+
+static int vm_apply_snapshot(struct vm *vm, struct snapshot *snap, char *err, size_t errlen);
+
+/* Builds the VM: a fresh boot of the payload, or (snap != NULL) the
+ * machine a snapshot describes, its memory mapped copy-on-write and its
+ * state units applied. */
+static int vm_build(struct vm *vm, bool with_kvm, struct snapshot *snap, char *err, size_t errlen)
 {
 	uint64_t t0 = time_mono_ns(), t1, t2, t3;
 	int rc;
@@ -430,13 +447,24 @@ static int vm_build(struct vm *vm, bool with_kvm, char *err, size_t errlen)
 	}
 	if (with_kvm) {
 		rc = kvm_open(vm, err, errlen);
+		if (rc == 0)
+			rc = kvmstate_init(vm, err, errlen);
 		if (rc < 0)
 			return rc;
 	}
-	rc = gmem_init(&vm->mem, vm->cfg.memory_size, GMEM_MEMFD);
-	if (rc < 0)
-		return fail(err, errlen, rc, "cannot allocate %llu bytes of guest memory: %s",
-			    (unsigned long long)vm->cfg.memory_size, strerror(-rc));
+	if (snap) {
+		/* Copy-on-write: the file is never written, restore costs no copy. */
+		rc = gmem_init_file(&vm->mem, snap->mem_fd, vm->cfg.memory_size);
+		snap->mem_fd = -1; /* gmem owns it now, even on failure */
+		if (rc < 0)
+			return fail(err, errlen, rc, "cannot map the snapshot's memory: %s",
+				    strerror(-rc));
+	} else {
+		rc = gmem_init(&vm->mem, vm->cfg.memory_size, GMEM_MEMFD);
+		if (rc < 0)
+			return fail(err, errlen, rc, "cannot allocate %llu bytes of guest memory: %s",
+				    (unsigned long long)vm->cfg.memory_size, strerror(-rc));
+	}
 	t1 = time_mono_ns();
 	if (with_kvm) {
 		rc = kvm_memory(vm, err, errlen);
@@ -454,19 +482,20 @@ static int vm_build(struct vm *vm, bool with_kvm, char *err, size_t errlen)
 		}
 	}
 	t2 = time_mono_ns();
-	rc = vm_channels(vm, err, errlen);
+	rc = vm_channels(vm, snap != NULL, err, errlen);
 	if (rc < 0)
 		return rc;
-	rc = vm_load_payload(vm, err, errlen);
+	rc = snap ? vm_apply_snapshot(vm, snap, err, errlen) : vm_load_payload(vm, err, errlen);
 	t3 = time_mono_ns();
 	log_debug("VM built in %.2f ms: KVM VM and RAM %.2f, slots/irqchip/vCPUs %.2f, "
-		  "channels and payload %.2f",
-		  (t3 - t0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6);
+		  "channels and %s %.2f",
+		  (t3 - t0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6, snap ? "state" : "payload",
+		  (t3 - t2) / 1e6);
 	return rc;
 }
 
-int vm_create(const struct vm_config *cfg, struct loop *loop, vm_exit_cb *on_exit, void *arg,
-	      char *err, size_t errlen, struct vm **out)
+static int vm_create_from(const struct vm_config *cfg, struct snapshot *snap, struct loop *loop,
+			  vm_exit_cb *on_exit, void *arg, char *err, size_t errlen, struct vm **out)
 {
 	struct sigaction sa = { .sa_handler = kick_handler };
 	struct vm *vm;
@@ -485,7 +514,7 @@ int vm_create(const struct vm_config *cfg, struct loop *loop, vm_exit_cb *on_exi
 	sigemptyset(&sa.sa_mask);
 	sigaction(vm->kick_signal, &sa, NULL);
 
-	rc = vm_build(vm, true, err, errlen);
+	rc = vm_build(vm, true, snap, err, errlen);
 	if (rc < 0)
 		goto err;
 	vm->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -509,6 +538,12 @@ err:
 	return rc;
 }
 
+int vm_create(const struct vm_config *cfg, struct loop *loop, vm_exit_cb *on_exit, void *arg,
+	      char *err, size_t errlen, struct vm **out)
+{
+	return vm_create_from(cfg, NULL, loop, on_exit, arg, err, errlen, out);
+}
+
 int vm_create_nokvm(const struct vm_config *cfg, char *err, size_t errlen, struct vm **out)
 {
 	struct vm *vm;
@@ -519,12 +554,181 @@ int vm_create_nokvm(const struct vm_config *cfg, char *err, size_t errlen, struc
 	vm = vm_alloc(cfg);
 	if (!vm)
 		return fail(err, errlen, -ENOMEM, "out of memory");
-	rc = vm_build(vm, false, err, errlen);
+	rc = vm_build(vm, false, NULL, err, errlen);
 	if (rc < 0) {
 		vm_destroy(vm);
 		return rc;
 	}
 	*out = vm;
+	return 0;
+}
+
+/* ------------------------------------------------------------ state */
+
+/* The guest's monotonic clock: saved frozen, continued on restore. */
+static int clock_save(struct vm *vm, void *arg, json_t **out, char *err, size_t errlen)
+{
+	(void)arg;
+	*out = json_pack("{s:o,s:o}", "monotonic_ns", json_u64(vm_guest_now(vm)), "realtime_ns",
+			 json_u64(time_real_ns()));
+	if (!*out)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	return 0;
+}
+
+static int clock_restore(struct vm *vm, void *arg, const json_t *st, uint32_t version, char *err,
+			 size_t errlen)
+{
+	(void)arg;
+	(void)version;
+	return state_get_u64(st, "monotonic_ns", &vm->restored_clock, err, errlen);
+}
+
+static int chan_unit_save(struct vm *vm, void *arg, json_t **out, char *err, size_t errlen)
+{
+	(void)vm;
+	return chan_save(arg, out, err, errlen);
+}
+
+static int chan_unit_restore(struct vm *vm, void *arg, const json_t *st, uint32_t version,
+			     char *err, size_t errlen)
+{
+	(void)vm;
+	(void)version;
+	return chan_restore(arg, st, err, errlen);
+}
+
+size_t vm_state_units(struct vm *vm, struct state_unit *u, size_t max)
+{
+	size_t n = kvmstate_units(vm, u, max);
+
+	if (n + 3 > max)
+		return 0;
+	u[n++] = (struct state_unit){ "clock", 1, clock_save, clock_restore, NULL };
+	u[n++] = (struct state_unit){ "console", 1, chan_unit_save, chan_unit_restore, &vm->console };
+	u[n++] = (struct state_unit){ "agent", 1, chan_unit_save, chan_unit_restore, &vm->agent };
+	if (vm->loader && vm->loader->units)
+		n += vm->loader->units(vm, u + n, max - n);
+	return n;
+}
+
+static int vm_apply_snapshot(struct vm *vm, struct snapshot *snap, char *err, size_t errlen)
+{
+	struct state_unit *units = calloc(STATE_MAX_UNITS, sizeof(*units));
+	int rc;
+
+	if (!units)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	vm->loader = vm_loader_by_name(snap->loader);
+	if (!vm->loader || !vm->loader->restore_prepare) {
+		rc = fail(err, errlen, -EINVAL, "the snapshot's payload kind '%s' is unknown here",
+			  snap->loader);
+		goto out;
+	}
+	rc = vm->loader->restore_prepare(vm, err, errlen);
+	if (rc < 0)
+		goto out;
+	size_t n = vm_state_units(vm, units, STATE_MAX_UNITS);
+	rc = state_restore(vm, units, n, snap->units, err, errlen);
+	if (rc == 0 && vm->loader->restore_finish)
+		rc = vm->loader->restore_finish(vm, err, errlen);
+out:
+	free(units);
+	return rc;
+}
+
+int vm_snapshot(struct vm *vm, const char *dir, char *err, size_t errlen)
+{
+	struct state_unit *units;
+	json_t *saved = NULL;
+	int rc;
+
+	if (vm_get_state(vm) != VM_STATE_PAUSED)
+		return fail(err, errlen, -EBUSY, "the VM is %s: pause it before a snapshot",
+			    vm_state_name(vm_get_state(vm)));
+	if (!vm->loader)
+		return fail(err, errlen, -EINVAL, "this VM has no payload to snapshot");
+	units = calloc(STATE_MAX_UNITS, sizeof(*units));
+	if (!units)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	uint64_t t0 = time_mono_ns();
+	size_t n = vm_state_units(vm, units, STATE_MAX_UNITS);
+	rc = state_save(vm, units, n, &saved, err, errlen);
+	free(units);
+	if (rc < 0)
+		return rc;
+	struct snapshot_meta meta = {
+		.loader = vm->loader->name, .vcpus = vm->nr_vcpus, .memory_size = vm->mem.size,
+	};
+	uint64_t t1 = time_mono_ns();
+	rc = snapshot_write(dir, &vm->cfg, saved, &vm->mem, &meta, err, errlen);
+	json_decref(saved);
+	if (rc == 0)
+		log_info("snapshot written to %s in %.1f ms (state %.1f ms)", dir,
+			 (time_mono_ns() - t0) / 1e6, (t1 - t0) / 1e6);
+	return rc;
+}
+
+/* Applies the safe changes of opts to cfg. */
+static int apply_restore_opts(struct vm_config *cfg, const struct vm_restore_opts *o, char *err,
+			      size_t errlen)
+{
+	char *s;
+
+	if (o->agent_socket) {
+		if (!cfg->agent_socket)
+			return fail(err, errlen, -EINVAL,
+				    "the snapshot has no agent channel: one cannot be added on restore");
+		if (!(s = strdup(o->agent_socket)))
+			return fail(err, errlen, -ENOMEM, "out of memory");
+		free(cfg->agent_socket);
+		cfg->agent_socket = s;
+	}
+	if (o->set_serial) {
+		s = o->serial_path ? strdup(o->serial_path) : NULL;
+		if (o->serial_path && !s)
+			return fail(err, errlen, -ENOMEM, "out of memory");
+		free(cfg->serial_path);
+		cfg->serial_path = s;
+		cfg->serial_mode = o->serial_mode;
+	}
+	if (o->hostname) {
+		if (!(s = strdup(o->hostname)))
+			return fail(err, errlen, -ENOMEM, "out of memory");
+		free(cfg->hostname);
+		cfg->hostname = s;
+	}
+	return vm_config_validate(cfg, err, errlen);
+}
+
+int vm_restore(const char *dir, const struct vm_restore_opts *opts, struct loop *loop,
+	       vm_exit_cb *on_exit, void *arg, char *err, size_t errlen, struct vm **out)
+{
+	struct snapshot snap;
+	uint64_t t0 = time_mono_ns();
+	int rc;
+
+	rc = snapshot_open(dir, &snap, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (opts && (rc = apply_restore_opts(&snap.cfg, opts, err, errlen)) < 0) {
+		snapshot_close(&snap);
+		return rc;
+	}
+	uint64_t t1 = time_mono_ns();
+	rc = vm_create_from(&snap.cfg, &snap, loop, on_exit, arg, err, errlen, out);
+	snapshot_close(&snap);
+	if (rc < 0)
+		return rc;
+	rc = vm_start_paused(*out);
+	if (rc < 0) {
+		fail(err, errlen, rc, "cannot start the vCPU threads: %s", strerror(-rc));
+		vm_destroy(*out);
+		*out = NULL;
+		return rc;
+	}
+	log_info("restored %s in %.2f ms (verify %.2f ms), paused", dir, (time_mono_ns() - t0) / 1e6,
+		 (t1 - t0) / 1e6);
 	return 0;
 }
 
@@ -551,6 +755,35 @@ int vm_start(struct vm *vm)
 		v->thread_started = true;
 	}
 	vm->state = VM_STATE_RUNNING;
+	pthread_mutex_unlock(&vm->lock);
+	return rc;
+}
+
+int vm_start_paused(struct vm *vm)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&vm->lock);
+	if (vm->state != VM_STATE_CREATED || vm->kvm_fd < 0) {
+		pthread_mutex_unlock(&vm->lock);
+		return -EBUSY;
+	}
+	/* The guest's clock continues from the snapshot and stands still
+	 * until resume. */
+	uint64_t now = time_mono_ns();
+	__atomic_store_n(&vm->clock_base, now - vm->restored_clock - 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&vm->paused_at, now, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&vm->pause_req, 1, __ATOMIC_SEQ_CST);
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+		rc = -pthread_create(&v->thread, NULL, vcpu_thread, v);
+		if (rc < 0)
+			break;
+		v->thread_started = true;
+	}
+	while (rc == 0 && vm->nr_parked < vm->nr_vcpus)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	vm->state = VM_STATE_PAUSED;
 	pthread_mutex_unlock(&vm->lock);
 	return rc;
 }
@@ -657,6 +890,7 @@ void vm_destroy(struct vm *vm)
 	if (vm->kvm_fd >= 0)
 		close(vm->kvm_fd);
 	free(vm->cpuid);
+	free(vm->msr_index);
 	vm_config_free(&vm->cfg);
 	pthread_cond_destroy(&vm->cond);
 	pthread_mutex_destroy(&vm->lock);

@@ -32,6 +32,9 @@ struct vcpu {
 	uint64_t start_fs_base;
 	bool in_syscall;      /* a blocking system call is in progress */
 	uint64_t sys_deadline; /* its deadline, guest monotonic ns (0: none) */
+	uint64_t restart_rip; /* while an I/O handler runs: where a snapshot
+			       * taken now restarts the vCPU (the call replays) */
+	uint64_t restore_deadline; /* restored: deadline of the replayed call */
 
 	uint64_t exits;       /* touched by this vCPU's thread only */
 };
@@ -53,6 +56,12 @@ struct vm {
 	bool osxsave;
 	uint64_t xcr0;
 	struct kvm_cpuid2 *cpuid;
+	/* What this host's KVM can save (kvmstate.c). */
+	size_t xsave_size;
+	bool has_xsave, has_xsave2, has_debugregs, has_tsc_control;
+	uint32_t clock_flags;
+	uint32_t *msr_index;
+	size_t nr_msr_index;
 
 	struct gmem mem;
 	struct bus pio;       /* port I/O devices, explicit order */
@@ -67,6 +76,8 @@ struct vm {
 	int stopping;         /* atomic */
 	unsigned nr_parked;
 	uint64_t clock_base;  /* guest monotonic = host monotonic - clock_base */
+	uint64_t restored_clock; /* restore: the guest clock at the snapshot */
+	const struct vm_loader *loader; /* the payload's loader */
 	uint64_t paused_at;
 	struct vm_exit_info exit;
 
@@ -88,6 +99,9 @@ struct vm {
  * For unit tests of the loader and system calls. */
 int vm_create_nokvm(const struct vm_config *cfg, char *err, size_t errlen, struct vm **out)
 	__attribute__((warn_unused_result));
+
+/* Starts the vCPU threads parked (a restored VM: Created -> Paused). */
+int vm_start_paused(struct vm *vm) __attribute__((warn_unused_result));
 
 /* Guest monotonic clock in ns (stops while the VM is paused). */
 uint64_t vm_guest_now(struct vm *vm);

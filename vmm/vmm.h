@@ -113,6 +113,30 @@ int vm_pause(struct vm *vm) __attribute__((warn_unused_result));
 /* Paused -> Running. -EBUSY if not paused. */
 int vm_resume(struct vm *vm) __attribute__((warn_unused_result));
 
+/* Writes a snapshot of the paused VM into the directory dir (which must
+ * not exist or be empty): config.json, state.json, memory-ranges,
+ * snapshot.json (docs/snapshot-format.md). -EBUSY unless paused; the VM is
+ * untouched whatever happens. */
+int vm_snapshot(struct vm *vm, const char *dir, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Changes a restore may make to the snapshot's configuration: only what
+ * is safe (the host ends of the channels, the hostname). */
+struct vm_restore_opts {
+	const char *agent_socket; /* NULL: keep (a snapshot with an agent keeps one) */
+	bool set_serial;
+	enum vm_serial_mode serial_mode;
+	const char *serial_path;
+	const char *hostname;     /* NULL: keep */
+};
+
+/* Builds a VM from the snapshot in dir, verified first; its memory maps
+ * the snapshot's memory-ranges copy-on-write. It comes up Paused. opts may
+ * be NULL. */
+int vm_restore(const char *dir, const struct vm_restore_opts *opts, struct loop *loop,
+	       vm_exit_cb *on_exit, void *arg, char *err, size_t errlen, struct vm **out)
+	__attribute__((warn_unused_result));
+
 /* Stops and joins the vCPU threads (any state -> Shutdown). Idempotent. */
 void vm_stop(struct vm *vm);
 
@@ -151,6 +175,11 @@ int vmm_vm_pause(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_
 int vmm_vm_resume(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_unused_result));
 int vmm_vm_shutdown(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_unused_result));
 int vmm_vm_reboot(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* url: file:///DIR. Snapshot needs a paused VM; restore needs no VM. */
+int vmm_vm_snapshot(struct vmm *vmm, const char *url, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+int vmm_vm_restore(struct vmm *vmm, const char *url, const struct vm_restore_opts *opts,
+		   bool resume, char *err, size_t errlen) __attribute__((warn_unused_result));
 int vmm_vm_delete(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_unused_result));
 /* GET vm.info body, or NULL with -ENOENT in *rc when no VM is configured. */
 json_t *vmm_vm_info(struct vmm *vmm, int *rc);

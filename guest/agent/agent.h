@@ -130,6 +130,8 @@ int agent_json_member(const char *s, size_t len, const char *key, const char **v
 
 /* ---------------------------------------------------------------- ops.c */
 
+#include "../abi/forkvm_identity.h"
+
 /* The agent process: one per program, set up by main.c. */
 struct agent {
 	struct agent_js js;
@@ -140,7 +142,16 @@ struct agent {
 	int pid;
 	char boot_id[33];
 	char hostname[65];
+	/* The VMM's identity page (guest/abi/forkvm_identity.h), or NULL when
+	 * running outside forkvm; generation as last seen. */
+	const volatile struct forkvm_identity *identity;
+	uint64_t generation;
+	uint64_t reseeds; /* times Math.random was re-seeded after a restore */
 };
+
+/* Checks the identity page: after a restore (a new generation) re-seeds
+ * Math.random, so clones of one snapshot never share a random stream. */
+void agent_check_generation(struct agent *a);
 
 /* Monotonic clock in nanoseconds (one clock_gettime). */
 uint64_t agent_now_ns(void);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -18,6 +19,13 @@ static int agent_identity(struct agent *a)
 
 	a->start_ns = agent_now_ns();
 	a->pid = (int)getpid();
+	/* The identity page, when forkvm provides one (not on a plain host). */
+	const volatile struct forkvm_identity *idp =
+		(const volatile struct forkvm_identity *)getauxval(FORKVM_AT_IDENTITY);
+	if (idp && idp->magic == FORKVM_IDENTITY_MAGIC && idp->version >= 1) {
+		a->identity = idp;
+		a->generation = idp->generation;
+	}
 	rc = agent_rand_bytes(id, sizeof(id));
 	if (rc < 0)
 		return rc;
@@ -74,6 +82,7 @@ int main(void)
 				 AGENT_FRAME_MAX);
 			rc = agent_reply_error(&a, NULL, 0, "ProtocolError", msg);
 		} else if (rc > 0) {
+			agent_check_generation(&a);
 			rc = agent_handle(&a, payload, len);
 		}
 	}

@@ -237,6 +237,21 @@ static duk_ret_t op_info(duk_context *ctx)
 	put_identity(ctx, a);
 	put_number(ctx, "uptime_ms", (double)((agent_now_ns() - a->start_ns) / 1000000u));
 	put_number(ctx, "requests", (double)a->requests);
+	/* VM identity (forkvm's identity page): the generation changes at
+	 * every restore; monotonic_ns is the guest clock (never goes back). */
+	put_number(ctx, "generation", a->identity ? (double)a->identity->generation : 0);
+	put_number(ctx, "reseeds", (double)a->reseeds);
+	put_number(ctx, "monotonic_ns", (double)agent_now_ns());
+	if (a->identity) {
+		char cid[sizeof(a->identity->clone_id)];
+		for (size_t i = 0; i < sizeof(cid); i++)
+			cid[i] = a->identity->clone_id[i];
+		cid[sizeof(cid) - 1] = '\0';
+		duk_push_string(ctx, cid);
+	} else {
+		duk_push_string(ctx, "");
+	}
+	duk_put_prop_string(ctx, -2, "clone_id");
 	duk_push_object(ctx);
 	put_number(ctx, "js_heap_bytes", (double)a->js.heap.live);
 	put_number(ctx, "js_heap_peak_bytes", (double)a->js.heap.peak);

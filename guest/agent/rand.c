@@ -40,6 +40,17 @@ int agent_prng_seed(struct agent_prng *p)
 	return 0;
 }
 
+void agent_check_generation(struct agent *a)
+{
+	if (!a->identity || a->identity->generation == a->generation)
+		return;
+	/* Restored from a snapshot: whatever was seeded before it is shared
+	 * with every other restore of that snapshot. */
+	a->generation = a->identity->generation;
+	if (agent_prng_seed(&a->js.prng) == 0)
+		a->reseeds++;
+}
+
 /* Returns a uniform double in [0, 1) with 53 random bits (xorshift128+). */
 double agent_prng_double(struct agent_prng *p)
 {

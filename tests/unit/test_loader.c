@@ -4,6 +4,8 @@
  * that must be refused with a message. */
 #include <criterion/criterion.h>
 
+#include "guest/abi/forkvm_identity.h"
+
 #include <elf.h>
 #include <errno.h>
 #include <stdio.h>
@@ -68,6 +70,7 @@ static struct elf_info parse_file(const char *name)
 /* ------------------------------------------------------------ initial stack */
 
 struct stack {
+	uint64_t identity; /* FORKVM_AT_IDENTITY */
 	uint64_t rsp, argc;
 	const char *argv[16];
 	char argv_buf[16][256];
@@ -109,6 +112,11 @@ static void read_stack(struct vm *vm, struct stack *s)
 		cr_assert_lt(n, 64, "auxv not terminated");
 		if (type == AT_NULL)
 			break;
+		if (type == FORKVM_AT_IDENTITY) {
+			cr_assert_eq(s->identity, 0, "the identity page is announced twice");
+			s->identity = val;
+			continue;
+		}
 		cr_assert_lt(type, 64, "unexpected auxv type %llu", (unsigned long long)type);
 		cr_assert_eq(s->aux[type], UINT64_MAX, "auxv type %llu twice", (unsigned long long)type);
 		s->aux[type] = val;
@@ -150,6 +158,19 @@ Test(loader, initial_stack_of_hello)
 	cr_assert_eq(s.aux[AT_SECURE], 0);
 	cr_assert_eq(s.aux[AT_CLKTCK], 100);
 	cr_assert_neq(s.aux[AT_HWCAP], UINT64_MAX, "AT_HWCAP present");
+
+	/* The identity page: announced in auxv, generation 0 at boot. */
+	cr_assert_eq(s.identity, X86_IDENTITY_PAGE);
+	const struct forkvm_identity *id = gmem_ptr(&vm->mem, s.identity, sizeof(*id));
+	cr_assert_not_null(id);
+	cr_assert_eq(id->magic, FORKVM_IDENTITY_MAGIC);
+	cr_assert_eq(id->version, FORKVM_IDENTITY_VERSION);
+	cr_assert_eq(id->size, sizeof(*id));
+	cr_assert_eq(id->generation, 0);
+	cr_assert_eq(id->restored_realtime_ns, 0);
+	cr_assert_eq(fg_identity_write(vm, true), 0);
+	cr_assert_eq(id->generation, 1, "a restore bumps the generation");
+	cr_assert_neq(id->restored_realtime_ns, 0);
 
 	/* AT_RANDOM: 16 bytes inside the stack, above the vectors. */
 	uint64_t top = vm->fg->stack_top, rnd = s.aux[AT_RANDOM];

@@ -168,6 +168,16 @@ void fg_thread_start(struct fguest *fg, struct vcpu *v, int tid, const struct kv
 /* Wakes up to n futex waiters on uaddr matching bitset; returns the count. */
 int fg_futex_wake(struct fguest *fg, uint64_t uaddr, uint32_t bitset, int n);
 
+/* The identity page (guest/abi/forkvm_identity.h): written at boot
+ * (generation 0), bumped with fresh randomness at each restore. Returns 0
+ * or -errno. */
+int fg_identity_write(struct vm *vm, bool restored) __attribute__((warn_unused_result));
+uint64_t fg_identity_generation(struct vm *vm);
+
+/* The "fguest" state unit. */
+struct state_unit;
+size_t fguest_units(struct vm *vm, struct state_unit *u, size_t max);
+
 /* Syscall handler groups (fguest/sys_*.c). */
 long fg_sys_mm(struct fg_call *c, bool *handled);
 long fg_sys_io(struct fg_call *c, bool *handled);

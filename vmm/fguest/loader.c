@@ -9,6 +9,7 @@
 #include <sys/random.h>
 
 #include "common/log.h"
+#include "guest/abi/forkvm_identity.h"
 #include "vmm/elf.h"
 #include "vmm/fguest/fguest.h"
 #include "vmm/loader.h"
@@ -133,7 +134,7 @@ int fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_size,
 		{ AT_GID, 0 },            { AT_EGID, 0 },               { AT_SECURE, 0 },
 		{ AT_CLKTCK, 100 },       { AT_HWCAP, hwcap },          { AT_HWCAP2, 0 },
 		{ AT_RANDOM, random_at }, { AT_PLATFORM, platform_at }, { AT_EXECFN, execfn_at },
-		{ AT_NULL, 0 },
+		{ FORKVM_AT_IDENTITY, X86_IDENTITY_PAGE }, { AT_NULL, 0 },
 	};
 	size_t nauxv = sizeof(auxv) / sizeof(auxv[0]);
 	size_t words_total = 1 + (size_t)argc + 1 + nenv + 1 + 2 * nauxv;
@@ -252,6 +253,11 @@ static int fg_load(struct vm *vm, const uint8_t *image, size_t len, char *err, s
 		snprintf(err, errlen, "cannot register devices: %s", strerror(-rc));
 		return rc;
 	}
+	rc = fg_identity_write(vm, false);
+	if (rc < 0) {
+		snprintf(err, errlen, "cannot write the identity page: %s", strerror(-rc));
+		return rc;
+	}
 	struct kvm_regs regs;
 	x86_regs_ring3(&regs, elf.entry, sp);
 	pthread_mutex_lock(&vm->lock);
@@ -263,8 +269,32 @@ static int fg_load(struct vm *vm, const uint8_t *image, size_t len, char *err, s
 	return 0;
 }
 
+static int fg_restore_prepare(struct vm *vm, char *err, size_t errlen)
+{
+	int rc = fguest_create(vm, &vm->fg);
+	if (rc < 0) {
+		snprintf(err, errlen, "out of memory");
+		return rc;
+	}
+	rc = fguest_register_devices(vm);
+	if (rc < 0)
+		snprintf(err, errlen, "cannot register devices: %s", strerror(-rc));
+	return rc;
+}
+
+static int fg_restore_finish(struct vm *vm, char *err, size_t errlen)
+{
+	int rc = fg_identity_write(vm, true);
+	if (rc < 0)
+		snprintf(err, errlen, "cannot write the identity page: %s", strerror(-rc));
+	return rc;
+}
+
 const struct vm_loader fguest_loader = {
 	.name = "function-guest",
 	.probe = fg_probe,
 	.load = fg_load,
+	.restore_prepare = fg_restore_prepare,
+	.restore_finish = fg_restore_finish,
+	.units = fguest_units,
 };

@@ -139,8 +139,12 @@ static enum vcpu_action syscall_io(void *dev, struct vcpu *v, uint64_t offset, v
 		return VCPU_STOP;
 	}
 	v->in_syscall = true;
+	/* A snapshot taken while this call blocks restarts the vCPU on the
+	 * trampoline's `out`: the call is replayed after restore. */
+	v->restart_rip = X86_TRAMP_SYSCALL;
 	ret = fg_syscall(&c);
 	v->in_syscall = false;
+	v->restart_rip = 0;
 	v->sys_deadline = 0;
 	stopping = __atomic_load_n(&vm->stopping, __ATOMIC_SEQ_CST);
 	pthread_mutex_unlock(&vm->lock);
@@ -154,6 +158,10 @@ static enum vcpu_action syscall_io(void *dev, struct vcpu *v, uint64_t offset, v
 		vm_terminate(vm, 1, true, "cannot write the return frame of vCPU %u", v->id);
 		return VCPU_STOP;
 	}
+	/* Past the `out`, explicitly: KVM's own skip of a completed port I/O
+	 * (VT-x) sees the changed rip and stands down, PVM has already moved
+	 * there; either way the saved state is unambiguous. */
+	r->rip = X86_TRAMP_SYSCALL + 2;
 	r->rsp = frame;
 	r->rax = (uint64_t)ret;
 	vcpu_regs_dirty(v);

@@ -10,6 +10,7 @@
  *   0x058000  GDT           0x05a000  IDT        0x05b000  trampoline code
  *   0x05c000  TSSs, 256 bytes per vCPU (with an I/O bitmap)
  *   0x070000  ring-0 stacks, 4 KiB per vCPU
+ *   0x1ff000  the identity page (guest/abi/forkvm_identity.h)
  * Everything else is identity mapped (guest-virtual == guest-physical) with
  * 2 MiB pages: the tables never change after boot, so no TLB shootdowns and
  * no stale shadow pages. PVM needs the pages the trampoline touches to be
@@ -42,6 +43,7 @@
 #define X86_IOPB_BYTES (0x100 / 8 + 1) /* ports 0..0xff, then the 0xff end byte */
 #define X86_KSTACK_BASE 0x70000ULL
 #define X86_KSTACK_SIZE 4096ULL
+#define X86_IDENTITY_PAGE 0x1ff000ULL
 #define X86_SYS_END 0x200000ULL
 #define X86_MAX_VCPUS 254U
 

@@ -1,0 +1,262 @@
+/* vmm/fguest/state.c - the function-guest ABI as a state unit ("fguest"):
+ * memory map, file descriptors, threads and the vCPUs they run on. Futex
+ * waiters and blocking calls need no state of their own: a vCPU parked in
+ * a call is saved to restart on the trampoline's `out`, so the call (and
+ * its wait, with its deadline) is replayed after restore. Also the identity
+ * page: written at boot, bumped at every restore. */
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "guest/abi/forkvm_identity.h"
+#include "vmm/fguest/fguest.h"
+#include "vmm/state.h"
+#include "vmm/vm.h"
+
+#define FG_STATE_VERSION 1
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+/* ------------------------------------------------------------ identity */
+
+int fg_identity_write(struct vm *vm, bool restored)
+{
+	struct forkvm_identity *id = gmem_ptr(&vm->mem, X86_IDENTITY_PAGE, sizeof(*id));
+	uint64_t gen = 0;
+
+	if (!id)
+		return -EFAULT;
+	if (restored) {
+		/* The guest can write this page (it is its memory): trust only
+		 * the magic and carry the counter on. */
+		gen = id->magic == FORKVM_IDENTITY_MAGIC ? id->generation + 1 : 1;
+	} else {
+		memset(id, 0, sizeof(*id));
+	}
+	id->magic = FORKVM_IDENTITY_MAGIC;
+	id->version = FORKVM_IDENTITY_VERSION;
+	id->size = sizeof(*id);
+	id->generation = gen;
+	id->restored_realtime_ns = restored ? time_real_ns() : 0;
+	if (getrandom(id->random, sizeof(id->random), 0) != sizeof(id->random))
+		return -EIO;
+	id->clone_id[sizeof(id->clone_id) - 1] = '\0';
+	return 0;
+}
+
+uint64_t fg_identity_generation(struct vm *vm)
+{
+	const struct forkvm_identity *id = gmem_ptr(&vm->mem, X86_IDENTITY_PAGE, sizeof(*id));
+	return id && id->magic == FORKVM_IDENTITY_MAGIC ? id->generation : 0;
+}
+
+/* ------------------------------------------------------------ save */
+
+static json_t *u64s(const uint64_t *v, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; a && i < n; i++)
+		json_array_append_new(a, json_u64(v[i]));
+	return a;
+}
+
+static int fg_save(struct vm *vm, void *arg, json_t **out, char *err, size_t errlen)
+{
+	struct fguest *fg = arg;
+	json_t *vmas = json_array(), *fds = json_array(), *threads = json_array(),
+	       *waiters = json_array(), *in_calls = json_array();
+
+	(void)vm;
+	pthread_mutex_lock(&fg->vm->lock);
+	for (size_t i = 0; i < fg->mm.nr; i++) {
+		const struct fg_vma *v = &fg->mm.v[i];
+		if (v->kind == FG_VMA_RESERVED)
+			continue; /* rebuilt from the memory layout */
+		json_array_append_new(vmas, json_pack("[o,o,I,I]", json_u64(v->start), json_u64(v->end),
+						      (json_int_t)v->prot, (json_int_t)v->kind));
+	}
+	for (int i = 0; i < FG_MAX_FDS; i++) {
+		const struct fg_fd *f = &fg->fds[i];
+		if (f->kind != FG_FD_CLOSED)
+			json_array_append_new(fds, json_pack("[i,i,b,b]", i, f->kind, f->nonblock,
+							     f->cloexec));
+	}
+	for (unsigned i = 0; i < fg->vm->nr_vcpus; i++) {
+		const struct fg_thread *t = &fg->threads[i];
+		if (!t->live)
+			continue;
+		json_array_append_new(threads,
+				      json_pack("{s:I,s:i,s:o,s:o,s:o,s:o}", "vcpu", (json_int_t)i, "tid",
+						t->tid, "clear_child_tid", json_u64(t->clear_child_tid),
+						"sigmask", json_u64(t->sigmask), "fs_base",
+						json_u64(t->fs_base), "gs_base", json_u64(t->gs_base)));
+		if (fg->vm->vcpus[i].in_syscall)
+			json_array_append_new(in_calls, json_integer(i));
+	}
+	for (const struct fg_futex_waiter *w = fg->waiters; w; w = w->next)
+		json_array_append_new(waiters, json_pack("[o,I]", json_u64(w->uaddr), (json_int_t)w->bitset));
+	*out = json_pack("{s:{s:o,s:o,s:o,s:o,s:o,s:o},s:o,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:o}", "mm",
+			 "user_start", json_u64(fg->mm.user_start), "user_end",
+			 json_u64(fg->mm.user_end), "mmap_top", json_u64(fg->mm.mmap_top),
+			 "brk_start", json_u64(fg->mm.brk_start), "brk_cur", json_u64(fg->mm.brk_cur),
+			 "vmas", vmas, "fds", fds, "threads", threads, "next_tid", fg->next_tid, "entry",
+			 json_u64(fg->entry), "stack_top", json_u64(fg->stack_top), "auxv_random",
+			 json_u64(fg->auxv_random), "enosys_seen",
+			 u64s(fg->enosys_seen, sizeof(fg->enosys_seen) / sizeof(fg->enosys_seen[0])),
+			 "futex_waiters", waiters, "vcpus_in_syscall", in_calls);
+	pthread_mutex_unlock(&fg->vm->lock);
+	if (!*out) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ restore */
+
+static int get_pair_u64(const json_t *a, size_t i, uint64_t *v)
+{
+	const json_t *e = json_array_get(a, i);
+	char *end;
+	if (json_is_integer(e) && json_integer_value(e) >= 0) {
+		*v = (uint64_t)json_integer_value(e);
+		return 0;
+	}
+	if (!json_is_string(e))
+		return -EINVAL;
+	errno = 0;
+	*v = strtoull(json_string_value(e), &end, 0);
+	return *end || errno ? -EINVAL : 0;
+}
+
+static int restore_mm(struct fguest *fg, const json_t *mm, char *err, size_t errlen)
+{
+	struct fg_mm *m = &fg->mm;
+	uint64_t us, ue;
+	const json_t *vmas = json_object_get(mm, "vmas");
+
+	if (state_get_u64(mm, "user_start", &us, err, errlen) < 0 ||
+	    state_get_u64(mm, "user_end", &ue, err, errlen) < 0)
+		return -EINVAL;
+	if (us != m->user_start || ue != m->user_end)
+		return fail(err, errlen, "memory layout [0x%" PRIx64 ", 0x%" PRIx64
+				       ") does not match this VM's memory",
+			    us, ue);
+	if (state_get_u64(mm, "mmap_top", &m->mmap_top, err, errlen) < 0 ||
+	    state_get_u64(mm, "brk_start", &m->brk_start, err, errlen) < 0 ||
+	    state_get_u64(mm, "brk_cur", &m->brk_cur, err, errlen) < 0)
+		return -EINVAL;
+	if (!json_is_array(vmas))
+		return fail(err, errlen, "mm.vmas must be an array");
+	for (size_t i = 0; i < json_array_size(vmas); i++) {
+		const json_t *e = json_array_get(vmas, i);
+		uint64_t start, end, prot, kind;
+		if (get_pair_u64(e, 0, &start) || get_pair_u64(e, 1, &end) ||
+		    get_pair_u64(e, 2, &prot) || get_pair_u64(e, 3, &kind))
+			return fail(err, errlen, "mm.vmas[%zu] is malformed", i);
+		if (kind == FG_VMA_RESERVED || kind > FG_VMA_MMAP || start < us || end > ue ||
+		    !gmem_is_ram(&fg->vm->mem, start, end - start) || prot > 0xffff)
+			return fail(err, errlen, "mm.vmas[%zu] [0x%" PRIx64 ", 0x%" PRIx64
+					       ") is not valid user memory",
+				    i, start, end);
+		int rc = fg_mm_insert(m, start, end, (uint32_t)prot, (uint32_t)kind);
+		if (rc < 0)
+			return fail(err, errlen, "mm.vmas[%zu] overlaps another mapping or is misaligned",
+				    i);
+	}
+	if (m->brk_cur < m->brk_start || m->brk_cur > ue || m->mmap_top > ue)
+		return fail(err, errlen, "brk or mmap_top out of range");
+	return 0;
+}
+
+static int fg_restore(struct vm *vm, void *arg, const json_t *st, uint32_t version, char *err,
+		      size_t errlen)
+{
+	struct fguest *fg = arg;
+	const json_t *fds = json_object_get(st, "fds"), *threads = json_object_get(st, "threads"),
+		     *seen = json_object_get(st, "enosys_seen");
+	int rc;
+
+	(void)version;
+	if (!json_is_array(fds) || !json_is_array(threads))
+		return fail(err, errlen, "fds and threads must be arrays");
+	pthread_mutex_lock(&vm->lock);
+	rc = restore_mm(fg, json_object_get(st, "mm"), err, errlen);
+	if (rc < 0)
+		goto out;
+	if (state_get_u64(st, "entry", &fg->entry, err, errlen) < 0 ||
+	    state_get_u64(st, "stack_top", &fg->stack_top, err, errlen) < 0 ||
+	    state_get_u64(st, "auxv_random", &fg->auxv_random, err, errlen) < 0) {
+		rc = -EINVAL;
+		goto out;
+	}
+	const json_t *nt = json_object_get(st, "next_tid");
+	if (!json_is_integer(nt) || json_integer_value(nt) < 2 || json_integer_value(nt) > INT32_MAX) {
+		rc = fail(err, errlen, "next_tid must be an integer >= 2");
+		goto out;
+	}
+	fg->next_tid = (int)json_integer_value(nt);
+	memset(fg->fds, 0, sizeof(fg->fds));
+	for (size_t i = 0; i < json_array_size(fds); i++) {
+		int fd, kind, nb, ce;
+		if (json_unpack(json_array_get(fds, i), "[iibb]", &fd, &kind, &nb, &ce) < 0 || fd < 0 ||
+		    fd >= FG_MAX_FDS || kind <= FG_FD_CLOSED || kind > FG_FD_NULL) {
+			rc = fail(err, errlen, "fds[%zu] is malformed", i);
+			goto out;
+		}
+		fg->fds[fd] = (struct fg_fd){ .kind = (uint8_t)kind, .nonblock = nb, .cloexec = ce };
+	}
+	for (size_t i = 0; i < json_array_size(threads); i++) {
+		const json_t *t = json_array_get(threads, i);
+		uint32_t vc;
+		struct fg_thread th = { .live = true };
+		const json_t *tid = json_object_get(t, "tid");
+		if (state_get_u32(t, "vcpu", &vc, err, errlen) < 0 ||
+		    state_get_u64(t, "clear_child_tid", &th.clear_child_tid, err, errlen) < 0 ||
+		    state_get_u64(t, "sigmask", &th.sigmask, err, errlen) < 0 ||
+		    state_get_u64(t, "fs_base", &th.fs_base, err, errlen) < 0 ||
+		    state_get_u64(t, "gs_base", &th.gs_base, err, errlen) < 0 || !json_is_integer(tid) ||
+		    json_integer_value(tid) < 1 || json_integer_value(tid) >= fg->next_tid) {
+			rc = fail(err, errlen, "threads[%zu] is malformed", i);
+			goto out;
+		}
+		if (vc >= vm->nr_vcpus || fg->threads[vc].live) {
+			rc = fail(err, errlen, "threads[%zu]: vCPU %u is not a free vCPU of this VM", i, vc);
+			goto out;
+		}
+		th.tid = (int)json_integer_value(tid);
+		th.vcpu = &vm->vcpus[vc];
+		fg->threads[vc] = th;
+		vm->vcpus[vc].gt = &fg->threads[vc];
+		fg->nr_live++;
+	}
+	for (size_t i = 0; json_is_array(seen) && i < json_array_size(seen) &&
+			   i < sizeof(fg->enosys_seen) / sizeof(fg->enosys_seen[0]);
+	     i++)
+		get_pair_u64(seen, i, &fg->enosys_seen[i]);
+	rc = 0;
+out:
+	pthread_mutex_unlock(&vm->lock);
+	return rc;
+}
+
+size_t fguest_units(struct vm *vm, struct state_unit *u, size_t max)
+{
+	if (!max || !vm->fg)
+		return 0;
+	u[0] = (struct state_unit){ "fguest", FG_STATE_VERSION, fg_save, fg_restore, vm->fg };
+	return 1;
+}
