@@ -12,11 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/agent_client.h"
+#include "common/http.h"
 #include "common/util.h"
 
 struct opts {
@@ -28,6 +30,7 @@ struct opts {
 	const char *agent;
 	const char *code;
 	bool json;
+	long touch_mb; /* snapshot/restore: MiB the guest fills before the snapshot */
 };
 
 static int cmp_u64(const void *a, const void *b)
@@ -209,27 +212,287 @@ static int cmd_eval(const struct opts *o)
 	return 0;
 }
 
+/* ------------------------------------------------------------ snapshot */
+
+/* Starts forkvm with an API socket and the agent. */
+static pid_t spawn_api_vm(const struct opts *o, const char *api, const char *sock)
+{
+	char agent_opt[300], cpus[64], mem[64];
+	pid_t pid;
+
+	snprintf(agent_opt, sizeof(agent_opt), "socket=%s", sock);
+	snprintf(cpus, sizeof(cpus), "boot=%s", o->cpus);
+	snprintf(mem, sizeof(mem), "size=%s", o->memory);
+	pid = fork();
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		dup2(null, 0);
+		dup2(null, 1);
+		execl(o->forkvm, o->forkvm, "--api-socket", api, "--kernel", o->agent, "--agent",
+		      agent_opt, "--cpus", cpus, "--memory", mem, "--serial", "off", (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+static int api_put(const char *api, const char *path, const char *body, int *status)
+{
+	struct http_client_response r;
+	int rc = http_client_request(api, "PUT", path, body ? "application/json" : NULL, body,
+				     body ? strlen(body) : 0, 600000, &r);
+	if (rc < 0)
+		return rc;
+	*status = r.status;
+	if (r.status >= 300)
+		fprintf(stderr, "forkbench: %s: HTTP %d %s\n", path, r.status, r.body);
+	http_client_response_free(&r);
+	return 0;
+}
+
+/* Fills touch_mb MiB of guest memory with non-zero data. */
+static int touch_memory(struct agent_client *c, long mb)
+{
+	char code[512];
+	json_t *r;
+
+	if (mb <= 0)
+		return 0;
+	snprintf(code, sizeof(code),
+		 "var ballast = new Uint32Array(%ld * 262144);"
+		 "for (var i = 0; i < ballast.length; i += 1024) ballast[i] = i + 1; ballast.length",
+		 mb);
+	if (agent_client_eval(c, code, 600000, &r) < 0 || !agent_client_reply_ok(r, NULL, NULL))
+		return -1;
+	json_decref(r);
+	return 0;
+}
+
+static const char *const snap_files[] = { "config.json", "state.json", "memory-ranges",
+					  "snapshot.json" };
+
+static long dir_blocks_kib(const char *dir)
+{
+	char path[600];
+	struct stat st;
+	long kib = 0;
+	for (size_t i = 0; i < sizeof(snap_files) / sizeof(snap_files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, snap_files[i]);
+		if (stat(path, &st) == 0)
+			kib += (long)(st.st_blocks / 2);
+	}
+	return kib;
+}
+
+static void rm_snapshot(const char *dir)
+{
+	char path[600];
+	for (size_t i = 0; i < sizeof(snap_files) / sizeof(snap_files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, snap_files[i]);
+		unlink(path);
+	}
+	rmdir(dir);
+}
+
+/* Boots an agent VM, waits until it answers, fills memory, pauses, and
+ * takes `samples` snapshots (times in ns[], sizes in kib[]). */
+static int make_snapshots(const struct opts *o, const char *dir, int samples, uint64_t *ns,
+			  long *kib, pid_t *vm_pid)
+{
+	char api[256], sock[256], snap[256], body[512];
+	struct agent_client *c;
+	json_t *r;
+	int status;
+
+	snprintf(api, sizeof(api), "%s/api.sock", dir);
+	snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
+	pid_t pid = spawn_api_vm(o, api, sock);
+	int fd = connect_fast(sock, 30000);
+	if (fd < 0 || agent_client_from_fd(fd, &c) < 0 || agent_client_ping(c, 30000, &r) < 0) {
+		fprintf(stderr, "forkbench: cannot reach the agent\n");
+		stop_vm(pid);
+		return -1;
+	}
+	json_decref(r);
+	if (touch_memory(c, o->touch_mb) < 0) {
+		fprintf(stderr, "forkbench: filling guest memory failed\n");
+		stop_vm(pid);
+		return -1;
+	}
+	agent_client_close(c);
+	if (api_put(api, "/api/v1/vm.pause", NULL, &status) < 0 || status != 204) {
+		stop_vm(pid);
+		return -1;
+	}
+	for (int i = 0; i < samples; i++) {
+		snprintf(snap, sizeof(snap), "%s/snap%d", dir, i);
+		snprintf(body, sizeof(body), "{\"destination_url\": \"file://%s\"}", snap);
+		uint64_t t0 = time_mono_ns();
+		if (api_put(api, "/api/v1/vm.snapshot", body, &status) < 0 || status != 204) {
+			stop_vm(pid);
+			return -1;
+		}
+		ns[i] = time_mono_ns() - t0;
+		kib[i] = dir_blocks_kib(snap);
+	}
+	*vm_pid = pid;
+	return 0;
+}
+
+static void rm_dir(const char *dir, const char *const names[], size_t n)
+{
+	char path[600];
+	for (size_t i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		unlink(path);
+	}
+	rmdir(dir);
+}
+
+static int cmd_snapshot(const struct opts *o)
+{
+	char dir[] = "/tmp/forkbench-XXXXXX", snap[256];
+	uint64_t *ns = calloc((size_t)o->samples, sizeof(*ns));
+	long *kib = calloc((size_t)o->samples, sizeof(*kib));
+	pid_t pid;
+
+	if (!ns || !kib || !mkdtemp(dir))
+		return 1;
+	if (make_snapshots(o, dir, o->samples, ns, kib, &pid) < 0)
+		return 1;
+	stop_vm(pid);
+	char what[96];
+	snprintf(what, sizeof(what), "snapshot %s, %ld MiB used", o->memory, o->touch_mb);
+	report(what, ns, o->samples, o);
+	printf(o->json ? "{\"metric\":\"snapshot_size\",\"unit\":\"KiB\",\"value\":%ld}\n" :
+			 "snapshot size on disk        %ld KiB (memory-ranges is sparse)\n",
+	       kib[0]);
+	for (int i = 0; i < o->samples; i++) {
+		snprintf(snap, sizeof(snap), "%s/snap%d", dir, i);
+		rm_snapshot(snap);
+	}
+	static const char *const socks[] = { "api.sock", "agent.sock" };
+	rm_dir(dir, socks, 2);
+	free(ns);
+	free(kib);
+	return 0;
+}
+
+/* Waits until the API answers vm.info: forkvm serves its API only once
+ * the restore is done, so the first answer means "paused, ready". */
+static int wait_paused(const char *api, int timeout_ms)
+{
+	uint64_t end = time_mono_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	while (time_mono_ns() < end) {
+		struct http_client_response r;
+		if (http_client_request(api, "GET", "/api/v1/vm.info", NULL, NULL, 0, 10000, &r) == 0) {
+			bool paused = r.status == 200 && strstr(r.body, "\"Paused\"");
+			http_client_response_free(&r);
+			return paused ? 0 : -1;
+		}
+		usleep(50);
+	}
+	return -1;
+}
+
+static int cmd_restore(const struct opts *o)
+{
+	char dir[] = "/tmp/forkbench-XXXXXX", api[256], sock[256], snap[256], src[300];
+	int total = o->samples + o->warmup;
+	uint64_t *t_restore = calloc((size_t)total, sizeof(uint64_t));
+	uint64_t *t_answer = calloc((size_t)total, sizeof(uint64_t));
+	uint64_t snap_ns;
+	long kib;
+	pid_t pid;
+	int status;
+
+	if (!t_restore || !t_answer || !mkdtemp(dir))
+		return 1;
+	if (make_snapshots(o, dir, 1, &snap_ns, &kib, &pid) < 0)
+		return 1;
+	stop_vm(pid);
+	snprintf(snap, sizeof(snap), "%s/snap0", dir);
+	snprintf(api, sizeof(api), "%s/r.sock", dir);
+	snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
+	snprintf(src, sizeof(src), "source_url=file://%s", snap);
+	for (int i = 0; i < total; i++) {
+		uint64_t t0 = time_mono_ns();
+		pid = fork();
+		if (pid == 0) {
+			int null = open("/dev/null", O_RDWR);
+			dup2(null, 0);
+			dup2(null, 1);
+			execl(o->forkvm, o->forkvm, "--api-socket", api, "--restore", src, (char *)NULL);
+			_exit(127);
+		}
+		if (wait_paused(api, 60000) < 0) {
+			fprintf(stderr, "forkbench: the restored VM did not come up paused\n");
+			stop_vm(pid);
+			return 1;
+		}
+		uint64_t t1 = time_mono_ns();
+		/* Connected before resume: the answer does not include a connect. */
+		int fd = connect_fast(sock, 30000);
+		struct agent_client *c;
+		json_t *r;
+		if (fd < 0 || agent_client_from_fd(fd, &c) < 0) {
+			stop_vm(pid);
+			return 1;
+		}
+		uint64_t t2 = time_mono_ns();
+		if (api_put(api, "/api/v1/vm.resume", NULL, &status) < 0 || status != 204 ||
+		    agent_client_ping(c, 30000, &r) < 0) {
+			fprintf(stderr, "forkbench: no answer after resume\n");
+			stop_vm(pid);
+			return 1;
+		}
+		uint64_t t3 = time_mono_ns();
+		json_decref(r);
+		agent_client_close(c);
+		stop_vm(pid);
+		unlink(api);
+		if (i >= o->warmup) {
+			t_restore[i - o->warmup] = t1 - t0;
+			t_answer[i - o->warmup] = t3 - t2;
+		}
+	}
+	char what[96];
+	snprintf(what, sizeof(what), "restore %s: start to paused", o->memory);
+	report(what, t_restore, o->samples, o);
+	report("resume to first agent answer", t_answer, o->samples, o);
+	rm_snapshot(snap);
+	static const char *const socks[] = { "api.sock", "agent.sock" };
+	rm_dir(dir, socks, 2);
+	free(t_restore);
+	free(t_answer);
+	return 0;
+}
+
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: forkbench [OPTIONS] boot|eval\n"
-		   "  boot   start forkvm with the agent, time until its ready event; idle RSS\n"
-		   "  eval   round trip of an agent eval request\n"
+	fprintf(f, "Usage: forkbench [OPTIONS] boot|eval|snapshot|restore\n"
+		   "  boot      start forkvm with the agent, time until its ready event; idle RSS\n"
+		   "  eval      round trip of an agent eval request\n"
+		   "  snapshot  snapshot a paused agent VM to a directory: time, size on disk\n"
+		   "  restore   forkvm --restore: process start to paused; resume to the\n"
+		   "            agent's first answer\n"
 		   "Options:\n"
 		   "  -n N             samples (default: boot 5, eval 1000)\n"
 		   "  --warmup N       excluded warm-up runs (default: boot 1, eval 20)\n"
 		   "  --cpus N         vCPUs (default 1)\n"
 		   "  --memory SIZE    guest RAM (default 512M)\n"
 		   "  --code JS        what eval evaluates (default '1+1')\n"
+		   "  --touch MIB      snapshot/restore: guest memory to fill first (default 0)\n"
 		   "  --json           one JSON object per figure\n");
 }
 
 int main(int argc, char **argv)
 {
-	enum { O_WARMUP = 256, O_CPUS, O_MEMORY, O_CODE, O_JSON };
+	enum { O_WARMUP = 256, O_CPUS, O_MEMORY, O_CODE, O_JSON, O_TOUCH };
 	static const struct option lo[] = {
 		{ "warmup", required_argument, NULL, O_WARMUP }, { "cpus", required_argument, NULL, O_CPUS },
 		{ "memory", required_argument, NULL, O_MEMORY }, { "code", required_argument, NULL, O_CODE },
 		{ "json", no_argument, NULL, O_JSON },           { "help", no_argument, NULL, 'h' },
+		{ "touch", required_argument, NULL, O_TOUCH },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .samples = -1, .warmup = -1, .cpus = "1", .memory = "512M", .code = "1+1" };
@@ -256,6 +519,9 @@ int main(int argc, char **argv)
 			break;
 		case O_JSON:
 			o.json = true;
+			break;
+		case O_TOUCH:
+			o.touch_mb = atol(optarg);
 			break;
 		case 'h':
 			usage(stdout);
@@ -292,6 +558,15 @@ int main(int argc, char **argv)
 		o.samples = o.samples > 0 ? o.samples : 1000;
 		o.warmup = o.warmup >= 0 ? o.warmup : 20;
 		return cmd_eval(&o);
+	}
+	if (!strcmp(argv[optind], "snapshot")) {
+		o.samples = o.samples > 0 ? o.samples : 5;
+		return cmd_snapshot(&o);
+	}
+	if (!strcmp(argv[optind], "restore")) {
+		o.samples = o.samples > 0 ? o.samples : 10;
+		o.warmup = o.warmup >= 0 ? o.warmup : 1;
+		return cmd_restore(&o);
 	}
 	usage(stderr);
 	return 2;

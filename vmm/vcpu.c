@@ -45,6 +45,20 @@ static bool vm_pause_requested(struct vm *vm)
 	return __atomic_load_n(&vm->pause_req, __ATOMIC_SEQ_CST);
 }
 
+static int vcpu_apply_start(struct vcpu *v);
+
+/* A new guest thread's registers go into KVM before the vCPU counts as
+ * parked: a paused VM's KVM state is always complete (a snapshot reads it). */
+static void vcpu_apply_pending_locked(struct vcpu *v)
+{
+	if (!v->start_pending || v->fd < 0)
+		return;
+	int rc = vcpu_apply_start(v);
+	if (rc < 0)
+		vm_terminate_locked(v->vm, 1, true, "cannot start a thread on vCPU %u: %s", v->id,
+				    strerror(-rc));
+}
+
 /* Parks until resume or stop; vm->lock held. KVM gets the registers the
  * sync area still holds, so a paused vCPU's KVM state is complete. */
 static void vcpu_park_locked(struct vcpu *v)
@@ -56,11 +70,16 @@ static void vcpu_park_locked(struct vcpu *v)
 			log_error("vCPU %u: KVM_SET_REGS before parking: %s", v->id, strerror(errno));
 		v->run->kvm_dirty_regs &= ~(uint64_t)KVM_SYNC_X86_REGS;
 	}
+	vcpu_apply_pending_locked(v);
 	v->parked = true;
 	vm->nr_parked++;
 	pthread_cond_broadcast(&vm->cond);
-	while (vm_pause_requested(vm) && !vm_stopping(vm))
+	while (vm_pause_requested(vm) && !vm_stopping(vm)) {
 		pthread_cond_wait(&vm->cond, &vm->lock);
+		/* A clone made while the pause was in progress (the VM is paused
+		 * only once every vCPU is parked, and all of this holds the lock). */
+		vcpu_apply_pending_locked(v);
+	}
 	vm->nr_parked--;
 	v->parked = false;
 }
@@ -302,12 +321,9 @@ void *vcpu_thread(void *arg)
 			continue;
 		}
 		if (v->start_pending) {
-			int rc = vcpu_apply_start(v);
-			if (rc < 0) {
-				vm_terminate_locked(vm, 1, true, "cannot start a thread on vCPU %u: %s",
-						    v->id, strerror(-rc));
+			vcpu_apply_pending_locked(v);
+			if (vm_stopping(vm))
 				break;
-			}
 		}
 		pthread_mutex_unlock(&vm->lock);
 		enum vcpu_action a = vcpu_run(v);

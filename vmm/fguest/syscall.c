@@ -84,7 +84,7 @@ long fg_syscall(struct fg_call *c)
 	long ret = -ENOSYS;
 
 	if (__atomic_add_fetch(&c->vm->syscalls, 1, __ATOMIC_RELAXED) == 1)
-		log_debug("first guest system call %.2f ms after start",
+		log_debug("first system call served at guest time %.2f ms",
 			  vm_guest_now(c->vm) / 1e6);
 	for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]) && !handled; i++)
 		ret = groups[i](c, &handled);
