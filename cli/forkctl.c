@@ -62,6 +62,8 @@ static void usage(FILE *f)
 	      "  pause                        pause the VM (PUT vm.pause)\n"
 	      "  resume                       resume the paused VM (PUT vm.resume)\n"
 	      "  shutdown                     shut the VM down (PUT vm.shutdown)\n"
+	      "  reboot                       shut down and boot again (PUT vm.reboot)\n"
+	      "  delete                       forget the VM (PUT vm.delete)\n"
 	      "  shutdown-vmm                 stop the VMM process (PUT vmm.shutdown)\n"
 	      "  snapshot DEST_URL            snapshot the paused VM, e.g. file:///var/snap\n"
 	      "                               (PUT vm.snapshot)\n"
@@ -298,6 +300,8 @@ static const struct simple_cmd simple_cmds[] = {
 	{ "pause", "PUT", "vm.pause", false },
 	{ "resume", "PUT", "vm.resume", false },
 	{ "shutdown", "PUT", "vm.shutdown", false },
+	{ "reboot", "PUT", "vm.reboot", false },
+	{ "delete", "PUT", "vm.delete", false },
 	{ "shutdown-vmm", "PUT", "vmm.shutdown", false },
 };
 
