@@ -520,9 +520,14 @@ int chan_restore(struct chan *c, const json_t *st, char *err, size_t errlen)
 	} else if (nout) {
 		chan_write_locked(c, outb, nout);
 	}
-	const json_t *d = json_object_get(st, "dropped");
+	const json_t *d = json_object_get(st, "dropped"), *rx = json_object_get(st, "rx_bytes"),
+		     *tx = json_object_get(st, "tx_bytes");
 	if (json_is_integer(d))
 		c->dropped = (uint64_t)json_integer_value(d);
+	if (json_is_integer(rx))
+		c->rx_bytes = (uint64_t)json_integer_value(rx);
+	if (json_is_integer(tx))
+		c->tx_bytes = (uint64_t)json_integer_value(tx);
 	pthread_mutex_unlock(&c->vm->lock);
 out:
 	free(in);

@@ -280,8 +280,10 @@ int snapshot_write(const char *dir, const struct vm_config *cfg, const json_t *u
 	rc = check_destination(dir, err, errlen);
 	if (rc < 0)
 		return rc;
-	if (strlen(dir) >= sizeof(parent) || !*dir)
-		return fail(err, errlen, -ENAMETOOLONG, "bad path: %s", dir);
+	if (!*dir)
+		return fail(err, errlen, -EINVAL, "an empty snapshot path");
+	if (strlen(dir) >= sizeof(parent))
+		return fail(err, errlen, -ENAMETOOLONG, "path too long: %s", dir);
 	/* dirname() and basename() may modify their argument or return static
 	 * storage: work on copies, keep the results. */
 	char work[PATH_MAX];
@@ -602,6 +604,14 @@ int snapshot_open(const char *dir, struct snapshot *s, char *err, size_t errlen)
 		log_info("%s/config.json was edited since the snapshot; the edits are safe: using it",
 			 dir);
 	}
+	const json_t *mvcpus = json_object_get(s->manifest, "vcpus");
+	if (!json_is_integer(mvcpus) || json_integer_value(mvcpus) != (json_int_t)s->cfg.boot_vcpus) {
+		rc = fail(err, errlen, -EINVAL,
+			  "config.json: %u vCPUs, but the snapshot has %lld: the vCPU count cannot change "
+			  "across a restore",
+			  s->cfg.boot_vcpus, json_is_integer(mvcpus) ? (long long)json_integer_value(mvcpus) : -1LL);
+		goto fail;
+	}
 	if (s->cfg.memory_size != s->memory_size) {
 		rc = fail(err, errlen, -EINVAL, "config.json: memory size %llu does not match the snapshot (%llu)",
 			  (unsigned long long)s->cfg.memory_size, (unsigned long long)s->memory_size);
@@ -624,7 +634,8 @@ int snapshot_open(const char *dir, struct snapshot *s, char *err, size_t errlen)
 	const char *sf = json_string_value(json_object_get(state, "format"));
 	const json_t *sv = json_object_get(state, "version");
 	if (!sf || strcmp(sf, SNAPSHOT_STATE_FORMAT) || !json_is_integer(sv) ||
-	    json_integer_value(sv) > SNAPSHOT_STATE_VERSION || !json_is_array(json_object_get(state, "units"))) {
+	    json_integer_value(sv) > SNAPSHOT_STATE_VERSION || json_integer_value(sv) < 1 ||
+	    !json_is_array(json_object_get(state, "units"))) {
 		json_decref(state);
 		rc = fail(err, errlen, -EINVAL,
 			  "%s/state.json: not a forkvm state file of a version this forkvm reads (%d)",

@@ -29,25 +29,36 @@ json_t *json_u64(uint64_t v)
 	return json_string(s);
 }
 
-int state_get_u64(const json_t *obj, const char *key, uint64_t *v, char *err, size_t errlen)
+int state_parse_u64(const json_t *j, uint64_t *v)
 {
-	const json_t *j = json_object_get(obj, key);
-	char *end;
-
 	if (json_is_integer(j) && json_integer_value(j) >= 0) {
 		*v = (uint64_t)json_integer_value(j);
 		return 0;
 	}
-	if (json_is_string(j)) {
-		const char *s = json_string_value(j);
-		errno = 0;
-		unsigned long long x = strtoull(s, &end, 0);
-		if (*s && !*end && errno == 0 && s[0] != '-') {
-			*v = x;
-			return 0;
-		}
-	}
-	return fail(err, errlen, -EINVAL, "%s: missing or not a 64-bit number", key);
+	if (!json_is_string(j))
+		return -EINVAL;
+	/* "0x..." hex or plain decimal, digits only: no sign, no blanks, no
+	 * octal (strtoull would take " -1" and "010"). */
+	const char *s = json_string_value(j);
+	int base = (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) ? 16 : 10;
+	const char *digits = base == 16 ? s + 2 : s;
+	char *end;
+	if (!((*digits >= '0' && *digits <= '9') ||
+	      (base == 16 && ((*digits >= 'a' && *digits <= 'f') || (*digits >= 'A' && *digits <= 'F')))))
+		return -EINVAL;
+	errno = 0;
+	unsigned long long x = strtoull(digits, &end, base);
+	if (*end || errno)
+		return -EINVAL;
+	*v = x;
+	return 0;
+}
+
+int state_get_u64(const json_t *obj, const char *key, uint64_t *v, char *err, size_t errlen)
+{
+	if (state_parse_u64(json_object_get(obj, key), v) < 0)
+		return fail(err, errlen, -EINVAL, "%s: missing or not a 64-bit number", key);
+	return 0;
 }
 
 int state_get_u32(const json_t *obj, const char *key, uint32_t *v, char *err, size_t errlen)

@@ -49,6 +49,8 @@ int state_restore(struct vm *vm, const struct state_unit *units, size_t n, const
  * lose precision beyond 2^53), binary blobs as hex strings. The getters
  * return 0 or -EINVAL with err naming the key. */
 json_t *json_u64(uint64_t v);
+/* Parses a JSON integer >= 0 or a "0x..."/decimal string. Returns 0 or -EINVAL. */
+int state_parse_u64(const json_t *j, uint64_t *v) __attribute__((warn_unused_result));
 int state_get_u64(const json_t *obj, const char *key, uint64_t *v, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 /* The same for the kernel's __u64 (unsigned long long). */

@@ -129,17 +129,7 @@ static int fg_save(struct vm *vm, void *arg, json_t **out, char *err, size_t err
 
 static int get_pair_u64(const json_t *a, size_t i, uint64_t *v)
 {
-	const json_t *e = json_array_get(a, i);
-	char *end;
-	if (json_is_integer(e) && json_integer_value(e) >= 0) {
-		*v = (uint64_t)json_integer_value(e);
-		return 0;
-	}
-	if (!json_is_string(e))
-		return -EINVAL;
-	errno = 0;
-	*v = strtoull(json_string_value(e), &end, 0);
-	return *end || errno ? -EINVAL : 0;
+	return state_parse_u64(json_array_get(a, i), v);
 }
 
 static int restore_mm(struct fguest *fg, const json_t *mm, char *err, size_t errlen)
@@ -238,6 +228,12 @@ static int fg_restore(struct vm *vm, void *arg, const json_t *st, uint32_t versi
 			goto out;
 		}
 		th.tid = (int)json_integer_value(tid);
+		for (unsigned k = 0; k < vm->nr_vcpus; k++) {
+			if (fg->threads[k].live && fg->threads[k].tid == th.tid) {
+				rc = fail(err, errlen, "threads[%zu]: tid %d is used twice", i, th.tid);
+				goto out;
+			}
+		}
 		th.vcpu = &vm->vcpus[vc];
 		fg->threads[vc] = th;
 		vm->vcpus[vc].gt = &fg->threads[vc];
@@ -245,8 +241,12 @@ static int fg_restore(struct vm *vm, void *arg, const json_t *st, uint32_t versi
 	}
 	for (size_t i = 0; json_is_array(seen) && i < json_array_size(seen) &&
 			   i < sizeof(fg->enosys_seen) / sizeof(fg->enosys_seen[0]);
-	     i++)
-		get_pair_u64(seen, i, &fg->enosys_seen[i]);
+	     i++) {
+		if (get_pair_u64(seen, i, &fg->enosys_seen[i]) < 0) {
+			rc = fail(err, errlen, "enosys_seen[%zu] is malformed", i);
+			goto out;
+		}
+	}
 	rc = 0;
 out:
 	pthread_mutex_unlock(&vm->lock);
