@@ -39,6 +39,9 @@ struct chan {
 	enum chan_mode mode;
 	bool flow_control; /* guest writes wait for room instead of dropping */
 	char *path;
+	char *bound;      /* SOCKET: where the socket is bound: path, or a temporary
+			   * name until chan_publish() (a restore) */
+	uint64_t bound_dev, bound_ino; /* the socket file we made (close unlinks only it) */
 	int out_fd;       /* TTY/FILE */
 	int listen_fd;    /* SOCKET */
 	int conn_fd;      /* SOCKET: the connected client, or -1 */
@@ -55,10 +58,15 @@ struct chan {
 /* Opens the host end (creates the socket with mode 0600, opens the file...).
  * flow_control: see struct chan. A socket path another process listens on
  * is refused, unless takeover (a restored VM continues the snapshotted
- * one, addresses included). Returns 0 or -errno with err set. */
+ * one, addresses included): then the socket is bound under a temporary
+ * name and only chan_publish() puts it at path, so a restore that fails
+ * leaves path alone. Returns 0 or -errno with err set. */
 int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mode,
 	      const char *path, bool flow_control, bool takeover, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
+/* Moves a taken-over socket onto its path (atomically replacing whatever
+ * is there). Returns 0 or -errno. No-op otherwise. */
+int chan_publish(struct chan *c) __attribute__((warn_unused_result));
 /* Registers the socket on the loop (loop thread). Returns 0 or -errno. */
 int chan_attach(struct chan *c, struct loop *loop) __attribute__((warn_unused_result));
 /* Closes everything (loop thread); unlinks the socket path. */

@@ -500,7 +500,11 @@ static int vcpu_restore(struct vm *vm, void *arg, const json_t *st, uint32_t ver
 	if (state_get_blob_any(st, "xsave", 1 << 20, &xsave, &xsave_len, err, errlen) < 0)
 		return -EINVAL;
 	const char *fmt = json_string_value(json_object_get(st, "fpu_format"));
-	bool is_xsave = fmt && strcmp(fmt, "fpu") != 0;
+	if (!fmt || (strcmp(fmt, "xsave2") && strcmp(fmt, "xsave") && strcmp(fmt, "fpu"))) {
+		rc = fail(err, errlen, -EINVAL, "fpu_format must be xsave2, xsave or fpu");
+		goto out;
+	}
+	bool is_xsave = strcmp(fmt, "fpu") != 0;
 	if ((is_xsave && (xsave_len < sizeof(struct kvm_xsave) || xsave_len > vm->xsave_size)) ||
 	    (!is_xsave && xsave_len != sizeof(struct kvm_fpu))) {
 		rc = fail(err, errlen, -EINVAL, "xsave: %zu bytes do not fit this host (%zu)", xsave_len,

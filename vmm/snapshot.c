@@ -240,6 +240,8 @@ static int check_destination(const char *dir, char *err, size_t errlen)
 	DIR *d;
 	struct dirent *e;
 
+	if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
+		return fail(err, errlen, -ENOTDIR, "%s is a dangling symbolic link", dir);
 	if (stat(dir, &st) < 0)
 		return errno == ENOENT ? 0 : fail(err, errlen, -errno, "%s: %s", dir, strerror(errno));
 	if (!S_ISDIR(st.st_mode))
@@ -273,10 +275,15 @@ static int fsync_dir(const char *path)
 int snapshot_write(const char *dir, const struct vm_config *cfg, const json_t *units,
 		   const struct gmem *mem, const struct snapshot_meta *meta, char *err, size_t errlen)
 {
-	char parent[PATH_MAX], base[PATH_MAX], tmp[2 * PATH_MAX + 64];
+	char parent[PATH_MAX], base[PATH_MAX], tmp[2 * PATH_MAX + 64], real[PATH_MAX];
 	json_t *config = NULL, *state = NULL, *manifest = NULL, *files = NULL;
+	struct stat lst;
 	int dfd = -1, rc;
 
+	/* A symbolic link to a directory: the snapshot goes into its target
+	 * (rename() would not follow the link). */
+	if (lstat(dir, &lst) == 0 && S_ISLNK(lst.st_mode) && realpath(dir, real))
+		dir = real;
 	rc = check_destination(dir, err, errlen);
 	if (rc < 0)
 		return rc;

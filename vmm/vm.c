@@ -727,6 +727,13 @@ int vm_restore(const char *dir, const struct vm_restore_opts *opts, struct loop 
 		*out = NULL;
 		return rc;
 	}
+	/* Only now, with everything restored, the sockets take their paths. */
+	if ((rc = chan_publish(&(*out)->agent)) < 0 || (rc = chan_publish(&(*out)->console)) < 0) {
+		fail(err, errlen, rc, "cannot put the channel sockets in place: %s", strerror(-rc));
+		vm_destroy(*out);
+		*out = NULL;
+		return rc;
+	}
 	log_info("restored %s in %.2f ms (verify %.2f ms), paused", dir, (time_mono_ns() - t0) / 1e6,
 		 (t1 - t0) / 1e6);
 	return 0;
