@@ -33,6 +33,7 @@
 #include <sys/types.h>
 
 #include "common/http.h"
+#include "common/unixsock.h"
 
 /* ---------------------------------------------------------------- buffers (http_buf.c) */
 
@@ -181,8 +182,7 @@ struct http_server {
 	int lfd;
 	int tfd;
 	char *path;
-	dev_t dev;
-	ino_t ino;
+	struct unixsock sock; /* the listener, published at path */
 	struct http_conn *conns;
 	unsigned nconns;
 	uint64_t timer_deadline;        /* armed deadline (ns), 0 when disarmed */

@@ -255,44 +255,16 @@ static void hub_cb(void *arg, uint32_t events)
 	srv_leave(srv);
 }
 
-/* Decides what to do with an existing path. Returns 0 (absent or stale
- * socket removed) or -errno (-EEXIST not a socket, -EADDRINUSE live). */
-WUR static int srv_clear_path(const char *path, const struct sockaddr_un *sa)
-{
-	struct stat st;
-	int fd, rc;
-
-	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (!S_ISSOCK(st.st_mode))
-		return -EEXIST;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	rc = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
-	if (rc == 0 || errno == EAGAIN) {
-		close(fd);
-		return -EADDRINUSE;
-	}
-	close(fd);
-	if (unlink(path) < 0 && errno != ENOENT)
-		return -errno;
-	return 0;
-}
-
 int http_server_listen(struct loop *loop, const char *socket_path, const struct http_server_config *cfg,
 		       http_handler *handler, void *arg, struct http_server **out)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct http_server *srv;
-	struct stat st;
 	int rc;
 
 	if (!loop || !socket_path || !socket_path[0] || !handler || !out)
 		return -EINVAL;
-	if (strlen(socket_path) >= sizeof(sa.sun_path))
+	if (strlen(socket_path) > UNIXSOCK_PATH_MAX)
 		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
 	srv = calloc(1, sizeof(*srv));
 	if (!srv)
 		return -ENOMEM;
@@ -314,35 +286,16 @@ int http_server_listen(struct loop *loop, const char *socket_path, const struct 
 		rc = -errno;
 		goto err_hub;
 	}
-	rc = srv_clear_path(socket_path, &sa);
+	/* Refuse a live socket or a non-socket at the path; a stale socket is
+	 * replaced. The socket appears at the path already listening. */
+	bool stale;
+	rc = unixsock_check(socket_path, false, &stale);
 	if (rc < 0)
 		goto err_timer;
-	srv->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (srv->lfd < 0) {
-		rc = -errno;
+	rc = unixsock_listen(&srv->sock, socket_path, true);
+	if (rc < 0)
 		goto err_timer;
-	}
-	/* The inode bind() creates takes the socket's mode (minus umask): make
-	 * it 0600 from the start; chmod again before listen() in case the
-	 * kernel ignored it. Nobody can connect before listen(). */
-	if (fchmod(srv->lfd, 0600) < 0) {
-		rc = -errno;
-		goto err_sock;
-	}
-	if (bind(srv->lfd, (const struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		rc = -errno;
-		goto err_sock;
-	}
-	if (chmod(socket_path, 0600) < 0 || lstat(socket_path, &st) < 0) {
-		rc = -errno;
-		goto err_unlink;
-	}
-	srv->dev = st.st_dev;
-	srv->ino = st.st_ino;
-	if (listen(srv->lfd, SOMAXCONN) < 0) {
-		rc = -errno;
-		goto err_unlink;
-	}
+	srv->lfd = srv->sock.fd;
 	rc = loop_add(loop, srv->lfd, EPOLLIN, listen_cb, srv);
 	if (rc < 0)
 		goto err_unlink;
@@ -359,9 +312,7 @@ err_del_timer:
 err_del_listen:
 	loop_del(loop, srv->lfd);
 err_unlink:
-	unlink(socket_path);
-err_sock:
-	close(srv->lfd);
+	unixsock_close(&srv->sock);
 err_timer:
 	close(srv->tfd);
 err_hub:
@@ -377,12 +328,9 @@ err_free:
 static void srv_destroy(struct http_server *srv)
 {
 	struct http_exchange *done, *next;
-	struct stat st;
-
+	
 	loop_del(srv->loop, srv->lfd);
-	close(srv->lfd);
-	if (lstat(srv->path, &st) == 0 && st.st_dev == srv->dev && st.st_ino == srv->ino)
-		unlink(srv->path);
+	unixsock_close(&srv->sock);
 	while (srv->conns)
 		conn_close(srv->conns);
 	loop_del(srv->loop, srv->tfd);

@@ -81,61 +81,6 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 	return rc;
 }
 
-/* Binds and listens on bind_path (mode 0600 from the start). */
-static int listen_at(const char *bind_path, int *out, uint64_t *dev, uint64_t *ino, char *err,
-		     size_t errlen)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct stat st;
-	int fd, rc;
-
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", bind_path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return fail(err, errlen, -errno, "socket: %s", strerror(errno));
-	/* mode 0600 from the start: no window where others could connect */
-	if (fchmod(fd, 0600) < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		rc = -errno;
-		close(fd);
-		return fail(err, errlen, rc, "cannot bind %s: %s", bind_path, strerror(-rc));
-	}
-	if (chmod(bind_path, 0600) < 0 || listen(fd, 16) < 0 || lstat(bind_path, &st) < 0) {
-		rc = -errno;
-		unlink(bind_path);
-		close(fd);
-		return fail(err, errlen, rc, "cannot listen on %s: %s", bind_path, strerror(-rc));
-	}
-	*dev = st.st_dev;
-	*ino = st.st_ino;
-	*out = fd;
-	return 0;
-}
-
-/* Checks path for a socket of ours: nothing there, or a socket (a live one
- * only with takeover). *stale: a dead socket to remove first. */
-static int check_socket_path(const char *path, bool takeover, bool *stale, char *err, size_t errlen)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct stat st;
-
-	*stale = false;
-	if (strlen(path) >= sizeof(sa.sun_path) - 16)
-		return fail(err, errlen, -ENAMETOOLONG, "socket path too long: %s", path);
-	if (lstat(path, &st) < 0)
-		return 0;
-	if (!S_ISSOCK(st.st_mode))
-		return fail(err, errlen, -EEXIST, "%s exists and is not a socket", path);
-	strcpy(sa.sun_path, path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool live = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	if (fd >= 0)
-		close(fd);
-	if (live && !takeover)
-		return fail(err, errlen, -EADDRINUSE, "%s is in use by another process", path);
-	*stale = !live;
-	return 0;
-}
-
 int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mode,
 	      const char *path, bool flow_control, bool takeover, char *err, size_t errlen)
 {
@@ -174,63 +119,44 @@ int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mo
 		goto err;
 	}
 	bool stale;
-	rc = check_socket_path(path, takeover, &stale, err, errlen);
-	if (rc < 0)
+	rc = unixsock_check(path, takeover, &stale);
+	if (rc < 0) {
+		fail(err, errlen, rc, "%s: %s", path,
+		     rc == -EADDRINUSE ? "in use by another process" :
+		     rc == -EEXIST ? "exists and is not a socket" :
+		     rc == -ENAMETOOLONG ? "socket path too long" : strerror(-rc));
+		if (rc == -EADDRINUSE)
+			snprintf(err, errlen, "%s is in use by another process", path);
 		goto err;
-	if (takeover) {
-		/* Bound aside; chan_publish() renames it onto path. */
-		if (asprintf(&c->bound, "%s.restore-%d", path, (int)getpid()) < 0) {
-			c->bound = NULL;
-			rc = fail(err, errlen, -ENOMEM, "out of memory");
-			goto err;
-		}
-		unlink(c->bound);
-	} else {
-		if (stale)
-			unlink(path); /* a dead socket from an earlier run */
-		c->bound = strdup(path);
-		if (!c->bound) {
-			rc = fail(err, errlen, -ENOMEM, "out of memory");
-			goto err;
-		}
 	}
-	rc = listen_at(c->bound, &c->listen_fd, &c->bound_dev, &c->bound_ino, err, errlen);
-	if (rc < 0)
+	/* A restore (takeover) publishes its sockets only once it succeeded:
+	 * chan_publish(). */
+	rc = unixsock_listen(&c->sock, path, !takeover);
+	if (rc < 0) {
+		fail(err, errlen, rc, "cannot listen on %s: %s", path, strerror(-rc));
 		goto err;
+	}
+	c->listen_fd = c->sock.fd;
 	return 0;
 err:
 	ring_free(&c->in);
 	ring_free(&c->out);
 	free(c->path);
-	free(c->bound);
-	c->path = c->bound = NULL;
+	c->path = NULL;
 	return rc;
 }
 
 int chan_publish(struct chan *c)
 {
-	if (c->mode != CHAN_SOCKET || !c->bound || !strcmp(c->bound, c->path))
+	bool stale;
+
+	if (c->mode != CHAN_SOCKET)
 		return 0;
-	struct stat st;
-	bool replacing = lstat(c->path, &st) == 0;
-	if (rename(c->bound, c->path) < 0)
-		return -errno;
-	if (replacing)
-		log_warn("%s: took over the socket path (the VM this one was restored from may "
+	if (unixsock_check(c->path, false, &stale) == -EADDRINUSE)
+		log_warn("%s: taking over the socket path (the VM this one was restored from may "
 			 "still be running)",
 			 c->path);
-	free(c->bound);
-	c->bound = strdup(c->path);
-	return c->bound ? 0 : -ENOMEM;
-}
-
-/* Unlinks the socket file we made, unless someone replaced it since. */
-static void unlink_ours(const struct chan *c)
-{
-	struct stat st;
-	if (c->bound && lstat(c->bound, &st) == 0 && (uint64_t)st.st_dev == c->bound_dev &&
-	    (uint64_t)st.st_ino == c->bound_ino)
-		unlink(c->bound);
+	return unixsock_publish(&c->sock);
 }
 
 static void on_listen(void *arg, uint32_t events);
@@ -271,8 +197,7 @@ void chan_close(struct chan *c, struct loop *loop)
 		if (c->listen_fd >= 0) {
 			if (loop && c->listening)
 				loop_del(loop, c->listen_fd);
-			close(c->listen_fd);
-			unlink_ours(c);
+			unixsock_close(&c->sock);
 		}
 	}
 	if (c->mode == CHAN_FILE && c->out_fd >= 0)
@@ -280,7 +205,6 @@ void chan_close(struct chan *c, struct loop *loop)
 	ring_free(&c->in);
 	ring_free(&c->out);
 	free(c->path);
-	free(c->bound);
 	memset(c, 0, sizeof(*c));
 	c->out_fd = c->listen_fd = c->conn_fd = -1;
 }

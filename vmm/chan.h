@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/unixsock.h"
+
 struct vm;
 struct loop;
 
@@ -39,11 +41,9 @@ struct chan {
 	enum chan_mode mode;
 	bool flow_control; /* guest writes wait for room instead of dropping */
 	char *path;
-	char *bound;      /* SOCKET: where the socket is bound: path, or a temporary
-			   * name until chan_publish() (a restore) */
-	uint64_t bound_dev, bound_ino; /* the socket file we made (close unlinks only it) */
 	int out_fd;       /* TTY/FILE */
-	int listen_fd;    /* SOCKET */
+	struct unixsock sock; /* SOCKET: the listener (common/unixsock.h) */
+	int listen_fd;    /* SOCKET: sock.fd */
 	int conn_fd;      /* SOCKET: the connected client, or -1 */
 	bool listening;   /* listen_fd is watched by the loop */
 	bool peer_closed; /* a guest read saw EOF: the loop drops the client */

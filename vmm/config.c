@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/un.h>
 
+#include "common/unixsock.h"
 #include "common/util.h"
 #include "vmm/gmem.h"
 #include "vmm/vmm.h"
@@ -70,12 +71,11 @@ int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 
 static int check_socket_path(const char *what, const char *path, char *err, size_t errlen)
 {
-	struct sockaddr_un sa;
 	if (!path || !*path)
 		return fail(err, errlen, "%s: a socket path is required", what);
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return fail(err, errlen, "%s: socket path longer than %zu bytes: %s", what,
-			    sizeof(sa.sun_path) - 1, path);
+	if (strlen(path) > UNIXSOCK_PATH_MAX)
+		return fail(err, errlen, "%s: socket path longer than %d bytes: %s", what,
+			    UNIXSOCK_PATH_MAX, path);
 	return 0;
 }
 
