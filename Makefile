@@ -30,7 +30,7 @@ WARN := -Wall -Wextra -Werror -Wmissing-prototypes -Wstrict-prototypes -Wformat=
 	-Wimplicit-fallthrough -Wno-missing-field-initializers
 CFLAGS := -std=c11 -O2 -g -D_GNU_SOURCE -I. $(WARN) $(SANFLAGS) -MMD -MP
 LDFLAGS := $(SANFLAGS)
-LDLIBS := -ljansson -lhttp_parser -lxxhash -lpthread
+LDLIBS := -ljansson -lhttp_parser -lxxhash -lzstd -luring -lpthread
 
 # The default guest and test payloads: static musl programs for guest ring 3.
 GUEST_CFLAGS := -std=c11 -O2 -g -D_GNU_SOURCE -Wall -Wextra -Werror -static
@@ -47,16 +47,19 @@ deps:
 # ---------------------------------------------------------------- sources
 COMMON_SRC := $(wildcard common/*.c)
 VMM_SRC := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/*/*.c))
+STORE_SRC := $(wildcard store/*.c)
 CLI_SRC := $(wildcard cli/*.c)
 BENCH_SRC := $(wildcard bench/*.c)
 
 COMMON_OBJ := $(COMMON_SRC:%.c=$(O)/obj/%.o)
 VMM_OBJ := $(VMM_SRC:%.c=$(O)/obj/%.o)
+STORE_OBJ := $(STORE_SRC:%.c=$(O)/obj/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(O)/obj/%.o)
 BENCH_OBJ := $(BENCH_SRC:%.c=$(O)/obj/%.o)
 
 LIBCOMMON := $(O)/lib/libcommon.a
 LIBVMM := $(O)/lib/libvmm.a
+LIBSTORE := $(O)/lib/libstore.a
 
 FORKVM := $(O)/bin/forkvm
 FORKCTL := $(O)/bin/forkctl
@@ -79,17 +82,21 @@ $(LIBVMM): $(VMM_OBJ)
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(FORKVM): $(O)/obj/vmm/main.o $(LIBVMM) $(LIBCOMMON)
+$(LIBSTORE): $(STORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(FORKVM): $(O)/obj/vmm/main.o $(LIBVMM) $(LIBSTORE) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(FORKCTL): $(CLI_OBJ) $(LIBCOMMON)
+$(FORKCTL): $(CLI_OBJ) $(LIBSTORE) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(FORKBENCH): $(BENCH_OBJ) $(LIBCOMMON)
+$(FORKBENCH): $(BENCH_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -133,16 +140,16 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 INTEG_BINS := $(INTEG_SRC:tests/integration/%.c=$(O)/tests/%)
 TEST_HELPER_OBJ := $(TEST_HELPERS:%.c=$(O)/obj/%.o)
 
-$(O)/tests/%: tests/unit/%.c $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBCOMMON) | deps
+$(O)/tests/%: tests/unit/%.c $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON) | deps
 	@mkdir -p $(dir $@) $(O)/obj/tests/unit
 	@$(if $(Q),echo "  TEST    $@")
-	$(Q)$(CC) $(CFLAGS) -MF $(O)/obj/tests/unit/$*.d $< $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBCOMMON) \
+	$(Q)$(CC) $(CFLAGS) -MF $(O)/obj/tests/unit/$*.d $< $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON) \
 		$(LDFLAGS) -lcriterion $(LDLIBS) -o $@
 
-$(O)/tests/%: tests/integration/%.c $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBCOMMON) | deps
+$(O)/tests/%: tests/integration/%.c $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON) | deps
 	@mkdir -p $(dir $@) $(O)/obj/tests/integration
 	@$(if $(Q),echo "  TEST    $@")
-	$(Q)$(CC) $(CFLAGS) -MF $(O)/obj/tests/integration/$*.d $< $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBCOMMON) \
+	$(Q)$(CC) $(CFLAGS) -MF $(O)/obj/tests/integration/$*.d $< $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON) \
 		$(LDFLAGS) -lcriterion $(LDLIBS) -o $@
 
 .PHONY: test test-unit test-integration

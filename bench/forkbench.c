@@ -1,6 +1,8 @@
-/* bench/forkbench.c - forkvm's benchmark. Subcommands so far:
- *   boot  cold start of forkvm to the agent's first answer, and idle RSS
- *   eval  agent round trip of an eval request
+/* bench/forkbench.c - forkvm's benchmark. Subcommands:
+ *   boot      cold start of forkvm to the agent's first answer, and idle RSS
+ *   eval      agent round trip of an eval request
+ *   snapshot  snapshot to a directory; restore: from a directory
+ *   store     the snapshot store (bench/store_bench.c)
  * Figures are printed, never asserted: these machines are shared and noisy.
  * Medians and percentiles of N samples after warm-ups that are excluded. */
 #include <errno.h>
@@ -20,18 +22,7 @@
 #include "common/agent_client.h"
 #include "common/http.h"
 #include "common/util.h"
-
-struct opts {
-	int samples;
-	int warmup;
-	const char *cpus;
-	const char *memory;
-	const char *forkvm;
-	const char *agent;
-	const char *code;
-	bool json;
-	long touch_mb; /* snapshot/restore: MiB the guest fills before the snapshot */
-};
+#include "bench/bench.h"
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -45,7 +36,7 @@ static uint64_t pct(const uint64_t *sorted, int n, double p)
 	return sorted[i < 0 ? 0 : i >= n ? n - 1 : i];
 }
 
-static void report(const char *what, uint64_t *ns, int n, const struct opts *o)
+void report(const char *what, uint64_t *ns, int n, const struct opts *o)
 {
 	qsort(ns, (size_t)n, sizeof(ns[0]), cmp_u64);
 	if (o->json) {
@@ -58,6 +49,14 @@ static void report(const char *what, uint64_t *ns, int n, const struct opts *o)
 	printf("%-28s n=%-5d min %9.1f  p50 %9.1f  p90 %9.1f  p99 %9.1f  max %9.1f  (us)\n", what,
 	       n, ns[0] / 1e3, pct(ns, n, 50) / 1e3, pct(ns, n, 90) / 1e3, pct(ns, n, 99) / 1e3,
 	       ns[n - 1] / 1e3);
+}
+
+void figure(const struct opts *o, const char *what, double value, const char *unit)
+{
+	if (o->json)
+		printf("{\"metric\":\"%s\",\"unit\":\"%s\",\"value\":%.3f}\n", what, unit, value);
+	else
+		printf("%-40s %12.3f %s\n", what, value, unit);
 }
 
 /* Starts forkvm with the agent on sock; returns its pid. */
@@ -82,7 +81,7 @@ static pid_t spawn_vm(const struct opts *o, const char *sock)
 }
 
 /* Connects as soon as the socket accepts (polling every 50 us). */
-static int connect_fast(const char *sock, int timeout_ms)
+int connect_fast(const char *sock, int timeout_ms)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	uint64_t end = time_mono_ns() + (uint64_t)timeout_ms * 1000000ULL;
@@ -100,7 +99,7 @@ static int connect_fast(const char *sock, int timeout_ms)
 	return -ETIMEDOUT;
 }
 
-static long rss_kib(pid_t pid, const char *field)
+long rss_kib(pid_t pid, const char *field)
 {
 	char path[64], line[256];
 	long v = -1;
@@ -115,7 +114,7 @@ static long rss_kib(pid_t pid, const char *field)
 	return v;
 }
 
-static void stop_vm(pid_t pid)
+void stop_vm(pid_t pid)
 {
 	kill(pid, SIGTERM);
 	waitpid(pid, NULL, 0);
@@ -235,7 +234,7 @@ static pid_t spawn_api_vm(const struct opts *o, const char *api, const char *soc
 	return pid;
 }
 
-static int api_put(const char *api, const char *path, const char *body, int *status)
+int api_put_body(const char *api, const char *path, const char *body, int *status, char **body_out)
 {
 	struct http_client_response r;
 	int rc = http_client_request(api, "PUT", path, body ? "application/json" : NULL, body,
@@ -245,8 +244,15 @@ static int api_put(const char *api, const char *path, const char *body, int *sta
 	*status = r.status;
 	if (r.status >= 300)
 		fprintf(stderr, "forkbench: %s: HTTP %d %s\n", path, r.status, r.body);
+	if (body_out)
+		*body_out = strndup(r.body ? r.body : "", r.body_len);
 	http_client_response_free(&r);
 	return 0;
+}
+
+int api_put(const char *api, const char *path, const char *body, int *status)
+{
+	return api_put_body(api, path, body, status, NULL);
 }
 
 /* Fills touch_mb MiB of guest memory with non-zero data. */
@@ -379,7 +385,7 @@ static int cmd_snapshot(const struct opts *o)
 
 /* Waits until the API answers vm.info: forkvm serves its API only once
  * the restore is done, so the first answer means "paused, ready". */
-static int wait_paused(const char *api, int timeout_ms)
+int wait_paused(const char *api, int timeout_ms)
 {
 	uint64_t end = time_mono_ns() + (uint64_t)timeout_ms * 1000000ULL;
 	while (time_mono_ns() < end) {
@@ -469,33 +475,46 @@ static int cmd_restore(const struct opts *o)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: forkbench [OPTIONS] boot|eval|snapshot|restore\n"
+	fprintf(f, "Usage: forkbench [OPTIONS] boot|eval|snapshot|restore|store\n"
 		   "  boot      start forkvm with the agent, time until its ready event; idle RSS\n"
 		   "  eval      round trip of an agent eval request\n"
 		   "  snapshot  snapshot a paused agent VM to a directory: time, size on disk\n"
 		   "  restore   forkvm --restore: process start to paused; resume to the\n"
 		   "            agent's first answer\n"
+		   "  store     the snapshot store on a template VM: ingest (live snapshot and\n"
+		   "            store put), materialize, restore, incremental snapshot, dedup\n"
+		   "            of clone snapshots; per chunk size\n"
 		   "Options:\n"
 		   "  -n N             samples (default: boot 5, eval 1000)\n"
 		   "  --warmup N       excluded warm-up runs (default: boot 1, eval 20)\n"
 		   "  --cpus N         vCPUs (default 1)\n"
-		   "  --memory SIZE    guest RAM (default 512M)\n"
+		   "  --memory SIZE    guest RAM (default 512M; store: 4G)\n"
 		   "  --code JS        what eval evaluates (default '1+1')\n"
-		   "  --touch MIB      snapshot/restore: guest memory to fill first (default 0)\n"
+		   "  --touch MIB      guest memory to fill first (default 0; store: 10%% of RAM)\n"
+		   "  --chunk-size LIST  store: chunk sizes to compare, e.g. 64K,256K,1M\n"
+		   "                   (default 256K)\n"
+		   "  --dirty MIB      store: memory dirtied before the incremental snapshot\n"
+		   "                   (default 16)\n"
+		   "  --clones N       store: clone snapshots for the dedup figure (default 10)\n"
+		   "  -n N             store: restore samples (default 5)\n"
 		   "  --json           one JSON object per figure\n");
 }
 
 int main(int argc, char **argv)
 {
-	enum { O_WARMUP = 256, O_CPUS, O_MEMORY, O_CODE, O_JSON, O_TOUCH };
+	enum { O_WARMUP = 256, O_CPUS, O_MEMORY, O_CODE, O_JSON, O_TOUCH, O_CHUNK, O_DIRTY, O_CLONES };
 	static const struct option lo[] = {
 		{ "warmup", required_argument, NULL, O_WARMUP }, { "cpus", required_argument, NULL, O_CPUS },
 		{ "memory", required_argument, NULL, O_MEMORY }, { "code", required_argument, NULL, O_CODE },
 		{ "json", no_argument, NULL, O_JSON },           { "help", no_argument, NULL, 'h' },
 		{ "touch", required_argument, NULL, O_TOUCH },
+		{ "chunk-size", required_argument, NULL, O_CHUNK },
+		{ "dirty", required_argument, NULL, O_DIRTY },
+		{ "clones", required_argument, NULL, O_CLONES },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { .samples = -1, .warmup = -1, .cpus = "1", .memory = "512M", .code = "1+1" };
+	struct opts o = { .samples = -1, .warmup = -1, .cpus = "1", .code = "1+1", .touch_mb = -1,
+			  .chunk_sizes = "256K", .dirty_mb = 16, .clones = 10 };
 	static char forkvm[4200], agent[4200];
 	char self[4000];
 	int opt;
@@ -523,6 +542,15 @@ int main(int argc, char **argv)
 		case O_TOUCH:
 			o.touch_mb = atol(optarg);
 			break;
+		case O_CHUNK:
+			o.chunk_sizes = optarg;
+			break;
+		case O_DIRTY:
+			o.dirty_mb = atol(optarg);
+			break;
+		case O_CLONES:
+			o.clones = atoi(optarg);
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -548,6 +576,23 @@ int main(int argc, char **argv)
 	o.forkvm = forkvm;
 	o.agent = agent;
 	signal(SIGPIPE, SIG_IGN);
+
+	if (!strcmp(argv[optind], "store")) {
+		uint64_t mem;
+		o.memory = o.memory ? o.memory : "4G";
+		if (parse_size(o.memory, &mem) < 0) {
+			fprintf(stderr, "forkbench: bad --memory '%s'\n", o.memory);
+			return 2;
+		}
+		o.touch_mb = o.touch_mb >= 0 ? o.touch_mb : (long)(mem / 10 >> 20);
+		if (o.dirty_mb < 1 || o.dirty_mb > o.touch_mb / 3 || o.clones < 1 || o.clones > 1000) {
+			fprintf(stderr, "forkbench: --dirty must be 1..touch/3 MiB, --clones 1..1000\n");
+			return 2;
+		}
+		return cmd_store(&o);
+	}
+	o.memory = o.memory ? o.memory : "512M";
+	o.touch_mb = o.touch_mb >= 0 ? o.touch_mb : 0;
 
 	if (!strcmp(argv[optind], "boot")) {
 		o.samples = o.samples > 0 ? o.samples : 5;

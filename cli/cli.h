@@ -7,4 +7,9 @@
  * Prints the result on stdout; returns the process exit status. */
 int cli_agent_main(const char *agent_path, int argc, char **argv);
 
+/* Runs a store command (put, export, ls, show, tag, rm, gc, verify, du,
+ * init) on the store at root (NULL: the default). argv[0] is the command
+ * name. Returns the process exit status. */
+int cli_store_main(const char *root, int argc, char **argv);
+
 #endif

@@ -32,6 +32,7 @@
 struct forkctl {
 	const char *api_socket;
 	const char *agent_socket;
+	const char *store;
 	int timeout_ms; /* -1: forever */
 	const char *cmd;
 };
@@ -41,6 +42,7 @@ static void usage(FILE *f)
 {
 	fputs("Usage: forkctl --api-socket=PATH [--timeout SECONDS] COMMAND [ARGS]\n"
 	      "       forkctl --agent=PATH AGENT-COMMAND [ARGS]\n"
+	      "       forkctl [--store DIR] store STORE-COMMAND [ARGS]\n"
 	      "       forkctl --help | --version\n"
 	      "\n"
 	      "Controls a forkvm VMM through its REST API (Cloud Hypervisor's ch-remote\n"
@@ -49,6 +51,9 @@ static void usage(FILE *f)
 	      "Options:\n"
 	      "  --api-socket=PATH   the VMM's API socket (forkvm --api-socket)\n"
 	      "  --agent=PATH        the guest agent socket: run an agent command\n"
+	      "  --store DIR         the snapshot store for store commands (default:\n"
+	      "                      $FORKVM_STORE, else /var/lib/forkvm/store for root,\n"
+	      "                      else ~/.local/share/forkvm/store)\n"
 	      "  --timeout SECONDS   request timeout (default 60, 0: wait forever)\n"
 	      "  -h, --help          show this help\n"
 	      "  --version           show the version\n"
@@ -65,7 +70,8 @@ static void usage(FILE *f)
 	      "  reboot                       shut down and boot again (PUT vm.reboot)\n"
 	      "  delete                       forget the VM (PUT vm.delete)\n"
 	      "  shutdown-vmm                 stop the VMM process (PUT vmm.shutdown)\n"
-	      "  snapshot DEST_URL            snapshot the paused VM, e.g. file:///var/snap\n"
+	      "  snapshot DEST_URL            snapshot the paused VM: file:///DIR, or\n"
+	      "                               store://TAG (the VMM's store; store:// for no tag)\n"
 	      "                               (PUT vm.snapshot)\n"
 	      "  restore source_url=URL[,resume=true|false]\n"
 	      "                               restore a snapshot, resumed or paused\n"
@@ -73,6 +79,9 @@ static void usage(FILE *f)
 	      "\n"
 	      "Agent commands (with --agent=PATH):\n"
 	      "  eval, info, load, call, ping, wait-ready\n"
+	      "\n"
+	      "Store commands (local, no VMM needed; 'forkctl store help' for details):\n"
+	      "  init, put, export, ls, show, tag, rm, gc, verify, du\n"
 	      "\n"
 	      "Exit status: 0 on success, 1 on failure, 2 on a usage error.\n",
 	      f);
@@ -367,11 +376,12 @@ static int parse_timeout(struct forkctl *fc, const char *s)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_API_SOCKET = 256, OPT_AGENT, OPT_TIMEOUT, OPT_VERSION };
+	enum { OPT_API_SOCKET = 256, OPT_AGENT, OPT_TIMEOUT, OPT_VERSION, OPT_STORE };
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, OPT_API_SOCKET },
 		{ "agent", required_argument, NULL, OPT_AGENT },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ "store", required_argument, NULL, OPT_STORE },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -393,6 +403,11 @@ int main(int argc, char **argv)
 			if (!optarg[0])
 				return usage_error("--agent needs a path");
 			fc.agent_socket = optarg;
+			break;
+		case OPT_STORE:
+			if (!optarg[0])
+				return usage_error("--store needs a directory");
+			fc.store = optarg;
 			break;
 		case OPT_TIMEOUT:
 			rc = parse_timeout(&fc, optarg);
@@ -423,6 +438,15 @@ int main(int argc, char **argv)
 		return usage_error("use either --api-socket or --agent, not both");
 	if (optind >= argc)
 		return usage_error("missing command");
+	if (!strcmp(argv[optind], "store")) {
+		if (fc.api_socket || fc.agent_socket)
+			return usage_error("store commands work on the store directly: drop "
+					   "--api-socket/--agent");
+		return cli_store_main(fc.store, argc - optind - 1, argv + optind + 1);
+	}
+	if (fc.store)
+		return usage_error("--store applies to store commands only (the VMM has its own "
+				   "--store)");
 	if (fc.agent_socket && timeout_arg) {
 		/* A --timeout before the agent command applies to it too: hand it
 		 * over after the command's own arguments. */

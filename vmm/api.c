@@ -34,6 +34,8 @@ int vmm_api_status(int rc)
 	case EBADMSG:
 	case EPROTONOSUPPORT:
 		return 400;
+	case ENOSPC:
+		return 507; /* Insufficient Storage */
 	default:
 		return 500;
 	}
@@ -160,7 +162,16 @@ static int r_snapshot(struct vmm_api *api, const struct http_request *req, struc
 		json_decref(j);
 		return 0;
 	}
-	reply_rc(ex, vmm_vm_snapshot(api->vmm, url, err, sizeof(err)), err);
+	char id[33];
+	int rc = vmm_vm_snapshot(api->vmm, url, id, err, sizeof(err));
+	if (rc == 0 && id[0]) {
+		/* A store snapshot: its id (a tag may not have been given). */
+		json_t *body = json_pack("{s:s}", "id", id);
+		http_respond_json(ex, 200, body);
+		json_decref(body);
+	} else {
+		reply_rc(ex, rc, err);
+	}
 	json_decref(j);
 	return 0;
 }

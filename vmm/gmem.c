@@ -96,10 +96,15 @@ int gmem_init_file(struct gmem *m, int fd, uint64_t size)
 	m->size = size;
 	m->backing = GMEM_FILE_PRIVATE;
 	gmem_layout(m);
-	m->host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+	m->discarded = calloc((size / GMEM_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+	m->host = m->discarded ? mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE,
+				      fd, 0) :
+				 MAP_FAILED;
 	if (m->host == MAP_FAILED) {
-		rc = -errno;
+		rc = m->discarded ? -errno : -ENOMEM;
 		m->host = NULL;
+		free(m->discarded);
+		m->discarded = NULL;
 		close(fd);
 		m->fd = -1;
 		return rc;
@@ -178,6 +183,30 @@ out:
 	return rc;
 }
 
+int gmem_changed_pages(const struct gmem *m, uint64_t **bits)
+{
+	uint64_t words = (m->size / GMEM_PAGE_SIZE + 63) / 64;
+	uint64_t *b = calloc(words, sizeof(uint64_t));
+	int rc;
+
+	if (!b)
+		return -ENOMEM;
+	if (m->backing != GMEM_FILE_PRIVATE) {
+		memset(b, 0xff, words * sizeof(uint64_t)); /* no file to compare with */
+		*bits = b;
+		return 0;
+	}
+	rc = mark_private_pages(m, b);
+	if (rc < 0) {
+		free(b);
+		return rc;
+	}
+	for (uint64_t w = 0; w < words; w++)
+		b[w] |= m->discarded[w];
+	*bits = b;
+	return 0;
+}
+
 int gmem_for_each_populated(const struct gmem *m, int (*cb)(void *arg, uint64_t off, uint64_t len),
 			    void *arg)
 {
@@ -211,6 +240,8 @@ int gmem_for_each_populated(const struct gmem *m, int (*cb)(void *arg, uint64_t 
 
 void gmem_fini(struct gmem *m)
 {
+	free(m->discarded);
+	m->discarded = NULL;
 	/* An fd is only ever kept together with its mapping (see gmem_init),
 	 * so a zeroed or never-initialised struct closes nothing. */
 	if (m->host) {
@@ -279,6 +310,8 @@ int gmem_discard(struct gmem *m, uint64_t gpa, uint64_t len)
 		if (mmap(m->host + off, len, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
 			return -errno;
+		for (uint64_t p = off / GMEM_PAGE_SIZE; p < (off + len) / GMEM_PAGE_SIZE; p++)
+			m->discarded[p / 64] |= 1ULL << (p % 64);
 		return 0;
 	}
 	return -EINVAL;

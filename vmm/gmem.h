@@ -38,6 +38,7 @@ struct gmem {
 	unsigned nr_regions;
 	struct gmem_region regions[2];
 	uint64_t gpa_end; /* one past the highest RAM guest-physical address */
+	uint64_t *discarded; /* GMEM_FILE_PRIVATE: pages discarded since the mapping (bitmap) */
 };
 
 /* Checks that size is a usable RAM size (multiple of 2 MiB, within limits).
@@ -61,6 +62,11 @@ int gmem_init_file(struct gmem *m, int fd, uint64_t size) WUR;
  * -errno, or the first negative value cb returned. */
 int gmem_for_each_populated(const struct gmem *m, int (*cb)(void *arg, uint64_t off, uint64_t len),
 			    void *arg) WUR;
+
+/* Pages whose content may differ from the backing file of a
+ * GMEM_FILE_PRIVATE mapping (written: private copies; or discarded), as a
+ * malloc'd bitmap of size/4096 bits. Returns 0 or -errno. */
+int gmem_changed_pages(const struct gmem *m, uint64_t **bits) WUR;
 
 /* Releases the mapping and the fd. Safe on a zeroed struct. */
 void gmem_fini(struct gmem *m);

@@ -45,10 +45,14 @@ static void usage(FILE *f)
 		"                           file=PATH or socket=PATH\n"
 		"  --agent socket=PATH      agent channel (guest fd 0/1) on this Unix socket;\n"
 		"                           without it fd 1 goes to the console, fd 0 is empty\n"
-		"  --restore source_url=file:///DIR[,resume=true]\n"
-		"                           restore a snapshot (comes up paused unless\n"
+		"  --restore source_url=URL[,resume=true]\n"
+		"                           restore a snapshot, URL file:///DIR or\n"
+		"                           store://TAG (comes up paused unless\n"
 		"                           resume=true); --agent and --serial may change\n"
 		"                           the channels' host ends\n"
+		"  --store DIR              the snapshot store for store:// URLs (default\n"
+		"                           $FORKVM_STORE, else /var/lib/forkvm/store as\n"
+		"                           root, ~/.local/share/forkvm/store otherwise)\n"
 		"  --log-file PATH          VMM log here instead of stderr\n"
 		"  -v                       more log output: -v info, -vv debug,\n"
 		"                           -vvv also every guest system call\n"
@@ -156,7 +160,7 @@ static int die_usage(const char *msg, const char *arg)
 int main(int argc, char **argv)
 {
 	enum { O_API = 256, O_KERNEL, O_CMDLINE, O_CPUS, O_MEMORY, O_SERIAL, O_AGENT, O_LOGFILE,
-	       O_RESTORE };
+	       O_RESTORE, O_STORE };
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, O_API },
 		{ "kernel", required_argument, NULL, O_KERNEL },
@@ -167,6 +171,7 @@ int main(int argc, char **argv)
 		{ "agent", required_argument, NULL, O_AGENT },
 		{ "log-file", required_argument, NULL, O_LOGFILE },
 		{ "restore", required_argument, NULL, O_RESTORE },
+		{ "store", required_argument, NULL, O_STORE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -175,7 +180,7 @@ int main(int argc, char **argv)
 	struct vm_config cfg;
 	struct ctx c = { .sigfd = -1 };
 	struct vmm_api *api = NULL;
-	const char *api_path = NULL, *log_file = NULL, *restore = NULL;
+	const char *api_path = NULL, *log_file = NULL, *restore = NULL, *store = NULL;
 	bool set_serial = false, set_agent = false, set_sizes = false;
 	char err[512];
 	int verbose = 0, opt, rc, status = 1;
@@ -216,6 +221,11 @@ int main(int argc, char **argv)
 			break;
 		case O_RESTORE:
 			restore = optarg;
+			break;
+		case O_STORE:
+			if (!*optarg)
+				return die_usage("--store needs a directory", "");
+			store = optarg;
 			break;
 		case O_LOGFILE:
 			log_file = optarg;
@@ -280,6 +290,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "forkvm: %s\n", strerror(-rc));
 		goto out;
 	}
+	if (store)
+		vmm_set_store(c.vmm, store);
 	if (api_path && (rc = vmm_api_start(c.vmm, c.loop, api_path, on_api_shutdown, &c, &api)) < 0) {
 		fprintf(stderr, "forkvm: cannot serve the API on %s: %s\n", api_path, strerror(-rc));
 		goto out;

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "vmm/snapshot.h"
+#include "store/store.h"
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
 
@@ -22,6 +22,7 @@ struct vmm {
 	struct vm *vm;
 	bool shut_down; /* the VM was shut down (state Shutdown, no vm) */
 	struct vm_exit_info last_exit;
+	char store_root[4096]; /* for store:// URLs; "" until needed: the default */
 };
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
@@ -182,34 +183,61 @@ int vmm_vm_reboot(struct vmm *vmm, char *err, size_t errlen)
 	return vmm_vm_boot(vmm, err, errlen);
 }
 
-int vmm_vm_snapshot(struct vmm *vmm, const char *url, char *err, size_t errlen)
+void vmm_set_store(struct vmm *vmm, const char *root)
 {
-	char dir[4096];
+	snprintf(vmm->store_root, sizeof(vmm->store_root), "%s", root ? root : "");
+}
+
+static const char *store_root_of(struct vmm *vmm)
+{
+	if (!vmm->store_root[0])
+		store_default_root(vmm->store_root, sizeof(vmm->store_root));
+	return vmm->store_root;
+}
+
+int vmm_vm_snapshot(struct vmm *vmm, const char *url, char id_hex[33], char *err, size_t errlen)
+{
+	char where[4096];
+	enum store_url_kind kind;
 	int rc = need_vm(vmm, err, errlen);
 
+	id_hex[0] = '\0';
 	if (rc < 0)
 		return rc;
-	rc = snapshot_url_path(url, dir, sizeof(dir), err, errlen);
+	rc = store_url_parse(url, &kind, where, sizeof(where), err, errlen);
 	if (rc < 0)
 		return rc == -EPROTONOSUPPORT ? -EINVAL : rc;
-	return vm_snapshot(vmm->vm, dir, err, errlen);
+	if (kind == STORE_URL_STORE) {
+		if (where[0] && !store_tag_valid(where))
+			return fail(err, errlen, -EINVAL,
+				    "bad tag '%s' in %s (letters, digits, '.', '_', '-')", where, url);
+		return vm_snapshot_store(vmm->vm, store_root_of(vmm), where, id_hex, err, errlen);
+	}
+	return vm_snapshot(vmm->vm, where, err, errlen);
 }
 
 int vmm_vm_restore(struct vmm *vmm, const char *url, const struct vm_restore_opts *opts,
 		   bool resume, char *err, size_t errlen)
 {
-	char dir[4096];
+	char where[4096];
+	enum store_url_kind kind;
 	int rc;
 
 	if (vmm->have_config)
 		return fail(err, errlen, -EBUSY,
 			    "this VMM already has a VM: restore into a VMM started with only "
 			    "--api-socket (or delete the VM first)");
-	rc = snapshot_url_path(url, dir, sizeof(dir), err, errlen);
+	rc = store_url_parse(url, &kind, where, sizeof(where), err, errlen);
 	if (rc < 0)
 		return rc == -EPROTONOSUPPORT ? -EINVAL : rc;
+	if (kind == STORE_URL_STORE && !where[0])
+		return fail(err, errlen, -EINVAL, "store:// needs a tag or an id: store://TAG");
 	memset(&vmm->last_exit, 0, sizeof(vmm->last_exit));
-	rc = vm_restore(dir, opts, vmm->loop, vmm_vm_exited, vmm, err, errlen, &vmm->vm);
+	if (kind == STORE_URL_STORE)
+		rc = vm_restore_store(store_root_of(vmm), where, opts, vmm->loop, vmm_vm_exited, vmm,
+				      err, errlen, &vmm->vm);
+	else
+		rc = vm_restore(where, opts, vmm->loop, vmm_vm_exited, vmm, err, errlen, &vmm->vm);
 	if (rc < 0)
 		return rc;
 	if (vm_config_copy(&vmm->cfg, vm_get_config(vmm->vm)) < 0) {

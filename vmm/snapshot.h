@@ -1,12 +1,7 @@
-/* vmm/snapshot.h - private: the snapshot directory (docs/snapshot-format.md):
- *   config.json    the VM configuration (vm.create's schema); editable where
- *                  safe
- *   state.json     the state units
- *   memory-ranges  guest RAM, sparse: zero pages are holes
- *   snapshot.json  format version, what restore needs to know first, and a
- *                  checksum of every other file
- * Written into a temporary sibling directory, fsynced, renamed into place;
- * read back with every size and checksum verified before anything is used. */
+/* vmm/snapshot.h - private: snapshots of VMs. The formats are in store/
+ * (store/store.h); this layer turns a VM into what they take and what they
+ * give back into a configuration and state units, applying the rules of
+ * config.json edits (docs/snapshot-format.md). */
 #ifndef FORKVM_VMM_SNAPSHOT_H
 #define FORKVM_VMM_SNAPSHOT_H
 
@@ -14,46 +9,40 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/store.h"
 #include "vmm/gmem.h"
 #include "vmm/vmm.h"
 
-#define SNAPSHOT_FORMAT "forkvm-snapshot"
-#define SNAPSHOT_VERSION 1
-#define SNAPSHOT_STATE_FORMAT "forkvm-state"
-#define SNAPSHOT_STATE_VERSION 1
-
-/* The directory of a file:// URL (file:///abs or file://rel). Returns 0,
- * or -EPROTONOSUPPORT for another scheme, -EINVAL for a malformed URL. */
-int snapshot_url_path(const char *url, char *path, size_t len, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
-
-/* What a snapshot records besides the files' contents. */
-struct snapshot_meta {
-	const char *loader;   /* payload loader name */
-	unsigned vcpus;
-	uint64_t memory_size;
-};
-
-/* Writes dir atomically. dir must not exist or be an empty directory;
- * anything else is refused (-EEXIST / -ENOTDIR) and left untouched. On
- * failure nothing is left behind. Returns 0 or -errno with err set. */
-int snapshot_write(const char *dir, const struct vm_config *cfg, const json_t *units,
-		   const struct gmem *mem, const struct snapshot_meta *meta, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
-
+/* What a restore needs, from a directory or from the store. */
 struct snapshot {
-	struct vm_config cfg;  /* from config.json (edits checked) */
-	json_t *units;         /* state.json's units */
+	struct vm_config cfg;  /* config.json (edits checked) */
+	json_t *units;         /* state units */
+	json_t *manifest;      /* snapshot.json, or the store manifest */
 	char loader[64];
-	int mem_fd;            /* memory-ranges, read-only */
+	int mem_fd;            /* memory to map copy-on-write, read-only */
 	uint64_t memory_size;
-	json_t *manifest;
+	/* From the store: the snapshot's id and chunk map (incremental
+	 * snapshots of the restored VM reuse it). */
+	bool from_store;
+	char store_root[4096];
+	struct store_snapshot ss;
 };
 
-/* Opens and verifies dir (sizes, checksums, versions, config edits).
- * Returns 0 or -errno with err set; on failure s holds nothing. */
+/* The store_mem view of guest RAM. */
+void snapshot_mem_of(const struct gmem *m, struct store_mem *out);
+
+/* Writes a snapshot directory (see snapdir_write). */
+int snapshot_write_dir(const char *dir, const struct vm_config *cfg, const json_t *units,
+		       const struct gmem *mem, const struct snap_meta *meta, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Opens and verifies a snapshot directory, or a store snapshot (url kind
+ * STORE: ref is a tag or id prefix in the store at store_root). Returns 0
+ * or -errno with err set; on failure s holds nothing. */
 int snapshot_open(const char *dir, struct snapshot *s, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
+int snapshot_open_store(const char *store_root, const char *ref, struct snapshot *s, char *err,
+			size_t errlen) __attribute__((warn_unused_result));
 void snapshot_close(struct snapshot *s);
 
 #endif

@@ -637,10 +637,10 @@ out:
 	return rc;
 }
 
-int vm_snapshot(struct vm *vm, const char *dir, char *err, size_t errlen)
+/* The state units of a paused VM. */
+static int vm_save_units(struct vm *vm, json_t **out, char *err, size_t errlen)
 {
 	struct state_unit *units;
-	json_t *saved = NULL;
 	int rc;
 
 	if (vm_get_state(vm) != VM_STATE_PAUSED)
@@ -651,21 +651,104 @@ int vm_snapshot(struct vm *vm, const char *dir, char *err, size_t errlen)
 	units = calloc(STATE_MAX_UNITS, sizeof(*units));
 	if (!units)
 		return fail(err, errlen, -ENOMEM, "out of memory");
-	uint64_t t0 = time_mono_ns();
 	size_t n = vm_state_units(vm, units, STATE_MAX_UNITS);
-	rc = state_save(vm, units, n, &saved, err, errlen);
+	rc = state_save(vm, units, n, out, err, errlen);
 	free(units);
+	return rc;
+}
+
+int vm_snapshot(struct vm *vm, const char *dir, char *err, size_t errlen)
+{
+	json_t *saved = NULL;
+	uint64_t t0 = time_mono_ns();
+	int rc = vm_save_units(vm, &saved, err, errlen);
+
 	if (rc < 0)
 		return rc;
-	struct snapshot_meta meta = {
+	struct snap_meta meta = {
 		.loader = vm->loader->name, .vcpus = vm->nr_vcpus, .memory_size = vm->mem.size,
 	};
 	uint64_t t1 = time_mono_ns();
-	rc = snapshot_write(dir, &vm->cfg, saved, &vm->mem, &meta, err, errlen);
+	rc = snapshot_write_dir(dir, &vm->cfg, saved, &vm->mem, &meta, err, errlen);
 	json_decref(saved);
 	if (rc == 0)
 		log_info("snapshot written to %s in %.1f ms (state %.1f ms)", dir,
 			 (time_mono_ns() - t0) / 1e6, (t1 - t0) / 1e6);
+	return rc;
+}
+
+struct changed_arg {
+	const uint64_t *pages; /* gmem_changed_pages() */
+	uint64_t nr_pages;
+};
+
+static bool chunk_changed(void *arg, uint64_t chunk, uint32_t chunk_size)
+{
+	const struct changed_arg *a = arg;
+	uint64_t per = chunk_size / GMEM_PAGE_SIZE, first = chunk * per;
+	for (uint64_t p = first; p < first + per && p < a->nr_pages; p++)
+		if (a->pages[p / 64] & (1ULL << (p % 64)))
+			return true;
+	return false;
+}
+
+int vm_snapshot_store(struct vm *vm, const char *store_root, const char *tag, char id_hex[33],
+		      char *err, size_t errlen)
+{
+	struct store *st = NULL;
+	struct store_id id, parent;
+	struct store_put_stats stats;
+	struct store_mem sm;
+	struct changed_arg ca = { .pages = NULL };
+	uint64_t *changed = NULL;
+	json_t *saved = NULL, *config = NULL;
+	int rc = vm_save_units(vm, &saved, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	rc = store_open(store_root, true, 0, &st, err, errlen);
+	if (rc < 0)
+		goto out;
+	config = vm_config_to_json(&vm->cfg);
+	if (!config) {
+		rc = fail(err, errlen, -ENOMEM, "out of memory");
+		goto out;
+	}
+	struct snap_meta meta = {
+		.loader = vm->loader->name, .vcpus = vm->nr_vcpus, .memory_size = vm->mem.size,
+	};
+	snapshot_mem_of(&vm->mem, &sm);
+	struct store_snapshot_in in = { .config = config, .units = saved, .meta = &meta, .mem = &sm };
+	/* Restored from this store: only what changed since is read. */
+	if (vm->origin_store[0] && !strcmp(vm->origin_store, store_root) &&
+	    vm->mem.backing == GMEM_FILE_PRIVATE &&
+	    store_chunk_size(st) == vm->origin_chunk_size) {
+		rc = gmem_changed_pages(&vm->mem, &changed);
+		ca.pages = changed;
+		if (rc < 0) {
+			fail(err, errlen, rc, "cannot tell what changed since the restore: %s", strerror(-rc));
+			goto out;
+		}
+		ca.nr_pages = vm->mem.size / GMEM_PAGE_SIZE;
+		parent = vm->origin_id;
+		in.parent = &parent;
+		in.changed = chunk_changed;
+		in.changed_arg = &ca;
+	}
+	rc = store_put_snapshot(st, &in, tag && *tag ? tag : NULL, &id, &stats, err, errlen);
+	if (rc == 0) {
+		store_id_hex(&id, id_hex);
+		log_info("snapshot %.12s written to the store %s in %.1f ms: %llu of %llu chunks new "
+			 "(%llu reused%s)",
+			 id_hex, store_root, stats.seconds * 1e3, (unsigned long long)stats.new_chunks,
+			 (unsigned long long)stats.data_chunks, (unsigned long long)stats.reused_chunks,
+			 in.parent ? ", incremental" : "");
+	}
+out:
+	free(changed);
+	json_decref(config);
+	json_decref(saved);
+	store_close(st);
 	return rc;
 }
 
@@ -701,25 +784,24 @@ static int apply_restore_opts(struct vm_config *cfg, const struct vm_restore_opt
 	return vm_config_validate(cfg, err, errlen);
 }
 
-int vm_restore(const char *dir, const struct vm_restore_opts *opts, struct loop *loop,
-	       vm_exit_cb *on_exit, void *arg, char *err, size_t errlen, struct vm **out)
+/* Builds, starts parked and publishes a VM from an opened snapshot. */
+static int vm_restore_from(struct snapshot *snap, const char *what, const struct vm_restore_opts *opts,
+			   struct loop *loop, vm_exit_cb *on_exit, void *arg, uint64_t t0, char *err,
+			   size_t errlen, struct vm **out)
 {
-	struct snapshot snap;
-	uint64_t t0 = time_mono_ns();
 	int rc;
 
-	rc = snapshot_open(dir, &snap, err, errlen);
-	if (rc < 0)
+	if (opts && (rc = apply_restore_opts(&snap->cfg, opts, err, errlen)) < 0)
 		return rc;
-	if (opts && (rc = apply_restore_opts(&snap.cfg, opts, err, errlen)) < 0) {
-		snapshot_close(&snap);
-		return rc;
-	}
 	uint64_t t1 = time_mono_ns();
-	rc = vm_create_from(&snap.cfg, &snap, loop, on_exit, arg, err, errlen, out);
-	snapshot_close(&snap);
+	rc = vm_create_from(&snap->cfg, snap, loop, on_exit, arg, err, errlen, out);
 	if (rc < 0)
 		return rc;
+	if (snap->from_store) {
+		snprintf((*out)->origin_store, sizeof((*out)->origin_store), "%s", snap->store_root);
+		(*out)->origin_id = snap->ss.id;
+		(*out)->origin_chunk_size = snap->ss.chunk_size;
+	}
 	rc = vm_start_paused(*out);
 	if (rc < 0) {
 		fail(err, errlen, rc, "cannot start the vCPU threads: %s", strerror(-rc));
@@ -734,9 +816,40 @@ int vm_restore(const char *dir, const struct vm_restore_opts *opts, struct loop 
 		*out = NULL;
 		return rc;
 	}
-	log_info("restored %s in %.2f ms (verify %.2f ms), paused", dir, (time_mono_ns() - t0) / 1e6,
-		 (t1 - t0) / 1e6);
+	log_info("restored %s in %.2f ms (open and verify %.2f ms), paused", what,
+		 (time_mono_ns() - t0) / 1e6, (t1 - t0) / 1e6);
 	return 0;
+}
+
+int vm_restore(const char *dir, const struct vm_restore_opts *opts, struct loop *loop,
+	       vm_exit_cb *on_exit, void *arg, char *err, size_t errlen, struct vm **out)
+{
+	struct snapshot snap;
+	uint64_t t0 = time_mono_ns();
+	int rc = snapshot_open(dir, &snap, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	rc = vm_restore_from(&snap, dir, opts, loop, on_exit, arg, t0, err, errlen, out);
+	snapshot_close(&snap);
+	return rc;
+}
+
+int vm_restore_store(const char *store_root, const char *ref, const struct vm_restore_opts *opts,
+		     struct loop *loop, vm_exit_cb *on_exit, void *arg, char *err, size_t errlen,
+		     struct vm **out)
+{
+	struct snapshot snap;
+	char what[200];
+	uint64_t t0 = time_mono_ns();
+	int rc = snapshot_open_store(store_root, ref, &snap, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	snprintf(what, sizeof(what), "store://%s", ref);
+	rc = vm_restore_from(&snap, what, opts, loop, on_exit, arg, t0, err, errlen, out);
+	snapshot_close(&snap);
+	return rc;
 }
 
 /* ------------------------------------------------------------ lifecycle */

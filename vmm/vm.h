@@ -11,6 +11,7 @@
 #include "vmm/bus.h"
 #include "vmm/chan.h"
 #include "vmm/gmem.h"
+#include "store/store.h"
 #include "vmm/vmm.h"
 
 struct fguest;
@@ -78,6 +79,10 @@ struct vm {
 	uint64_t clock_base;  /* guest monotonic = host monotonic - clock_base */
 	uint64_t restored_clock; /* restore: the guest clock at the snapshot */
 	const struct vm_loader *loader; /* the payload's loader */
+	/* Restored from a store snapshot: where from (incremental snapshots). */
+	char origin_store[4096];
+	struct store_id origin_id;
+	uint32_t origin_chunk_size;
 	uint64_t paused_at;
 	struct vm_exit_info exit;
 

@@ -120,6 +120,12 @@ int vm_resume(struct vm *vm) __attribute__((warn_unused_result));
 int vm_snapshot(struct vm *vm, const char *dir, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
+/* Snapshots the paused VM into the store at store_root (created if
+ * missing), tagged tag (NULL: untagged); id_hex gets its id. A VM restored
+ * from that same store only hashes and compresses what changed since. */
+int vm_snapshot_store(struct vm *vm, const char *store_root, const char *tag, char id_hex[33],
+		      char *err, size_t errlen) __attribute__((warn_unused_result));
+
 /* Changes a restore may make to the snapshot's configuration: only what
  * is safe (the host ends of the channels, the hostname). */
 struct vm_restore_opts {
@@ -136,6 +142,12 @@ struct vm_restore_opts {
 int vm_restore(const char *dir, const struct vm_restore_opts *opts, struct loop *loop,
 	       vm_exit_cb *on_exit, void *arg, char *err, size_t errlen, struct vm **out)
 	__attribute__((warn_unused_result));
+
+/* Like vm_restore, from a store snapshot (ref: tag or id prefix); its
+ * memory image is materialized once and then shared by every restore. */
+int vm_restore_store(const char *store_root, const char *ref, const struct vm_restore_opts *opts,
+		     struct loop *loop, vm_exit_cb *on_exit, void *arg, char *err, size_t errlen,
+		     struct vm **out) __attribute__((warn_unused_result));
 
 /* Stops and joins the vCPU threads (any state -> Shutdown). Idempotent. */
 void vm_stop(struct vm *vm);
@@ -175,8 +187,12 @@ int vmm_vm_pause(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_
 int vmm_vm_resume(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_unused_result));
 int vmm_vm_shutdown(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_unused_result));
 int vmm_vm_reboot(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn_unused_result));
-/* url: file:///DIR. Snapshot needs a paused VM; restore needs no VM. */
-int vmm_vm_snapshot(struct vmm *vmm, const char *url, char *err, size_t errlen)
+/* url: file:///DIR or store://TAG (store:// alone: untagged), in the store
+ * set with vmm_set_store() (default: store_default_root()). Snapshot needs
+ * a paused VM (id_hex gets a store snapshot's id, "" otherwise); restore
+ * needs no VM. */
+void vmm_set_store(struct vmm *vmm, const char *root);
+int vmm_vm_snapshot(struct vmm *vmm, const char *url, char id_hex[33], char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 int vmm_vm_restore(struct vmm *vmm, const char *url, const struct vm_restore_opts *opts,
 		   bool resume, char *err, size_t errlen) __attribute__((warn_unused_result));

@@ -1,11 +1,11 @@
 /* tests/unit/test_snapfmt.c - the snapshot directory (docs/snapshot-format.md)
- * without KVM: snapshot_write of a memfd RAM with a few known pages, a
+ * without KVM: snapshot_write_dir of a memfd RAM with a few known pages, a
  * configuration and a units array; the files, their modes, the sparse
  * memory file and every checksum recomputed here from the documented
  * definitions; snapshot_open on the result and on damaged copies (each
  * must fail cleanly: a message, a negative errno, no leak under SAN=1);
- * the config.json edits restore accepts and refuses; what snapshot_write
- * refuses and that it never leaves a temporary sibling; snapshot_url_path;
+ * the config.json edits restore accepts and refuses; what snapshot_write_dir
+ * refuses and that it never leaves a temporary sibling; store_url_parse;
  * gmem_for_each_populated on memfd RAM and on a copy-on-write file mapping
  * (a restored VM), and a snapshot of such a mapping. */
 #include <criterion/criterion.h>
@@ -37,7 +37,7 @@ static char *snap;  /* root/snap: the snapshot setup() writes */
 static struct gmem mem;
 static struct vm_config cfg;
 static json_t *units;
-static const struct snapshot_meta meta = { .loader = "function-guest", .vcpus = 2,
+static const struct snap_meta meta = { .loader = "function-guest", .vcpus = 2,
 					    .memory_size = MEM_SIZE };
 
 /* The pages setup() writes (page index -> how). */
@@ -106,8 +106,8 @@ static json_t *parse_sq(const char *text)
 static void write_snap(const char *dir)
 {
 	char err[512] = "";
-	int rc = snapshot_write(dir, &cfg, units, &mem, &meta, err, sizeof(err));
-	cr_assert_eq(rc, 0, "snapshot_write(%s): %d %s", dir, rc, err);
+	int rc = snapshot_write_dir(dir, &cfg, units, &mem, &meta, err, sizeof(err));
+	cr_assert_eq(rc, 0, "snapshot_write_dir(%s): %d %s", dir, rc, err);
 }
 
 static void setup(void)
@@ -848,7 +848,7 @@ Test(snapfmt, adding_an_agent_is_refused)
 
 	free(cfg.agent_socket);
 	cfg.agent_socket = NULL;
-	cr_assert_eq(snapshot_write(dir2, &cfg, units, &mem, &meta, err, sizeof(err)), 0, "%s",
+	cr_assert_eq(snapshot_write_dir(dir2, &cfg, units, &mem, &meta, err, sizeof(err)), 0, "%s",
 		     err);
 	free(snap);
 	snap = dir2;
@@ -866,7 +866,7 @@ Test(snapfmt, destination_not_empty_is_refused_and_untouched)
 	cr_assert_eq(mkdir(dst, 0755), 0);
 	char *keep = ut_write_file(dst, "keep", "precious", 8);
 	cr_assert_not_null(keep);
-	int rc = snapshot_write(dst, &cfg, units, &mem, &meta, err, sizeof(err));
+	int rc = snapshot_write_dir(dst, &cfg, units, &mem, &meta, err, sizeof(err));
 	cr_assert_eq(rc, -EEXIST, "rc %d: %s", rc, err);
 	cr_assert_not_null(strstr(err, "full"), "%s", err);
 	char *l = listing(dst);
@@ -879,7 +879,7 @@ Test(snapfmt, destination_not_empty_is_refused_and_untouched)
 	free(b);
 	cr_assert(!has_tmp_sibling(root, "full"));
 	/* An existing snapshot is not overwritten either. */
-	cr_assert_eq(snapshot_write(snap, &cfg, units, &mem, &meta, err, sizeof(err)), -EEXIST);
+	cr_assert_eq(snapshot_write_dir(snap, &cfg, units, &mem, &meta, err, sizeof(err)), -EEXIST);
 	cr_assert(!has_tmp_sibling(root, "snap"));
 	free(keep);
 	free(dst);
@@ -891,7 +891,7 @@ Test(snapfmt, destination_regular_file_is_refused)
 	char err[512] = "";
 
 	cr_assert_not_null(f);
-	int rc = snapshot_write(f, &cfg, units, &mem, &meta, err, sizeof(err));
+	int rc = snapshot_write_dir(f, &cfg, units, &mem, &meta, err, sizeof(err));
 	cr_assert_eq(rc, -ENOTDIR, "rc %d: %s", rc, err);
 	cr_assert_not_null(strstr(err, "plainfile"), "%s", err);
 	size_t len;
@@ -909,7 +909,7 @@ Test(snapfmt, destination_empty_directory_is_replaced)
 	char err[512] = "";
 
 	cr_assert_eq(mkdir(dst, 0755), 0);
-	cr_assert_eq(snapshot_write(dst, &cfg, units, &mem, &meta, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(snapshot_write_dir(dst, &cfg, units, &mem, &meta, err, sizeof(err)), 0, "%s", err);
 	char *l = listing(dst);
 	cr_assert_str_eq(l, "config.json/memory-ranges/snapshot.json/state.json/");
 	free(l);
@@ -929,7 +929,7 @@ Test(snapfmt, trailing_slash_destination)
 	struct snapshot s;
 	char err[512] = "";
 
-	cr_assert_eq(snapshot_write(dst, &cfg, units, &mem, &meta, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(snapshot_write_dir(dst, &cfg, units, &mem, &meta, err, sizeof(err)), 0, "%s", err);
 	cr_assert(!has_tmp_sibling(root, "slashed"));
 	free(snap);
 	snap = dst;
@@ -943,7 +943,7 @@ Test(snapfmt, missing_parent_is_an_error_and_creates_nothing)
 	char err[512] = "";
 	char *before = listing(root);
 
-	int rc = snapshot_write(dst, &cfg, units, &mem, &meta, err, sizeof(err));
+	int rc = snapshot_write_dir(dst, &cfg, units, &mem, &meta, err, sizeof(err));
 	cr_assert_lt(rc, 0);
 	cr_assert_eq(rc, -ENOENT, "rc %d: %s", rc, err);
 	cr_assert_neq(err[0], '\0');
@@ -963,7 +963,7 @@ Test(snapfmt, failure_while_writing_memory_leaves_nothing)
 	struct gmem broken = mem;
 
 	broken.fd = -1; /* SEEK_DATA on it fails: EBADF */
-	int rc = snapshot_write(dst, &cfg, units, &broken, &meta, err, sizeof(err));
+	int rc = snapshot_write_dir(dst, &cfg, units, &broken, &meta, err, sizeof(err));
 	cr_assert_lt(rc, 0, "refused");
 	cr_assert_not_null(strstr(err, "memory-ranges"), "%s", err);
 	char *after = listing(root);
@@ -983,7 +983,7 @@ Test(snapfmt, failure_encoding_state_leaves_nothing)
 				json_stringn_nocheck("\xff\xfe", 2));
 
 	cr_assert_not_null(bad);
-	int rc = snapshot_write(dst, &cfg, bad, &mem, &meta, err, sizeof(err));
+	int rc = snapshot_write_dir(dst, &cfg, bad, &mem, &meta, err, sizeof(err));
 	cr_assert_lt(rc, 0, "refused");
 	cr_assert_neq(err[0], '\0');
 	char *after = listing(root);
@@ -999,11 +999,11 @@ Test(snapfmt, failure_writing_the_manifest_leaves_nothing)
 	char *dst = path_in(root, "late");
 	char err[512] = "";
 	char *before = listing(root);
-	const struct snapshot_meta no_loader = { .loader = NULL, .vcpus = 2,
+	const struct snap_meta no_loader = { .loader = NULL, .vcpus = 2,
 						 .memory_size = MEM_SIZE };
 
 	/* Everything but the manifest is written when this fails. */
-	int rc = snapshot_write(dst, &cfg, units, &mem, &no_loader, err, sizeof(err));
+	int rc = snapshot_write_dir(dst, &cfg, units, &mem, &no_loader, err, sizeof(err));
 	cr_assert_lt(rc, 0, "refused");
 	char *after = listing(root);
 	cr_assert_str_eq(before, after, "no destination, no .late.tmp-* sibling");
@@ -1019,7 +1019,10 @@ static char url_path[PATH_MAX], url_err[256];
 static int url(const char *u)
 {
 	url_err[0] = '\0';
-	return snapshot_url_path(u, url_path, sizeof(url_path), url_err, sizeof(url_err));
+	enum store_url_kind kind;
+	int rc = store_url_parse(u, &kind, url_path, sizeof(url_path), url_err, sizeof(url_err));
+	cr_assert(rc < 0 || kind == STORE_URL_FILE);
+	return rc;
 }
 
 Test(snapurl, file_urls)
@@ -1048,7 +1051,8 @@ Test(snapurl, refused_urls)
 	cr_assert_eq(url(NULL), -EINVAL);
 	cr_assert_eq(url("file://"), -EINVAL);
 	char small[8], err[64];
-	int rc = snapshot_url_path("file:///a/long/path", small, sizeof(small), err, sizeof(err));
+	enum store_url_kind kind;
+	int rc = store_url_parse("file:///a/long/path", &kind, small, sizeof(small), err, sizeof(err));
 	cr_assert_eq(rc, -EINVAL, "a path that does not fit");
 }
 
@@ -1245,7 +1249,7 @@ Test(snapfmt, snapshot_of_a_restored_mapping)
 	cr_assert_eq(gmem_discard(&m, PG_LAST * P, P), 0); /* a page dropped */
 
 	char *dst = path_in(root, "second");
-	cr_assert_eq(snapshot_write(dst, &cfg, s.units, &m, &meta, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(snapshot_write_dir(dst, &cfg, s.units, &m, &meta, err, sizeof(err)), 0, "%s", err);
 	snapshot_close(&s);
 
 	free(snap);

@@ -1,0 +1,430 @@
+/* cli/store_cmd.c - forkctl store ...: the content-addressed snapshot
+ * store (store/store.h, docs/store-format.md), used locally. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "common/util.h"
+#include "store/store.h"
+
+#define EXIT_USAGE 2
+
+static const char store_usage[] =
+	"usage: forkctl [--store DIR] store COMMAND [ARGS]\n"
+	"  init [--chunk-size SIZE]          create the store (default chunk 256K)\n"
+	"  put file:///DIR [--tag TAG]       import a snapshot directory; prints its id\n"
+	"  export REF file:///DIR            write a snapshot back as a directory\n"
+	"  ls                                list snapshots\n"
+	"  show REF                          a snapshot's manifest and tags\n"
+	"  tag REF NAME                      name a snapshot (moves NAME if it exists)\n"
+	"  rm REF                            remove a snapshot and its tags (gc frees space)\n"
+	"  gc [--image-budget SIZE]          remove unreferenced objects, leftovers, and\n"
+	"                                    cached images beyond SIZE (least recently used)\n"
+	"  verify [REF]                      check every object (and cached image)\n"
+	"  du                                space used, dedup and compression ratios\n"
+	"REF: a tag, or a unique prefix (>= 4 hex digits) of a snapshot id.\n"
+	"The store: --store DIR, else $FORKVM_STORE, else /var/lib/forkvm/store (root)\n"
+	"or ~/.local/share/forkvm/store.\n";
+
+static int usage_error(const char *msg)
+{
+	fprintf(stderr, "forkctl store: %s\n%s", msg, store_usage);
+	return EXIT_USAGE;
+}
+
+static int fail(const char *cmd, const char *err)
+{
+	fprintf(stderr, "forkctl store %s: %s\n", cmd, err);
+	return EXIT_FAILURE;
+}
+
+static int open_store(const char *root, bool create, uint32_t chunk, struct store **st,
+		      const char *cmd)
+{
+	char err[512];
+	if (store_open(root, create, chunk, st, err, sizeof(err)) < 0)
+		return fail(cmd, err);
+	return 0;
+}
+
+static int dir_of(const char *url, char *dir, size_t len, const char *cmd)
+{
+	enum store_url_kind kind;
+	char err[512];
+	if (store_url_parse(url, &kind, dir, len, err, sizeof(err)) < 0)
+		return fail(cmd, err);
+	if (kind != STORE_URL_FILE)
+		return fail(cmd, "expected a file:///DIR URL");
+	return 0;
+}
+
+static void human(uint64_t b, char *out, size_t len)
+{
+	const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)b;
+	int i = 0;
+	while (v >= 1024 && i < 4) {
+		v /= 1024;
+		i++;
+	}
+	snprintf(out, len, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}
+
+static int cmd_put(struct store *st, int argc, char **argv)
+{
+	const char *tag = NULL, *url = NULL;
+	char dir[4096], err[512], hex[33], a[32], b[32];
+	struct store_id id;
+	struct store_put_stats s;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--tag") && i + 1 < argc)
+			tag = argv[++i];
+		else if (!strncmp(argv[i], "--tag=", 6))
+			tag = argv[i] + 6;
+		else if (!url)
+			url = argv[i];
+		else
+			return usage_error("put: unexpected argument");
+	}
+	if (!url)
+		return usage_error("put: a file:///DIR is required");
+	if (tag && !store_tag_valid(tag))
+		return usage_error("put: bad tag name (letters, digits, '.', '_', '-'; at most 128)");
+	if (dir_of(url, dir, sizeof(dir), "put"))
+		return EXIT_FAILURE;
+	if (store_put_dir(st, dir, tag, &id, &s, err, sizeof(err)) < 0)
+		return fail("put", err);
+	store_id_hex(&id, hex);
+	printf("%s\n", hex);
+	human(s.new_raw_bytes, a, sizeof(a));
+	human(s.new_stored_bytes, b, sizeof(b));
+	fprintf(stderr,
+		"put %.12s%s%s: %" PRIu64 " data chunks, %" PRIu64 " new (%s, %s stored), %" PRIu64
+		" already in the store, %.2f s\n",
+		hex, tag ? " as " : "", tag ? tag : "", s.data_chunks, s.new_chunks, a, b,
+		s.reused_chunks, s.seconds);
+	return 0;
+}
+
+static int resolve(struct store *st, const char *ref, struct store_id *id, const char *cmd)
+{
+	char err[512];
+	if (store_resolve(st, ref, id, err, sizeof(err)) < 0)
+		return fail(cmd, err);
+	return 0;
+}
+
+static int cmd_export(struct store *st, int argc, char **argv)
+{
+	char dir[4096], err[512];
+	struct store_id id;
+
+	if (argc != 3)
+		return usage_error("export: REF and file:///DIR are required");
+	if (resolve(st, argv[1], &id, "export") || dir_of(argv[2], dir, sizeof(dir), "export"))
+		return EXIT_FAILURE;
+	if (store_export(st, &id, dir, err, sizeof(err)) < 0)
+		return fail("export", err);
+	return 0;
+}
+
+static void fmt_time(uint64_t ns, char *out, size_t len)
+{
+	time_t t = (time_t)(ns / 1000000000ULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, len, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+struct ls_row {
+	char line[600];
+	uint64_t created;
+};
+
+struct ls_ctx {
+	struct ls_row *rows;
+	size_t n, cap;
+};
+
+static int ls_cb(void *arg, const struct store_entry *e)
+{
+	struct ls_ctx *c = arg;
+	char hex[33], when[32] = "?", mem[32] = "?", tags[300] = "", parent[16] = "-", data[32] = "?";
+	const json_t *m = e->manifest;
+	uint64_t created = 0;
+
+	store_id_hex(&e->id, hex);
+	if (m) {
+		created = (uint64_t)json_integer_value(json_object_get(m, "created_realtime_ns"));
+		fmt_time(created, when, sizeof(when));
+		const json_t *mm = json_object_get(m, "memory");
+		human((uint64_t)json_integer_value(json_object_get(mm, "size")), mem, sizeof(mem));
+		uint64_t cs = (uint64_t)json_integer_value(json_object_get(mm, "chunk_size"));
+		human(cs * json_array_size(json_object_get(mm, "chunks")), data, sizeof(data));
+		const char *p = json_string_value(json_object_get(m, "parent"));
+		if (p)
+			snprintf(parent, sizeof(parent), "%.12s", p);
+	}
+	for (size_t i = 0; e->tags && e->tags[i]; i++) {
+		size_t l = strlen(tags);
+		snprintf(tags + l, sizeof(tags) - l, "%s%s", l ? "," : "", e->tags[i]);
+	}
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 32;
+		struct ls_row *g = realloc(c->rows, cap * sizeof(*g));
+		if (!g)
+			return -ENOMEM;
+		c->rows = g;
+		c->cap = cap;
+	}
+	struct ls_row *r = &c->rows[c->n++];
+	r->created = created;
+	snprintf(r->line, sizeof(r->line), "%-12.12s  %-19s  %9s  %9s  %-12s  %s%s", hex, when, mem,
+		 data, parent, m ? "" : "(damaged) ", tags[0] ? tags : "-");
+	return 0;
+}
+
+static int cmp_rows(const void *a, const void *b)
+{
+	const struct ls_row *x = a, *y = b;
+	return x->created < y->created ? -1 : x->created > y->created;
+}
+
+static int cmd_ls(struct store *st, int argc, char **argv)
+{
+	struct ls_ctx c = { 0 };
+	char err[512];
+
+	(void)argv;
+	if (argc != 1)
+		return usage_error("ls takes no argument");
+	if (store_list(st, ls_cb, &c, err, sizeof(err)) < 0) {
+		free(c.rows);
+		return fail("ls", err);
+	}
+	qsort(c.rows, c.n, sizeof(*c.rows), cmp_rows);
+	printf("%-12s  %-19s  %9s  %9s  %-12s  %s\n", "ID", "CREATED (UTC)", "MEMORY", "DATA",
+	       "PARENT", "TAGS");
+	for (size_t i = 0; i < c.n; i++)
+		printf("%s\n", c.rows[i].line);
+	free(c.rows);
+	return 0;
+}
+
+struct show_ctx {
+	const struct store_id *id;
+	json_t *out;
+};
+
+static int show_cb(void *arg, const struct store_entry *e)
+{
+	struct show_ctx *c = arg;
+	if (!store_id_equal(&e->id, c->id))
+		return 0;
+	json_t *tags = json_array();
+	for (size_t i = 0; e->tags && e->tags[i]; i++)
+		json_array_append_new(tags, json_string(e->tags[i]));
+	char hex[33];
+	store_id_hex(&e->id, hex);
+	c->out = json_pack("{s:s,s:o,s:O}", "id", hex, "tags", tags, "manifest",
+			   e->manifest ? e->manifest : json_null());
+	return 0;
+}
+
+static int cmd_show(struct store *st, int argc, char **argv)
+{
+	struct store_id id;
+	char err[512];
+	if (argc != 2)
+		return usage_error("show: REF is required");
+	if (resolve(st, argv[1], &id, "show"))
+		return EXIT_FAILURE;
+	struct show_ctx c = { &id, NULL };
+	if (store_list(st, show_cb, &c, err, sizeof(err)) < 0)
+		return fail("show", err);
+	if (!c.out)
+		return fail("show", "the snapshot vanished");
+	/* The chunk list is long: show its size, not its entries. */
+	json_t *mem = json_object_get(json_object_get(c.out, "manifest"), "memory");
+	if (json_is_object(mem)) {
+		size_t n = json_array_size(json_object_get(mem, "chunks"));
+		json_object_set_new(mem, "chunks", json_sprintf("%zu non-zero chunks", n));
+	}
+	char *text = json_dumps(c.out, JSON_INDENT(2));
+	printf("%s\n", text ? text : "{}");
+	free(text);
+	json_decref(c.out);
+	return 0;
+}
+
+static int cmd_tag(struct store *st, int argc, char **argv)
+{
+	struct store_id id;
+	char err[512];
+	if (argc != 3)
+		return usage_error("tag: REF and NAME are required");
+	if (!store_tag_valid(argv[2]))
+		return usage_error("tag: bad tag name (letters, digits, '.', '_', '-'; at most 128)");
+	if (resolve(st, argv[1], &id, "tag"))
+		return EXIT_FAILURE;
+	if (store_tag(st, &id, argv[2], err, sizeof(err)) < 0)
+		return fail("tag", err);
+	return 0;
+}
+
+static int cmd_rm(struct store *st, int argc, char **argv)
+{
+	struct store_id id;
+	char err[512], hex[33];
+	if (argc != 2)
+		return usage_error("rm: REF is required");
+	if (resolve(st, argv[1], &id, "rm"))
+		return EXIT_FAILURE;
+	if (store_rm(st, &id, err, sizeof(err)) < 0)
+		return fail("rm", err);
+	store_id_hex(&id, hex);
+	fprintf(stderr, "removed snapshot %.12s (its space is freed by forkctl store gc)\n", hex);
+	return 0;
+}
+
+static int cmd_gc(struct store *st, int argc, char **argv)
+{
+	uint64_t budget = UINT64_MAX;
+	struct store_gc_stats s;
+	char err[512], a[32], b[32];
+
+	for (int i = 1; i < argc; i++) {
+		const char *v = NULL;
+		if (!strcmp(argv[i], "--image-budget") && i + 1 < argc)
+			v = argv[++i];
+		else if (!strncmp(argv[i], "--image-budget=", 15))
+			v = argv[i] + 15;
+		else
+			return usage_error("gc: unexpected argument");
+		if (parse_size(v, &budget) < 0)
+			return usage_error("gc: --image-budget needs a size (e.g. 8G, 0)");
+	}
+	if (store_gc(st, budget, &s, err, sizeof(err)) < 0)
+		return fail("gc", err);
+	human(s.bytes_removed, a, sizeof(a));
+	human(s.image_bytes_removed, b, sizeof(b));
+	printf("gc: %" PRIu64 " objects kept, %" PRIu64 " removed (%s), %" PRIu64
+	       " leftover temporary files removed, %" PRIu64 " images removed (%s), %" PRIu64
+	       " images in use kept\n",
+	       s.objects_kept, s.objects_removed, a, s.temp_removed, s.images_removed, b,
+	       s.images_in_use);
+	return 0;
+}
+
+static void print_problem(void *arg, const char *problem)
+{
+	(void)arg;
+	printf("CORRUPT: %s\n", problem);
+}
+
+static int cmd_verify(struct store *st, int argc, char **argv)
+{
+	struct store_id id;
+	char err[512];
+	if (argc > 2)
+		return usage_error("verify takes at most one REF");
+	if (argc == 2 && resolve(st, argv[1], &id, "verify"))
+		return EXIT_FAILURE;
+	int n = store_verify(st, argc == 2 ? &id : NULL, print_problem, NULL, err, sizeof(err));
+	if (n < 0)
+		return fail("verify", err);
+	if (n) {
+		fprintf(stderr, "forkctl store verify: %d problem%s\n", n, n == 1 ? "" : "s");
+		return EXIT_FAILURE;
+	}
+	printf("verify: all objects intact\n");
+	return 0;
+}
+
+static int cmd_du(struct store *st, int argc, char **argv)
+{
+	struct store_du d;
+	char err[512], l[32], r[32], u[32], s[32], im[32];
+
+	(void)argv;
+	if (argc != 1)
+		return usage_error("du takes no argument");
+	if (store_du(st, &d, err, sizeof(err)) < 0)
+		return fail("du", err);
+	human(d.logical_bytes, l, sizeof(l));
+	human(d.referenced_bytes, r, sizeof(r));
+	human(d.unique_bytes, u, sizeof(u));
+	human(d.stored_bytes, s, sizeof(s));
+	human(d.image_bytes, im, sizeof(im));
+	printf("snapshots          %" PRIu64 "\n", d.snapshots);
+	printf("logical bytes      %s (guest memory of all snapshots)\n", l);
+	printf("referenced bytes   %s (their objects: non-zero chunks, manifests, state)\n", r);
+	printf("unique bytes       %s in %" PRIu64 " objects\n", u, d.objects);
+	printf("stored bytes       %s\n", s);
+	printf("dedup ratio        %.2f (referenced / unique)\n",
+	       d.unique_bytes ? (double)d.referenced_bytes / (double)d.unique_bytes : 0.0);
+	printf("compression ratio  %.2f (unique / stored)\n",
+	       d.stored_bytes ? (double)d.unique_bytes / (double)d.stored_bytes : 0.0);
+	printf("cached images      %" PRIu64 ", %s\n", d.images, im);
+	return 0;
+}
+
+int cli_store_main(const char *root, int argc, char **argv)
+{
+	char defroot[4096], err[512];
+	struct store *st = NULL;
+	int rc;
+
+	if (argc < 1)
+		return usage_error("a store command is required");
+	if (!root)
+		root = store_default_root(defroot, sizeof(defroot));
+	const char *cmd = argv[0];
+	if (!strcmp(cmd, "help") || !strcmp(cmd, "--help")) {
+		fputs(store_usage, stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "init")) {
+		uint64_t chunk = 0;
+		for (int i = 1; i < argc; i++) {
+			const char *v = NULL;
+			if (!strcmp(argv[i], "--chunk-size") && i + 1 < argc)
+				v = argv[++i];
+			else if (!strncmp(argv[i], "--chunk-size=", 13))
+				v = argv[i] + 13;
+			else
+				return usage_error("init: unexpected argument");
+			if (parse_size(v, &chunk) < 0 || chunk > UINT32_MAX)
+				return usage_error("init: --chunk-size needs a size (e.g. 256K)");
+		}
+		if (store_open(root, true, (uint32_t)chunk, &st, err, sizeof(err)) < 0)
+			return fail("init", err);
+		printf("store %s: chunk size %u\n", root, store_chunk_size(st));
+		store_close(st);
+		return 0;
+	}
+	static const struct {
+		const char *name;
+		int (*fn)(struct store *st, int argc, char **argv);
+		bool create;
+	} cmds[] = {
+		{ "put", cmd_put, true },   { "export", cmd_export, false }, { "ls", cmd_ls, false },
+		{ "show", cmd_show, false }, { "tag", cmd_tag, false },       { "rm", cmd_rm, false },
+		{ "gc", cmd_gc, false },     { "verify", cmd_verify, false }, { "du", cmd_du, false },
+	};
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		if (strcmp(cmd, cmds[i].name))
+			continue;
+		if (open_store(root, cmds[i].create, 0, &st, cmd))
+			return EXIT_FAILURE;
+		rc = cmds[i].fn(st, argc, argv);
+		store_close(st);
+		return rc;
+	}
+	return usage_error("unknown store command");
+}

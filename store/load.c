@@ -1,0 +1,282 @@
+/* store/load.c - restoring from the store: the snapshot's memory is
+ * materialized once into images/<id>.img (sparse: zero chunks are holes;
+ * every chunk verified against its name on the way; written to a
+ * temporary name, fsynced, made read-only, renamed), then every restore
+ * maps that file. An open image holds a shared flock: gc evicts only
+ * images nobody has open. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "common/util.h"
+#include "store/internal.h"
+
+struct mat {
+	struct store *st;
+	const struct st_manifest *m;
+	int fd;
+	char snap_hex[33];
+	pthread_mutex_t mu;
+	int rc;
+	char err[300];
+};
+
+static void mat_error(struct mat *x, int rc, uint64_t k, const char *what)
+{
+	char hex[33];
+	store_id_hex(&x->m->chunk_id[k], hex);
+	pthread_mutex_lock(&x->mu);
+	if (!x->rc) {
+		x->rc = rc;
+		snprintf(x->err, sizeof(x->err), "object %s (chunk %llu of snapshot %s): %s", hex,
+			 (unsigned long long)x->m->chunk_index[k], x->snap_hex, what);
+	}
+	pthread_mutex_unlock(&x->mu);
+}
+
+/* read the object -> decode and verify -> write into the image */
+static void mat_step(void *ctx, struct st_job *j, unsigned worker)
+{
+	struct mat *x = ctx;
+	uint64_t k = j->index, c = x->m->chunk_index[k];
+	uint64_t off = c * x->m->chunk_size, len = MIN((uint64_t)x->m->chunk_size, x->m->memory_size - off);
+
+	(void)worker;
+	switch (j->phase) {
+	case 0:
+		j->len = OBJ_HDR + ZSTD_compressBound(x->m->chunk_size);
+		j->buf = malloc(j->len);
+		if (!j->buf) {
+			mat_error(x, -ENOMEM, k, "out of memory");
+			return;
+		}
+		st_obj_rel(&x->m->chunk_id[k], j->rel, sizeof(j->rel));
+		j->io_op = ST_IO_READ_FILE;
+		j->phase = 1;
+		return;
+	case 1: {
+		if (j->io_res < 0) {
+			mat_error(x, (int)j->io_res, k, j->io_res == -ENOENT ? "missing" : strerror((int)-j->io_res));
+			break;
+		}
+		uint8_t *raw = malloc(len);
+		if (!raw) {
+			mat_error(x, -ENOMEM, k, "out of memory");
+			break;
+		}
+		int rc = st_obj_decode_into(&x->m->chunk_id[k], j->buf, (size_t)j->io_res, raw, len);
+		free(j->buf);
+		j->buf = NULL;
+		j->raw = raw;
+		if (rc < 0) {
+			mat_error(x, rc, k, rc == -EBADMSG ? "corrupt (its content does not match its name)" :
+							     strerror(-rc));
+			break;
+		}
+		j->raw_len = len;
+		j->raw_off = off;
+		j->cursor = 0;
+		j->phase = 2;
+		if (st_job_next_run(j, x->fd))
+			return;
+		break;
+	}
+	case 2:
+		if (j->io_res != (long)j->len) {
+			mat_error(x, j->io_res < 0 ? (int)j->io_res : -EIO, k, "cannot write the image");
+			break;
+		}
+		if (st_job_next_run(j, x->fd))
+			return;
+		break;
+	}
+	if (j->raw)
+		free(j->raw); /* buf points into it */
+	else
+		free(j->buf);
+	j->buf = NULL;
+	j->raw = NULL;
+}
+
+/* Opens images/<hex>.img read-only with a shared lock. */
+static int open_image(struct store *st, const char *hex)
+{
+	char rel[64];
+	snprintf(rel, sizeof(rel), "images/%s.img", hex);
+	int fd = openat(st->root_fd, rel, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	while (flock(fd, LOCK_SH) < 0) {
+		if (errno != EINTR) {
+			int rc = -errno;
+			close(fd);
+			return rc;
+		}
+	}
+	/* The access time tells gc which images were used last. */
+	struct timespec ts[2] = { { 0, UTIME_NOW }, { 0, UTIME_OMIT } };
+	futimens(fd, ts);
+	return fd;
+}
+
+static int materialize(struct store *st, const struct st_manifest *m, const char *hex, char *err,
+		       size_t errlen)
+{
+	char tmp[96], rel[64];
+	struct mat x = { .st = st, .m = m, .fd = -1 };
+	int rc;
+
+	snprintf(x.snap_hex, sizeof(x.snap_hex), "%s", hex);
+	snprintf(tmp, sizeof(tmp), "tmp/%s.img.%d", hex, (int)getpid());
+	snprintf(rel, sizeof(rel), "images/%s.img", hex);
+	unlinkat(st->root_fd, tmp, 0);
+	x.fd = openat(st->root_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (x.fd < 0)
+		return st_fail(err, errlen, -errno, "cannot create an image in %s/tmp: %s", st->root,
+			       strerror(errno));
+	pthread_mutex_init(&x.mu, NULL);
+	if (ftruncate(x.fd, (off_t)m->memory_size) < 0) {
+		rc = st_fail(err, errlen, -errno, "image of %s: %s", hex, strerror(errno));
+		goto out;
+	}
+	rc = st_engine_run(st, m->nr_stored, 64, mat_step, &x);
+	if (rc == 0)
+		rc = x.rc;
+	if (rc < 0) {
+		st_fail(err, errlen, rc, "%s", x.rc ? x.err : strerror(-rc));
+		goto out;
+	}
+	if (fsync(x.fd) < 0 || fchmod(x.fd, 0400) < 0 ||
+	    renameat(st->root_fd, tmp, st->root_fd, rel) < 0) {
+		rc = st_fail(err, errlen, -errno, "image of %s: %s", hex, strerror(errno));
+		goto out;
+	}
+	char dir[4200];
+	snprintf(dir, sizeof(dir), "%s/images", st->root);
+	(void)st_fsync_dir(dir);
+	tmp[0] = '\0';
+out:
+	close(x.fd);
+	if (tmp[0])
+		unlinkat(st->root_fd, tmp, 0);
+	pthread_mutex_destroy(&x.mu);
+	return rc;
+}
+
+int store_load(struct store *st, const struct store_id *id, struct store_snapshot *out, char *err,
+	       size_t errlen)
+{
+	struct st_manifest m;
+	char hex[33], lockrel[64];
+	size_t len;
+	int rc, lockfd = -1;
+
+	memset(out, 0, sizeof(*out));
+	out->mem_fd = -1;
+	if (err && errlen)
+		err[0] = '\0';
+	store_id_hex(id, hex);
+	rc = st_lock(st, false);
+	if (rc < 0)
+		return st_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
+	rc = st_manifest_read(st, id, &m, err, errlen);
+	if (rc < 0)
+		goto out_unlock;
+	char *state = NULL;
+	rc = store_read_object(st, &m.config, &out->config, &out->config_len, err, errlen);
+	if (rc == 0)
+		rc = store_read_object(st, &m.state, &state, &len, err, errlen);
+	if (rc < 0) {
+		char why[400];
+		snprintf(why, sizeof(why), "%s", err);
+		st_fail(err, errlen, rc, "snapshot %s: %s", hex, why);
+		goto out;
+	}
+	json_error_t je;
+	json_t *sj = json_loadb(state, len, 0, &je);
+	free(state);
+	if (!sj || !json_is_array(json_object_get(sj, "units"))) {
+		json_decref(sj);
+		rc = st_fail(err, errlen, -EBADMSG, "snapshot %s: its state is malformed", hex);
+		goto out;
+	}
+	out->units = json_incref(json_object_get(sj, "units"));
+	json_decref(sj);
+
+	/* The image: cached, or made now (once, whoever asks first). */
+	rc = open_image(st, hex);
+	if (rc == -ENOENT) {
+		snprintf(lockrel, sizeof(lockrel), "images/%s.lock", hex);
+		lockfd = openat(st->root_fd, lockrel, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (lockfd < 0 || flock(lockfd, LOCK_EX) < 0) {
+			rc = st_fail(err, errlen, -errno, "%s/%s: %s", st->root, lockrel, strerror(errno));
+			goto out;
+		}
+		rc = open_image(st, hex);
+		if (rc == -ENOENT) {
+			rc = materialize(st, &m, hex, err, errlen);
+			if (rc == 0)
+				rc = open_image(st, hex);
+		}
+		unlinkat(st->root_fd, lockrel, 0);
+	}
+	if (rc < 0) {
+		char why[400];
+		snprintf(why, sizeof(why), "%s", err && err[0] ? err : strerror(-rc));
+		st_fail(err, errlen, rc, "snapshot %s: %s", hex, why);
+		goto out;
+	}
+	out->mem_fd = rc;
+	rc = 0;
+	struct stat s;
+	if (fstat(out->mem_fd, &s) < 0 || (uint64_t)s.st_size != m.memory_size) {
+		rc = st_fail(err, errlen, -EBADMSG, "snapshot %s: its image has the wrong size", hex);
+		goto out;
+	}
+	out->id = *id;
+	out->manifest = json_incref(m.json);
+	snprintf(out->loader, sizeof(out->loader), "%s", m.loader);
+	out->vcpus = m.vcpus;
+	out->memory_size = m.memory_size;
+	out->chunk_size = m.chunk_size;
+	out->nr_chunks = m.nr_chunks;
+	out->chunk_nonzero = calloc(m.nr_chunks, sizeof(bool));
+	out->chunk_ids = calloc(m.nr_chunks, sizeof(*out->chunk_ids));
+	if (!out->chunk_nonzero || !out->chunk_ids) {
+		rc = st_fail(err, errlen, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (uint64_t k = 0; k < m.nr_stored; k++) {
+		out->chunk_nonzero[m.chunk_index[k]] = true;
+		out->chunk_ids[m.chunk_index[k]] = m.chunk_id[k];
+	}
+out:
+	if (lockfd >= 0)
+		close(lockfd);
+	st_manifest_free(&m);
+	if (rc < 0)
+		store_snapshot_free(out);
+out_unlock:
+	st_unlock(st);
+	return rc;
+}
+
+void store_snapshot_free(struct store_snapshot *s)
+{
+	json_decref(s->manifest);
+	json_decref(s->units);
+	free(s->config);
+	free(s->chunk_nonzero);
+	free(s->chunk_ids);
+	if (s->mem_fd >= 0)
+		close(s->mem_fd);
+	memset(s, 0, sizeof(*s));
+	s->mem_fd = -1;
+}
