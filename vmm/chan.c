@@ -177,6 +177,10 @@ static void conn_drop(struct chan *c, struct loop *loop)
 	if (c->conn_fd < 0)
 		return;
 	loop_del(loop, c->conn_fd);
+	/* A reader may poll a duplicate of the socket (vcpu_poll): the
+	 * shutdown wakes it, and the client sees the end now rather than when
+	 * that duplicate is closed. */
+	shutdown(c->conn_fd, SHUT_RDWR);
 	close(c->conn_fd);
 	c->conn_fd = -1;
 	c->out_watched = false;

@@ -6,11 +6,13 @@
  * immediate_exit before it reads pause_req, so either it sees the request
  * or KVM_RUN returns at once. Parked vCPUs are counted in vm->nr_parked. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "vmm/fguest/fguest.h"
@@ -127,13 +129,24 @@ int vcpu_poll(struct vcpu *v, int fd)
 		vcpu_park_locked(v);
 		return vm_stopping(vm) ? -ESHUTDOWN : 0;
 	}
+	/* fd is only ours while the lock is held: once it is dropped the loop
+	 * thread may close fd and give its number to the next client.
+	 * poll(2) looks the number up again at every wake-up but sleeps only
+	 * on the files it found the first time, so polling fd itself could
+	 * sleep on a dead connection while the new one's input goes unseen.
+	 * A duplicate pins the file; its hangup ends the wait and the caller
+	 * looks again under the lock. Without one (no fds left), poll fd in
+	 * short slices. */
+	int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	struct pollfd p[2] = {
-		{ .fd = fd, .events = POLLIN | POLLRDHUP },
+		{ .fd = dup_fd >= 0 ? dup_fd : fd, .events = POLLIN | POLLRDHUP },
 		{ .fd = vm->wake_fd, .events = POLLIN },
 	};
 	pthread_mutex_unlock(&vm->lock);
-	if (poll(p, 2, -1) < 0 && errno != EINTR)
+	if (poll(p, 2, dup_fd >= 0 ? -1 : 10) < 0 && errno != EINTR)
 		log_warn("vCPU %u: poll: %s", v->id, strerror(errno));
+	if (dup_fd >= 0)
+		close(dup_fd);
 	pthread_mutex_lock(&vm->lock);
 	return vm_stopping(vm) ? -ESHUTDOWN : 0;
 }

@@ -128,8 +128,11 @@ void vm_notify(struct vm *vm, unsigned bits);
 int vcpu_wait(struct vcpu *v, bool (*pred)(void *arg), void *arg, uint64_t deadline);
 
 /* Waits with vm->lock held (dropped while waiting) until fd is readable or
- * pause/stop is requested; parks while paused. The caller re-checks its
- * condition. Returns 0, or -ESHUTDOWN when the VM is stopping. */
+ * hung up, or pause/stop is requested; parks while paused. Another thread
+ * may close fd meanwhile and its number may be reused: the wait stays on
+ * the file fd named at the call, which shutdown() or the peer's hangup
+ * ends. The caller re-checks its condition. Returns 0, or -ESHUTDOWN when
+ * the VM is stopping. */
 int vcpu_poll(struct vcpu *v, int fd);
 
 /* Makes a vCPU leave KVM_RUN (immediate_exit + signal). */
