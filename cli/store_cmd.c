@@ -26,7 +26,7 @@ static const char store_usage[] =
 	"                                    cached images beyond SIZE (least recently used)\n"
 	"  verify [REF]                      check every object (and cached image)\n"
 	"  du                                space used, dedup and compression ratios\n"
-	"REF: a tag, or a unique prefix (>= 4 hex digits) of a snapshot id.\n"
+	"REF: a tag, or any unique prefix of a snapshot id (hex digits).\n"
 	"The store: --store DIR, else $FORKVM_STORE, else /var/lib/forkvm/store (root)\n"
 	"or ~/.local/share/forkvm/store.\n";
 
@@ -74,18 +74,18 @@ static void human(uint64_t b, char *out, size_t len)
 	snprintf(out, len, i ? "%.1f %s" : "%.0f %s", v, u[i]);
 }
 
-static int cmd_put(struct store *st, int argc, char **argv)
+/* put's arguments, checked before the store is opened (put creates it):
+ * returns 0 or the exit status of the error, printed. */
+static int put_args(int argc, char **argv, const char **tag, char *dir, size_t len)
 {
-	const char *tag = NULL, *url = NULL;
-	char dir[4096], err[512], hex[33], a[32], b[32];
-	struct store_id id;
-	struct store_put_stats s;
+	const char *url = NULL;
 
+	*tag = NULL;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--tag") && i + 1 < argc)
-			tag = argv[++i];
+			*tag = argv[++i];
 		else if (!strncmp(argv[i], "--tag=", 6))
-			tag = argv[i] + 6;
+			*tag = argv[i] + 6;
 		else if (!url)
 			url = argv[i];
 		else
@@ -93,10 +93,21 @@ static int cmd_put(struct store *st, int argc, char **argv)
 	}
 	if (!url)
 		return usage_error("put: a file:///DIR is required");
-	if (tag && !store_tag_valid(tag))
+	if (*tag && !store_tag_valid(*tag))
 		return usage_error("put: bad tag name (letters, digits, '.', '_', '-'; at most 128)");
-	if (dir_of(url, dir, sizeof(dir), "put"))
-		return EXIT_FAILURE;
+	return dir_of(url, dir, len, "put");
+}
+
+static int cmd_put(struct store *st, int argc, char **argv)
+{
+	const char *tag;
+	char dir[4096], err[512], hex[33], a[32], b[32];
+	struct store_id id;
+	struct store_put_stats s;
+	int rc = put_args(argc, argv, &tag, dir, sizeof(dir));
+
+	if (rc)
+		return rc;
 	if (store_put_dir(st, dir, tag, &id, &s, err, sizeof(err)) < 0)
 		return fail("put", err);
 	store_id_hex(&id, hex);
@@ -207,7 +218,8 @@ static int cmd_ls(struct store *st, int argc, char **argv)
 		free(c.rows);
 		return fail("ls", err);
 	}
-	qsort(c.rows, c.n, sizeof(*c.rows), cmp_rows);
+	if (c.n) /* qsort's base must not be NULL, even for no rows */
+		qsort(c.rows, c.n, sizeof(*c.rows), cmp_rows);
 	printf("%-12s  %-19s  %9s  %9s  %-12s  %s\n", "ID", "CREATED (UTC)", "MEMORY", "DATA",
 	       "PARENT", "TAGS");
 	for (size_t i = 0; i < c.n; i++)
@@ -399,7 +411,7 @@ int cli_store_main(const char *root, int argc, char **argv)
 				v = argv[i] + 13;
 			else
 				return usage_error("init: unexpected argument");
-			if (parse_size(v, &chunk) < 0 || chunk > UINT32_MAX)
+			if (parse_size(v, &chunk) < 0 || chunk == 0 || chunk > UINT32_MAX)
 				return usage_error("init: --chunk-size needs a size (e.g. 256K)");
 		}
 		if (store_open(root, true, (uint32_t)chunk, &st, err, sizeof(err)) < 0)
@@ -420,6 +432,10 @@ int cli_store_main(const char *root, int argc, char **argv)
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 		if (strcmp(cmd, cmds[i].name))
 			continue;
+		char dir[4096];
+		const char *tag;
+		if (cmds[i].fn == cmd_put && (rc = put_args(argc, argv, &tag, dir, sizeof(dir))))
+			return rc;
 		if (open_store(root, cmds[i].create, 0, &st, cmd))
 			return EXIT_FAILURE;
 		rc = cmds[i].fn(st, argc, argv);

@@ -42,7 +42,7 @@ static int idset_add(struct idset *s, const struct store_id *id)
 
 static bool idset_has(const struct idset *s, const struct store_id *id)
 {
-	return bsearch(id, s->v, s->n, sizeof(*id), cmp_id) != NULL;
+	return s->n && bsearch(id, s->v, s->n, sizeof(*id), cmp_id) != NULL;
 }
 
 /* Every object a committed snapshot references, sorted. */
@@ -78,7 +78,7 @@ static int mark(struct store *st, struct idset *live, char *err, size_t errlen)
 		st_manifest_free(&m);
 	}
 	free(ids);
-	if (rc == 0)
+	if (rc == 0 && live->n) /* no snapshot: v is NULL, which qsort must not get */
 		qsort(live->v, live->n, sizeof(*live->v), cmp_id);
 	return rc == -ENOMEM ? st_fail(err, errlen, rc, "out of memory") : rc;
 }

@@ -126,6 +126,9 @@ int st_manifest_read(struct store *st, const struct store_id *id, struct st_mani
 		     size_t errlen) STORE_WUR;
 void st_manifest_free(struct st_manifest *m);
 
+/* store_tag with the store lock already held. */
+int st_tag_locked(struct store *st, const struct store_id *id, const char *name, char *err,
+		  size_t errlen) STORE_WUR;
 /* Whether snapshot id is committed (ROOT/snapshots/<id> exists). */
 bool st_snapshot_committed(struct store *st, const struct store_id *id);
 /* Every committed snapshot id (ROOT/snapshots/). */

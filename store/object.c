@@ -115,7 +115,7 @@ int st_obj_encode(const void *raw, size_t len, int level, uint8_t **out, size_t 
 static int64_t check_header(const uint8_t *file, size_t file_len, int *codec)
 {
 	if (file_len < OBJ_HDR || get_le(file, 4) != OBJ_MAGIC || file[4] != OBJ_VERSION ||
-	    file[5] > OBJ_CODEC_ZSTD)
+	    file[5] > OBJ_CODEC_ZSTD || file[6] || file[7])
 		return -EBADMSG;
 	uint64_t raw = get_le(file + 8, 8), payload = get_le(file + 16, 8);
 	if (raw > OBJ_MAX_RAW || payload != file_len - OBJ_HDR)

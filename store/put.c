@@ -253,7 +253,7 @@ static int commit(struct store *st, const struct store_snapshot_in *in, struct p
 	snprintf(dir, sizeof(dir), "%s/snapshots", st->root);
 	(void)st_fsync_dir(dir);
 	if (tag)
-		rc = store_tag(st, id, tag, err, errlen);
+		rc = st_tag_locked(st, id, tag, err, errlen);
 out:
 	if (rc == -ENOMEM)
 		st_fail(err, errlen, rc, "out of memory");
@@ -315,9 +315,14 @@ int store_put_snapshot(struct store *st, const struct store_snapshot_in *in, con
 			}
 		}
 	}
-	/* Only chunks that may hold data are read. */
-	rc = in->mem->populated ? in->mem->populated(in->mem->arg, mark_populated, &p) :
-				  mark_populated(&p, 0, in->mem->size);
+	/* Only chunks that may hold data are read: with a parent, the changed
+	 * ones; else those the memory says are populated. */
+	if (p.parent)
+		rc = mark_populated(&p, 0, in->mem->size);
+	else if (in->mem->populated)
+		rc = in->mem->populated(in->mem->arg, mark_populated, &p);
+	else
+		rc = mark_populated(&p, 0, in->mem->size);
 	if (rc < 0) {
 		st_fail(err, errlen, rc, "cannot find the populated memory: %s", strerror(-rc));
 		goto out;

@@ -122,6 +122,31 @@ static int read_config(struct store *st, char *err, size_t errlen)
 	return 0;
 }
 
+/* Whether the directory holds nothing but what an interrupted
+ * create_layout() leaves: a store is never created over other files (gc
+ * would take them for its own). */
+static bool only_layout(int root_fd)
+{
+	static const char *const names[] = { ".", "..", "objects", "snapshots", "tags",
+					     "images", "tmp", "lock" };
+	int fd = openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *e;
+	bool ok = d != NULL;
+
+	if (!d && fd >= 0)
+		close(fd);
+	while (ok && (e = readdir(d))) {
+		bool known = false;
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			known |= !strcmp(e->d_name, names[i]);
+		ok = known;
+	}
+	if (d)
+		closedir(d);
+	return ok;
+}
+
 int store_open(const char *root, bool create, uint32_t chunk_size, struct store **out, char *err,
 	       size_t errlen)
 {
@@ -161,6 +186,13 @@ int store_open(const char *root, bool create, uint32_t chunk_size, struct store 
 		if (!create) {
 			rc = st_fail(err, errlen, -ENOENT,
 				     "%s is not a forkvm store (no store.json; forkctl store put creates one)",
+				     root);
+			goto err;
+		}
+		if (!only_layout(st->root_fd)) {
+			rc = st_fail(err, errlen, -EEXIST,
+				     "%s is not a forkvm store (no store.json) and not empty: a store is "
+				     "only created in a new or empty directory",
 				     root);
 			goto err;
 		}
@@ -313,12 +345,12 @@ int store_resolve(struct store *st, const char *ref, struct store_id *id, char *
 		if (rc == -EBADMSG)
 			return st_fail(err, errlen, rc, "tag %s is damaged", ref);
 	}
-	bool hex = len >= 4 && len <= 32;
+	bool hex = len <= 32;
 	for (size_t i = 0; hex && i < len; i++)
 		hex = (ref[i] >= '0' && ref[i] <= '9') || (ref[i] >= 'a' && ref[i] <= 'f');
 	if (!hex)
 		return st_fail(err, errlen, -ENOENT,
-			       "no tag %s in the store %s (and it is not an id prefix of 4-32 hex digits)",
+			       "no tag %s in the store %s (and it is not a snapshot id prefix of hex digits)",
 			       ref, st->root);
 	rc = st_snapshots(st, &all, &n);
 	if (rc < 0)
@@ -342,6 +374,18 @@ int store_resolve(struct store *st, const char *ref, struct store_id *id, char *
 
 int store_tag(struct store *st, const struct store_id *id, const char *name, char *err,
 	      size_t errlen)
+{
+	/* Shared: gc (exclusive) sweeps tmp/, where the tag is written first. */
+	int rc = st_lock(st, false);
+	if (rc < 0)
+		return st_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
+	rc = st_tag_locked(st, id, name, err, errlen);
+	st_unlock(st);
+	return rc;
+}
+
+int st_tag_locked(struct store *st, const struct store_id *id, const char *name, char *err,
+		  size_t errlen)
 {
 	char tmp[200], rel[200], line[40], hex[33];
 	int rc;
@@ -429,8 +473,11 @@ int st_manifest_read(struct store *st, const struct store_id *id, struct st_mani
 	memset(m, 0, sizeof(*m));
 	store_id_hex(id, hex);
 	rc = store_read_object(st, id, &text, &len, err, errlen);
-	if (rc < 0)
-		return rc;
+	if (rc < 0) {
+		char why[400];
+		snprintf(why, sizeof(why), "%s", err && errlen ? err : "");
+		return st_fail(err, errlen, rc, "snapshot %s: its manifest: %s", hex, why);
+	}
 	m->json = json_loadb(text, len, 0, &je);
 	free(text);
 	const json_t *j = m->json, *mem = json_object_get(j, "memory"),

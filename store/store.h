@@ -135,7 +135,7 @@ void store_close(struct store *st);
 uint32_t store_chunk_size(const struct store *st);
 const char *store_root(const struct store *st);
 
-/* A tag (exact name first) or a unique prefix (>= 4 hex digits) of a
+/* A tag (exact name first) or a unique prefix (1-32 hex digits) of a
  * snapshot id. Returns 0, -ENOENT (nothing matches), -EINVAL (ambiguous
  * prefix, bad syntax) with err set. */
 int store_resolve(struct store *st, const char *ref, struct store_id *id, char *err,
