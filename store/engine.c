@@ -60,8 +60,14 @@ static bool start_next(struct engine *e, struct st_job *j)
 	if (e->next_index >= e->n)
 		return false;
 	unsigned slot = j->slot;
+	uint8_t *scratch[2] = { j->scratch[0], j->scratch[1] };
+	size_t cap[2] = { j->scratch_cap[0], j->scratch_cap[1] };
 	memset(j, 0, sizeof(*j));
 	j->slot = slot;
+	for (int k = 0; k < 2; k++) {
+		j->scratch[k] = scratch[k];
+		j->scratch_cap[k] = cap[k];
+	}
 	j->index = e->next_index++;
 	j->fd = -1;
 	push(&e->cpu_head, &e->cpu_tail, j);
@@ -87,6 +93,9 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct engine *e = w->e;
+	/* NULL if out of memory: the codec then makes one-shot contexts. */
+	ZSTD_CCtx *cctx = ZSTD_createCCtx();
+	ZSTD_DCtx *dctx = ZSTD_createDCtx();
 
 	pthread_mutex_lock(&e->mu);
 	for (;;) {
@@ -97,6 +106,8 @@ static void *worker_main(void *arg)
 			break;
 		pthread_mutex_unlock(&e->mu);
 		j->io_op = ST_IO_NONE;
+		j->cctx = cctx;
+		j->dctx = dctx;
 		e->step(e->ctx, j, w->id);
 		pthread_mutex_lock(&e->mu);
 		if (j->io_op != ST_IO_NONE) {
@@ -113,7 +124,19 @@ static void *worker_main(void *arg)
 		}
 	}
 	pthread_mutex_unlock(&e->mu);
+	ZSTD_freeCCtx(cctx);
+	ZSTD_freeDCtx(dctx);
 	return NULL;
+}
+
+uint8_t *st_job_scratch(struct st_job *j, int k, size_t need)
+{
+	if (j->scratch_cap[k] < need) {
+		free(j->scratch[k]);
+		j->scratch[k] = malloc(need);
+		j->scratch_cap[k] = j->scratch[k] ? need : 0;
+	}
+	return j->scratch[k];
 }
 
 bool st_job_next_run(struct st_job *j, int fd)
@@ -341,6 +364,10 @@ out_ring:
 out_free:
 	if (e.efd >= 0)
 		close(e.efd);
+	for (unsigned i = 0; e.jobs && i < depth; i++) {
+		free(e.jobs[i].scratch[0]);
+		free(e.jobs[i].scratch[1]);
+	}
 	free(e.jobs);
 	return rc;
 }

@@ -46,7 +46,7 @@ static void exp_step(void *ctx, struct st_job *j, unsigned worker)
 	(void)worker;
 	if (j->phase == 0) {
 		j->len = OBJ_HDR + ZSTD_compressBound(x->m->chunk_size);
-		j->buf = malloc(j->len);
+		j->buf = st_job_scratch(j, 0, j->len);
 		if (!j->buf) {
 			exp_error(x, -ENOMEM, k, "out of memory");
 			return;
@@ -57,11 +57,10 @@ static void exp_step(void *ctx, struct st_job *j, unsigned worker)
 		return;
 	}
 	if (j->phase == 1) {
-		uint8_t *raw = j->io_res >= 0 ? malloc(len) : NULL;
+		uint8_t *raw = j->io_res >= 0 ? st_job_scratch(j, 1, len) : NULL;
 		int rc = j->io_res < 0 ? (int)j->io_res :
 			 !raw		? -ENOMEM :
-					  st_obj_decode_into(&x->m->chunk_id[k], j->buf, (size_t)j->io_res, raw, len);
-		free(j->buf);
+					  st_obj_decode_into(j->dctx, &x->m->chunk_id[k], j->buf, (size_t)j->io_res, raw, len);
 		j->buf = NULL;
 		j->raw = raw;
 		if (rc < 0) {
@@ -79,11 +78,7 @@ static void exp_step(void *ctx, struct st_job *j, unsigned worker)
 	} else if (st_job_next_run(j, x->fd)) {
 		return;
 	}
-	if (j->raw)
-		free(j->raw); /* buf points into it */
-	else
-		free(j->buf);
-	j->buf = NULL;
+	j->buf = NULL; /* the buffers are the slot's scratch */
 	j->raw = NULL;
 }
 

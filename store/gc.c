@@ -324,7 +324,7 @@ static void ver_step(void *ctx, struct st_job *j, unsigned worker)
 	(void)worker;
 	if (j->phase == 0) {
 		j->len = OBJ_HDR + ZSTD_compressBound(v->m->chunk_size);
-		j->buf = malloc(j->len);
+		j->buf = st_job_scratch(j, 0, j->len);
 		if (!j->buf) {
 			problem(v, "out of memory");
 			return;
@@ -335,18 +335,16 @@ static void ver_step(void *ctx, struct st_job *j, unsigned worker)
 		return;
 	}
 	store_id_hex(&v->m->chunk_id[k], hex);
-	uint8_t *raw = j->io_res >= 0 ? malloc(len) : NULL;
+	uint8_t *raw = j->io_res >= 0 ? st_job_scratch(j, 1, len) : NULL;
 	int rc = j->io_res < 0 ? (int)j->io_res :
 		 !raw		? -ENOMEM :
-				  st_obj_decode_into(&v->m->chunk_id[k], j->buf, (size_t)j->io_res, raw, len);
+				  st_obj_decode_into(j->dctx, &v->m->chunk_id[k], j->buf, (size_t)j->io_res, raw, len);
 	if (rc < 0)
 		problem(v, "object %s (chunk %llu of snapshot %s): %s", hex, (unsigned long long)c, v->snap,
 			rc == -ENOENT ? "missing" :
 			rc == -EBADMSG ? "corrupt (its content does not match its name)" :
 					 strerror(-rc));
-	free(raw);
-	free(j->buf);
-	j->buf = NULL;
+	j->buf = NULL; /* the buffers are the slot's scratch */
 }
 
 /* Compares a cached image with the chunks it was made from. */

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <xxhash.h>
+#include <zstd.h>
 
 #include "store/store.h"
 
@@ -87,13 +88,20 @@ uint64_t st_obj_raw_len(struct store *st, const struct store_id *id);
 
 /* Encodes raw into an object file image (header + payload, malloc'd),
  * compressing with zstd when that saves space. */
-int st_obj_encode(const void *raw, size_t len, int level, uint8_t **out, size_t *out_len) STORE_WUR;
+int st_obj_encode(ZSTD_CCtx *cctx, const void *raw, size_t len, int level, uint8_t **out,
+		  size_t *out_len) STORE_WUR;
+/* The same into out (capacity st_obj_encode_bound(len)); returns the
+ * object file's length, or -errno. */
+size_t st_obj_encode_bound(size_t len);
+long st_obj_encode_into(ZSTD_CCtx *cctx, const void *raw, size_t len, int level, uint8_t *out,
+			size_t cap) STORE_WUR;
 /* Decodes an object file image; checks the header, the lengths, and that
  * the raw bytes hash to id. Returns 0, -EBADMSG (corrupt), -errno. */
 int st_obj_decode(const struct store_id *id, const uint8_t *file, size_t file_len, uint8_t **raw,
 		  size_t *raw_len) STORE_WUR;
 /* Decodes into a caller buffer of exactly want bytes (chunks). */
-int st_obj_decode_into(const struct store_id *id, const uint8_t *file, size_t file_len, uint8_t *raw,
+int st_obj_decode_into(ZSTD_DCtx *dctx, const struct store_id *id, const uint8_t *file,
+		       size_t file_len, uint8_t *raw,
 		       size_t want) STORE_WUR;
 
 /* Writes one object (synchronously): tmp file, fsync, rename. Small
@@ -174,7 +182,19 @@ struct st_job {
 	long res[4];
 	struct st_job *next;
 	void *user;        /* the step's own per-job data */
+	/* The running worker's codec contexts (reused: a fresh context per
+	 * chunk costs more than the compression). */
+	ZSTD_CCtx *cctx;
+	ZSTD_DCtx *dctx;
+	/* Buffers that stay with the job slot from job to job (st_job_scratch):
+	 * no allocation, and no page faults on fresh memory, per chunk. */
+	uint8_t *scratch[2];
+	size_t scratch_cap[2];
 };
+
+/* Scratch buffer k (0 or 1) of j's slot, at least need bytes; NULL when
+ * out of memory. Valid until the engine run ends. */
+uint8_t *st_job_scratch(struct st_job *j, int k, size_t need);
 
 /* Sets j up to pwrite the next run of non-zero pages of raw[0, raw_len)
  * (from cursor on) to fd at raw_off + its offset, so zero pages stay holes.

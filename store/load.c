@@ -52,7 +52,7 @@ static void mat_step(void *ctx, struct st_job *j, unsigned worker)
 	switch (j->phase) {
 	case 0:
 		j->len = OBJ_HDR + ZSTD_compressBound(x->m->chunk_size);
-		j->buf = malloc(j->len);
+		j->buf = st_job_scratch(j, 0, j->len);
 		if (!j->buf) {
 			mat_error(x, -ENOMEM, k, "out of memory");
 			return;
@@ -66,13 +66,12 @@ static void mat_step(void *ctx, struct st_job *j, unsigned worker)
 			mat_error(x, (int)j->io_res, k, j->io_res == -ENOENT ? "missing" : strerror((int)-j->io_res));
 			break;
 		}
-		uint8_t *raw = malloc(len);
+		uint8_t *raw = st_job_scratch(j, 1, len);
 		if (!raw) {
 			mat_error(x, -ENOMEM, k, "out of memory");
 			break;
 		}
-		int rc = st_obj_decode_into(&x->m->chunk_id[k], j->buf, (size_t)j->io_res, raw, len);
-		free(j->buf);
+		int rc = st_obj_decode_into(j->dctx, &x->m->chunk_id[k], j->buf, (size_t)j->io_res, raw, len);
 		j->buf = NULL;
 		j->raw = raw;
 		if (rc < 0) {
@@ -97,11 +96,7 @@ static void mat_step(void *ctx, struct st_job *j, unsigned worker)
 			return;
 		break;
 	}
-	if (j->raw)
-		free(j->raw); /* buf points into it */
-	else
-		free(j->buf);
-	j->buf = NULL;
+	j->buf = NULL; /* the buffers are the slot's scratch */
 	j->raw = NULL;
 }
 

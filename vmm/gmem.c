@@ -5,10 +5,27 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <linux/fs.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* PAGEMAP_SCAN (Linux 6.7): older headers lack it; the ABI is fixed. */
+#ifndef PAGEMAP_SCAN
+#define PAGE_IS_FILE (1 << 2)
+#define PAGE_IS_PRESENT (1 << 3)
+#define PAGE_IS_SWAPPED (1 << 4)
+struct page_region {
+	uint64_t start, end, categories;
+};
+struct pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#endif
 
 int gmem_check_size(uint64_t size)
 {
@@ -153,15 +170,62 @@ static int mark_range(void *arg, uint64_t off, uint64_t len)
 #define PM_SWAPPED (1ULL << 62)
 #define PM_FILE (1ULL << 61)
 
+/* PAGEMAP_SCAN: the kernel returns just the ranges of pages in one category
+ * (cost grows with what matches, not with the mapping's size). Marks pages
+ * that are present and not file pages (private copies), then swapped ones.
+ * Returns -ENOTTY (or -EINVAL) where the kernel lacks it. */
+static int scan_private_pages(const struct gmem *m, int fd, uint64_t *bits)
+{
+	struct page_region v[256];
+	uintptr_t base = (uintptr_t)m->host, end = base + m->size;
+	static const struct {
+		uint64_t inverted, mask;
+	} pass[] = {
+		{ PAGE_IS_FILE, PAGE_IS_PRESENT | PAGE_IS_FILE }, /* present, not file */
+		{ 0, PAGE_IS_SWAPPED },
+	};
+
+	for (size_t k = 0; k < sizeof(pass) / sizeof(pass[0]); k++) {
+		uint64_t at = base;
+		while (at < end) {
+			struct pm_scan_arg a = {
+				.size = sizeof(a), .start = at, .end = end,
+				.vec = (uint64_t)(uintptr_t)v, .vec_len = 256,
+				.category_inverted = pass[k].inverted, .category_mask = pass[k].mask,
+				.return_mask = pass[k].mask,
+			};
+			long n = ioctl(fd, PAGEMAP_SCAN, &a);
+			if (n < 0)
+				return -errno;
+			for (long i = 0; i < n; i++)
+				for (uint64_t p = (v[i].start - base) / GMEM_PAGE_SIZE;
+				     p < (v[i].end - base) / GMEM_PAGE_SIZE; p++)
+					bits[p / 64] |= 1ULL << (p % 64);
+			if (a.walk_end <= at)
+				return -EIO;
+			at = a.walk_end;
+		}
+	}
+	return 0;
+}
+
 /* Marks the pages of the mapping that are private (anonymous) copies. */
 static int mark_private_pages(const struct gmem *m, uint64_t *bits)
 {
 	uint64_t pages = m->size / GMEM_PAGE_SIZE, chunk = 65536;
-	uint64_t *pm = malloc(chunk * sizeof(*pm));
+	uint64_t *pm = NULL;
 	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), rc = 0;
 
-	if (!pm || fd < 0) {
-		rc = fd < 0 ? -errno : -ENOMEM;
+	if (fd < 0)
+		return -errno;
+	rc = scan_private_pages(m, fd, bits);
+	if (rc != -ENOTTY && rc != -EINVAL)
+		goto out;
+	/* Before Linux 6.7: read every page's entry. */
+	rc = 0;
+	pm = malloc(chunk * sizeof(*pm));
+	if (!pm) {
+		rc = -ENOMEM;
 		goto out;
 	}
 	for (uint64_t p = 0; p < pages; p += chunk) {

@@ -685,10 +685,18 @@ struct changed_arg {
 static bool chunk_changed(void *arg, uint64_t chunk, uint32_t chunk_size)
 {
 	const struct changed_arg *a = arg;
-	uint64_t per = chunk_size / GMEM_PAGE_SIZE, first = chunk * per;
-	for (uint64_t p = first; p < first + per && p < a->nr_pages; p++)
+	uint64_t per = chunk_size / GMEM_PAGE_SIZE, p = chunk * per, end = MIN(p + per, a->nr_pages);
+	while (p < end) {
+		if (p % 64 == 0 && end - p >= 64) { /* a whole word of pages */
+			if (a->pages[p / 64])
+				return true;
+			p += 64;
+			continue;
+		}
 		if (a->pages[p / 64] & (1ULL << (p % 64)))
 			return true;
+		p++;
+	}
 	return false;
 }
 
