@@ -50,12 +50,14 @@ VMM_SRC := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/*/*.c))
 STORE_SRC := $(wildcard store/*.c)
 CLI_SRC := $(wildcard cli/*.c)
 BENCH_SRC := $(wildcard bench/*.c)
+FORKD_SRC := $(wildcard forkd/*.c)
 
 COMMON_OBJ := $(COMMON_SRC:%.c=$(O)/obj/%.o)
 VMM_OBJ := $(VMM_SRC:%.c=$(O)/obj/%.o)
 STORE_OBJ := $(STORE_SRC:%.c=$(O)/obj/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(O)/obj/%.o)
 BENCH_OBJ := $(BENCH_SRC:%.c=$(O)/obj/%.o)
+FORKD_OBJ := $(FORKD_SRC:%.c=$(O)/obj/%.o)
 
 LIBCOMMON := $(O)/lib/libcommon.a
 LIBVMM := $(O)/lib/libvmm.a
@@ -64,7 +66,8 @@ LIBSTORE := $(O)/lib/libstore.a
 FORKVM := $(O)/bin/forkvm
 FORKCTL := $(O)/bin/forkctl
 FORKBENCH := $(O)/bin/forkbench
-BINS := $(FORKVM) $(FORKCTL) $(FORKBENCH)
+FORKD := $(O)/bin/forkd
+BINS := $(FORKVM) $(FORKCTL) $(FORKBENCH) $(FORKD)
 
 .PHONY: bins
 bins: $(BINS)
@@ -92,6 +95,11 @@ $(FORKVM): $(O)/obj/vmm/main.o $(LIBVMM) $(LIBSTORE) $(LIBCOMMON)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(FORKCTL): $(CLI_OBJ) $(LIBSTORE) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(FORKD): $(FORKD_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@

@@ -23,6 +23,10 @@ struct vm_loader {
 	int (*restore_prepare)(struct vm *vm, char *err, size_t errlen);
 	/* Restore, after every unit: tell the guest it was restored. */
 	int (*restore_finish)(struct vm *vm, char *err, size_t errlen);
+	/* A paused VM's new identity (the fork daemon's clones): clone id
+	 * and fresh randomness, seen by the guest when it resumes. NULL: the
+	 * payload has no identity to set. */
+	int (*set_identity)(struct vm *vm, const char *clone_id);
 	/* The payload's state units (appended after the VM's own). */
 	size_t (*units)(struct vm *vm, struct state_unit *u, size_t max);
 };

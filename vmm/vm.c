@@ -467,13 +467,18 @@ static int vm_build(struct vm *vm, bool with_kvm, struct snapshot *snap, char *e
 	}
 	t1 = time_mono_ns();
 	if (with_kvm) {
+		uint64_t ta = time_mono_ns(), tb, tc;
 		rc = kvm_memory(vm, err, errlen);
+		tb = time_mono_ns();
 		if (rc == 0)
 			rc = kvm_cpuid(vm, err, errlen);
+		tc = time_mono_ns();
 		for (unsigned i = 0; rc == 0 && i < vm->nr_vcpus; i++)
 			rc = vcpu_create(vm, &vm->vcpus[i], err, errlen);
 		if (rc < 0)
 			return rc;
+		log_debug("slots, irqchip and PIT %.2f ms, CPUID %.2f ms, vCPUs %.2f ms", (tb - ta) / 1e6,
+			  (tc - tb) / 1e6, (time_mono_ns() - tc) / 1e6);
 	} else {
 		for (unsigned i = 0; i < vm->nr_vcpus; i++) {
 			vm->vcpus[i].run = calloc(1, sizeof(struct kvm_run) + 4096);
@@ -810,7 +815,16 @@ static int vm_restore_from(struct snapshot *snap, const char *what, const struct
 		(*out)->origin_id = snap->ss.id;
 		(*out)->origin_chunk_size = snap->ss.chunk_size;
 	}
-	rc = vm_start_paused(*out);
+	if (opts && opts->clone_id && (*out)->loader && (*out)->loader->set_identity &&
+	    (rc = (*out)->loader->set_identity(*out, opts->clone_id)) < 0) {
+		fail(err, errlen, rc, "cannot set the clone identity: %s", strerror(-rc));
+		vm_destroy(*out);
+		*out = NULL;
+		return rc;
+	}
+	uint64_t t2 = time_mono_ns();
+	rc = vm_start_restored(*out, !(opts && opts->running));
+	uint64_t t3 = time_mono_ns();
 	if (rc < 0) {
 		fail(err, errlen, rc, "cannot start the vCPU threads: %s", strerror(-rc));
 		vm_destroy(*out);
@@ -824,8 +838,10 @@ static int vm_restore_from(struct snapshot *snap, const char *what, const struct
 		*out = NULL;
 		return rc;
 	}
-	log_info("restored %s in %.2f ms (open and verify %.2f ms), paused", what,
-		 (time_mono_ns() - t0) / 1e6, (t1 - t0) / 1e6);
+	log_info("restored %s in %.2f ms (open and verify %.2f ms, VM %.2f ms, vCPU threads "
+		 "%.2f ms, sockets %.2f ms), %s",
+		 what, (time_mono_ns() - t0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6,
+		 (time_mono_ns() - t3) / 1e6, opts && opts->running ? "running" : "paused");
 	return 0;
 }
 
@@ -860,6 +876,100 @@ int vm_restore_store(const char *store_root, const char *ref, const struct vm_re
 	return rc;
 }
 
+/* ------------------------------------------------------------ templates */
+
+struct vm_template {
+	struct snapshot snap;
+	char ref[256];
+};
+
+int vm_template_open(const char *store_root, const char *ref, struct vm_template **out, char *err,
+		     size_t errlen)
+{
+	struct vm_template *t = calloc(1, sizeof(*t));
+	int rc;
+
+	if (!t)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	rc = snapshot_open_store(store_root, ref, &t->snap, err, errlen);
+	if (rc < 0) {
+		free(t);
+		return rc;
+	}
+	snprintf(t->ref, sizeof(t->ref), "%s", ref);
+	*out = t;
+	return 0;
+}
+
+void vm_template_close(struct vm_template *t)
+{
+	if (!t)
+		return;
+	snapshot_close(&t->snap);
+	free(t);
+}
+
+const struct vm_config *vm_template_config(const struct vm_template *t)
+{
+	return &t->snap.cfg;
+}
+
+void vm_template_id(const struct vm_template *t, char id_hex[33])
+{
+	store_id_hex(&t->snap.ss.id, id_hex);
+}
+
+int vm_template_mem_fd(const struct vm_template *t)
+{
+	return t->snap.mem_fd;
+}
+
+void vm_template_set_mem_fd(struct vm_template *t, int fd)
+{
+	t->snap.mem_fd = fd;
+}
+
+int vm_restore_template(const struct vm_template *t, const struct vm_restore_opts *opts,
+			struct loop *loop, vm_exit_cb *on_exit, void *arg, char *err, size_t errlen,
+			struct vm **out)
+{
+	uint64_t t0 = time_mono_ns();
+	struct snapshot s = t->snap; /* shallow: units, manifest and chunk map are only read */
+	char what[300];
+	int rc;
+
+	if (vm_config_copy(&s.cfg, &t->snap.cfg) < 0)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	s.mem_fd = fcntl(t->snap.mem_fd, F_DUPFD_CLOEXEC, 0);
+	if (s.mem_fd < 0) {
+		rc = fail(err, errlen, -errno, "cannot use the template's memory image: %s",
+			  strerror(errno));
+		vm_config_free(&s.cfg);
+		return rc;
+	}
+	snprintf(what, sizeof(what), "store://%s", t->ref);
+	rc = vm_restore_from(&s, what, opts, loop, on_exit, arg, t0, err, errlen, out);
+	if (s.mem_fd >= 0)
+		close(s.mem_fd);
+	vm_config_free(&s.cfg);
+	return rc;
+}
+
+int vm_set_identity(struct vm *vm, const char *clone_id)
+{
+	int rc;
+
+	pthread_mutex_lock(&vm->lock);
+	if (vm->state != VM_STATE_PAUSED)
+		rc = -EBUSY;
+	else if (!vm->loader || !vm->loader->set_identity)
+		rc = -ENOTSUP;
+	else
+		rc = vm->loader->set_identity(vm, clone_id);
+	pthread_mutex_unlock(&vm->lock);
+	return rc;
+}
+
 /* ------------------------------------------------------------ lifecycle */
 
 int vm_start(struct vm *vm)
@@ -889,6 +999,11 @@ int vm_start(struct vm *vm)
 
 int vm_start_paused(struct vm *vm)
 {
+	return vm_start_restored(vm, true);
+}
+
+int vm_start_restored(struct vm *vm, bool paused)
+{
 	int rc = 0;
 
 	pthread_mutex_lock(&vm->lock);
@@ -900,8 +1015,8 @@ int vm_start_paused(struct vm *vm)
 	 * until resume. */
 	uint64_t now = time_mono_ns();
 	__atomic_store_n(&vm->clock_base, now - vm->restored_clock - 1, __ATOMIC_SEQ_CST);
-	__atomic_store_n(&vm->paused_at, now, __ATOMIC_SEQ_CST);
-	__atomic_store_n(&vm->pause_req, 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&vm->paused_at, paused ? now : 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&vm->pause_req, paused ? 1 : 0, __ATOMIC_SEQ_CST);
 	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
 		struct vcpu *v = &vm->vcpus[i];
 		rc = -pthread_create(&v->thread, NULL, vcpu_thread, v);
@@ -909,9 +1024,9 @@ int vm_start_paused(struct vm *vm)
 			break;
 		v->thread_started = true;
 	}
-	while (rc == 0 && vm->nr_parked < vm->nr_vcpus)
+	while (rc == 0 && paused && vm->nr_parked < vm->nr_vcpus)
 		pthread_cond_wait(&vm->cond, &vm->lock);
-	vm->state = VM_STATE_PAUSED;
+	vm->state = paused ? VM_STATE_PAUSED : VM_STATE_RUNNING;
 	pthread_mutex_unlock(&vm->lock);
 	return rc;
 }

@@ -107,6 +107,9 @@ int vm_create_nokvm(const struct vm_config *cfg, char *err, size_t errlen, struc
 
 /* Starts the vCPU threads parked (a restored VM: Created -> Paused). */
 int vm_start_paused(struct vm *vm) __attribute__((warn_unused_result));
+/* Starts a restored VM's vCPU threads, parked (paused) or straight into
+ * the guest. */
+int vm_start_restored(struct vm *vm, bool paused) __attribute__((warn_unused_result));
 
 /* Guest monotonic clock in ns (stops while the VM is paused). */
 uint64_t vm_guest_now(struct vm *vm);

@@ -134,6 +134,8 @@ struct vm_restore_opts {
 	enum vm_serial_mode serial_mode;
 	const char *serial_path;
 	const char *hostname;     /* NULL: keep */
+	const char *clone_id;     /* NULL: none; else the guest's clone id (identity page) */
+	bool running;             /* come up Running instead of Paused (no park and resume) */
 };
 
 /* Builds a VM from the snapshot in dir, verified first; its memory maps
@@ -148,6 +150,33 @@ int vm_restore(const char *dir, const struct vm_restore_opts *opts, struct loop 
 int vm_restore_store(const char *store_root, const char *ref, const struct vm_restore_opts *opts,
 		     struct loop *loop, vm_exit_cb *on_exit, void *arg, char *err, size_t errlen,
 		     struct vm **out) __attribute__((warn_unused_result));
+
+/* A store snapshot opened once and restored many times (the fork
+ * daemon's templates): verified, its memory image materialized and held
+ * open (share-locked: gc keeps it), its configuration and state parsed.
+ * Restoring from it costs no store access. */
+struct vm_template;
+int vm_template_open(const char *store_root, const char *ref, struct vm_template **out, char *err,
+		     size_t errlen) __attribute__((warn_unused_result));
+void vm_template_close(struct vm_template *t);
+const struct vm_config *vm_template_config(const struct vm_template *t);
+/* The snapshot id, 32 hex digits. */
+void vm_template_id(const struct vm_template *t, char id_hex[33]);
+/* The file descriptor of its memory image (a forked child that closes
+ * every other descriptor must keep this one). */
+int vm_template_mem_fd(const struct vm_template *t);
+/* Rebinds the template to fd (same file; a child that moved it). */
+void vm_template_set_mem_fd(struct vm_template *t, int fd);
+/* Like vm_restore_store() from an opened template. The VM comes up
+ * Paused. */
+int vm_restore_template(const struct vm_template *t, const struct vm_restore_opts *opts,
+			struct loop *loop, vm_exit_cb *on_exit, void *arg, char *err, size_t errlen,
+			struct vm **out) __attribute__((warn_unused_result));
+
+/* Gives a paused VM a new identity: clone id (at most 63 bytes) and fresh
+ * randomness, visible to the guest from its first instruction after
+ * resume. -EBUSY unless paused; -ENOTSUP if the payload has no identity. */
+int vm_set_identity(struct vm *vm, const char *clone_id) __attribute__((warn_unused_result));
 
 /* Stops and joins the vCPU threads (any state -> Shutdown). Idempotent. */
 void vm_stop(struct vm *vm);

@@ -172,6 +172,9 @@ int fg_futex_wake(struct fguest *fg, uint64_t uaddr, uint32_t bitset, int n);
  * (generation 0), bumped with fresh randomness at each restore. Returns 0
  * or -errno. */
 int fg_identity_write(struct vm *vm, bool restored) __attribute__((warn_unused_result));
+/* Sets the clone id (truncated to 63 bytes), fresh randomness and the
+ * restore time; the generation is left as the restore set it. */
+int fg_identity_set_clone(struct vm *vm, const char *clone_id) __attribute__((warn_unused_result));
 uint64_t fg_identity_generation(struct vm *vm);
 
 /* The "fguest" state unit. */

@@ -296,5 +296,6 @@ const struct vm_loader fguest_loader = {
 	.load = fg_load,
 	.restore_prepare = fg_restore_prepare,
 	.restore_finish = fg_restore_finish,
+	.set_identity = fg_identity_set_clone,
 	.units = fguest_units,
 };

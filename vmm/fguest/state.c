@@ -57,6 +57,20 @@ int fg_identity_write(struct vm *vm, bool restored)
 	return 0;
 }
 
+int fg_identity_set_clone(struct vm *vm, const char *clone_id)
+{
+	struct forkvm_identity *id = gmem_ptr(&vm->mem, X86_IDENTITY_PAGE, sizeof(*id));
+
+	if (!id)
+		return -EFAULT;
+	if (getrandom(id->random, sizeof(id->random), 0) != sizeof(id->random))
+		return -EIO;
+	memset(id->clone_id, 0, sizeof(id->clone_id));
+	snprintf(id->clone_id, sizeof(id->clone_id), "%s", clone_id);
+	id->restored_realtime_ns = time_real_ns();
+	return 0;
+}
+
 uint64_t fg_identity_generation(struct vm *vm)
 {
 	const struct forkvm_identity *id = gmem_ptr(&vm->mem, X86_IDENTITY_PAGE, sizeof(*id));

@@ -1,0 +1,188 @@
+/* forkd/child.c - a clone process: forked from forkd (no exec), it
+ * restores the template's VM paused, then obeys its control socket: resume
+ * (a pool shell handed out), pause, snapshot. It dies with forkd
+ * (PR_SET_PDEATHSIG) and exits when the guest stops. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "forkd/internal.h"
+
+#include <sys/syscall.h>
+
+struct child {
+	struct loop *loop;
+	struct vm *vm;
+	int ctl;
+	const char *store;
+};
+
+static void send_msg(int ctl, uint32_t op, int rc, const char *text)
+{
+	struct ctl_msg m = { .op = op, .rc = rc, .t_ns = time_mono_ns() };
+
+	if (text)
+		snprintf(m.text, sizeof(m.text), "%s", text);
+	if (send(ctl, &m, sizeof(m), MSG_NOSIGNAL) < 0) {
+		/* forkd is gone: PR_SET_PDEATHSIG ends us */
+	}
+}
+
+static void on_vm_exit(void *arg, struct vm *vm)
+{
+	struct child *c = arg;
+	struct vm_exit_info info;
+
+	vm_get_exit_info(vm, &info);
+	send_msg(c->ctl, CTL_EXITED, info.status, info.reason);
+	_exit(info.status & 0xff);
+}
+
+static void do_op(struct child *c, const struct ctl_msg *m)
+{
+	char err[512] = "", id[33] = "";
+	int rc;
+
+	switch (m->op) {
+	case CTL_GO:
+	case CTL_RESUME:
+		rc = vm_resume(c->vm);
+		send_msg(c->ctl, m->op == CTL_GO ? CTL_RUNNING : CTL_REPLY, rc,
+			 rc < 0 ? "the clone is not paused" : NULL);
+		break;
+	case CTL_PAUSE:
+		rc = vm_pause(c->vm);
+		send_msg(c->ctl, CTL_REPLY, rc, rc < 0 ? "the clone is not running" : NULL);
+		break;
+	case CTL_SNAPSHOT: {
+		bool was_running = vm_get_state(c->vm) == VM_STATE_RUNNING;
+		rc = was_running ? vm_pause(c->vm) : 0;
+		if (rc < 0)
+			snprintf(err, sizeof(err), "cannot pause the clone: %s", strerror(-rc));
+		else
+			rc = vm_snapshot_store(c->vm, c->store, m->text[0] ? m->text : NULL, id, err,
+					       sizeof(err));
+		if (was_running && vm_get_state(c->vm) == VM_STATE_PAUSED &&
+		    vm_resume(c->vm) < 0 && rc == 0) {
+			rc = -EIO;
+			snprintf(err, sizeof(err), "snapshot taken (%s) but the clone cannot resume", id);
+		}
+		send_msg(c->ctl, CTL_REPLY, rc, rc < 0 ? err : id);
+		break;
+	}
+	default:
+		send_msg(c->ctl, CTL_REPLY, -EINVAL, "unknown control message");
+	}
+}
+
+static void on_ctl(void *arg, uint32_t events)
+{
+	struct child *c = arg;
+	struct ctl_msg m;
+	ssize_t n = recv(c->ctl, &m, sizeof(m), MSG_DONTWAIT);
+
+	if (n == (ssize_t)sizeof(m)) {
+		m.text[sizeof(m.text) - 1] = '\0';
+		do_op(c, &m);
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR) && !(events & (EPOLLHUP | EPOLLERR)))
+		return;
+	/* forkd closed our control socket (or is gone): nobody owns us. */
+	_exit(0);
+}
+
+/* Keeps fds 0..2, ctl (moved to 3) and the template's memory image (moved
+ * to 4); closes every other descriptor forkd had open. */
+static int tidy_fds(int ctl, struct vm_template *vt)
+{
+	int mem = vm_template_mem_fd(vt);
+
+	/* Move both out of the way first, then into place. */
+	int hi_ctl = fcntl(ctl, F_DUPFD_CLOEXEC, 100000);
+	int hi_mem = fcntl(mem, F_DUPFD_CLOEXEC, 100000);
+	if (hi_ctl < 0 || hi_mem < 0) {
+		/* a low RLIMIT_NOFILE: fall back to any free slot above 4 */
+		hi_ctl = hi_ctl < 0 ? fcntl(ctl, F_DUPFD_CLOEXEC, 5) : hi_ctl;
+		hi_mem = hi_mem < 0 ? fcntl(mem, F_DUPFD_CLOEXEC, 5) : hi_mem;
+		if (hi_ctl < 0 || hi_mem < 0)
+			return -errno;
+	}
+	if (dup3(hi_ctl, 3, O_CLOEXEC) < 0 || dup3(hi_mem, 4, O_CLOEXEC) < 0)
+		return -errno;
+	if (syscall(SYS_close_range, 5U, ~0U, 0U) < 0)
+		return -errno;
+	vm_template_set_mem_fd(vt, 4);
+	return 3;
+}
+
+void forkd_clone_main(const struct clone_child_args *a)
+{
+	struct child c = { .store = a->store };
+	char err[512], agent[300], console[300];
+	sigset_t all;
+	int rc;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	prctl(PR_SET_NAME, "forkd-clone");
+	/* Signals back to their defaults (forkd blocks some for its signalfd). */
+	signal(SIGCHLD, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	log_set_ident("forkd-clone");
+
+	c.ctl = tidy_fds(a->ctl, a->vt);
+	if (c.ctl < 0)
+		_exit(125);
+	if (getppid() == 1)
+		_exit(0); /* forkd died before PR_SET_PDEATHSIG took */
+	if (mkdir(a->dir, 0700) < 0 && errno != EEXIST) {
+		snprintf(err, sizeof(err), "cannot create %s: %s", a->dir, strerror(errno));
+		send_msg(c.ctl, CTL_FAILED, -errno, err);
+		_exit(1);
+	}
+	snprintf(agent, sizeof(agent), "%s/agent.sock", a->dir);
+	snprintf(console, sizeof(console), "%s/console.log", a->dir);
+	struct vm_restore_opts o = {
+		.agent_socket = agent,
+		.set_serial = true,
+		.serial_mode = VM_SERIAL_FILE,
+		.serial_path = console,
+		.clone_id = a->id,
+		.running = a->autostart,
+	};
+	rc = loop_create(&c.loop);
+	if (rc < 0) {
+		send_msg(c.ctl, CTL_FAILED, rc, "cannot create the event loop");
+		_exit(1);
+	}
+	rc = vm_restore_template(a->vt, &o, c.loop, on_vm_exit, &c, err, sizeof(err), &c.vm);
+	if (rc < 0) {
+		send_msg(c.ctl, CTL_FAILED, rc, err);
+		_exit(1);
+	}
+	if (a->autostart) {
+		send_msg(c.ctl, CTL_RUNNING, 0, NULL);
+	} else {
+		send_msg(c.ctl, CTL_READY, 0, NULL);
+	}
+	if (loop_add(c.loop, c.ctl, EPOLLIN, on_ctl, &c) < 0)
+		_exit(1);
+	for (;;) {
+		rc = loop_run_once(c.loop, -1);
+		if (rc < 0 && rc != -EINTR)
+			_exit(1);
+	}
+}

@@ -1,0 +1,936 @@
+/* forkd/daemon.c - the fork daemon's core: templates, clone processes and
+ * their control sockets, warm pools, reaping, metrics. Everything runs on
+ * the loop thread; counts (pool shells, live clones) are computed from the
+ * clone list rather than kept, so they cannot drift. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "forkd/internal.h"
+
+#define MAX_EXITED_KEPT 256U
+#define MAX_SHELLS_STARTING 2U /* restores of pool shells in flight (CPU for the hot path) */
+
+/* ------------------------------------------------------------ fork requests */
+
+struct fork_req {
+	struct http_exchange *ex;
+	unsigned count, done, failed;
+	int status;      /* HTTP status of the first failure */
+	char err[512];
+	struct clone **clones;
+};
+
+static void req_finish(struct forkd *d, struct fork_req *r);
+
+static void req_fail(struct fork_req *r, int status, const char *what, const char *why)
+{
+	if (r->status == 0) {
+		r->status = status;
+		snprintf(r->err, sizeof(r->err), "%.200s: %.300s", what, why);
+	}
+	r->failed++;
+}
+
+static void req_check(struct forkd *d, struct fork_req *r)
+{
+	if (r->done + r->failed == r->count)
+		req_finish(d, r);
+}
+
+static int proc_read(const char *path, char *buf, size_t len);
+
+/* ------------------------------------------------------------ lookups */
+
+struct template *forkd_template_find(struct forkd *d, const char *name)
+{
+	for (struct template *t = d->templates; t; t = t->next)
+		if (!strcmp(t->name, name))
+			return t;
+	return NULL;
+}
+
+struct clone *forkd_clone_find(struct forkd *d, const char *id)
+{
+	for (struct clone *c = d->clones; c; c = c->next)
+		if (!c->shell && !c->hidden && !strcmp(c->id, id))
+			return c;
+	return NULL;
+}
+
+static bool clone_alive(const struct clone *c)
+{
+	return c->state != CLONE_EXITED;
+}
+
+/* Clones given out and not exited (invoke clones included). */
+static unsigned live_clones(struct forkd *d, const struct template *t)
+{
+	unsigned n = 0;
+	for (struct clone *c = d->clones; c; c = c->next)
+		if (!c->shell && clone_alive(c) && (!t || c->tpl == t))
+			n++;
+	return n;
+}
+
+static unsigned shells(struct forkd *d, const struct template *t, enum clone_state s)
+{
+	unsigned n = 0;
+	for (struct clone *c = d->clones; c; c = c->next)
+		if (c->shell && !c->killed && c->state == s && (!t || c->tpl == t))
+			n++;
+	return n;
+}
+
+const char *forkd_clone_state_name(enum clone_state s)
+{
+	switch (s) {
+	case CLONE_STARTING:
+	case CLONE_GOING:
+		return "starting";
+	case CLONE_READY:
+		return "ready";
+	case CLONE_RUNNING:
+		return "running";
+	case CLONE_PAUSED:
+		return "paused";
+	case CLONE_EXITED:
+		return "exited";
+	}
+	return "?";
+}
+
+/* ------------------------------------------------------------ JSON */
+
+json_t *forkd_template_json(const struct template *t)
+{
+	struct forkd *d = t->d;
+	const struct vm_config *cfg = vm_template_config(t->vt);
+	return json_pack("{s:s,s:s,s:I,s:i,s:{s:i,s:i},s:i,s:I}", "name", t->name, "snapshot", t->id,
+			 "memory_size", (json_int_t)cfg->memory_size, "vcpus", (int)cfg->boot_vcpus,
+			 "pool", "size", (int)t->pool_size, "ready", (int)shells(d, t, CLONE_READY),
+			 "clones", (int)live_clones(d, t), "forks", (json_int_t)t->forks);
+}
+
+json_t *forkd_clone_json(const struct clone *c)
+{
+	char path[300];
+	json_t *j = json_pack("{s:s,s:s,s:i,s:s}", "id", c->id, "template", c->tpl_name, "pid",
+			      (int)c->pid, "state", forkd_clone_state_name(c->state));
+	if (!j)
+		return NULL;
+	snprintf(path, sizeof(path), "%s/agent.sock", c->dir);
+	json_object_set_new(j, "agent_socket", json_string(path));
+	snprintf(path, sizeof(path), "%s/console.log", c->dir);
+	json_object_set_new(j, "console_log", json_string(path));
+	json_object_set_new(j, "from_pool", json_boolean(c->from_pool));
+	if (c->fork_ns)
+		json_object_set_new(j, "fork_us", json_integer((json_int_t)(c->fork_ns / 1000)));
+	json_object_set_new(j, "created_unix_ms", json_integer((json_int_t)c->created_ms));
+	if (c->state == CLONE_EXITED) {
+		json_t *e = json_pack("{s:s}", "reason", c->exit_reason);
+		if (c->exit_signal)
+			json_object_set_new(e, "signal", json_integer(c->exit_signal));
+		else
+			json_object_set_new(e, "status", json_integer(c->exit_status));
+		json_object_set_new(j, "exit", e);
+	}
+	return j;
+}
+
+/* ------------------------------------------------------------ clones */
+
+int forkd_clone_send(struct clone *c, uint32_t op, const char *text)
+{
+	struct ctl_msg m = { .op = op, .t_ns = time_mono_ns() };
+
+	if (c->ctl < 0)
+		return -EPIPE;
+	if (text)
+		snprintf(m.text, sizeof(m.text), "%s", text);
+	if (send(c->ctl, &m, sizeof(m), MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)sizeof(m))
+		return -errno;
+	return 0;
+}
+
+void forkd_clone_kill(struct forkd *d, struct clone *c)
+{
+	(void)d;
+	if (c->killed || c->state == CLONE_EXITED || c->pid <= 0)
+		return;
+	kill(c->pid, SIGKILL);
+	c->killed = true;
+}
+
+static void rm_dir(const char *dir)
+{
+	char p[320];
+
+	snprintf(p, sizeof(p), "%s/agent.sock", dir);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/console.log", dir);
+	unlink(p);
+	rmdir(dir);
+}
+
+static void ctl_close(struct forkd *d, struct clone *c)
+{
+	if (c->ctl < 0)
+		return;
+	loop_del(d->loop, c->ctl);
+	close(c->ctl);
+	c->ctl = -1;
+}
+
+void forkd_clone_forget(struct forkd *d, struct clone *c)
+{
+	for (struct clone **pp = &d->clones; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	if (c->state == CLONE_EXITED && !c->shell && !c->hidden && d->nr_exited)
+		d->nr_exited--;
+	ctl_close(d, c);
+	rm_dir(c->dir);
+	free(c);
+}
+
+static void on_clone_ctl(void *arg, uint32_t events);
+
+/* Forks a clone process of t. Returns the clone (state STARTING) or NULL
+ * with errno set. */
+static struct clone *clone_spawn(struct forkd *d, struct template *t, bool autostart)
+{
+	uint8_t rnd[FORKD_CLONE_ID_LEN / 2];
+	struct clone *c = calloc(1, sizeof(*c));
+	int sv[2];
+	int rc;
+
+	if (!c)
+		return NULL;
+	do {
+		if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd)) {
+			free(c);
+			return NULL;
+		}
+		hex_encode(rnd, sizeof(rnd), c->id);
+	} while (forkd_clone_find(d, c->id));
+	snprintf(c->tpl_name, sizeof(c->tpl_name), "%s", t->name);
+	snprintf(c->dir, sizeof(c->dir), "%.200s/clones/%s", d->run_dir, c->id);
+	c->tpl = t;
+	c->exit_status = -1;
+	c->state = CLONE_STARTING;
+	c->created_ms = time_real_ns() / 1000000;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		free(c);
+		return NULL;
+	}
+	uint64_t tf = time_mono_ns();
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct clone_child_args a = {
+			.vt = t->vt, .ctl = sv[1], .autostart = autostart, .id = c->id,
+			.dir = c->dir, .store = d->store,
+		};
+		forkd_clone_main(&a);
+	}
+	rc = errno;
+	close(sv[1]);
+	if (pid < 0) {
+		close(sv[0]);
+		free(c);
+		errno = rc;
+		return NULL;
+	}
+	log_debug("clone %s: fork() %.3f ms", c->id, (time_mono_ns() - tf) / 1e6);
+	c->pid = pid;
+	c->ctl = sv[0];
+	if (fd_set_nonblock(c->ctl) < 0 || loop_add(d->loop, c->ctl, EPOLLIN, on_clone_ctl, c) < 0) {
+		kill(pid, SIGKILL);
+		c->killed = true;
+		c->state = CLONE_STARTING;
+		close(c->ctl);
+		c->ctl = -1;
+	}
+	c->next = d->clones;
+	d->clones = c;
+	c->d = d;
+	return c;
+}
+
+static void record_latency(struct forkd *d, uint64_t ns)
+{
+	static const double bounds[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+					 0.01,   0.025,   0.05,   0.1,   0.25,   1.0 };
+	double s = ns / 1e9;
+	for (size_t i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++)
+		if (s <= bounds[i])
+			d->lat_buckets[i]++;
+	d->lat_count++;
+	d->lat_sum += s;
+}
+
+static void clone_running(struct forkd *d, struct clone *c, uint64_t t_ns)
+{
+	c->state = CLONE_RUNNING;
+	if (c->t_req && t_ns > c->t_req)
+		c->fork_ns = t_ns - c->t_req;
+	record_latency(d, c->fork_ns);
+	if (c->from_pool)
+		d->forks_pool++;
+	else
+		d->forks_cold++;
+	if (c->req) {
+		struct fork_req *r = c->req;
+		r->done++;
+		req_check(d, r);
+	} else if (c->inv) {
+		forkd_invoke_clone_running(d, c->inv, c);
+	}
+}
+
+static int op_status(int rc)
+{
+	switch (-rc) {
+	case EBUSY:
+		return 409;
+	case EINVAL:
+	case ENAMETOOLONG:
+		return 400;
+	case ENOSPC:
+		return 507;
+	default:
+		return 500;
+	}
+}
+
+static void clone_reply(struct forkd *d, struct clone *c, const struct ctl_msg *m)
+{
+	struct http_exchange *ex = c->op_ex;
+	(void)d;
+	if (!ex)
+		return;
+	c->op_ex = NULL;
+	if (m->rc < 0) {
+		http_respond_error(ex, op_status(m->rc), "%s", m->text);
+		return;
+	}
+	if (c->op == CTL_SNAPSHOT) {
+		json_t *j = json_pack("{s:s}", "id", m->text);
+		if (c->op_tag[0])
+			json_object_set_new(j, "tag", json_string(c->op_tag));
+		http_respond_json(ex, 201, j);
+		json_decref(j);
+		return;
+	}
+	if (c->op == CTL_PAUSE)
+		c->state = CLONE_PAUSED;
+	else if (c->op == CTL_RESUME)
+		c->state = CLONE_RUNNING;
+	http_respond(ex, 204, NULL, NULL, 0);
+}
+
+static void on_clone_ctl(void *arg, uint32_t events)
+{
+	struct clone *c = arg;
+	struct forkd *d = c->d;
+	struct ctl_msg m;
+
+	for (;;) {
+		ssize_t n = recv(c->ctl, &m, sizeof(m), MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			break;
+		if (n != (ssize_t)sizeof(m)) {
+			/* EOF or a broken message: the process is going; SIGCHLD reaps it. */
+			ctl_close(d, c);
+			return;
+		}
+		m.text[sizeof(m.text) - 1] = '\0';
+		switch (m.op) {
+		case CTL_READY:
+			if (c->state == CLONE_STARTING && c->shell) {
+				c->state = CLONE_READY;
+				if (c->tpl)
+					forkd_pool_fill(d, c->tpl);
+			}
+			break;
+		case CTL_RUNNING:
+			if (c->state == CLONE_STARTING || c->state == CLONE_GOING)
+				clone_running(d, c, m.t_ns);
+			break;
+		case CTL_FAILED:
+		case CTL_EXITED:
+			snprintf(c->exit_reason, sizeof(c->exit_reason), "%s", m.text);
+			if (m.op == CTL_FAILED)
+				log_warn("clone %s could not start: %s", c->id, m.text);
+			break;
+		case CTL_REPLY:
+			clone_reply(d, c, &m);
+			break;
+		default:
+			log_warn("clone %s: unknown control message %u", c->id, m.op);
+		}
+		if (c->ctl < 0)
+			return;
+	}
+	if (events & (EPOLLHUP | EPOLLERR))
+		ctl_close(d, c);
+}
+
+static const char *signame(int sig)
+{
+	const char *s = sigabbrev_np(sig);
+	return s ? s : "?";
+}
+
+static void clone_reaped(struct forkd *d, struct clone *c, int wstatus)
+{
+	bool given_out = !c->shell;
+	char why[200];
+
+	if (WIFSIGNALED(wstatus)) {
+		c->exit_signal = WTERMSIG(wstatus);
+		snprintf(why, sizeof(why), "killed by signal %d (SIG%s)%s", c->exit_signal,
+			 signame(c->exit_signal), c->killed ? " sent by forkd" : "");
+	} else {
+		c->exit_status = WEXITSTATUS(wstatus);
+		snprintf(why, sizeof(why), "exited with status %d", c->exit_status);
+	}
+	if (c->exit_reason[0]) {
+		char tmp[512];
+		snprintf(tmp, sizeof(tmp), "%s", c->exit_reason);
+		snprintf(c->exit_reason, sizeof(c->exit_reason), "%.190s: %.300s", why, tmp);
+	} else {
+		snprintf(c->exit_reason, sizeof(c->exit_reason), "%s", why);
+	}
+	enum clone_state was = c->state;
+	c->state = CLONE_EXITED;
+	ctl_close(d, c);
+	if (given_out && !c->hidden)
+		log_info("clone %s (pid %d) %s", c->id, (int)c->pid, c->exit_reason);
+	if (c->req) {
+		struct fork_req *r = c->req;
+		c->req = NULL;
+		c->hidden = true; /* a failed fork leaves no record */
+		if (was == CLONE_STARTING || was == CLONE_GOING)
+			req_fail(r, 500, "a clone process died while starting", c->exit_reason);
+		else
+			r->done++; /* already counted as running: cannot happen, keep the sum */
+		req_check(d, r);
+	}
+	if (c->inv)
+		forkd_invoke_fail(d, c->inv, 500, c->exit_reason);
+	if (c->op_ex) {
+		struct http_exchange *ex = c->op_ex;
+		c->op_ex = NULL;
+		if (c->op == -1) {
+			http_respond(ex, 204, NULL, NULL, 0);
+			c->hidden = true;
+		} else {
+			http_respond_error(ex, 409, "clone %s exited: %s", c->id, c->exit_reason);
+		}
+	}
+	struct template *t = c->tpl;
+	if (c->shell || c->hidden) {
+		forkd_clone_forget(d, c);
+	} else {
+		d->nr_exited++;
+		/* Keep the most recent exited records only. */
+		while (d->nr_exited > MAX_EXITED_KEPT) {
+			struct clone *old = NULL;
+			for (struct clone *x = d->clones; x; x = x->next)
+				if (x->state == CLONE_EXITED && !x->shell && !x->hidden && !x->op_ex)
+					old = x; /* the list is newest first: the last is oldest */
+			if (!old)
+				break;
+			forkd_clone_forget(d, old);
+		}
+	}
+	if (t)
+		forkd_pool_fill(d, t);
+}
+
+static void on_sigchld(void *arg, uint32_t events)
+{
+	struct forkd *d = arg;
+	struct signalfd_siginfo si;
+	int st;
+	pid_t pid;
+
+	(void)events;
+	while (read(d->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		;
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		for (struct clone *c = d->clones; c; c = c->next) {
+			if (c->pid == pid && c->state != CLONE_EXITED) {
+				clone_reaped(d, c, st);
+				break;
+			}
+		}
+	}
+}
+
+/* ------------------------------------------------------------ pools */
+
+void forkd_pool_fill(struct forkd *d, struct template *t)
+{
+	unsigned ready = shells(d, t, CLONE_READY), starting = shells(d, t, CLONE_STARTING);
+
+	while (ready + starting < t->pool_size && shells(d, NULL, CLONE_STARTING) < MAX_SHELLS_STARTING) {
+		struct clone *c = clone_spawn(d, t, false);
+		if (!c) {
+			log_warn("template %s: cannot prepare a pool shell: %s", t->name, strerror(errno));
+			return;
+		}
+		c->shell = true;
+		starting++;
+	}
+	for (struct clone *c = d->clones; c && ready + starting > t->pool_size; c = c->next) {
+		if (c->tpl == t && c->shell && !c->killed && c->state == CLONE_READY) {
+			forkd_clone_kill(d, c);
+			ready--;
+		}
+	}
+}
+
+/* ------------------------------------------------------------ forks */
+
+static void req_finish(struct forkd *d, struct fork_req *r)
+{
+	if (r->failed) {
+		for (unsigned i = 0; i < r->count; i++) {
+			struct clone *c = r->clones[i];
+			if (!c)
+				continue;
+			c->req = NULL;
+			c->hidden = true;
+			forkd_clone_kill(d, c);
+		}
+		d->fork_failures++;
+		http_respond_error(r->ex, r->status, "%s", r->err);
+	} else {
+		json_t *arr = json_array();
+		for (unsigned i = 0; i < r->count; i++) {
+			r->clones[i]->req = NULL;
+			json_array_append_new(arr, forkd_clone_json(r->clones[i]));
+		}
+		json_t *body = json_pack("{s:o}", "clones", arr);
+		http_respond_json(r->ex, 201, body);
+		json_decref(body);
+	}
+	free(r->clones);
+	free(r);
+}
+
+/* A clone of t for the request: a ready pool shell, else a cold one. */
+static struct clone *clone_take(struct forkd *d, struct template *t, uint64_t t_req)
+{
+	struct clone *c;
+
+	for (c = d->clones; c; c = c->next) {
+		if (c->tpl == t && c->shell && !c->killed && c->state == CLONE_READY)
+			break;
+	}
+	if (c) {
+		c->t_req = t_req;
+		c->shell = false;
+		c->from_pool = true;
+		c->state = CLONE_GOING;
+		if (forkd_clone_send(c, CTL_GO, NULL) < 0) {
+			c->hidden = true;
+			forkd_clone_kill(d, c);
+			c = NULL; /* fall back to a cold clone */
+		} else {
+			t->forks++;
+			return c;
+		}
+	}
+	c = clone_spawn(d, t, true);
+	if (!c)
+		return NULL;
+	c->t_req = t_req;
+	t->forks++;
+	return c;
+}
+
+void forkd_fork(struct forkd *d, struct template *t, unsigned count, struct http_exchange *ex,
+		struct invoke *inv)
+{
+	uint64_t t_req = time_mono_ns();
+
+	if (inv) {
+		struct clone *c = clone_take(d, t, t_req);
+		if (!c) {
+			forkd_invoke_fail(d, inv, 500, strerror(errno));
+			return;
+		}
+		c->hidden = true;
+		c->inv = inv;
+		forkd_invoke_bind(inv, c);
+		forkd_pool_fill(d, t);
+		return;
+	}
+	struct fork_req *r = calloc(1, sizeof(*r));
+	if (!r || !(r->clones = calloc(count, sizeof(*r->clones)))) {
+		free(r);
+		http_respond_error(ex, 500, "out of memory");
+		return;
+	}
+	r->ex = ex;
+	r->count = count;
+	for (unsigned i = 0; i < count; i++) {
+		struct clone *c = clone_take(d, t, t_req);
+		if (!c) {
+			req_fail(r, 500, "cannot start a clone process", strerror(errno));
+			continue;
+		}
+		c->req = r;
+		r->clones[i] = c;
+	}
+	forkd_pool_fill(d, t);
+	req_check(d, r);
+}
+
+int forkd_capacity_check(struct forkd *d, unsigned count, char *err, size_t errlen)
+{
+	unsigned live = live_clones(d, NULL);
+
+	if (live + count > d->cfg.max_clones) {
+		snprintf(err, errlen, "forkd runs %u clones and --max-clones is %u: %u more cannot start",
+			 live, d->cfg.max_clones, count);
+		return 503;
+	}
+	if (d->cfg.mem_reserve) {
+		char mi[8192];
+		if (proc_read("/proc/meminfo", mi, sizeof(mi)) == 0) {
+			const char *p = strstr(mi, "MemAvailable:");
+			unsigned long long kb = 0;
+			if (p && sscanf(p, "MemAvailable: %llu kB", &kb) == 1 &&
+			    kb * 1024ULL < d->cfg.mem_reserve) {
+				snprintf(err, errlen,
+					 "host memory is short (%llu MiB available, reserve %llu MiB): no new clones",
+					 kb >> 10, d->cfg.mem_reserve >> 20);
+				return 503;
+			}
+		}
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ templates */
+
+int forkd_template_add(struct forkd *d, const char *name, const char *ref, unsigned pool,
+		       struct template **out, char *err, size_t errlen)
+{
+	struct template *t = calloc(1, sizeof(*t));
+	int rc;
+
+	if (!t) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	rc = vm_template_open(d->store, ref, &t->vt, err, errlen);
+	if (rc < 0) {
+		free(t);
+		return rc;
+	}
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	vm_template_id(t->vt, t->id);
+	t->pool_size = pool;
+	t->d = d;
+	struct template **pp = &d->templates;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = t;
+	log_info("template %s: snapshot %s, pool %u", name, t->id, pool);
+	forkd_pool_fill(d, t);
+	*out = t;
+	return 0;
+}
+
+void forkd_template_remove(struct forkd *d, struct template *t)
+{
+	for (struct template **pp = &d->templates; *pp; pp = &(*pp)->next) {
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	}
+	for (struct clone *c = d->clones; c; c = c->next) {
+		if (c->tpl != t)
+			continue;
+		if (c->shell)
+			forkd_clone_kill(d, c);
+		c->tpl = NULL;
+	}
+	vm_template_close(t->vt);
+	free(t);
+}
+
+/* ------------------------------------------------------------ metrics */
+
+struct mem_sums {
+	unsigned long long pss, priv, shared;
+};
+
+/* Reads a small /proc file (their size reads as 0) into buf. */
+static int proc_read(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t got = 0;
+
+	if (fd < 0)
+		return -errno;
+	while (got + 1 < len) {
+		ssize_t n = read(fd, buf + got, len - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	buf[got] = '\0';
+	return 0;
+}
+
+static void clone_mem(pid_t pid, struct mem_sums *s)
+{
+	char path[64], txt[8192];
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
+	if (proc_read(path, txt, sizeof(txt)) < 0)
+		return;
+	for (char *line = strtok(txt, "\n"); line; line = strtok(NULL, "\n")) {
+		unsigned long long kb;
+		char key[64];
+		if (sscanf(line, "%63[^:]: %llu kB", key, &kb) != 2)
+			continue;
+		if (!strcmp(key, "Pss"))
+			s->pss += kb << 10;
+		else if (!strcmp(key, "Private_Clean") || !strcmp(key, "Private_Dirty"))
+			s->priv += kb << 10;
+		else if (!strcmp(key, "Shared_Clean") || !strcmp(key, "Shared_Dirty"))
+			s->shared += kb << 10;
+	}
+}
+
+static int appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+{
+	va_list ap;
+	for (;;) {
+		va_start(ap, fmt);
+		int n = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			return -EINVAL;
+		if ((size_t)n < *cap - *len) {
+			*len += (size_t)n;
+			return 0;
+		}
+		size_t ncap = *cap * 2 + (size_t)n;
+		char *nb = realloc(*buf, ncap);
+		if (!nb)
+			return -ENOMEM;
+		*buf = nb;
+		*cap = ncap;
+	}
+}
+
+char *forkd_metrics(struct forkd *d)
+{
+	static const char *const bounds[] = { "0.0001", "0.00025", "0.0005", "0.001",
+					      "0.0025", "0.005",   "0.01",   "0.025",
+					      "0.05",   "0.1",     "0.25",   "1" };
+	size_t len = 0, cap = 4096;
+	char *b = malloc(cap);
+	struct mem_sums ms = { 0 };
+
+	if (!b)
+		return NULL;
+	b[0] = '\0';
+	for (struct clone *c = d->clones; c; c = c->next)
+		if (!c->shell && clone_alive(c))
+			clone_mem(c->pid, &ms);
+	appendf(&b, &len, &cap,
+		"# HELP forkd_clones_live Clones running or paused.\n# TYPE forkd_clones_live gauge\n"
+		"forkd_clones_live %u\n",
+		live_clones(d, NULL));
+	appendf(&b, &len, &cap, "# HELP forkd_forks_total Clones made.\n# TYPE forkd_forks_total counter\n");
+	for (struct template *t = d->templates; t; t = t->next)
+		appendf(&b, &len, &cap, "forkd_forks_total{template=\"%s\"} %llu\n", t->name,
+			(unsigned long long)t->forks);
+	appendf(&b, &len, &cap,
+		"# HELP forkd_forks_by_source_total Clones that reached guest code, by source.\n"
+		"# TYPE forkd_forks_by_source_total counter\n"
+		"forkd_forks_by_source_total{source=\"pool\"} %llu\n"
+		"forkd_forks_by_source_total{source=\"cold\"} %llu\n",
+		(unsigned long long)d->forks_pool, (unsigned long long)d->forks_cold);
+	appendf(&b, &len, &cap,
+		"# HELP forkd_fork_failures_total Fork requests refused or failed.\n"
+		"# TYPE forkd_fork_failures_total counter\nforkd_fork_failures_total %llu\n",
+		(unsigned long long)d->fork_failures);
+	appendf(&b, &len, &cap,
+		"# HELP forkd_fork_latency_seconds Request received to clone vCPUs resumed.\n"
+		"# TYPE forkd_fork_latency_seconds histogram\n");
+	for (size_t i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++)
+		appendf(&b, &len, &cap, "forkd_fork_latency_seconds_bucket{le=\"%s\"} %llu\n", bounds[i],
+			(unsigned long long)d->lat_buckets[i]);
+	appendf(&b, &len, &cap,
+		"forkd_fork_latency_seconds_bucket{le=\"+Inf\"} %llu\n"
+		"forkd_fork_latency_seconds_sum %.9f\nforkd_fork_latency_seconds_count %llu\n",
+		(unsigned long long)d->lat_count, d->lat_sum, (unsigned long long)d->lat_count);
+	appendf(&b, &len, &cap,
+		"# HELP forkd_invokes_total Invocations by result.\n# TYPE forkd_invokes_total counter\n"
+		"forkd_invokes_total{result=\"ok\"} %llu\nforkd_invokes_total{result=\"error\"} %llu\n"
+		"forkd_invokes_total{result=\"timeout\"} %llu\nforkd_invokes_total{result=\"failed\"} %llu\n",
+		(unsigned long long)d->invokes_ok, (unsigned long long)d->invokes_error,
+		(unsigned long long)d->invokes_timeout, (unsigned long long)d->invokes_failed);
+	appendf(&b, &len, &cap,
+		"# HELP forkd_pool_ready Warm clone shells ready.\n# TYPE forkd_pool_ready gauge\n");
+	for (struct template *t = d->templates; t; t = t->next)
+		appendf(&b, &len, &cap, "forkd_pool_ready{template=\"%s\"} %u\n", t->name,
+			shells(d, t, CLONE_READY));
+	appendf(&b, &len, &cap,
+		"# HELP forkd_pool_size Warm clone shells wanted.\n# TYPE forkd_pool_size gauge\n");
+	for (struct template *t = d->templates; t; t = t->next)
+		appendf(&b, &len, &cap, "forkd_pool_size{template=\"%s\"} %u\n", t->name, t->pool_size);
+	appendf(&b, &len, &cap,
+		"# HELP forkd_clone_memory_private_bytes Memory only one clone maps, summed.\n"
+		"# TYPE forkd_clone_memory_private_bytes gauge\nforkd_clone_memory_private_bytes %llu\n"
+		"# HELP forkd_clone_memory_shared_bytes Resident memory clones share, summed per clone.\n"
+		"# TYPE forkd_clone_memory_shared_bytes gauge\nforkd_clone_memory_shared_bytes %llu\n"
+		"# HELP forkd_clone_memory_pss_bytes Proportional set size of the clones, summed.\n"
+		"# TYPE forkd_clone_memory_pss_bytes gauge\nforkd_clone_memory_pss_bytes %llu\n",
+		ms.priv, ms.shared, ms.pss);
+	return b;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+const char *forkd_default_run_dir(char *buf, size_t len)
+{
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+
+	if (geteuid() == 0)
+		snprintf(buf, len, "/run/forkd");
+	else if (xdg && *xdg)
+		snprintf(buf, len, "%s/forkd", xdg);
+	else
+		snprintf(buf, len, "/tmp/forkd-%u", (unsigned)geteuid());
+	return buf;
+}
+
+int forkd_create(const struct forkd_config *cfg, struct loop *loop, struct forkd **out, char *err,
+		 size_t errlen)
+{
+	struct http_server_config hc = { .max_body_bytes = 1 << 20, .max_conns = 1024 };
+	struct forkd *d = calloc(1, sizeof(*d));
+	char path[4200];
+	sigset_t set;
+	int rc;
+
+	if (!d) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	d->cfg = *cfg;
+	d->loop = loop;
+	d->sigfd = -1;
+	d->self = getpid();
+	snprintf(d->store, sizeof(d->store), "%s", cfg->store);
+	snprintf(d->run_dir, sizeof(d->run_dir), "%s", cfg->run_dir);
+	snprintf(d->forkvm, sizeof(d->forkvm), "%s", cfg->forkvm);
+	snprintf(d->api_socket, sizeof(d->api_socket), "%s", cfg->api_socket);
+	if (strlen(d->run_dir) + strlen("/clones/") + FORKD_CLONE_ID_LEN + strlen("/agent.sock") >= 108) {
+		snprintf(err, errlen, "run directory %s is too long for Unix socket paths (at most 76 characters)",
+			 d->run_dir);
+		rc = -ENAMETOOLONG;
+		goto fail;
+	}
+	if (mkdir(d->run_dir, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot create run directory %s: %s", d->run_dir, strerror(errno));
+		goto fail;
+	}
+	snprintf(path, sizeof(path), "%s/clones", d->run_dir);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	d->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (d->sigfd < 0 || loop_add(loop, d->sigfd, EPOLLIN, on_sigchld, d) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot watch SIGCHLD: %s", strerror(errno));
+		goto fail;
+	}
+	rc = http_server_listen(loop, d->api_socket, &hc, forkd_api_handle, d, &d->srv);
+	if (rc < 0) {
+		snprintf(err, errlen, "cannot serve the API on %s: %s", d->api_socket, strerror(-rc));
+		goto fail;
+	}
+	*out = d;
+	return 0;
+fail:
+	if (d->sigfd >= 0) {
+		loop_del(loop, d->sigfd);
+		close(d->sigfd);
+	}
+	free(d);
+	return rc;
+}
+
+void forkd_destroy(struct forkd *d)
+{
+	if (!d)
+		return;
+	http_server_close(d->srv);
+	forkd_builders_kill(d);
+	for (struct clone *c = d->clones; c; c = c->next)
+		forkd_clone_kill(d, c);
+	/* Reap them all: no clone outlives forkd. */
+	for (struct clone *c = d->clones; c; c = c->next) {
+		if (c->state != CLONE_EXITED && c->pid > 0)
+			waitpid(c->pid, NULL, 0);
+	}
+	while (d->clones) {
+		struct clone *c = d->clones;
+		d->clones = c->next;
+		if (c->ctl >= 0) {
+			loop_del(d->loop, c->ctl);
+			close(c->ctl);
+		}
+		rm_dir(c->dir);
+		free(c);
+	}
+	while (d->templates) {
+		struct template *t = d->templates;
+		d->templates = t->next;
+		vm_template_close(t->vt);
+		free(t);
+	}
+	if (d->sigfd >= 0) {
+		loop_del(d->loop, d->sigfd);
+		close(d->sigfd);
+	}
+	free(d);
+}

@@ -1,0 +1,46 @@
+/* forkd/forkd.h - the fork daemon: templates (store snapshots opened once),
+ * warm pools of paused clone shells, clone processes, and the REST API on
+ * a Unix socket (docs/forkd-api.md). The one public header of forkd/.
+ *
+ * A struct forkd runs on one thread, the one that runs its loop: it forks
+ * clone processes, so it must never start threads of its own. Functions
+ * return >= 0 on success and -errno on failure; err gets the reason. */
+#ifndef FORKVM_FORKD_H
+#define FORKVM_FORKD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/loop.h"
+
+struct forkd_config {
+	const char *api_socket; /* REST API socket path */
+	const char *store;      /* store root */
+	const char *run_dir;    /* clones' sockets and console logs */
+	const char *forkvm;     /* forkvm binary, for booting templates */
+	unsigned max_clones;    /* clones given out at once (pool shells excluded) */
+	unsigned default_pool;  /* warm pool size of a new template */
+	unsigned long long mem_reserve; /* refuse forks when MemAvailable is below (bytes) */
+};
+
+#define FORKD_DEFAULT_MAX_CLONES 1024U
+#define FORKD_MAX_POOL 256U
+#define FORKD_DEFAULT_MEM_RESERVE (256ULL << 20)
+
+struct forkd;
+
+/* The default run directory (/run/forkd as root, $XDG_RUNTIME_DIR/forkd,
+ * else /tmp/forkd-UID) into buf. */
+const char *forkd_default_run_dir(char *buf, size_t len);
+
+/* Starts the daemon on loop: creates the run directory (0700), listens on
+ * the API socket and watches SIGCHLD (which the caller must have blocked).
+ * Returns 0 and *out, or -errno with err set. */
+int forkd_create(const struct forkd_config *cfg, struct loop *loop, struct forkd **out, char *err,
+		 size_t errlen) __attribute__((warn_unused_result));
+
+/* Kills and reaps every clone and shell (waits for them), closes the API
+ * and frees everything. */
+void forkd_destroy(struct forkd *d);
+
+#endif

@@ -1,0 +1,175 @@
+/* forkd/internal.h - private to forkd/: the daemon's objects and the
+ * control protocol between forkd and its clone processes. */
+#ifndef FORKVM_FORKD_INTERNAL_H
+#define FORKVM_FORKD_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/http.h"
+#include "common/loop.h"
+#include "forkd/forkd.h"
+#include "vmm/vmm.h"
+
+/* ------------------------------------------------------------ control protocol */
+
+/* One SOCK_SEQPACKET message each way between forkd and a clone. */
+enum ctl_op {
+	CTL_READY = 1, /* clone -> forkd: restored and paused (t_ns: when) */
+	CTL_RUNNING,   /* clone -> forkd: resumed (t_ns: right after vm_resume) */
+	CTL_FAILED,    /* clone -> forkd: could not start (text: why); it exits */
+	CTL_EXITED,    /* clone -> forkd: the guest stopped (rc: status, text: why) */
+	CTL_GO,        /* forkd -> clone: resume (a pool shell handed out) */
+	CTL_PAUSE,     /* forkd -> clone */
+	CTL_RESUME,    /* forkd -> clone */
+	CTL_SNAPSHOT,  /* forkd -> clone: text: tag ("" none) */
+	CTL_REPLY,     /* clone -> forkd: answer to PAUSE/RESUME/SNAPSHOT (rc, text: id or error) */
+};
+
+struct ctl_msg {
+	uint32_t op;
+	int32_t rc;
+	uint64_t t_ns; /* CLOCK_MONOTONIC */
+	char text[512];
+};
+
+/* ------------------------------------------------------------ objects */
+
+#define FORKD_NAME_MAX 32
+#define FORKD_CLONE_ID_LEN 12
+
+struct fork_req;
+struct invoke;
+
+struct template {
+	char name[FORKD_NAME_MAX + 1];
+	char id[33];
+	struct vm_template *vt;
+	unsigned pool_size;
+	uint64_t forks;
+	struct forkd *d;
+	struct template *next;
+};
+
+enum clone_state {
+	CLONE_STARTING, /* process restoring */
+	CLONE_READY,    /* a paused shell in its template's pool */
+	CLONE_GOING,    /* told to resume, waiting for RUNNING */
+	CLONE_RUNNING,
+	CLONE_PAUSED,
+	CLONE_EXITED,
+};
+
+struct clone {
+	char id[FORKD_CLONE_ID_LEN + 1];
+	char tpl_name[FORKD_NAME_MAX + 1];
+	struct template *tpl; /* NULL once the template is deleted */
+	pid_t pid;
+	int ctl;              /* -1 once closed */
+	enum clone_state state;
+	bool shell;           /* in (or on its way into) the pool, not given out */
+	bool from_pool;
+	bool hidden;          /* an invoke's clone: not listed */
+	bool killed;          /* forkd sent SIGKILL */
+	char dir[256];        /* run_dir/clones/ID */
+	uint64_t t_req;       /* when the request that took it arrived */
+	uint64_t fork_ns;     /* t_req -> running */
+	uint64_t created_ms;  /* realtime */
+	struct fork_req *req; /* the fork request waiting for it */
+	struct invoke *inv;   /* the invoke using it */
+	struct http_exchange *op_ex; /* a pause/resume/snapshot/delete waiting */
+	int op;                      /* CTL_* of op_ex, or -1 for delete */
+	char op_tag[256];
+	/* Exit. */
+	int exit_status; /* -1 unless it exited */
+	int exit_signal; /* 0 unless a signal ended it */
+	char exit_reason[512];
+	struct forkd *d;
+	struct clone *next;
+};
+
+struct forkd {
+	struct forkd_config cfg;
+	char api_socket[4096], store[4096], run_dir[4096], forkvm[4096];
+	struct loop *loop;
+	struct http_server *srv;
+	int sigfd;
+	pid_t self;
+	struct template *templates;
+	struct clone *clones; /* every clone and shell, exited ones too */
+	unsigned nr_exited;
+	struct builder *builders;
+	/* Metrics. */
+	uint64_t forks_pool, forks_cold, fork_failures;
+	uint64_t invokes_ok, invokes_error, invokes_timeout, invokes_failed;
+	uint64_t lat_buckets[16];
+	uint64_t lat_count;
+	double lat_sum;
+};
+
+/* forkd/daemon.c */
+struct template *forkd_template_find(struct forkd *d, const char *name);
+struct clone *forkd_clone_find(struct forkd *d, const char *id);
+/* Takes count clones of t for ex (a fork request, or an invoke when inv
+ * is set): pool shells first, then cold. Responds to ex itself. */
+void forkd_fork(struct forkd *d, struct template *t, unsigned count, struct http_exchange *ex,
+		struct invoke *inv);
+/* Sends SIGKILL (once). */
+void forkd_clone_kill(struct forkd *d, struct clone *c);
+/* Frees an exited clone's record and directory. */
+void forkd_clone_forget(struct forkd *d, struct clone *c);
+int forkd_clone_send(struct clone *c, uint32_t op, const char *text);
+/* Makes or discards shells until t's pool matches its size. */
+void forkd_pool_fill(struct forkd *d, struct template *t);
+/* Registers a template from store ref under name; Returns 0 or -errno. */
+int forkd_template_add(struct forkd *d, const char *name, const char *ref, unsigned pool,
+		       struct template **out, char *err, size_t errlen);
+void forkd_template_remove(struct forkd *d, struct template *t);
+json_t *forkd_template_json(const struct template *t);
+json_t *forkd_clone_json(const struct clone *c);
+const char *forkd_clone_state_name(enum clone_state s);
+/* Refuses a fork of count clones: returns 0, or an HTTP status with err. */
+int forkd_capacity_check(struct forkd *d, unsigned count, char *err, size_t errlen);
+char *forkd_metrics(struct forkd *d);
+
+/* forkd/child.c: the clone process (never returns). */
+struct clone_child_args {
+	struct vm_template *vt;
+	int ctl;
+	bool autostart;
+	const char *id;
+	const char *dir;
+	const char *store;
+};
+__attribute__((noreturn)) void forkd_clone_main(const struct clone_child_args *a);
+
+/* forkd/builder.c: the "booted once" templates. */
+struct builder;
+/* Starts a child that boots boot (a vm.create configuration) with forkvm,
+ * loads script, snapshots it into the store (or, boot NULL, takes store
+ * snapshot ref) and materializes its image; when done, forkd registers the
+ * template and responds to ex. Returns 0 or -errno with err. */
+int forkd_builder_start(struct forkd *d, const char *name, json_t *boot, const char *script,
+			const char *ref, unsigned pool, struct http_exchange *ex, char *err,
+			size_t errlen);
+void forkd_builders_kill(struct forkd *d);
+bool forkd_builder_busy(struct forkd *d, const char *name);
+
+/* forkd/invoke.c */
+struct invoke;
+/* Parses the invoke body and starts it. */
+void forkd_invoke_start(struct forkd *d, struct template *t, const json_t *body,
+			struct http_exchange *ex);
+/* The clone taken for the invoke (killed when the invoke ends). */
+void forkd_invoke_bind(struct invoke *inv, struct clone *c);
+/* The invoke's clone runs: call the function. */
+void forkd_invoke_clone_running(struct forkd *d, struct invoke *inv, struct clone *c);
+/* The invoke's clone could not be made or died: fail it. */
+void forkd_invoke_fail(struct forkd *d, struct invoke *inv, int status, const char *msg);
+
+/* forkd/api.c */
+void forkd_api_handle(void *arg, struct http_exchange *ex);
+
+#endif

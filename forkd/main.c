@@ -1,0 +1,235 @@
+/* forkd/main.c - the fork daemon binary: options, signals, the loop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "forkd/forkd.h"
+#include "store/store.h"
+#include "vmm/vmm.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: forkd [OPTIONS]\n"
+		"\n"
+		"The fork daemon: turns templates (store snapshots) into running clones,\n"
+		"each its own process mapping the template's memory copy-on-write. REST\n"
+		"API on a Unix socket (docs/forkd-api.md); forkctl --forkd=SOCK talks to it.\n"
+		"SIGTERM or SIGINT: kills and reaps every clone, then exits.\n"
+		"\n"
+		"Options:\n"
+		"  --api-socket PATH   REST API socket, mode 0600 (default RUN_DIR/forkd.sock)\n"
+		"  --store DIR         the snapshot store (default $FORKVM_STORE, else\n"
+		"                      /var/lib/forkvm/store as root,\n"
+		"                      ~/.local/share/forkvm/store otherwise)\n"
+		"  --run-dir DIR       clones' agent sockets and console logs (default\n"
+		"                      /run/forkd as root, $XDG_RUNTIME_DIR/forkd, else\n"
+		"                      /tmp/forkd-UID); at most 76 characters\n"
+		"  --max-clones N      clones alive at once, 1..100000 (default 1024; warm\n"
+		"                      pool shells not counted)\n"
+		"  --pool N            warm pool size of templates that do not set one\n"
+		"                      (0..256, default 0)\n"
+		"  --mem-reserve SIZE  refuse forks while MemAvailable is below SIZE\n"
+		"                      (default 256M; 0 disables)\n"
+		"  --forkvm PATH       forkvm binary used to boot templates (default: the\n"
+		"                      one beside forkd)\n"
+		"  --log-file PATH     log here instead of stderr\n"
+		"  -v                  more log output (-v info, -vv debug)\n"
+		"  -h, --help          this help\n"
+		"  -V, --version       version\n"
+		"\n"
+		"Example:\n"
+		"  forkd --api-socket /tmp/forkd.sock --store /tmp/store &\n"
+		"  forkctl --forkd=/tmp/forkd.sock template add fn --boot vm.json --load fn.js\n"
+		"  forkctl --forkd=/tmp/forkd.sock fork fn -n 10\n");
+}
+
+static int die_usage(const char *msg, const char *arg)
+{
+	fprintf(stderr, "forkd: %s%s\nTry 'forkd --help'.\n", msg, arg);
+	return 2;
+}
+
+struct ctx {
+	struct loop *loop;
+	int sigfd;
+	int signo;
+};
+
+static void on_signal(void *arg, uint32_t events)
+{
+	struct ctx *c = arg;
+	struct signalfd_siginfo si;
+	(void)events;
+	if (read(c->sigfd, &si, sizeof(si)) != sizeof(si))
+		return;
+	c->signo = (int)si.ssi_signo;
+	loop_stop(c->loop);
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_API = 256, O_STORE, O_RUN, O_MAX, O_POOL, O_RESERVE, O_FORKVM, O_LOG };
+	static const struct option opts[] = {
+		{ "api-socket", required_argument, NULL, O_API },
+		{ "store", required_argument, NULL, O_STORE },
+		{ "run-dir", required_argument, NULL, O_RUN },
+		{ "max-clones", required_argument, NULL, O_MAX },
+		{ "pool", required_argument, NULL, O_POOL },
+		{ "mem-reserve", required_argument, NULL, O_RESERVE },
+		{ "forkvm", required_argument, NULL, O_FORKVM },
+		{ "log-file", required_argument, NULL, O_LOG },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct forkd_config cfg = { .max_clones = FORKD_DEFAULT_MAX_CLONES,
+				    .mem_reserve = FORKD_DEFAULT_MEM_RESERVE };
+	char store[4096], run[4096], api[4200], forkvm[4200], err[1024];
+	const char *log_file = NULL;
+	int verbose = 0, opt, rc;
+	uint64_t v;
+
+	log_set_ident("forkd");
+	while ((opt = getopt_long(argc, argv, "vhV", opts, NULL)) != -1) {
+		switch (opt) {
+		case O_API:
+			if (!*optarg)
+				return die_usage("--api-socket needs a path", "");
+			cfg.api_socket = optarg;
+			break;
+		case O_STORE:
+			if (!*optarg)
+				return die_usage("--store needs a directory", "");
+			cfg.store = optarg;
+			break;
+		case O_RUN:
+			if (!*optarg)
+				return die_usage("--run-dir needs a directory", "");
+			cfg.run_dir = optarg;
+			break;
+		case O_MAX:
+			if (parse_u64(optarg, 1, 100000, &v) < 0)
+				return die_usage("--max-clones must be 1..100000, not ", optarg);
+			cfg.max_clones = (unsigned)v;
+			break;
+		case O_POOL:
+			if (parse_u64(optarg, 0, FORKD_MAX_POOL, &v) < 0)
+				return die_usage("--pool must be 0..256, not ", optarg);
+			cfg.default_pool = (unsigned)v;
+			break;
+		case O_RESERVE:
+			if (parse_size(optarg, &v) < 0)
+				return die_usage("--mem-reserve takes a size such as 256M, not ", optarg);
+			cfg.mem_reserve = v;
+			break;
+		case O_FORKVM:
+			cfg.forkvm = optarg;
+			break;
+		case O_LOG:
+			log_file = optarg;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("forkd %s\n", FORKVM_VERSION);
+			return 0;
+		default:
+			fprintf(stderr, "Try 'forkd --help'.\n");
+			return 2;
+		}
+	}
+	if (optind < argc)
+		return die_usage("unexpected argument: ", argv[optind]);
+	if (!cfg.store)
+		cfg.store = store_default_root(store, sizeof(store));
+	if (!cfg.run_dir)
+		cfg.run_dir = forkd_default_run_dir(run, sizeof(run));
+	if (!cfg.api_socket) {
+		snprintf(api, sizeof(api), "%s/forkd.sock", cfg.run_dir);
+		cfg.api_socket = api;
+	}
+	if (!cfg.forkvm) {
+		char self[4096];
+		ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		if (n > 0) {
+			self[n] = '\0';
+			snprintf(forkvm, sizeof(forkvm), "%s/forkvm", dirname(self));
+		} else {
+			snprintf(forkvm, sizeof(forkvm), "forkvm");
+		}
+		cfg.forkvm = forkvm;
+	}
+	log_set_level(verbose >= 2 ? LOG_DEBUG : verbose == 1 ? LOG_INFO : LOG_WARN);
+	if (log_file) {
+		/* Onto fd 2, so clone processes and builders log there too. */
+		int fd = open(log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (fd < 0 || dup2(fd, 2) < 0) {
+			fprintf(stderr, "forkd: cannot open log file %s: %s\n", log_file, strerror(errno));
+			return 1;
+		}
+		close(fd);
+	}
+	/* Many clones: one control socket each. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct ctx c = { .sigfd = -1 };
+	struct forkd *d = NULL;
+	int status = 1;
+	if ((rc = loop_create(&c.loop)) < 0) {
+		fprintf(stderr, "forkd: cannot create the event loop: %s\n", strerror(-rc));
+		return 1;
+	}
+	sigdelset(&set, SIGCHLD);
+	c.sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (c.sigfd < 0 || loop_add(c.loop, c.sigfd, EPOLLIN, on_signal, &c) < 0) {
+		fprintf(stderr, "forkd: cannot watch signals: %s\n", strerror(errno));
+		goto out;
+	}
+	rc = forkd_create(&cfg, c.loop, &d, err, sizeof(err));
+	if (rc < 0) {
+		fprintf(stderr, "forkd: %s\n", err);
+		goto out;
+	}
+	log_info("serving on %s (store %s, run dir %s)", cfg.api_socket, cfg.store, cfg.run_dir);
+	rc = loop_run(c.loop);
+	if (rc < 0) {
+		fprintf(stderr, "forkd: event loop: %s\n", strerror(-rc));
+		goto out;
+	}
+	log_info("signal %d: killing the clones and exiting", c.signo);
+	status = 0;
+out:
+	forkd_destroy(d);
+	if (c.sigfd >= 0)
+		close(c.sigfd);
+	loop_destroy(c.loop);
+	return status;
+}
