@@ -19,6 +19,8 @@ struct opts {
 	const char *chunk_sizes; /* store: comma-separated chunk sizes to compare */
 	long dirty_mb;          /* store: MiB dirtied before an incremental snapshot */
 	int clones;             /* store: snapshots of one template for the dedup figure */
+	int fanout;             /* fork: concurrent forks */
+	int density;            /* fork: idle clones for the density figure (0: skip) */
 };
 
 /* Prints min/p50/p90/p99/max of ns[0..n) (sorted in place) as `what`. */
@@ -39,5 +41,6 @@ int api_put_body(const char *api, const char *path, const char *body, int *statu
 int wait_paused(const char *api, int timeout_ms);
 
 int cmd_store(const struct opts *o);
+int cmd_fork(const struct opts *o);
 
 #endif

@@ -475,7 +475,7 @@ static int cmd_restore(const struct opts *o)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: forkbench [OPTIONS] boot|eval|snapshot|restore|store\n"
+	fprintf(f, "Usage: forkbench [OPTIONS] boot|eval|snapshot|restore|store|fork\n"
 		   "  boot      start forkvm with the agent, time until its ready event; idle RSS\n"
 		   "  eval      round trip of an agent eval request\n"
 		   "  snapshot  snapshot a paused agent VM to a directory: time, size on disk\n"
@@ -484,6 +484,9 @@ static void usage(FILE *f)
 		   "  store     the snapshot store on a template VM: ingest (live snapshot and\n"
 		   "            store put), materialize, restore, incremental snapshot, dedup\n"
 		   "            of clone snapshots; per chunk size\n"
+		   "  fork      the fork daemon (its own forkd and store): fork latency cold\n"
+		   "            and from the warm pool, fork to first agent answer, invoke\n"
+		   "            round trip, concurrent forks, idle clone density\n"
 		   "Options:\n"
 		   "  -n N             samples (default: boot 5, eval 1000)\n"
 		   "  --warmup N       excluded warm-up runs (default: boot 1, eval 20)\n"
@@ -496,13 +499,18 @@ static void usage(FILE *f)
 		   "  --dirty MIB      store: memory dirtied before the incremental snapshot\n"
 		   "                   (default 16)\n"
 		   "  --clones N       store: clone snapshots for the dedup figure (default 10)\n"
+		   "  --fanout K       fork: concurrent forks (default 16)\n"
+		   "  --density N      fork: idle clones to start for the density figure\n"
+		   "                   (default 0: skipped)\n"
+		   "  -n N             fork: samples (default 50); --memory default 256M\n"
 		   "  -n N             store: restore samples (default 5)\n"
 		   "  --json           one JSON object per figure\n");
 }
 
 int main(int argc, char **argv)
 {
-	enum { O_WARMUP = 256, O_CPUS, O_MEMORY, O_CODE, O_JSON, O_TOUCH, O_CHUNK, O_DIRTY, O_CLONES };
+	enum { O_WARMUP = 256, O_CPUS, O_MEMORY, O_CODE, O_JSON, O_TOUCH, O_CHUNK, O_DIRTY, O_CLONES,
+	       O_FANOUT, O_DENSITY };
 	static const struct option lo[] = {
 		{ "warmup", required_argument, NULL, O_WARMUP }, { "cpus", required_argument, NULL, O_CPUS },
 		{ "memory", required_argument, NULL, O_MEMORY }, { "code", required_argument, NULL, O_CODE },
@@ -511,10 +519,12 @@ int main(int argc, char **argv)
 		{ "chunk-size", required_argument, NULL, O_CHUNK },
 		{ "dirty", required_argument, NULL, O_DIRTY },
 		{ "clones", required_argument, NULL, O_CLONES },
+		{ "fanout", required_argument, NULL, O_FANOUT },
+		{ "density", required_argument, NULL, O_DENSITY },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .samples = -1, .warmup = -1, .cpus = "1", .code = "1+1", .touch_mb = -1,
-			  .chunk_sizes = "256K", .dirty_mb = 16, .clones = 10 };
+			  .chunk_sizes = "256K", .dirty_mb = 16, .clones = 10, .fanout = 16 };
 	static char forkvm[4200], agent[4200];
 	char self[4000];
 	int opt;
@@ -550,6 +560,12 @@ int main(int argc, char **argv)
 			break;
 		case O_CLONES:
 			o.clones = atoi(optarg);
+			break;
+		case O_FANOUT:
+			o.fanout = atoi(optarg);
+			break;
+		case O_DENSITY:
+			o.density = atoi(optarg);
 			break;
 		case 'h':
 			usage(stdout);
@@ -590,6 +606,16 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		return cmd_store(&o);
+	}
+	if (!strcmp(argv[optind], "fork")) {
+		o.memory = o.memory ? o.memory : "256M";
+		o.samples = o.samples > 0 ? o.samples : 50;
+		o.warmup = o.warmup >= 0 ? o.warmup : 3;
+		if (o.fanout < 1 || o.fanout > 1024 || o.density < 0 || o.density > 100000) {
+			fprintf(stderr, "forkbench: --fanout must be 1..1024, --density 0..100000\n");
+			return 2;
+		}
+		return cmd_fork(&o);
 	}
 	o.memory = o.memory ? o.memory : "512M";
 	o.touch_mb = o.touch_mb >= 0 ? o.touch_mb : 0;

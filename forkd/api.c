@@ -218,7 +218,7 @@ static void template_delete(struct forkd *d, struct template *t, const struct ht
 			live++;
 	if (live && !force) {
 		http_respond_error(ex, 409,
-				   "template %s has %u live clones: delete them first or use ?force=true",
+				   "template %s has %u live clones: delete them first or force (?force=true, forkctl template rm --force)",
 				   t->name, live);
 		return;
 	}

@@ -12,6 +12,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include "forkd/internal.h"
 
 #define MAX_EXITED_KEPT 256U
+#define REFILL_DELAY_MS 20 /* pools refill this long after a hand-out */
 #define MAX_SHELLS_STARTING 2U /* restores of pool shells in flight (CPU for the hot path) */
 
 /* ------------------------------------------------------------ fork requests */
@@ -209,6 +211,20 @@ void forkd_clone_forget(struct forkd *d, struct clone *c)
 }
 
 static void on_clone_ctl(void *arg, uint32_t events);
+
+static void refill_later(struct forkd *d)
+{
+	struct itimerspec its = { .it_value = { .tv_nsec = REFILL_DELAY_MS * 1000000L } };
+
+	if (d->refill_armed)
+		return;
+	if (d->refill_tfd < 0 || timerfd_settime(d->refill_tfd, 0, &its, NULL) < 0) {
+		for (struct template *t = d->templates; t; t = t->next)
+			forkd_pool_fill(d, t);
+		return;
+	}
+	d->refill_armed = true;
+}
 
 /* Forks a clone process of t. Returns the clone (state STARTING) or NULL
  * with errno set. */
@@ -460,7 +476,7 @@ static void clone_reaped(struct forkd *d, struct clone *c, int wstatus)
 		}
 	}
 	if (t)
-		forkd_pool_fill(d, t);
+		refill_later(d);
 }
 
 static void on_sigchld(void *arg, uint32_t events)
@@ -484,6 +500,22 @@ static void on_sigchld(void *arg, uint32_t events)
 }
 
 /* ------------------------------------------------------------ pools */
+
+/* Refills pools a little later, so that preparing shells (a restore each)
+ * does not compete for the CPU with clones just handed out. */
+
+static void on_refill(void *arg, uint32_t events)
+{
+	struct forkd *d = arg;
+	uint64_t n;
+	(void)events;
+	if (read(d->refill_tfd, &n, sizeof(n)) < 0) {
+		/* EAGAIN: spurious */
+	}
+	d->refill_armed = false;
+	for (struct template *t = d->templates; t; t = t->next)
+		forkd_pool_fill(d, t);
+}
 
 void forkd_pool_fill(struct forkd *d, struct template *t)
 {
@@ -580,7 +612,7 @@ void forkd_fork(struct forkd *d, struct template *t, unsigned count, struct http
 		c->hidden = true;
 		c->inv = inv;
 		forkd_invoke_bind(inv, c);
-		forkd_pool_fill(d, t);
+		refill_later(d);
 		return;
 	}
 	struct fork_req *r = calloc(1, sizeof(*r));
@@ -600,7 +632,7 @@ void forkd_fork(struct forkd *d, struct template *t, unsigned count, struct http
 		c->req = r;
 		r->clones[i] = c;
 	}
-	forkd_pool_fill(d, t);
+	refill_later(d);
 	req_check(d, r);
 }
 
@@ -830,7 +862,7 @@ const char *forkd_default_run_dir(char *buf, size_t len)
 
 	if (geteuid() == 0)
 		snprintf(buf, len, "/run/forkd");
-	else if (xdg && *xdg)
+	else if (xdg && xdg[0] == '/')
 		snprintf(buf, len, "%s/forkd", xdg);
 	else
 		snprintf(buf, len, "/tmp/forkd-%u", (unsigned)geteuid());
@@ -853,6 +885,7 @@ int forkd_create(const struct forkd_config *cfg, struct loop *loop, struct forkd
 	d->cfg = *cfg;
 	d->loop = loop;
 	d->sigfd = -1;
+	d->refill_tfd = -1;
 	d->self = getpid();
 	snprintf(d->store, sizeof(d->store), "%s", cfg->store);
 	snprintf(d->run_dir, sizeof(d->run_dir), "%s", cfg->run_dir);
@@ -883,6 +916,12 @@ int forkd_create(const struct forkd_config *cfg, struct loop *loop, struct forkd
 		snprintf(err, errlen, "cannot watch SIGCHLD: %s", strerror(errno));
 		goto fail;
 	}
+	d->refill_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (d->refill_tfd < 0 || loop_add(loop, d->refill_tfd, EPOLLIN, on_refill, d) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot create a timer: %s", strerror(errno));
+		goto fail;
+	}
 	rc = http_server_listen(loop, d->api_socket, &hc, forkd_api_handle, d, &d->srv);
 	if (rc < 0) {
 		snprintf(err, errlen, "cannot serve the API on %s: %s", d->api_socket, strerror(-rc));
@@ -894,6 +933,10 @@ fail:
 	if (d->sigfd >= 0) {
 		loop_del(loop, d->sigfd);
 		close(d->sigfd);
+	}
+	if (d->refill_tfd >= 0) {
+		loop_del(loop, d->refill_tfd);
+		close(d->refill_tfd);
 	}
 	free(d);
 	return rc;
@@ -931,6 +974,10 @@ void forkd_destroy(struct forkd *d)
 	if (d->sigfd >= 0) {
 		loop_del(d->loop, d->sigfd);
 		close(d->sigfd);
+	}
+	if (d->refill_tfd >= 0) {
+		loop_del(d->loop, d->refill_tfd);
+		close(d->refill_tfd);
 	}
 	free(d);
 }

@@ -96,6 +96,8 @@ struct forkd {
 	struct loop *loop;
 	struct http_server *srv;
 	int sigfd;
+	int refill_tfd;     /* pools are refilled a little after clones are handed out */
+	bool refill_armed;
 	pid_t self;
 	struct template *templates;
 	struct clone *clones; /* every clone and shell, exited ones too */

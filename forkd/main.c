@@ -9,8 +9,10 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/forkd_socket.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "forkd/forkd.h"
@@ -28,7 +30,10 @@ static void usage(FILE *f)
 		"SIGTERM or SIGINT: kills and reaps every clone, then exits.\n"
 		"\n"
 		"Options:\n"
-		"  --api-socket PATH   REST API socket, mode 0600 (default RUN_DIR/forkd.sock)\n"
+		"  --api-socket PATH   REST API socket, mode 0600 (default $FORKD_SOCKET,\n"
+		"                      else /run/forkd/forkd.sock as root, else\n"
+		"                      $XDG_RUNTIME_DIR/forkd/forkd.sock, else\n"
+		"                      /tmp/forkd-UID/forkd.sock)\n"
 		"  --store DIR         the snapshot store (default $FORKVM_STORE, else\n"
 		"                      /var/lib/forkvm/store as root,\n"
 		"                      ~/.local/share/forkvm/store otherwise)\n"
@@ -161,8 +166,20 @@ int main(int argc, char **argv)
 	if (!cfg.run_dir)
 		cfg.run_dir = forkd_default_run_dir(run, sizeof(run));
 	if (!cfg.api_socket) {
-		snprintf(api, sizeof(api), "%s/forkd.sock", cfg.run_dir);
+		if (forkd_socket_default(api, sizeof(api)) < 0)
+			return die_usage("the default API socket path is too long: give --api-socket", "");
 		cfg.api_socket = api;
+		/* Its directory (the default run directory, or $FORKD_SOCKET's). */
+		char dir[4200];
+		snprintf(dir, sizeof(dir), "%s", api);
+		char *slash = strrchr(dir, '/');
+		if (slash && slash != dir) {
+			*slash = '\0';
+			if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+				fprintf(stderr, "forkd: cannot create %s: %s\n", dir, strerror(errno));
+				return 1;
+			}
+		}
 	}
 	if (!cfg.forkvm) {
 		char self[4096];
