@@ -1,6 +1,7 @@
 /* cli/forkctl.c - forkctl's main: a Cloud Hypervisor ch-remote compatible
  * client of the VMM's REST API (--api-socket), and the entry point of the
- * guest agent commands (--agent, see cli/agent_cmd.c).
+ * guest agent commands (--agent, see cli/agent_cmd.c), the store commands
+ * (cli/store_cmd.c) and the fork daemon commands (--forkd, cli/forkd_cmd.c).
  * Exit status: 0 success, 1 failure (error reply, unreachable socket),
  * 2 usage error. */
 #include <errno.h>
@@ -33,6 +34,7 @@ struct forkctl {
 	const char *api_socket;
 	const char *agent_socket;
 	const char *store;
+	const char *forkd_socket;
 	int timeout_ms; /* -1: forever */
 	const char *cmd;
 };
@@ -43,10 +45,12 @@ static void usage(FILE *f)
 	fputs("Usage: forkctl --api-socket=PATH [--timeout SECONDS] COMMAND [ARGS]\n"
 	      "       forkctl --agent=PATH AGENT-COMMAND [ARGS]\n"
 	      "       forkctl [--store DIR] store STORE-COMMAND [ARGS]\n"
+	      "       forkctl [--forkd=SOCK] [--timeout SECONDS] FORKD-COMMAND [ARGS]\n"
 	      "       forkctl --help | --version\n"
 	      "\n"
 	      "Controls a forkvm VMM through its REST API (Cloud Hypervisor's ch-remote\n"
-	      "syntax), or talks to the guest agent.\n"
+	      "syntax), talks to the guest agent, manages the snapshot store, or drives\n"
+	      "the fork daemon forkd.\n"
 	      "\n"
 	      "Options:\n"
 	      "  --api-socket=PATH   the VMM's API socket (forkvm --api-socket)\n"
@@ -54,6 +58,11 @@ static void usage(FILE *f)
 	      "  --store DIR         the snapshot store for store commands (default:\n"
 	      "                      $FORKVM_STORE, else /var/lib/forkvm/store for root,\n"
 	      "                      else ~/.local/share/forkvm/store)\n"
+	      "  --forkd=SOCK        the fork daemon's API socket for forkd commands\n"
+	      "                      (default, as forkd's own: $FORKD_SOCKET, else\n"
+	      "                      /run/forkd/forkd.sock for root, else\n"
+	      "                      $XDG_RUNTIME_DIR/forkd/forkd.sock, else\n"
+	      "                      /tmp/forkd-UID/forkd.sock)\n"
 	      "  --timeout SECONDS   request timeout (default 60, 0: wait forever)\n"
 	      "  -h, --help          show this help\n"
 	      "  --version           show the version\n"
@@ -83,7 +92,13 @@ static void usage(FILE *f)
 	      "Store commands (local, no VMM needed; 'forkctl store help' for details):\n"
 	      "  init, put, export, ls, show, tag, rm, gc, verify, du\n"
 	      "\n"
-	      "Exit status: 0 on success, 1 on failure, 2 on a usage error.\n",
+	      "Fork daemon commands (with --forkd=SOCK or the default socket; the\n"
+	      "--timeout SECONDS before the command bounds each request, default 60):\n",
+	      f);
+	cli_forkd_usage(f);
+	fputs("\n"
+	      "Exit status: 0 on success, 1 on failure (an error reply, an unreachable\n"
+	      "socket, a function that threw), 2 on a usage error.\n",
 	      f);
 }
 
@@ -376,12 +391,13 @@ static int parse_timeout(struct forkctl *fc, const char *s)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_API_SOCKET = 256, OPT_AGENT, OPT_TIMEOUT, OPT_VERSION, OPT_STORE };
+	enum { OPT_API_SOCKET = 256, OPT_AGENT, OPT_TIMEOUT, OPT_VERSION, OPT_STORE, OPT_FORKD };
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, OPT_API_SOCKET },
 		{ "agent", required_argument, NULL, OPT_AGENT },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "store", required_argument, NULL, OPT_STORE },
+		{ "forkd", required_argument, NULL, OPT_FORKD },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -409,6 +425,11 @@ int main(int argc, char **argv)
 				return usage_error("--store needs a directory");
 			fc.store = optarg;
 			break;
+		case OPT_FORKD:
+			if (!optarg[0])
+				return usage_error("--forkd needs a socket path");
+			fc.forkd_socket = optarg;
+			break;
 		case OPT_TIMEOUT:
 			rc = parse_timeout(&fc, optarg);
 			if (rc)
@@ -434,19 +455,32 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return EXIT_SUCCESS;
 	}
-	if (fc.api_socket && fc.agent_socket)
-		return usage_error("use either --api-socket or --agent, not both");
+	if (!!fc.api_socket + !!fc.agent_socket + !!fc.forkd_socket > 1)
+		return usage_error("use one of --api-socket, --agent and --forkd");
 	if (optind >= argc)
 		return usage_error("missing command");
 	if (!strcmp(argv[optind], "store")) {
-		if (fc.api_socket || fc.agent_socket)
+		if (fc.api_socket || fc.agent_socket || fc.forkd_socket)
 			return usage_error("store commands work on the store directly: drop "
-					   "--api-socket/--agent");
+					   "--api-socket/--agent/--forkd");
 		return cli_store_main(fc.store, argc - optind - 1, argv + optind + 1);
 	}
 	if (fc.store)
 		return usage_error("--store applies to store commands only (the VMM has its own "
 				   "--store)");
+	if (!fc.agent_socket && cli_forkd_is_command(argv[optind], fc.forkd_socket != NULL)) {
+		if (fc.api_socket && !strcmp(argv[optind], "eval"))
+			return usage_error("eval talks to a guest agent: use --agent=PATH, or eval "
+					   "--clone ID for a clone of forkd");
+		if (fc.api_socket)
+			return usage_error("'%s' is a fork daemon command: use --forkd=SOCK (or the "
+					   "default socket), not --api-socket",
+					   argv[optind]);
+		return cli_forkd_main(fc.forkd_socket, fc.timeout_ms, timeout_arg != NULL, argc - optind,
+				      argv + optind);
+	}
+	if (fc.forkd_socket)
+		return usage_error("unknown fork daemon command '%s'", argv[optind]);
 	if (fc.agent_socket && timeout_arg) {
 		/* A --timeout before the agent command applies to it too: hand it
 		 * over after the command's own arguments. */
@@ -463,6 +497,9 @@ int main(int argc, char **argv)
 	}
 	if (fc.agent_socket)
 		return cli_agent_main(fc.agent_socket, argc - optind, argv + optind);
+	if (!fc.api_socket && !strcmp(argv[optind], "ping"))
+		return usage_error("ping: --api-socket=PATH is required (forkd's ping: forkctl "
+				   "--forkd=SOCK ping)");
 	if (!fc.api_socket)
 		return usage_error("%s: --api-socket=PATH is required", argv[optind]);
 	return run_api_command(&fc, argc - optind, argv + optind);
