@@ -3,9 +3,11 @@
  * __forkvm_reseed). */
 #include <errno.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <unistd.h>
 
 #include "agent.h"
+#include "../abi/forkvm_identity.h"
 
 /* Writes msg (len bytes) and a newline to the console fd with one write. */
 void agent_log(const char *msg, size_t len)
@@ -131,6 +133,31 @@ static duk_ret_t js_reseed(duk_context *ctx)
 	return 0;
 }
 
+/* forkvm.identity(): {clone_id, generation} from the VM's identity page
+ * (guest/abi/forkvm_identity.h); {clone_id: "", generation: 0} on a plain
+ * host. A clone of the fork daemon sees its own id from its first
+ * instruction after resume. */
+static duk_ret_t js_identity(duk_context *ctx)
+{
+	const volatile struct forkvm_identity *id =
+		(const volatile struct forkvm_identity *)getauxval(FORKVM_AT_IDENTITY);
+	char cid[sizeof(id->clone_id)] = "";
+	double gen = 0;
+
+	if (id && id->magic == FORKVM_IDENTITY_MAGIC) {
+		for (size_t i = 0; i < sizeof(cid); i++)
+			cid[i] = id->clone_id[i];
+		cid[sizeof(cid) - 1] = '\0';
+		gen = (double)id->generation;
+	}
+	duk_push_object(ctx);
+	duk_push_string(ctx, cid);
+	duk_put_prop_string(ctx, -2, "clone_id");
+	duk_push_number(ctx, gen);
+	duk_put_prop_string(ctx, -2, "generation");
+	return 1;
+}
+
 /* Pops a value and defines it as obj[name] (obj is then on top of the
  * stack), writable and configurable but not enumerable, like the built-ins. */
 static void js_def_hidden(duk_context *ctx, const char *name)
@@ -159,6 +186,10 @@ static duk_ret_t js_install(duk_context *ctx, void *udata)
 	duk_push_global_object(ctx);
 	js_put_func(ctx, "print", js_print, DUK_VARARGS);
 	js_put_func(ctx, "__forkvm_reseed", js_reseed, 0);
+
+	duk_push_object(ctx);
+	js_put_func(ctx, "identity", js_identity, 0);
+	js_def_hidden(ctx, "forkvm");
 
 	duk_push_object(ctx);
 	for (size_t i = 0; i < sizeof(console_fns) / sizeof(console_fns[0]); i++)
