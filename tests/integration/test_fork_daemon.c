@@ -54,10 +54,11 @@ static int req(const char *method, const char *path, const char *body, json_t **
 	return rc;
 }
 
-static void forkd_start(void)
+static void forkd_start(const char *max_clones, const char *mem_reserve)
 {
 	char *store = h_join(e.dir, "store"), *run = h_join(e.dir, "run"), *bin = h_bin("forkd");
 
+	free(e.sock);
 	e.sock = h_join(e.dir, "forkd.sock");
 	e.pid = fork();
 	if (e.pid == 0) {
@@ -66,7 +67,7 @@ static void forkd_start(void)
 		FILE *f = freopen(log, "w", stderr);
 		(void)f;
 		execl(bin, "forkd", "--api-socket", e.sock, "--store", store, "--run-dir", run,
-		      "--max-clones", "400", (char *)NULL);
+		      "--max-clones", max_clones, "--mem-reserve", mem_reserve, (char *)NULL);
 		_exit(127);
 	}
 	cr_assert_gt(e.pid, 0);
@@ -106,7 +107,7 @@ static void setup(void)
 	e.pid = -1;
 	if (!h_have_kvm())
 		return;
-	forkd_start();
+	forkd_start("400", "256M");
 }
 
 static void teardown(void)
@@ -572,4 +573,42 @@ Test(forkd, a_clone_pauses_and_resumes)
 	cr_assert_eq(req("DELETE", path, NULL, NULL), 204);
 	cr_assert_eq(req("GET", path, NULL, NULL), 404);
 	json_decref(arr);
+}
+
+Test(forkd, forks_beyond_max_clones_or_short_memory_are_refused_whole)
+{
+	H_NEED_KVM();
+	template_boot("t", 0);
+	kill(e.pid, SIGTERM);
+	waitpid(e.pid, NULL, 0);
+	forkd_start("3", "256M");
+	cr_assert_eq(req("POST", "/v1/templates", "{\"name\":\"t\",\"snapshot\":\"forkd.t\"}", NULL), 201);
+	json_t *arr = fork_clones("t", 2);
+	json_t *j = NULL;
+	cr_assert_eq(req("POST", "/v1/templates/t/clones", "{\"count\":2}", &j), 503);
+	cr_assert(strstr(json_string_value(json_object_get(j, "error")), "--max-clones"));
+	json_decref(j);
+	/* Nothing half-made: still exactly 2 clones. */
+	json_t *list = NULL;
+	cr_assert_eq(req("GET", "/v1/clones", NULL, &list), 200);
+	cr_assert_eq(json_array_size(json_object_get(list, "clones")), 2);
+	json_decref(list);
+	json_decref(fork_clones("t", 1));
+	json_decref(arr);
+
+	kill(e.pid, SIGTERM);
+	waitpid(e.pid, NULL, 0);
+	forkd_start("100", "1000T"); /* more than any host has available */
+	cr_assert_eq(req("POST", "/v1/templates", "{\"name\":\"t\",\"snapshot\":\"forkd.t\"}", NULL), 201);
+	j = NULL;
+	cr_assert_eq(req("POST", "/v1/templates/t/clones", "{\"count\":1}", &j), 503);
+	cr_assert(strstr(json_string_value(json_object_get(j, "error")), "memory"));
+	json_decref(j);
+	j = NULL;
+	cr_assert_eq(req("POST", "/v1/templates/t/invoke", "{\"fn\":\"double\",\"args\":[1]}", &j), 503);
+	json_decref(j);
+	list = NULL;
+	cr_assert_eq(req("GET", "/v1/clones", NULL, &list), 200);
+	cr_assert_eq(json_array_size(json_object_get(list, "clones")), 0);
+	json_decref(list);
 }
