@@ -214,7 +214,7 @@ static void template_delete(struct forkd *d, struct template *t, const struct ht
 	unsigned live = 0;
 
 	for (struct clone *c = d->clones; c; c = c->next)
-		if (c->tpl == t && !c->shell && c->state != CLONE_EXITED)
+		if (c->tpl == t && !c->shell && c->state != CLONE_EXITED && !c->killed)
 			live++;
 	if (live && !force) {
 		http_respond_error(ex, 409,

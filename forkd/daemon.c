@@ -80,8 +80,9 @@ static bool clone_alive(const struct clone *c)
 static unsigned live_clones(struct forkd *d, const struct template *t)
 {
 	unsigned n = 0;
+	/* A clone forkd killed (an invoke's, once answered) no longer counts. */
 	for (struct clone *c = d->clones; c; c = c->next)
-		if (!c->shell && clone_alive(c) && (!t || c->tpl == t))
+		if (!c->shell && clone_alive(c) && !c->killed && (!t || c->tpl == t))
 			n++;
 	return n;
 }

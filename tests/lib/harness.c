@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -93,20 +95,19 @@ void h_rmtree(const char *dir)
 	rmdir(dir);
 }
 
-int h_spawn(struct h_proc *p, const char *dir, const char *const argv[])
+/* Forks and execs argv[0] with stdin from /dev/null and stdout/stderr in
+ * p->out_path / p->err_path (set by the caller). With pdeathsig the child
+ * gets SIGKILL when the calling thread ends. Returns 0 or -1. */
+static int spawn_captured(struct h_proc *p, const char *const argv[], bool pdeathsig)
 {
-	static int seq;
-	char name[64];
+	pid_t parent = getpid();
 
-	memset(p, 0, sizeof(*p));
-	snprintf(name, sizeof(name), "proc%d.out", seq);
-	p->out_path = h_join(dir, name);
-	snprintf(name, sizeof(name), "proc%d.err", seq++);
-	p->err_path = h_join(dir, name);
 	p->pid = fork();
 	if (p->pid < 0)
 		return -1;
 	if (p->pid == 0) {
+		if (pdeathsig && (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent))
+			_exit(125);
 		int o = open(p->out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		int e = open(p->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		int n = open("/dev/null", O_RDONLY);
@@ -119,6 +120,19 @@ int h_spawn(struct h_proc *p, const char *dir, const char *const argv[])
 		_exit(127);
 	}
 	return 0;
+}
+
+int h_spawn(struct h_proc *p, const char *dir, const char *const argv[])
+{
+	static int seq;
+	char name[64];
+
+	memset(p, 0, sizeof(*p));
+	snprintf(name, sizeof(name), "proc%d.out", seq);
+	p->out_path = h_join(dir, name);
+	snprintf(name, sizeof(name), "proc%d.err", seq++);
+	p->err_path = h_join(dir, name);
+	return spawn_captured(p, argv, false);
 }
 
 static int decode_status(int st)
@@ -323,4 +337,229 @@ int h_api(struct h_vm *vm, const char *method, const char *path, const char *jso
 	rc = r.status;
 	http_client_response_free(&r);
 	return rc;
+}
+
+/* ------------------------------------------------------------ forkd */
+
+int h_http(const char *sock, const char *method, const char *path, const char *json, int timeout_ms,
+	   char **body)
+{
+	struct http_client_response r;
+	int rc = http_client_request(sock, method, path, json ? "application/json" : NULL, json,
+				     json ? strlen(json) : 0, timeout_ms, &r);
+	if (rc < 0) {
+		if (body && asprintf(body, "(request failed: %s)", strerror(-rc)) < 0)
+			abort();
+		return rc;
+	}
+	if (body) {
+		*body = strdup(r.body ? r.body : "");
+		if (!*body)
+			abort();
+	}
+	rc = r.status;
+	http_client_response_free(&r);
+	return rc;
+}
+
+/* waitpid for p up to timeout_ms (negative: forever). Unlike h_wait, a child
+ * that someone else reaped (ECHILD) counts as gone, with status -1. Returns
+ * true once p is reaped. */
+static bool reap(struct h_proc *p, int timeout_ms)
+{
+	for (int waited = 0; !p->reaped; waited += 5) {
+		int st;
+		pid_t r = waitpid(p->pid, &st, WNOHANG);
+		if (r == p->pid) {
+			p->reaped = true;
+			p->status = decode_status(st);
+		} else if (r < 0 && errno == ECHILD) {
+			p->reaped = true;
+			p->status = -1;
+		} else if (timeout_ms >= 0 && waited >= timeout_ms) {
+			return false;
+		} else {
+			h_sleep_ms(5);
+		}
+	}
+	return true;
+}
+
+int h_forkd_start(struct h_forkd *d, const char *dir, const char *const extra[], int timeout_ms)
+{
+	const char *argv[32];
+	int n = 0;
+
+	memset(d, 0, sizeof(*d));
+	d->own_dir = !dir;
+	d->dir = dir ? strdup(dir) : h_tmpdir();
+	if (!d->dir)
+		abort();
+	d->sock = h_join(d->dir, "forkd.sock");
+	d->store = h_join(d->dir, "store");
+	d->run = h_join(d->dir, "run");
+	d->proc.out_path = h_join(d->dir, "forkd.out");
+	d->proc.err_path = h_join(d->dir, "forkd.err");
+
+	char *bin = h_bin("forkd");
+	argv[n++] = bin;
+	argv[n++] = "--api-socket";
+	argv[n++] = d->sock;
+	argv[n++] = "--store";
+	argv[n++] = d->store;
+	argv[n++] = "--run-dir";
+	argv[n++] = d->run;
+	for (int i = 0; extra && extra[i] && n < 31; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	int rc = spawn_captured(&d->proc, argv, true);
+	free(bin);
+	if (rc < 0) {
+		d->proc.pid = 0;
+		return -1;
+	}
+	for (int waited = 0; waited <= timeout_ms; waited += 20) {
+		if (h_wait(&d->proc, 0) >= 0 || d->proc.reaped)
+			return -1; /* it exited */
+		if (access(d->sock, F_OK) == 0 &&
+		    h_http(d->sock, "GET", "/v1/ping", NULL, 5000, NULL) == 200)
+			return 0;
+		h_sleep_ms(20);
+	}
+	return -1;
+}
+
+char *h_forkd_log(const struct h_forkd *d)
+{
+	return h_stderr(&d->proc);
+}
+
+int h_forkd_stop(struct h_forkd *d, int timeout_ms)
+{
+	int status = -1;
+
+	if (!d->dir)
+		return -1;
+	if (d->proc.pid > 0 && !d->proc.reaped)
+		kill(d->proc.pid, SIGTERM);
+	if (d->proc.pid > 0 && reap(&d->proc, timeout_ms)) {
+		status = d->proc.status;
+	} else if (d->proc.pid > 0) {
+		kill(d->proc.pid, SIGKILL);
+		reap(&d->proc, -1);
+	}
+	free(d->proc.out_path);
+	free(d->proc.err_path);
+	if (d->own_dir)
+		h_rmtree(d->dir);
+	free(d->dir);
+	free(d->sock);
+	free(d->store);
+	free(d->run);
+	memset(d, 0, sizeof(*d));
+	return status;
+}
+
+#define SHARED_DIR_ENV "FORKVM_TEST_FORKD_DIR"
+#define SHARED_ERR_ENV "FORKVM_TEST_FORKD_ERROR"
+
+static struct {
+	pid_t supervisor;
+	int control; /* write end: the supervisor stops forkd at its EOF */
+} shared = { 0, -1 };
+
+/* The supervisor: starts forkd in dir, reports "ok" or why not on status,
+ * waits for EOF on control, stops forkd and removes dir. Never returns. */
+static void shared_supervise(const char *dir, const char *const extra[], int control, int status)
+{
+	struct h_forkd d;
+	char buf[4096];
+	int rc = h_forkd_start(&d, dir, extra, 30000);
+
+	d.own_dir = true; /* the runner made it for this daemon: ours to remove */
+	if (rc == 0) {
+		snprintf(buf, sizeof(buf), "ok");
+	} else {
+		char *log = h_forkd_log(&d);
+		size_t l = strlen(log);
+		snprintf(buf, sizeof(buf),
+			 "forkd (%s) did not answer GET /v1/ping (exit status %d, 127: not found);"
+			 " its stderr ends with: %s",
+			 d.sock, d.proc.reaped ? d.proc.status : -1, l > 2000 ? log + l - 2000 : log);
+		free(log);
+	}
+	if (write(status, buf, strlen(buf)) < 0) {
+		/* the runner went away: stop at once */
+	}
+	close(status);
+	for (;;) {
+		ssize_t r = read(control, buf, sizeof(buf));
+		if (r == 0 || (r < 0 && errno != EINTR))
+			break;
+	}
+	h_forkd_stop(&d, 20000);
+	_exit(0);
+}
+
+void h_forkd_shared_begin(const char *const extra[])
+{
+	int control[2], status[2];
+	char *dir = h_tmpdir(), buf[4096];
+	size_t len = 0;
+
+	if (pipe2(control, O_CLOEXEC) < 0 || pipe2(status, O_CLOEXEC) < 0)
+		abort();
+	shared.supervisor = fork();
+	if (shared.supervisor < 0)
+		abort();
+	if (shared.supervisor == 0) {
+		close(control[1]);
+		close(status[0]);
+		shared_supervise(dir, extra, control[0], status[1]);
+	}
+	close(control[0]);
+	close(status[1]);
+	shared.control = control[1];
+	for (ssize_t r; len < sizeof(buf) - 1; len += (size_t)r) {
+		r = read(status[0], buf + len, sizeof(buf) - 1 - len);
+		if (r < 0 && errno == EINTR)
+			r = 0;
+		else if (r <= 0)
+			break;
+	}
+	buf[len] = '\0';
+	close(status[0]);
+	if (!strcmp(buf, "ok")) {
+		setenv(SHARED_DIR_ENV, dir, 1);
+		unsetenv(SHARED_ERR_ENV);
+	} else {
+		unsetenv(SHARED_DIR_ENV);
+		setenv(SHARED_ERR_ENV, len ? buf : "the forkd supervisor died", 1);
+	}
+	free(dir);
+}
+
+void h_forkd_shared_end(void)
+{
+	struct h_proc p = { .pid = shared.supervisor };
+
+	if (shared.control >= 0)
+		close(shared.control);
+	shared.control = -1;
+	if (shared.supervisor > 0 && !reap(&p, 30000)) {
+		kill(shared.supervisor, SIGKILL);
+		reap(&p, -1);
+	}
+	shared.supervisor = 0;
+}
+
+const char *h_forkd_shared_dir(const char **why)
+{
+	const char *dir = getenv(SHARED_DIR_ENV);
+	if (!dir && why) {
+		*why = getenv(SHARED_ERR_ENV);
+		if (!*why)
+			*why = "h_forkd_shared_begin() was not called (ReportHook(PRE_ALL))";
+	}
+	return dir;
 }

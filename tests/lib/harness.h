@@ -78,4 +78,49 @@ void h_vm_stop(struct h_vm *vm);
  * the body (malloc'd) in *body when not NULL. */
 int h_api(struct h_vm *vm, const char *method, const char *path, const char *json, char **body);
 
+/* ------------------------------------------------------------ forkd */
+
+/* One HTTP request over the Unix socket sock (JSON body when json is not
+ * NULL). Returns the status, or -errno when the request failed; *body, when
+ * body is not NULL, gets the response body or "(request failed: ...)"
+ * (malloc'd either way). */
+int h_http(const char *sock, const char *method, const char *path, const char *json, int timeout_ms,
+	   char **body);
+
+/* A fork daemon started as build/bin/forkd --api-socket DIR/forkd.sock
+ * --store DIR/store --run-dir DIR/run [extra...], stdout and stderr in
+ * DIR/forkd.out and DIR/forkd.err. */
+struct h_forkd {
+	struct h_proc proc;
+	char *dir, *sock, *store, *run;
+	bool own_dir; /* dir made by h_forkd_start: h_forkd_stop removes it */
+};
+/* Starts forkd in dir (NULL: a fresh h_tmpdir()) with extra arguments
+ * (NULL-terminated, may be NULL). forkd gets SIGKILL when the calling thread
+ * ends (PR_SET_PDEATHSIG). Waits up to timeout_ms for GET /v1/ping to answer
+ * 200. Returns 0, or -1 when forkd could not be spawned, exited or did not
+ * answer (h_forkd_log() says why); call h_forkd_stop() in either case. */
+int h_forkd_start(struct h_forkd *d, const char *dir, const char *const extra[], int timeout_ms);
+/* forkd's stderr so far (malloc'd, "" if none). */
+char *h_forkd_log(const struct h_forkd *d);
+/* Stops forkd: SIGTERM, up to timeout_ms for it to exit, then SIGKILL;
+ * reaps it, removes its directory if h_forkd_start made it, frees the paths.
+ * Returns its status (as h_wait) when it exited after SIGTERM (or earlier),
+ * -1 when it had to be killed. A zeroed d is a no-op (-1). */
+int h_forkd_stop(struct h_forkd *d, int timeout_ms);
+
+/* One forkd shared by all the tests of a binary. Call h_forkd_shared_begin()
+ * from ReportHook(PRE_ALL) and h_forkd_shared_end() from ReportHook(POST_ALL):
+ * they run in Criterion's runner process, the tests in processes of their
+ * own, which find the daemon with h_forkd_shared_dir() (through the
+ * environment). The daemon and its fresh h_tmpdir() belong to a small
+ * supervisor process (Criterion's runner misbehaves when a child it did not
+ * spawn dies during the run) that stops forkd with SIGTERM and removes the
+ * directory at h_forkd_shared_end() or as soon as the runner dies. */
+void h_forkd_shared_begin(const char *const extra[]);
+void h_forkd_shared_end(void);
+/* The shared forkd's directory (forkd.sock, store, run, forkd.err), or NULL
+ * with *why (may be NULL) saying why there is none. */
+const char *h_forkd_shared_dir(const char **why);
+
 #endif
