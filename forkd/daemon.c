@@ -442,10 +442,14 @@ static void clone_reaped(struct forkd *d, struct clone *c, int wstatus)
 		struct fork_req *r = c->req;
 		c->req = NULL;
 		c->hidden = true; /* a failed fork leaves no record */
-		if (was == CLONE_STARTING || was == CLONE_GOING)
-			req_fail(r, 500, "a clone process died while starting", c->exit_reason);
-		else
-			r->done++; /* already counted as running: cannot happen, keep the sum */
+		/* Died before the reply went out: the request fails whole (a
+		 * clone already counted as running is uncounted). */
+		if (was != CLONE_STARTING && was != CLONE_GOING && r->done)
+			r->done--;
+		for (unsigned i = 0; i < r->count; i++)
+			if (r->clones[i] == c)
+				r->clones[i] = NULL;
+		req_fail(r, 500, "a clone process died while starting", c->exit_reason);
 		req_check(d, r);
 	}
 	if (c->inv)
