@@ -6,6 +6,7 @@
 #define FORKVM_VMM_SNAPSHOT_H
 
 #include <jansson.h>
+#include <linux/kvm.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,9 @@ struct snapshot {
 	bool from_store;
 	char store_root[4096];
 	struct store_snapshot ss;
+	/* KVM_GET_SUPPORTED_CPUID, cached by a template (vm_template_open);
+	 * NULL otherwise. Freed by snapshot_close. */
+	struct kvm_cpuid2 *cpuid;
 };
 
 /* The store_mem view of guest RAM. */
