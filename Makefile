@@ -107,7 +107,7 @@ $(FORKD): $(FORKD_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON)
 $(FORKBENCH): $(BENCH_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -lm -o $@
 
 # ---------------------------------------------------------------- guest
 AGENT := $(GUEST_O)/agent

@@ -14,19 +14,37 @@ struct opts {
 	const char *forkvm;
 	const char *agent;
 	const char *code;
-	bool json;
+	bool json;              /* one JSON document at the end */
+	bool csv;               /* CSV at the end */
+	const char *plot;       /* SVG file: latency CDFs */
 	long touch_mb;          /* MiB the guest fills before a snapshot; -1: default */
 	const char *chunk_sizes; /* store: comma-separated chunk sizes to compare */
 	long dirty_mb;          /* store: MiB dirtied before an incremental snapshot */
 	int clones;             /* store: snapshots of one template for the dedup figure */
 	int fanout;             /* fork: concurrent forks */
-	int density;            /* fork: idle clones for the density figure (0: skip) */
+	int density;            /* density: most idle clones to start */
+	unsigned long long budget; /* density: stop once host memory used reaches this (0: none) */
 };
 
-/* Prints min/p50/p90/p99/max of ns[0..n) (sorted in place) as `what`. */
+#define FORKBENCH_VERSION "0.1.0"
+
+/* bench/out.c: the run's output. out_begin() prints the machine's
+ * description (text mode); report() and figure() print as they come in
+ * text mode and are kept for --json / --csv (printed by out_end()) and
+ * --plot (report()'s distributions as CDFs). out_end() returns rc, or 1
+ * if the plot cannot be written. */
+void out_begin(const struct opts *o, const char *subcommand);
+int out_end(const struct opts *o, int rc);
+bool out_text(const struct opts *o);
+/* min/p50/p90/p99/max of ns[0..n) (sorted in place) as `what` (unit us). */
 void report(const char *what, uint64_t *ns, int n, const struct opts *o);
-/* Prints one figure: text mode "what  value unit", or a JSON object. */
+/* One figure: "what  value unit". */
 void figure(const struct opts *o, const char *what, double value, const char *unit);
+/* A comment line ("# ..." in text mode; "notes" in JSON). */
+void note(const struct opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "\r"-updated progress line on stderr, only when it is a terminal; ""
+ * clears it. */
+void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Connects to a unix socket as soon as it accepts; fd or -errno. */
 int connect_fast(const char *sock, int timeout_ms);
 /* A field of /proc/PID/status in KiB, or -1. */
@@ -42,5 +60,11 @@ int wait_paused(const char *api, int timeout_ms);
 
 int cmd_store(const struct opts *o);
 int cmd_fork(const struct opts *o);
+int cmd_e2e(const struct opts *o);
+int cmd_fanout(const struct opts *o);
+int cmd_density(const struct opts *o);
+int cmd_boot_vs_fork(const struct opts *o);
+/* Raw-KVM floor of a fork's work (bench/floor.c). */
+int cmd_floor(const struct opts *o);
 
 #endif

@@ -1,10 +1,15 @@
-/* bench/fork_bench.c - forkbench fork: the fork daemon's figures on one
- * template (default 256 MiB): fork latency cold and from the warm pool
- * (as forkd measures it: request received -> clone vCPUs resumed, and as
- * the client sees it), fork -> first agent answer, invoke round trip,
- * concurrent forks, and the density of idle clones (private memory, PSS,
- * whether every clone still answers). It starts its own forkd and store in
- * a temporary directory. Figures are printed, never asserted. */
+/* bench/fork_bench.c - the fork daemon's figures, each subcommand on its
+ * own forkd and store in a temporary directory and one template (default
+ * 256 MiB, the agent with a small warm-up):
+ *   fork          fork latency, cold and from the warm pool: to the clone's
+ *                 resume (forkd's figure), to its first KVM_RUN, and as the
+ *                 client sees it; where a cold fork's time goes
+ *   e2e           fork -> first agent answer; invoke round trip
+ *   fanout K      K concurrent forks, cold and from a pool of K
+ *   density       idle clones until a memory budget or a count is reached
+ *   boot-vs-fork  a template whose warm-up takes real work: cold boot plus
+ *                 warm-up versus a fork of its snapshot
+ * Figures are printed, never asserted. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -77,6 +82,8 @@ static int start_forkd(struct fb *b)
 	return -1;
 }
 
+static const char *template_script = HANDLERS;
+
 static int add_template(struct fb *b)
 {
 	uint64_t mem;
@@ -86,7 +93,7 @@ static int add_template(struct fb *b)
 		return -1;
 	body = json_pack("{s:s,s:{s:{s:I},s:{s:s},s:{s:i}},s:s}", "name", "bench", "boot", "memory",
 			 "size", (json_int_t)mem, "payload", "kernel", b->o->agent, "cpus",
-			 "boot_vcpus", atoi(b->o->cpus), "load", HANDLERS);
+			 "boot_vcpus", atoi(b->o->cpus), "load", template_script);
 	char *txt = json_dumps(body, JSON_COMPACT);
 	int st = call(b, "POST", "/v1/templates", txt, &j);
 	free(txt);
@@ -150,14 +157,47 @@ static uint64_t fork_us_of(const json_t *c)
 	return (uint64_t)json_integer_value(json_object_get(c, "fork_us")) * 1000;
 }
 
-/* Fork latency, n samples: server-side and client round trip; first
- * answer: request sent -> eval answered by the new clone. */
-static int bench_forks(struct fb *b, bool pool, int n)
+/* GET the clone until forkd has its breakdown (sent just after it runs). */
+static json_t *breakdown_of(struct fb *b, const char *id)
 {
-	uint64_t *srv = calloc((size_t)n, 8), *rtt = calloc((size_t)n, 8), *ans = calloc((size_t)n, 8);
-	int got = 0;
+	char path[128];
+	snprintf(path, sizeof(path), "/v1/clones/%s", id);
+	for (int i = 0; i < 200; i++) {
+		json_t *j = NULL;
+		if (call(b, "GET", path, NULL, &j) != 200) {
+			json_decref(j);
+			return NULL;
+		}
+		json_t *bd = json_object_get(j, "breakdown_us");
+		if (bd && json_object_get(bd, "first_kvm_run")) {
+			json_incref(bd);
+			json_decref(j);
+			return bd;
+		}
+		json_decref(j);
+		usleep(1000);
+	}
+	return NULL;
+}
 
+static const char *const cold_steps[] = { "request", "process", "vm_create", "memory_map",
+					  "state_replay", "vcpu_threads", NULL };
+
+/* Fork latency, n samples. fork: forkd's figure (to resume), to the first
+ * KVM_RUN, the client's round trip, and the breakdown; e2e: request sent ->
+ * eval answered by the new clone. */
+static int bench_forks(struct fb *b, bool pool, int n, bool e2e)
+{
+	uint64_t *srv = calloc((size_t)n, 8), *rtt = calloc((size_t)n, 8), *ans = calloc((size_t)n, 8),
+		 *first = calloc((size_t)n, 8), *steps[8] = { 0 };
+	int got = 0, nfirst = 0;
+	const char *mode = pool ? "pool" : "cold";
+	char what[96];
+
+	for (int k = 0; cold_steps[k]; k++)
+		steps[k] = calloc((size_t)n, 8);
 	for (int i = 0; i < n + b->o->warmup; i++) {
+		progress("%s forks: %d/%d", mode, i + 1, n + b->o->warmup);
 		if (pool && wait_pool(b, 1) < 0)
 			break;
 		uint64_t t0 = time_mono_ns(), r;
@@ -165,31 +205,57 @@ static int bench_forks(struct fb *b, bool pool, int n)
 		if (!arr)
 			break;
 		json_t *c = json_array_get(arr, 0);
-		struct agent_client *ac = NULL;
-		json_t *reply = NULL;
-		int rc = agent_client_connect(json_string_value(json_object_get(c, "agent_socket")), 5000, &ac);
-		if (rc == 0)
-			rc = agent_client_eval(ac, "1+1", 5000, &reply);
-		uint64_t t1 = time_mono_ns();
-		json_decref(reply);
-		agent_client_close(ac);
+		const char *id = json_string_value(json_object_get(c, "id"));
+		int rc = 0;
+		uint64_t t1 = 0;
+		if (e2e) {
+			struct agent_client *ac = NULL;
+			json_t *reply = NULL;
+			rc = agent_client_connect(json_string_value(json_object_get(c, "agent_socket")), 5000, &ac);
+			if (rc == 0)
+				rc = agent_client_eval(ac, "1+1", 5000, &reply);
+			t1 = time_mono_ns();
+			json_decref(reply);
+			agent_client_close(ac);
+		}
+		json_t *bd = e2e ? NULL : breakdown_of(b, id);
 		if (i >= b->o->warmup && rc == 0) {
 			srv[got] = fork_us_of(c);
 			rtt[got] = r;
 			ans[got] = t1 - t0;
+			if (bd) {
+				first[nfirst++] = (uint64_t)json_integer_value(json_object_get(bd, "first_kvm_run")) * 1000;
+				for (int k = 0; !pool && cold_steps[k]; k++)
+					steps[k][got] = (uint64_t)json_integer_value(json_object_get(bd, cold_steps[k])) * 1000;
+			}
 			got++;
 		}
-		kill_clone(b, json_string_value(json_object_get(c, "id")));
+		json_decref(bd);
+		kill_clone(b, id);
 		json_decref(arr);
 	}
-	if (got) {
-		report(pool ? "fork, warm pool (forkd)" : "fork, cold (forkd)", srv, got, b->o);
-		report(pool ? "fork, warm pool (client)" : "fork, cold (client)", rtt, got, b->o);
-		report(pool ? "fork -> first answer, pool" : "fork -> first answer, cold", ans, got, b->o);
+	progress("%s", "");
+	if (got && e2e) {
+		snprintf(what, sizeof(what), "fork -> first agent answer, %s", mode);
+		report(what, ans, got, b->o);
+	} else if (got) {
+		snprintf(what, sizeof(what), "fork, %s: to resume (forkd)", mode);
+		report(what, srv, got, b->o);
+		snprintf(what, sizeof(what), "fork, %s: to first KVM_RUN", mode);
+		report(what, first, nfirst, b->o);
+		snprintf(what, sizeof(what), "fork, %s: client round trip", mode);
+		report(what, rtt, got, b->o);
+		for (int k = 0; !pool && nfirst == got && cold_steps[k]; k++) {
+			snprintf(what, sizeof(what), "  cold step: %s", cold_steps[k]);
+			report(what, steps[k], got, b->o);
+		}
 	}
+	for (int k = 0; cold_steps[k]; k++)
+		free(steps[k]);
 	free(srv);
 	free(rtt);
 	free(ans);
+	free(first);
 	return got == n ? 0 : -1;
 }
 
@@ -216,7 +282,7 @@ static int bench_invoke(struct fb *b, int n)
 			ns[got++] = t1 - t0;
 	}
 	if (got)
-		report("invoke round trip (pool)", ns, got, b->o);
+		report("invoke round trip (warm pool)", ns, got, b->o);
 	free(ns);
 	return got == n ? 0 : -1;
 }
@@ -289,7 +355,8 @@ static int bench_density(struct fb *b, int n)
 	int made = 0, answered = 0;
 	uint64_t t0 = time_mono_ns();
 
-	while (made < n) {
+	bool budget_hit = false;
+	while (made < n && !budget_hit) {
 		int k = n - made > 50 ? 50 : n - made;
 		json_t *arr = fork_n(b, k, NULL);
 		if (!arr)
@@ -297,11 +364,13 @@ static int bench_density(struct fb *b, int n)
 		json_array_extend(all, arr);
 		json_decref(arr);
 		made += k;
-		if (isatty(2))
-			fprintf(stderr, "\rdensity: %d/%d clones", made, n);
+		long long used = (avail0 - meminfo_kb("MemAvailable")) * 1024LL;
+		budget_hit = b->o->budget && used >= (long long)b->o->budget;
+		progress("density: %d clones, %lld MiB of host memory used", made, used >> 20);
 	}
-	if (isatty(2))
-		fprintf(stderr, "\n");
+	progress("%s", "");
+	note(b->o, "density: stopped at %d clones (%s)", made,
+	     budget_hit ? "memory budget reached" : "count reached");
 	double secs = (time_mono_ns() - t0) / 1e9;
 	sleep(1); /* idle */
 	size_t i;
@@ -332,7 +401,8 @@ static int bench_density(struct fb *b, int n)
 	return made == n && answered == n ? 0 : -1;
 }
 
-int cmd_fork(const struct opts *o)
+/* A fresh forkd and template; run fn; stop and clean up. */
+static int with_forkd(const struct opts *o, int (*fn)(struct fb *b))
 {
 	struct fb b = { .o = o, .forkd = -1 };
 	int rc = -1;
@@ -342,22 +412,11 @@ int cmd_fork(const struct opts *o)
 		perror("forkbench: mkdtemp");
 		return 1;
 	}
-	if (start_forkd(&b) < 0 || add_template(&b) < 0)
-		goto out;
-	printf("# forkd, template %s of %s RAM, %s vCPU(s); %d samples after %d warm-ups\n", "bench",
-	       o->memory, o->cpus, o->samples, o->warmup);
-	rc = bench_forks(&b, false, o->samples);
-	if (rc == 0 && (rc = set_pool(&b, 4)) == 0)
-		rc = bench_forks(&b, true, o->samples);
-	if (rc == 0)
-		rc = bench_invoke(&b, o->samples);
-	if (rc == 0 && (rc = set_pool(&b, 0)) == 0)
-		rc = bench_fanout(&b, o->fanout, false);
-	if (rc == 0)
-		rc = bench_fanout(&b, o->fanout, true);
-	if (rc == 0 && o->density > 0)
-		rc = bench_density(&b, o->density);
-out:
+	if (start_forkd(&b) == 0 && add_template(&b) == 0) {
+		note(o, "forkd, template of %s RAM, %s vCPU(s); %d samples after %d warm-ups (excluded)",
+		     o->memory, o->cpus, o->samples, o->warmup);
+		rc = fn(&b);
+	}
 	if (b.forkd > 0) {
 		kill(b.forkd, SIGTERM);
 		waitpid(b.forkd, NULL, 0);
@@ -367,4 +426,184 @@ out:
 	if (system(cmd) != 0)
 		fprintf(stderr, "forkbench: cannot remove %s\n", b.dir);
 	return rc == 0 ? 0 : 1;
+}
+
+static int run_fork(struct fb *b)
+{
+	int rc = bench_forks(b, false, b->o->samples, false);
+	if (rc == 0 && (rc = set_pool(b, 4)) == 0) {
+		note(b->o, "warm pool of 4 shells (paused, prepared ahead): a warm-pool figure");
+		rc = bench_forks(b, true, b->o->samples, false);
+	}
+	return rc;
+}
+
+static int run_e2e(struct fb *b)
+{
+	int rc = bench_forks(b, false, b->o->samples, true);
+	if (rc == 0 && (rc = set_pool(b, 4)) == 0) {
+		note(b->o, "warm pool of 4 shells: warm-pool figures below");
+		rc = bench_forks(b, true, b->o->samples, true);
+	}
+	if (rc == 0)
+		rc = bench_invoke(b, b->o->samples);
+	return rc;
+}
+
+static int run_fanout(struct fb *b)
+{
+	int rc = bench_fanout(b, b->o->fanout, false);
+	if (rc == 0)
+		rc = bench_fanout(b, b->o->fanout, true);
+	return rc;
+}
+
+static int run_density(struct fb *b)
+{
+	return bench_density(b, b->o->density);
+}
+
+int cmd_fork(const struct opts *o)
+{
+	return with_forkd(o, run_fork);
+}
+
+int cmd_e2e(const struct opts *o)
+{
+	return with_forkd(o, run_e2e);
+}
+
+int cmd_fanout(const struct opts *o)
+{
+	return with_forkd(o, run_fanout);
+}
+
+int cmd_density(const struct opts *o)
+{
+	return with_forkd(o, run_density);
+}
+
+/* ------------------------------------------------------------ boot-vs-fork */
+
+/* A warm-up that takes real work: an index of 200,000 objects. */
+#define HEAVY                                                                                  \
+	"var idx = {}; for (var i = 0; i < 200000; i++) idx['k' + i] = { n: i, sq: i * i };"   \
+	"function lookup(k) { return idx['k' + k].sq; }"
+
+/* Cold: forkvm started, agent ready, HEAVY loaded, lookup answered. */
+static int cold_boot_warm(struct fb *b, int i, uint64_t *ns)
+{
+	char sock[128], mem[64], cpus[64], agent_opt[160];
+	struct agent_client *ac = NULL;
+	json_t *reply = NULL, *args = json_pack("[i]", 777);
+	int rc;
+
+	snprintf(sock, sizeof(sock), "%s/cold%d.agent", b->dir, i);
+	snprintf(agent_opt, sizeof(agent_opt), "socket=%s", sock);
+	snprintf(mem, sizeof(mem), "size=%s", b->o->memory);
+	snprintf(cpus, sizeof(cpus), "boot=%s", b->o->cpus);
+	uint64_t t0 = time_mono_ns();
+	pid_t pid = fork();
+	if (pid == 0) {
+		execl(b->o->forkvm, "forkvm", "--kernel", b->o->agent, "--agent", agent_opt, "--memory", mem,
+		      "--cpus", cpus, "--serial", "off", (char *)NULL);
+		_exit(127);
+	}
+	rc = agent_client_connect(sock, 30000, &ac);
+	if (rc == 0)
+		rc = agent_client_wait_ready(ac, 30000, NULL);
+	if (rc == 0)
+		rc = agent_client_load(ac, HEAVY, "heavy.js", 120000, &reply);
+	json_decref(reply);
+	reply = NULL;
+	if (rc == 0)
+		rc = agent_client_call(ac, "lookup", args, 30000, &reply);
+	*ns = time_mono_ns() - t0;
+	if (rc == 0 && json_integer_value(json_object_get(reply, "result")) != 777LL * 777)
+		rc = -EPROTO;
+	json_decref(reply);
+	json_decref(args);
+	agent_client_close(ac);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	unlink(sock);
+	return rc;
+}
+
+/* Forked: request sent -> lookup answered by the new clone. */
+static int fork_warm(struct fb *b, uint64_t *ns)
+{
+	json_t *reply = NULL, *args = json_pack("[i]", 777);
+	struct agent_client *ac = NULL;
+	uint64_t t0 = time_mono_ns();
+	json_t *arr = fork_n(b, 1, NULL);
+	int rc = arr ? 0 : -EIO;
+
+	if (rc == 0)
+		rc = agent_client_connect(json_string_value(json_object_get(json_array_get(arr, 0), "agent_socket")),
+					  5000, &ac);
+	if (rc == 0)
+		rc = agent_client_call(ac, "lookup", args, 30000, &reply);
+	*ns = time_mono_ns() - t0;
+	if (rc == 0 && json_integer_value(json_object_get(reply, "result")) != 777LL * 777)
+		rc = -EPROTO;
+	json_decref(reply);
+	json_decref(args);
+	agent_client_close(ac);
+	if (arr)
+		kill_clone(b, json_string_value(json_object_get(json_array_get(arr, 0), "id")));
+	json_decref(arr);
+	return rc;
+}
+
+static int run_boot_vs_fork(struct fb *b)
+{
+	int n = b->o->samples;
+	uint64_t *cold = calloc((size_t)n, 8), *forked = calloc((size_t)n, 8), *pooled = calloc((size_t)n, 8);
+	int rc = 0;
+
+	note(b->o, "warm-up: an index of 200,000 objects (HEAVY in bench/fork_bench.c); the answer "
+		   "is lookup(777), which needs it");
+	for (int i = 0; rc == 0 && i < n; i++) {
+		progress("cold boot + warm-up %d/%d", i + 1, n);
+		rc = cold_boot_warm(b, i, &cold[i]);
+	}
+	for (int i = 0; rc == 0 && i < n + b->o->warmup; i++) {
+		uint64_t t = 0;
+		progress("fork %d/%d", i + 1, n + b->o->warmup);
+		rc = fork_warm(b, &t);
+		if (i >= b->o->warmup)
+			forked[i - b->o->warmup] = t;
+	}
+	if (rc == 0 && (rc = set_pool(b, 2)) == 0) {
+		for (int i = 0; rc == 0 && i < n + b->o->warmup; i++) {
+			uint64_t t = 0;
+			progress("fork from the pool %d/%d", i + 1, n + b->o->warmup);
+			if ((rc = wait_pool(b, 1)) == 0)
+				rc = fork_warm(b, &t);
+			if (i >= b->o->warmup)
+				pooled[i - b->o->warmup] = t;
+		}
+	}
+	progress("%s", "");
+	if (rc == 0) {
+		report("cold boot + warm-up -> answer", cold, n, b->o);
+		report("fork (cold) -> answer", forked, n, b->o);
+		report("fork (warm pool) -> answer", pooled, n, b->o);
+		figure(b->o, "speed-up of a cold fork (p50 ratio)", (double)cold[n / 2] / (double)forked[n / 2], "x");
+		figure(b->o, "speed-up of a warm-pool fork (p50 ratio)", (double)cold[n / 2] / (double)pooled[n / 2],
+		       "x");
+	} else {
+		fprintf(stderr, "forkbench: boot-vs-fork failed: %s\n", strerror(rc < 0 ? -rc : EIO));
+	}
+	free(cold);
+	free(forked);
+	free(pooled);
+	return rc;
+}
+
+int cmd_boot_vs_fork(const struct opts *o)
+{
+	template_script = HEAVY;
+	return with_forkd(o, run_boot_vs_fork);
 }

@@ -24,41 +24,6 @@
 #include "common/util.h"
 #include "bench/bench.h"
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-static uint64_t pct(const uint64_t *sorted, int n, double p)
-{
-	int i = (int)(p / 100.0 * (n - 1) + 0.5);
-	return sorted[i < 0 ? 0 : i >= n ? n - 1 : i];
-}
-
-void report(const char *what, uint64_t *ns, int n, const struct opts *o)
-{
-	qsort(ns, (size_t)n, sizeof(ns[0]), cmp_u64);
-	if (o->json) {
-		printf("{\"metric\":\"%s\",\"unit\":\"us\",\"samples\":%d,\"min\":%.1f,\"p50\":%.1f,"
-		       "\"p90\":%.1f,\"p99\":%.1f,\"max\":%.1f}\n",
-		       what, n, ns[0] / 1e3, pct(ns, n, 50) / 1e3, pct(ns, n, 90) / 1e3,
-		       pct(ns, n, 99) / 1e3, ns[n - 1] / 1e3);
-		return;
-	}
-	printf("%-28s n=%-5d min %9.1f  p50 %9.1f  p90 %9.1f  p99 %9.1f  max %9.1f  (us)\n", what,
-	       n, ns[0] / 1e3, pct(ns, n, 50) / 1e3, pct(ns, n, 90) / 1e3, pct(ns, n, 99) / 1e3,
-	       ns[n - 1] / 1e3);
-}
-
-void figure(const struct opts *o, const char *what, double value, const char *unit)
-{
-	if (o->json)
-		printf("{\"metric\":\"%s\",\"unit\":\"%s\",\"value\":%.3f}\n", what, unit, value);
-	else
-		printf("%-40s %12.3f %s\n", what, value, unit);
-}
-
 /* Starts forkvm with the agent on sock; returns its pid. */
 static pid_t spawn_vm(const struct opts *o, const char *sock)
 {
@@ -161,9 +126,7 @@ static int cmd_boot(const struct opts *o)
 	}
 	report("boot: start to agent ready", ns, o->samples, o);
 	if (rss_n)
-		printf(o->json ? "{\"metric\":\"idle_vmm_rss\",\"unit\":\"KiB\",\"mean\":%ld}\n" :
-				 "idle VMM RSS (agent ready)   %ld KiB (mean of %ld)\n",
-		       rss_sum / rss_n, o->json ? 0 : rss_n);
+		figure(o, "idle VMM RSS, agent ready (mean)", (double)(rss_sum / rss_n), "KiB");
 	rmdir(dir);
 	free(ns);
 	return 0;
@@ -201,8 +164,11 @@ static int cmd_eval(const struct opts *o)
 	}
 	report("eval round trip", ns, o->samples, o);
 	long rss = rss_kib(pid, "VmRSS:");
-	if (!o->json)
-		printf("VMM RSS after %d evals      %ld KiB\n", o->warmup + o->samples, rss);
+	{
+		char what[64];
+		snprintf(what, sizeof(what), "VMM RSS after %d evals", o->warmup + o->samples);
+		figure(o, what, (double)rss, "KiB");
+	}
 	agent_client_close(c);
 	stop_vm(pid);
 	unlink(sock);
@@ -369,9 +335,7 @@ static int cmd_snapshot(const struct opts *o)
 	char what[96];
 	snprintf(what, sizeof(what), "snapshot %s, %ld MiB used", o->memory, o->touch_mb);
 	report(what, ns, o->samples, o);
-	printf(o->json ? "{\"metric\":\"snapshot_size\",\"unit\":\"KiB\",\"value\":%ld}\n" :
-			 "snapshot size on disk        %ld KiB (memory-ranges is sparse)\n",
-	       kib[0]);
+	figure(o, "snapshot size on disk (memory-ranges is sparse)", (double)kib[0], "KiB");
 	for (int i = 0; i < o->samples; i++) {
 		snprintf(snap, sizeof(snap), "%s/snap%d", dir, i);
 		rm_snapshot(snap);
@@ -475,42 +439,60 @@ static int cmd_restore(const struct opts *o)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: forkbench [OPTIONS] boot|eval|snapshot|restore|store|fork\n"
-		   "  boot      start forkvm with the agent, time until its ready event; idle RSS\n"
-		   "  eval      round trip of an agent eval request\n"
-		   "  snapshot  snapshot a paused agent VM to a directory: time, size on disk\n"
-		   "  restore   forkvm --restore: process start to paused; resume to the\n"
-		   "            agent's first answer\n"
-		   "  store     the snapshot store on a template VM: ingest (live snapshot and\n"
-		   "            store put), materialize, restore, incremental snapshot, dedup\n"
-		   "            of clone snapshots; per chunk size\n"
-		   "  fork      the fork daemon (its own forkd and store): fork latency cold\n"
-		   "            and from the warm pool, fork to first agent answer, invoke\n"
-		   "            round trip, concurrent forks, idle clone density\n"
-		   "Options:\n"
-		   "  -n N             samples (default: boot 5, eval 1000)\n"
-		   "  --warmup N       excluded warm-up runs (default: boot 1, eval 20)\n"
-		   "  --cpus N         vCPUs (default 1)\n"
-		   "  --memory SIZE    guest RAM (default 512M; store: 4G)\n"
-		   "  --code JS        what eval evaluates (default '1+1')\n"
-		   "  --touch MIB      guest memory to fill first (default 0; store: 10%% of RAM)\n"
-		   "  --chunk-size LIST  store: chunk sizes to compare, e.g. 64K,256K,1M\n"
-		   "                   (default 256K)\n"
-		   "  --dirty MIB      store: memory dirtied before the incremental snapshot\n"
-		   "                   (default 16)\n"
-		   "  --clones N       store: clone snapshots for the dedup figure (default 10)\n"
-		   "  --fanout K       fork: concurrent forks (default 16)\n"
-		   "  --density N      fork: idle clones to start for the density figure\n"
-		   "                   (default 0: skipped)\n"
-		   "  -n N             fork: samples (default 50); --memory default 256M\n"
-		   "  -n N             store: restore samples (default 5)\n"
-		   "  --json           one JSON object per figure\n");
+	fprintf(f,
+		"Usage: forkbench [OPTIONS] SUBCOMMAND [ARG]\n"
+		"\n"
+		"forkvm's benchmark. Prints a table that starts with the machine's description;\n"
+		"medians and percentiles of N samples, warm-ups excluded and counted; figures\n"
+		"are never asserted. Each subcommand has defaults that finish in about a minute.\n"
+		"\n"
+		"Subcommands:\n"
+		"  boot          cold boot of forkvm to the agent's ready event; idle VMM RSS\n"
+		"  eval          round trip of an agent eval request\n"
+		"  snapshot      snapshot of a paused agent VM to a directory: time, size\n"
+		"  restore       forkvm --restore of a directory: process start to paused;\n"
+		"                resume to the agent's first answer\n"
+		"  store         the snapshot store on a 4G template: ingest (live snapshot and\n"
+		"                store put), materialize, verify, restore, incremental\n"
+		"                snapshot, dedup of clone snapshots; per chunk size\n"
+		"  fork          fork latency through forkd, cold and from a warm pool: to the\n"
+		"                clone's resume, to its first KVM_RUN, client round trip;\n"
+		"                where a cold fork's time goes\n"
+		"  e2e           fork -> first agent answer (cold, warm pool); invoke round trip\n"
+		"  fanout [K]    K concurrent forks (default 16), cold and from a pool of K\n"
+		"  density [N]   idle clones, up to N (default 200) or --budget: private\n"
+		"                memory and PSS per clone, host memory, whether all answer\n"
+		"  boot-vs-fork  a template whose warm-up does real work: cold boot + warm-up\n"
+		"                versus a fork of its snapshot; the speed-up\n"
+		"  floor         the bare KVM cost of a fork's work with raw ioctls\n"
+		"  peer          QEMU restoring a minimal Linux guest from a migration file\n"
+		"                versus forkvm, restore to first answer (docs/peer.md)\n"
+		"\n"
+		"Options:\n"
+		"  -n N             samples (defaults: boot 5, eval 1000, restore 10, fork and\n"
+		"                   e2e 50, boot-vs-fork 5, store 5 restores)\n"
+		"  --warmup N       excluded warm-up runs (default: boot 1, eval 20, fork 3)\n"
+		"  --cpus N         vCPUs (default 1)\n"
+		"  --memory SIZE    guest RAM (default 512M; store 4G; fork, e2e, fanout,\n"
+		"                   density, boot-vs-fork, floor 256M)\n"
+		"  --code JS        what eval evaluates (default '1+1')\n"
+		"  --touch MIB      guest memory to fill first (default 0; store: 10%% of RAM)\n"
+		"  --chunk-size LIST  store: chunk sizes to compare, e.g. 64K,256K,1M\n"
+		"                   (default 256K)\n"
+		"  --dirty MIB      store: memory dirtied before the incremental snapshot\n"
+		"                   (default 16)\n"
+		"  --clones N       store: clone snapshots for the dedup figure (default 10)\n"
+		"  --budget SIZE    density: stop once the clones use this much host memory\n"
+		"  --json           one JSON document: machine, results, notes\n"
+		"  --csv            CSV: metric,unit,samples,min,p50,p90,p99,max,value\n"
+		"  --plot FILE.svg  the latency distributions as CDFs, one per mode\n"
+		"  -h, --help       this help\n");
 }
 
 int main(int argc, char **argv)
 {
 	enum { O_WARMUP = 256, O_CPUS, O_MEMORY, O_CODE, O_JSON, O_TOUCH, O_CHUNK, O_DIRTY, O_CLONES,
-	       O_FANOUT, O_DENSITY };
+	       O_FANOUT, O_DENSITY, O_CSV, O_PLOT, O_BUDGET };
 	static const struct option lo[] = {
 		{ "warmup", required_argument, NULL, O_WARMUP }, { "cpus", required_argument, NULL, O_CPUS },
 		{ "memory", required_argument, NULL, O_MEMORY }, { "code", required_argument, NULL, O_CODE },
@@ -521,18 +503,27 @@ int main(int argc, char **argv)
 		{ "clones", required_argument, NULL, O_CLONES },
 		{ "fanout", required_argument, NULL, O_FANOUT },
 		{ "density", required_argument, NULL, O_DENSITY },
+		{ "csv", no_argument, NULL, O_CSV },
+		{ "plot", required_argument, NULL, O_PLOT },
+		{ "budget", required_argument, NULL, O_BUDGET },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .samples = -1, .warmup = -1, .cpus = "1", .code = "1+1", .touch_mb = -1,
-			  .chunk_sizes = "256K", .dirty_mb = 16, .clones = 10, .fanout = 16 };
+			  .chunk_sizes = "256K", .dirty_mb = 16, .clones = 10, .fanout = 16,
+			  .density = 200 };
 	static char forkvm[4200], agent[4200];
 	char self[4000];
 	int opt;
+	uint64_t v;
 
 	while ((opt = getopt_long(argc, argv, "n:h", lo, NULL)) != -1) {
 		switch (opt) {
 		case 'n':
 			o.samples = atoi(optarg);
+			if (o.samples < 1 || o.samples > 1000000) {
+				fprintf(stderr, "forkbench: -n must be 1..1000000\n");
+				return 2;
+			}
 			break;
 		case O_WARMUP:
 			o.warmup = atoi(optarg);
@@ -548,6 +539,19 @@ int main(int argc, char **argv)
 			break;
 		case O_JSON:
 			o.json = true;
+			break;
+		case O_CSV:
+			o.csv = true;
+			break;
+		case O_PLOT:
+			o.plot = optarg;
+			break;
+		case O_BUDGET:
+			if (parse_size(optarg, &v) < 0) {
+				fprintf(stderr, "forkbench: --budget takes a size such as 4G\n");
+				return 2;
+			}
+			o.budget = v;
 			break;
 		case O_TOUCH:
 			o.touch_mb = atol(optarg);
@@ -575,10 +579,27 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc - 1) {
+	if (optind >= argc || argc - optind > 2) {
 		usage(stderr);
 		return 2;
 	}
+	if (o.json && o.csv) {
+		fprintf(stderr, "forkbench: --json and --csv exclude each other\n");
+		return 2;
+	}
+	const char *cmd = argv[optind], *arg = argc - optind == 2 ? argv[optind + 1] : NULL;
+	if (arg && strcmp(cmd, "fanout") && strcmp(cmd, "density")) {
+		fprintf(stderr, "forkbench: %s takes no argument\n", cmd);
+		return 2;
+	}
+	if (arg && (parse_u64(arg, 1, 100000, &v) < 0)) {
+		fprintf(stderr, "forkbench: %s: a count 1..100000, not '%s'\n", cmd, arg);
+		return 2;
+	}
+	if (arg && !strcmp(cmd, "fanout"))
+		o.fanout = (int)v;
+	if (arg && !strcmp(cmd, "density"))
+		o.density = (int)v;
 	/* forkvm and the agent next to this binary: build/bin, build/guest. */
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	self[n > 0 ? n : 0] = '\0';
@@ -593,7 +614,8 @@ int main(int argc, char **argv)
 	o.agent = agent;
 	signal(SIGPIPE, SIG_IGN);
 
-	if (!strcmp(argv[optind], "store")) {
+	int (*fn)(const struct opts *) = NULL;
+	if (!strcmp(cmd, "store")) {
 		uint64_t mem;
 		o.memory = o.memory ? o.memory : "4G";
 		if (parse_size(o.memory, &mem) < 0) {
@@ -605,40 +627,48 @@ int main(int argc, char **argv)
 			fprintf(stderr, "forkbench: --dirty must be 1..touch/3 MiB, --clones 1..1000\n");
 			return 2;
 		}
-		return cmd_store(&o);
-	}
-	if (!strcmp(argv[optind], "fork")) {
+		fn = cmd_store;
+	} else if (!strcmp(cmd, "fork") || !strcmp(cmd, "e2e") || !strcmp(cmd, "fanout") ||
+		   !strcmp(cmd, "density") || !strcmp(cmd, "boot-vs-fork") || !strcmp(cmd, "floor")) {
 		o.memory = o.memory ? o.memory : "256M";
-		o.samples = o.samples > 0 ? o.samples : 50;
+		o.samples = o.samples > 0 ? o.samples : !strcmp(cmd, "boot-vs-fork") ? 5 : 50;
 		o.warmup = o.warmup >= 0 ? o.warmup : 3;
-		if (o.fanout < 1 || o.fanout > 1024 || o.density < 0 || o.density > 100000) {
-			fprintf(stderr, "forkbench: --fanout must be 1..1024, --density 0..100000\n");
+		if (o.fanout < 1 || o.fanout > 1024 || o.density < 1 || o.density > 100000) {
+			fprintf(stderr, "forkbench: fanout must be 1..1024, density 1..100000\n");
 			return 2;
 		}
-		return cmd_fork(&o);
+		fn = !strcmp(cmd, "fork")	  ? cmd_fork
+		     : !strcmp(cmd, "e2e")	  ? cmd_e2e
+		     : !strcmp(cmd, "fanout")	  ? cmd_fanout
+		     : !strcmp(cmd, "density")	  ? cmd_density
+		     : !strcmp(cmd, "boot-vs-fork") ? cmd_boot_vs_fork
+						  : NULL;
+	} else {
+		o.memory = o.memory ? o.memory : "512M";
+		o.touch_mb = o.touch_mb >= 0 ? o.touch_mb : 0;
+		if (!strcmp(cmd, "boot")) {
+			o.samples = o.samples > 0 ? o.samples : 5;
+			o.warmup = o.warmup >= 0 ? o.warmup : 1;
+			fn = cmd_boot;
+		} else if (!strcmp(cmd, "eval")) {
+			o.samples = o.samples > 0 ? o.samples : 1000;
+			o.warmup = o.warmup >= 0 ? o.warmup : 20;
+			fn = cmd_eval;
+		} else if (!strcmp(cmd, "snapshot")) {
+			o.samples = o.samples > 0 ? o.samples : 5;
+			fn = cmd_snapshot;
+		} else if (!strcmp(cmd, "restore")) {
+			o.samples = o.samples > 0 ? o.samples : 10;
+			o.warmup = o.warmup >= 0 ? o.warmup : 1;
+			fn = cmd_restore;
+		}
 	}
-	o.memory = o.memory ? o.memory : "512M";
-	o.touch_mb = o.touch_mb >= 0 ? o.touch_mb : 0;
-
-	if (!strcmp(argv[optind], "boot")) {
-		o.samples = o.samples > 0 ? o.samples : 5;
-		o.warmup = o.warmup >= 0 ? o.warmup : 1;
-		return cmd_boot(&o);
+	if (!fn) {
+		fprintf(stderr, "forkbench: unknown subcommand '%s'\n", cmd);
+		usage(stderr);
+		return 2;
 	}
-	if (!strcmp(argv[optind], "eval")) {
-		o.samples = o.samples > 0 ? o.samples : 1000;
-		o.warmup = o.warmup >= 0 ? o.warmup : 20;
-		return cmd_eval(&o);
-	}
-	if (!strcmp(argv[optind], "snapshot")) {
-		o.samples = o.samples > 0 ? o.samples : 5;
-		return cmd_snapshot(&o);
-	}
-	if (!strcmp(argv[optind], "restore")) {
-		o.samples = o.samples > 0 ? o.samples : 10;
-		o.warmup = o.warmup >= 0 ? o.warmup : 1;
-		return cmd_restore(&o);
-	}
-	usage(stderr);
-	return 2;
+	out_begin(&o, cmd);
+	int rc = fn(&o);
+	return out_end(&o, rc == 0 ? 0 : 1);
 }

@@ -178,7 +178,7 @@ static int make_template(struct sb *b)
 	agent_client_close(c);
 	if (rc < 0)
 		return rc;
-	if (!o->json)
+	if (out_text(o))
 		printf("template: %s guest, %ld MiB filled in %.1f s\n", o->memory, o->touch_mb,
 		       (time_mono_ns() - t0) / 1e9);
 	if (pause_vm(b->api) < 0)
@@ -319,7 +319,7 @@ static int bench_chunk(struct sb *b, uint32_t cs, struct cs_result *res)
 	snprintf(root2, sizeof(root2), "%s/store-put-%u", b->dir, cs);
 	snprintf(api, sizeof(api), "%s/r.api", b->dir);
 	snprintf(sock, sizeof(sock), "%s/r.agent", b->dir);
-	if (!o->json)
+	if (out_text(o))
 		printf("\n== chunk size %u KiB\n", cs >> 10);
 
 	/* Ingest, live: a VM restored from the template directory (its
@@ -570,7 +570,7 @@ int cmd_store(const struct opts *o)
 			goto out;
 		}
 	}
-	if (!o->json && nsizes > 1) {
+	if (out_text(o) && nsizes > 1) {
 		printf("\n%-6s %7s %7s %7s %7s %8s %8s %7s %7s %7s %8s\n", "chunk", "live", "put",
 		       "mater.", "verify", "stored", "restore", "incr.", "incr.", "dedup", "clones");
 		printf("%-6s %7s %7s %7s %7s %8s %8s %7s %7s %7s %8s\n", "KiB", "GB/s", "GB/s", "GB/s",

@@ -39,6 +39,29 @@ static void send_msg(int ctl, uint32_t op, int rc, const char *text)
 	}
 }
 
+/* After RUNNING, off the fork path: where the start went, with the first
+ * KVM_RUN (waited for up to 50 ms). */
+static void send_times(struct child *c, uint64_t child_start)
+{
+	struct ctl_msg m = { .op = CTL_TIMES, .t_ns = time_mono_ns() };
+	struct vm_timings t;
+	uint64_t first = 0;
+
+	for (int i = 0; i < 500 && !(first = vm_first_run_at(c->vm)); i++)
+		usleep(100);
+	vm_get_timings(c->vm, &t);
+	m.v[CT_CHILD_START] = child_start;
+	m.v[CT_KVM] = t.kvm_ns;
+	m.v[CT_MAP] = t.map_ns;
+	m.v[CT_CREATE] = t.create_ns;
+	m.v[CT_STATE] = t.state_ns;
+	m.v[CT_THREADS] = t.threads_ns;
+	m.v[CT_FIRST_RUN] = first;
+	if (send(c->ctl, &m, sizeof(m), MSG_NOSIGNAL) < 0) {
+		/* forkd is gone */
+	}
+}
+
 static void on_vm_exit(void *arg, struct vm *vm)
 {
 	struct child *c = arg;
@@ -60,6 +83,8 @@ static void do_op(struct child *c, const struct ctl_msg *m)
 		rc = vm_resume(c->vm);
 		send_msg(c->ctl, m->op == CTL_GO ? CTL_RUNNING : CTL_REPLY, rc,
 			 rc < 0 ? "the clone is not paused" : NULL);
+		if (m->op == CTL_GO && rc == 0)
+			send_times(c, 0);
 		break;
 	case CTL_PAUSE:
 		rc = vm_pause(c->vm);
@@ -145,6 +170,7 @@ static void sched_normal(void)
 
 void forkd_clone_main(const struct clone_child_args *a)
 {
+	uint64_t child_start = time_mono_ns();
 	struct child c = { .store = a->store };
 	char err[512], agent[300], console[300];
 	sigset_t all;
@@ -200,6 +226,7 @@ void forkd_clone_main(const struct clone_child_args *a)
 	}
 	if (a->autostart) {
 		send_msg(c.ctl, CTL_RUNNING, 0, NULL);
+		send_times(&c, child_start);
 	} else {
 		send_msg(c.ctl, CTL_READY, 0, NULL);
 	}

@@ -141,6 +141,26 @@ json_t *forkd_clone_json(const struct clone *c)
 	if (c->fork_ns)
 		json_object_set_new(j, "fork_us", json_integer((json_int_t)(c->fork_ns / 1000)));
 	json_object_set_new(j, "created_unix_ms", json_integer((json_int_t)c->created_ms));
+	if (c->has_times && c->t_req) {
+		/* Where the fork went, in microseconds from the request. */
+		const uint64_t *v = c->times;
+		json_t *b = json_object();
+#define US(x) json_integer((json_int_t)((x) / 1000))
+		if (c->from_pool) {
+			json_object_set_new(b, "resume", US(c->t_running - c->t_req));
+		} else if (v[CT_CHILD_START] > c->t_req) {
+			json_object_set_new(b, "request", US(c->t_fork - c->t_req));
+			json_object_set_new(b, "process", US(v[CT_CHILD_START] - c->t_fork));
+			json_object_set_new(b, "vm_create", US(v[CT_KVM] + v[CT_CREATE]));
+			json_object_set_new(b, "memory_map", US(v[CT_MAP]));
+			json_object_set_new(b, "state_replay", US(v[CT_STATE]));
+			json_object_set_new(b, "vcpu_threads", US(v[CT_THREADS]));
+		}
+		if (v[CT_FIRST_RUN] > c->t_req)
+			json_object_set_new(b, "first_kvm_run", US(v[CT_FIRST_RUN] - c->t_req));
+#undef US
+		json_object_set_new(j, "breakdown_us", b);
+	}
 	if (c->state == CLONE_EXITED) {
 		json_t *e = json_pack("{s:s}", "reason", c->exit_reason);
 		if (c->exit_signal)
@@ -273,6 +293,7 @@ static struct clone *clone_spawn(struct forkd *d, struct template *t, bool autos
 		return NULL;
 	}
 	log_debug("clone %s: fork() %.3f ms", c->id, (time_mono_ns() - tf) / 1e6);
+	c->t_fork = tf;
 	c->pid = pid;
 	c->ctl = sv[0];
 	if (fd_set_nonblock(c->ctl) < 0 || loop_add(d->loop, c->ctl, EPOLLIN, on_clone_ctl, c) < 0) {
@@ -303,6 +324,7 @@ static void record_latency(struct forkd *d, uint64_t ns)
 static void clone_running(struct forkd *d, struct clone *c, uint64_t t_ns)
 {
 	c->state = CLONE_RUNNING;
+	c->t_running = t_ns;
 	if (c->t_req && t_ns > c->t_req)
 		c->fork_ns = t_ns - c->t_req;
 	record_latency(d, c->fork_ns);
@@ -396,6 +418,10 @@ static void on_clone_ctl(void *arg, uint32_t events)
 			break;
 		case CTL_REPLY:
 			clone_reply(d, c, &m);
+			break;
+		case CTL_TIMES:
+			memcpy(c->times, m.v, sizeof(c->times));
+			c->has_times = true;
 			break;
 		default:
 			log_warn("clone %s: unknown control message %u", c->id, m.op);

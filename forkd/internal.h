@@ -26,12 +26,26 @@ enum ctl_op {
 	CTL_RESUME,    /* forkd -> clone */
 	CTL_SNAPSHOT,  /* forkd -> clone: text: tag ("" none) */
 	CTL_REPLY,     /* clone -> forkd: answer to PAUSE/RESUME/SNAPSHOT (rc, text: id or error) */
+	CTL_TIMES,     /* clone -> forkd: where its start went (v[], after RUNNING) */
+};
+
+/* CTL_TIMES values (CLOCK_MONOTONIC ns; durations unless said). */
+enum ctl_time {
+	CT_CHILD_START, /* timestamp: the clone process's first instruction (0 for a pool shell) */
+	CT_KVM,         /* KVM VM created */
+	CT_MAP,         /* memory mapped */
+	CT_CREATE,      /* slots, irqchip, PIT, vCPUs */
+	CT_STATE,       /* state units replayed */
+	CT_THREADS,     /* vCPU threads started */
+	CT_FIRST_RUN,   /* timestamp: first KVM_RUN after the start or resume (0: not seen) */
+	CT_MAX,
 };
 
 struct ctl_msg {
 	uint32_t op;
 	int32_t rc;
 	uint64_t t_ns; /* CLOCK_MONOTONIC */
+	uint64_t v[CT_MAX];
 	char text[512];
 };
 
@@ -77,6 +91,10 @@ struct clone {
 	uint64_t t_req;       /* when the request that took it arrived */
 	uint64_t fork_ns;     /* t_req -> running */
 	uint64_t created_ms;  /* realtime */
+	uint64_t t_fork;      /* when forkd called fork() for it */
+	uint64_t t_running;   /* its RUNNING timestamp */
+	uint64_t times[CT_MAX]; /* CTL_TIMES, once received */
+	bool has_times;
 	struct fork_req *req; /* the fork request waiting for it */
 	struct invoke *inv;   /* the invoke using it */
 	struct http_exchange *op_ex; /* a pause/resume/snapshot/delete waiting */

@@ -291,6 +291,8 @@ static enum vcpu_action vcpu_run(struct vcpu *v)
 			pthread_mutex_unlock(&vm->lock);
 			continue;
 		}
+		if (!__atomic_load_n(&vm->first_run_at, __ATOMIC_RELAXED))
+			__atomic_store_n(&vm->first_run_at, time_mono_ns(), __ATOMIC_RELAXED);
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;

@@ -474,6 +474,7 @@ static int vm_build(struct vm *vm, bool with_kvm, struct snapshot *snap, char *e
 		if (rc < 0)
 			return rc;
 	}
+	uint64_t tk = time_mono_ns();
 	if (snap) {
 		/* Copy-on-write: the file is never written, restore costs no copy. */
 		rc = gmem_init_file(&vm->mem, snap->mem_fd, vm->cfg.memory_size);
@@ -514,6 +515,10 @@ static int vm_build(struct vm *vm, bool with_kvm, struct snapshot *snap, char *e
 		return rc;
 	rc = snap ? vm_apply_snapshot(vm, snap, err, errlen) : vm_load_payload(vm, err, errlen);
 	t3 = time_mono_ns();
+	vm->timings.kvm_ns = tk - t0;
+	vm->timings.map_ns = t1 - tk;
+	vm->timings.create_ns = t2 - t1;
+	vm->timings.state_ns = t3 - t2;
 	log_debug("VM built in %.2f ms: KVM VM and RAM %.2f, slots/irqchip/vCPUs %.2f, "
 		  "channels and %s %.2f",
 		  (t3 - t0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6, snap ? "state" : "payload",
@@ -847,6 +852,7 @@ static int vm_restore_from(struct snapshot *snap, const char *what, const struct
 	uint64_t t2 = time_mono_ns();
 	rc = vm_start_restored(*out, !(opts && opts->running));
 	uint64_t t3 = time_mono_ns();
+	(*out)->timings.threads_ns = t3 - t2;
 	if (rc < 0) {
 		fail(err, errlen, rc, "cannot start the vCPU threads: %s", strerror(-rc));
 		vm_destroy(*out);
@@ -1089,9 +1095,20 @@ int vm_pause(struct vm *vm)
 	return 0;
 }
 
+void vm_get_timings(struct vm *vm, struct vm_timings *t)
+{
+	*t = vm->timings;
+}
+
+uint64_t vm_first_run_at(struct vm *vm)
+{
+	return __atomic_load_n(&vm->first_run_at, __ATOMIC_RELAXED);
+}
+
 int vm_resume(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->lock);
+	__atomic_store_n(&vm->first_run_at, 0, __ATOMIC_RELAXED);
 	if (vm->state != VM_STATE_PAUSED) {
 		pthread_mutex_unlock(&vm->lock);
 		return -EBUSY;

@@ -78,6 +78,8 @@ struct vm {
 	unsigned nr_parked;
 	uint64_t clock_base;  /* guest monotonic = host monotonic - clock_base */
 	uint64_t restored_clock; /* restore: the guest clock at the snapshot */
+	struct vm_timings timings; /* where a build or restore spent its time */
+	uint64_t first_run_at;     /* monotonic ns of the first KVM_RUN since the last resume (atomic) */
 	const struct vm_loader *loader; /* the payload's loader */
 	/* Restored from a store snapshot: where from (incremental snapshots). */
 	char origin_store[4096];

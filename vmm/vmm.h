@@ -178,6 +178,19 @@ int vm_restore_template(const struct vm_template *t, const struct vm_restore_opt
  * resume. -EBUSY unless paused; -ENOTSUP if the payload has no identity. */
 int vm_set_identity(struct vm *vm, const char *clone_id) __attribute__((warn_unused_result));
 
+/* Where building or restoring a VM spent its time (monotonic ns), and
+ * when a vCPU first entered KVM_RUN after the last start or resume (0: not
+ * yet; read it with vm_first_run_at()). */
+struct vm_timings {
+	uint64_t kvm_ns;     /* /dev/kvm, KVM_CREATE_VM, capabilities */
+	uint64_t map_ns;     /* guest memory mapped (the snapshot's image, copy-on-write) */
+	uint64_t create_ns;  /* memory slots, irqchip, PIT, CPUID, vCPUs */
+	uint64_t state_ns;   /* channels, payload or state units replayed */
+	uint64_t threads_ns; /* vCPU threads started */
+};
+void vm_get_timings(struct vm *vm, struct vm_timings *t);
+uint64_t vm_first_run_at(struct vm *vm);
+
 /* Stops and joins the vCPU threads (any state -> Shutdown). Idempotent. */
 void vm_stop(struct vm *vm);
 
