@@ -2,6 +2,7 @@
 #   make            build everything (installs missing Debian packages first)
 #   make run        boot the default guest (the JavaScript agent) and talk to it
 #   make test       unit + integration tests (Criterion)
+#   make bench      forkbench's standard suite (results in build/bench/)
 #   make SAN=1 ...  ASan/UBSan build (objects under build/san)
 #   make V=1 ...    show the commands
 
@@ -139,6 +140,12 @@ RUN_DIR := $(O)/run
 .PHONY: run
 run: all
 	$(Q)sh scripts/run-demo.sh $(O) $(AGENT)
+
+# ---------------------------------------------------------------- bench
+# forkbench's standard suite (docs/benchmarks.md records its results).
+.PHONY: bench
+bench: all
+	$(Q)sh scripts/bench.sh $(O)
 
 # ---------------------------------------------------------------- tests
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
