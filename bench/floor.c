@@ -19,8 +19,8 @@
  *                 is not what a fork resumes)
  *   first KVM_RUN vCPU 0 runs from `out %al, $0xe0` (al = 0x42) to that
  *                 port exit, which is checked (reason, port, size, data)
- * The VM is closed after the timed part (closing costs 0.4-15 ms on PVM);
- * its cost is shown apart. Then:
+ * The VM is closed after the timed part (closing one costs 4-35 ms on this
+ * PVM machine); its cost is shown apart. Then:
  *   precreated    a warm pool's floor: set state + first KVM_RUN on VMs
  *                 built beforehand (in batches), never run before
  *   rerun         set state + KVM_RUN again on a vCPU that has just run
@@ -90,7 +90,7 @@ static const char *const floor_step_names[FS_NR] = {
 /* What every sample shares, set up outside the timed parts. */
 struct floor {
 	int kvm_fd;
-	int mem_fd;           /* the sparse file, already unlinked */
+	int mem_fd; /* the sparse file, already unlinked */
 	uint64_t mem_size;
 	size_t run_size;
 	unsigned nr_vcpus;
@@ -195,7 +195,8 @@ static int floor_mem_file(struct floor *f, char *path_out, size_t path_len)
 	gdt[2] = floor_gdt_seg(0x93, 0xc); /* ring-0 data */
 	gdt[FLOOR_SEL_UDATA >> 3] = floor_gdt_seg(0xf3, 0xc);
 	gdt[FLOOR_SEL_UCODE >> 3] = floor_gdt_seg(0xfb, 0xa);
-	gdt[FLOOR_SEL_TSS >> 3] = FLOOR_TSS_LIMIT | ((FLOOR_TSS & 0xffffff) << 16) | (0x8bULL << 40);
+	gdt[FLOOR_SEL_TSS >> 3] =
+		FLOOR_TSS_LIMIT | ((FLOOR_TSS & 0xffffff) << 16) | (0x8bULL << 40);
 	tss[102] = 104; /* I/O bitmap offset */
 	memset(tss + 104, 0xff, FLOOR_IOPB_BYTES);
 	tss[104 + FLOOR_PORT / 8] &= (uint8_t)~(1u << (FLOOR_PORT % 8));
@@ -238,14 +239,16 @@ static int floor_state_template(struct floor *f)
 	floor_seg(&s->cs, FLOOR_SEL_UCODE, 11, 1, 0);
 	floor_seg(&s->ss, FLOOR_SEL_UDATA, 3, 0, 1);
 	s->ds = s->es = s->fs = s->gs = s->ss;
-	s->tr = (struct kvm_segment){ .base = FLOOR_TSS, .limit = FLOOR_TSS_LIMIT, .selector = FLOOR_SEL_TSS,
-				      .type = 11, .present = 1 };
+	s->tr = (struct kvm_segment){
+		.base = FLOOR_TSS, .limit = FLOOR_TSS_LIMIT, .selector = FLOOR_SEL_TSS, .type = 11,
+		.present = 1,
+	};
 	s->ldt = (struct kvm_segment){ .type = 2, .unusable = 1 };
 	s->gdt.base = FLOOR_GDT;
 	s->gdt.limit = FLOOR_GDT_LEN - 1;
 	s->idt.base = 0;
 	s->idt.limit = 0;
-	s->cr0 = 0x80010033ULL;                        /* PE MP ET NE WP PG */
+	s->cr0 = 0x80010033ULL;                            /* PE MP ET NE WP PG */
 	s->cr3 = FLOOR_PML4;
 	s->cr4 = (1ULL << 5) | (1ULL << 9) | (1ULL << 10); /* PAE OSFXSR OSXMMEXCPT */
 	s->efer = 0x1ULL | 0x100ULL | 0x400ULL | 0x800ULL; /* SCE LME LMA NXE */
@@ -294,7 +297,8 @@ static int floor_vm_build(const struct floor *f, struct floor_vm *v, uint64_t *t
 		if (v->vcpu_fd[i] < 0)
 			return floor_fail("KVM_CREATE_VCPU");
 		v->nr_vcpus = i + 1;
-		void *run = mmap(NULL, f->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->vcpu_fd[i], 0);
+		int fd = v->vcpu_fd[i];
+		void *run = mmap(NULL, f->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		if (run == MAP_FAILED)
 			return floor_fail("mmap of kvm_run");
 		v->run[i] = run;
@@ -328,8 +332,7 @@ static int floor_set_state(const struct floor *f, const struct floor_vm *v)
 static int floor_run(const struct floor_vm *v)
 {
 	if (ioctl(v->vcpu_fd[0], KVM_RUN, 0) < 0)
-		return floor_fail(errno == EINTR ? "KVM_RUN: no exit within the time limit" :
-						   "KVM_RUN");
+		return floor_fail(errno == EINTR ? "KVM_RUN: no exit in time" : "KVM_RUN");
 	return 0;
 }
 
@@ -501,8 +504,8 @@ int cmd_floor(const struct opts *o)
 	if (parse_size(memory, &f.mem_size) < 0 || f.mem_size < FLOOR_MIN_MEM ||
 	    f.mem_size % 4096 || errno || *end || cpus < 1 || cpus > FLOOR_MAX_VCPUS ||
 	    o->samples < 1 || o->warmup < 0) {
-		fprintf(stderr,
-			"forkbench floor: needs --memory >= 2M (whole pages), --cpus 1..%d, -n >= 1\n",
+		fprintf(stderr, "forkbench floor: needs --memory >= 2M (whole pages), "
+				"--cpus 1..%d, -n >= 1\n",
 			FLOOR_MAX_VCPUS);
 		return 2;
 	}
@@ -527,9 +530,9 @@ int cmd_floor(const struct opts *o)
 	    floor_precreated(&f, o, pre_state, pre_run, pre_sum) < 0)
 		goto out;
 
-	note(o, "floor: raw KVM ioctls, no forkvm code; guest memory %s: MAP_PRIVATE|MAP_NORESERVE "
-		"of a sparse file (copy-on-write, as forkvm restores), one slot registered before "
-		"the irqchip",
+	note(o, "floor: raw KVM ioctls, no forkvm code; guest memory %s: "
+		"MAP_PRIVATE|MAP_NORESERVE of a sparse file (copy-on-write, as forkvm restores), "
+		"one slot registered before the irqchip",
 	     memory);
 	note(o, "floor: %u vCPU(s) created and set, vCPU 0 runs: 64-bit ring 3, first "
 		"instruction `out` to port 0x%x; VMs closed outside the timed part",

@@ -642,6 +642,7 @@ int main(int argc, char **argv)
 		     : !strcmp(cmd, "fanout")	  ? cmd_fanout
 		     : !strcmp(cmd, "density")	  ? cmd_density
 		     : !strcmp(cmd, "boot-vs-fork") ? cmd_boot_vs_fork
+		     : !strcmp(cmd, "floor")	  ? cmd_floor
 						  : NULL;
 	} else {
 		o.memory = o.memory ? o.memory : "512M";

@@ -155,6 +155,15 @@ Test(forkbench, boot_vs_fork)
 	json_decref(doc);
 }
 
+Test(forkbench, floor)
+{
+	H_NEED_KVM();
+	need((const char *const[]){ "floor", "-n", "3", "--warmup", "1", NULL },
+	     (const char *const[]){ "floor: create VM", "floor: memory slot", "floor: irqchip + PIT",
+				    "floor: vCPUs + CPUID", "floor: first KVM_RUN", "floor: total (cold VM)",
+				    "floor precreated: total", NULL });
+}
+
 /* Tags of an SVG file balance (a small well-formedness check). */
 static void svg_well_formed(const char *text, int *curves)
 {
