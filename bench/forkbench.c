@@ -460,8 +460,9 @@ static void usage(FILE *f)
 		"                where a cold fork's time goes\n"
 		"  e2e           fork -> first agent answer (cold, warm pool); invoke round trip\n"
 		"  fanout [K]    K concurrent forks (default 16), cold and from a pool of K\n"
-		"  density [N]   idle clones, up to N (default 200) or --budget: private\n"
-		"                memory and PSS per clone, host memory, whether all answer\n"
+		"  density [N]   idle clones until --budget of host memory is used (default\n"
+		"                1G) or N run (default 1000): private memory and PSS per\n"
+		"                clone, host memory, whether all still answer\n"
 		"  boot-vs-fork  a template whose warm-up does real work: cold boot + warm-up\n"
 		"                versus a fork of its snapshot; the speed-up\n"
 		"  floor         the bare KVM cost of a fork's work with raw ioctls\n"
@@ -483,6 +484,7 @@ static void usage(FILE *f)
 		"                   (default 16)\n"
 		"  --clones N       store: clone snapshots for the dedup figure (default 10)\n"
 		"  --budget SIZE    density: stop once the clones use this much host memory\n"
+		"                   (default 1G; 0: only the count stops)\n"
 		"  --json           one JSON document: machine, results, notes\n"
 		"  --csv            CSV: metric,unit,samples,min,p50,p90,p99,max,value\n"
 		"  --plot FILE.svg  the latency distributions as CDFs, one per mode\n"
@@ -510,7 +512,7 @@ int main(int argc, char **argv)
 	};
 	struct opts o = { .samples = -1, .warmup = -1, .cpus = "1", .code = "1+1", .touch_mb = -1,
 			  .chunk_sizes = "256K", .dirty_mb = 16, .clones = 10, .fanout = 16,
-			  .density = 200 };
+			  .density = 1000, .budget = 1ULL << 30 };
 	static char forkvm[4200], agent[4200];
 	char self[4000];
 	int opt;

@@ -26,7 +26,7 @@ run restore restore
 run fork fork
 run e2e e2e
 run fanout fanout 16
-run density density 1000
+run density density 1000 --budget 2G
 run boot-vs-fork boot-vs-fork
 run floor floor
 run store store
