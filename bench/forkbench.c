@@ -180,7 +180,8 @@ static int cmd_eval(const struct opts *o)
 /* ------------------------------------------------------------ snapshot */
 
 /* Starts forkvm with an API socket and the agent. */
-static pid_t spawn_api_vm(const struct opts *o, const char *api, const char *sock)
+/* forkvm with the agent, --store DIR for store:// snapshots. */
+static pid_t spawn_api_vm(const struct opts *o, const char *api, const char *sock, const char *store)
 {
 	char agent_opt[300], cpus[64], mem[64];
 	pid_t pid;
@@ -194,10 +195,109 @@ static pid_t spawn_api_vm(const struct opts *o, const char *api, const char *soc
 		dup2(null, 0);
 		dup2(null, 1);
 		execl(o->forkvm, o->forkvm, "--api-socket", api, "--kernel", o->agent, "--agent",
-		      agent_opt, "--cpus", cpus, "--memory", mem, "--serial", "off", (char *)NULL);
+		      agent_opt, "--cpus", cpus, "--memory", mem, "--serial", "off", "--store", store,
+		      (char *)NULL);
 		_exit(127);
 	}
 	return pid;
+}
+
+static char what_buf[160];
+
+/* Bytes a directory tree takes on disk (du). */
+static long long tree_kib(const char *dir)
+{
+	char cmd[400], buf[64] = "";
+	long long kib = -1;
+	snprintf(cmd, sizeof(cmd), "du -sk '%s' 2>/dev/null", dir);
+	FILE *f = popen(cmd, "r");
+	if (f && fgets(buf, sizeof(buf), f))
+		kib = atoll(buf);
+	if (f)
+		pclose(f);
+	return kib;
+}
+
+/* Store snapshots of the paused VM at api (started with --store store):
+ * a full one into the empty store, then an incremental one of a VM
+ * restored from it that dirtied --dirty MiB (at most what was touched). */
+static int store_snapshots(const struct opts *o, const char *dir, const char *api, const char *store)
+{
+	char api2[300], sock2[300], src[64];
+	int status;
+	char *reply = NULL;
+
+	uint64_t t0 = time_mono_ns();
+	if (api_put_body(api, "/api/v1/vm.snapshot", "{\"destination_url\": \"store://full\"}", &status,
+			 &reply) < 0 || status != 200) {
+		fprintf(stderr, "forkbench: snapshot to the store failed: %s\n", reply ? reply : "");
+		free(reply);
+		return -1;
+	}
+	uint64_t full_ns = time_mono_ns() - t0;
+	free(reply);
+	char objects[400];
+	snprintf(objects, sizeof(objects), "%s/objects", store);
+	long long full_kib = tree_kib(objects); /* not images/: materialized caches */
+	note(o, "store snapshots: the full one goes into a new store (creating it is included), "
+		"the incremental one is of a VM restored from it");
+	snprintf(what_buf, sizeof(what_buf), "store snapshot %s, full", o->memory);
+	figure(o, what_buf, full_ns / 1e6, "ms");
+	figure(o, "  stored (zstd, zero chunks skipped)", (double)full_kib, "KiB");
+
+	snprintf(api2, sizeof(api2), "%s/api2.sock", dir);
+	snprintf(sock2, sizeof(sock2), "%s/agent2.sock", dir);
+	snprintf(src, sizeof(src), "source_url=store://full");
+	pid_t pid = fork();
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		dup2(null, 0);
+		dup2(null, 1);
+		char agent_opt[320];
+		snprintf(agent_opt, sizeof(agent_opt), "socket=%s", sock2);
+		execl(o->forkvm, o->forkvm, "--api-socket", api2, "--restore", src, "--store", store,
+		      "--agent", agent_opt, (char *)NULL);
+		_exit(127);
+	}
+	int rc = wait_paused(api2, 30000);
+	if (rc == 0 && (api_put(api2, "/api/v1/vm.resume", NULL, &status) < 0 || status != 204))
+		rc = -1;
+	long dirty = o->touch_mb < o->dirty_mb ? o->touch_mb : o->dirty_mb;
+	if (rc == 0 && dirty > 0) {
+		struct agent_client *c = NULL;
+		json_t *r = NULL;
+		char code[256];
+		int fd = connect_fast(sock2, 30000);
+		snprintf(code, sizeof(code),
+			 "for (var i = 0; i < %ld * 262144; i += 1024) ballast[i] ^= 0x5a5a; 0", dirty);
+		if (fd < 0 || agent_client_from_fd(fd, &c) < 0 || agent_client_eval(c, code, 60000, &r) < 0 ||
+		    !agent_client_reply_ok(r, NULL, NULL))
+			rc = -1;
+		json_decref(r);
+		agent_client_close(c);
+	}
+	if (rc == 0 && (api_put(api2, "/api/v1/vm.pause", NULL, &status) < 0 || status != 204))
+		rc = -1;
+	if (rc == 0) {
+		t0 = time_mono_ns();
+		if (api_put_body(api2, "/api/v1/vm.snapshot", "{\"destination_url\": \"store://inc\"}",
+				 &status, &reply) < 0 || status != 200)
+			rc = -1;
+		uint64_t inc_ns = time_mono_ns() - t0;
+		free(reply);
+		if (rc == 0) {
+			snprintf(what_buf, sizeof(what_buf), "store snapshot %s, incremental, %ld MiB dirtied",
+				 o->memory, dirty);
+			figure(o, what_buf, inc_ns / 1e6, "ms");
+			figure(o, "  stored bytes it added", (double)(tree_kib(objects) - full_kib), "KiB");
+		}
+	}
+	stop_vm(pid);
+	unlink(api2);
+	unlink(sock2);
+	if (rc < 0)
+		fprintf(stderr, "forkbench: incremental store snapshot failed\n");
+	return rc;
 }
 
 int api_put_body(const char *api, const char *path, const char *body, int *status, char **body_out)
@@ -277,7 +377,9 @@ static int make_snapshots(const struct opts *o, const char *dir, int samples, ui
 
 	snprintf(api, sizeof(api), "%s/api.sock", dir);
 	snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
-	pid_t pid = spawn_api_vm(o, api, sock);
+	char store[300];
+	snprintf(store, sizeof(store), "%s/store", dir);
+	pid_t pid = spawn_api_vm(o, api, sock, store);
 	int fd = connect_fast(sock, 30000);
 	if (fd < 0 || agent_client_from_fd(fd, &c) < 0 || agent_client_ping(c, 30000, &r) < 0) {
 		fprintf(stderr, "forkbench: cannot reach the agent\n");
@@ -331,11 +433,18 @@ static int cmd_snapshot(const struct opts *o)
 		return 1;
 	if (make_snapshots(o, dir, o->samples, ns, kib, &pid) < 0)
 		return 1;
-	stop_vm(pid);
-	char what[96];
+	char what[96], api[300], store[300];
 	snprintf(what, sizeof(what), "snapshot %s, %ld MiB used", o->memory, o->touch_mb);
 	report(what, ns, o->samples, o);
 	figure(o, "snapshot size on disk (memory-ranges is sparse)", (double)kib[0], "KiB");
+	snprintf(api, sizeof(api), "%s/api.sock", dir);
+	snprintf(store, sizeof(store), "%s/store", dir);
+	int src = store_snapshots(o, dir, api, store);
+	stop_vm(pid);
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", store);
+	if (system(cmd) != 0)
+		fprintf(stderr, "forkbench: cannot remove %s\n", store);
 	for (int i = 0; i < o->samples; i++) {
 		snprintf(snap, sizeof(snap), "%s/snap%d", dir, i);
 		rm_snapshot(snap);
@@ -344,7 +453,7 @@ static int cmd_snapshot(const struct opts *o)
 	rm_dir(dir, socks, 2);
 	free(ns);
 	free(kib);
-	return 0;
+	return src < 0 ? 1 : 0;
 }
 
 /* Waits until the API answers vm.info: forkvm serves its API only once
@@ -449,7 +558,8 @@ static void usage(FILE *f)
 		"Subcommands:\n"
 		"  boot          cold boot of forkvm to the agent's ready event; idle VMM RSS\n"
 		"  eval          round trip of an agent eval request\n"
-		"  snapshot      snapshot of a paused agent VM to a directory: time, size\n"
+		"  snapshot      snapshot of a paused agent VM to a directory (time, size on\n"
+		"                disk) and to a store, full and incremental (time, bytes)\n"
 		"  restore       forkvm --restore of a directory: process start to paused;\n"
 		"                resume to the agent's first answer\n"
 		"  store         the snapshot store on a 4G template: ingest (live snapshot and\n"

@@ -108,7 +108,8 @@ Test(forkbench, snapshot_and_restore)
 {
 	H_NEED_KVM();
 	need((const char *const[]){ "snapshot", "-n", "2", "--memory", "64M", NULL },
-	     (const char *const[]){ "snapshot 64M", "snapshot size on disk", NULL });
+	     (const char *const[]){ "snapshot 64M", "snapshot size on disk", "store snapshot 64M, full",
+				    "store snapshot 64M, incremental", "  stored bytes it added", NULL });
 	need((const char *const[]){ "restore", "-n", "2", "--warmup", "0", "--memory", "64M", NULL },
 	     (const char *const[]){ "restore 64M: start to paused", "resume to first agent answer", NULL });
 }
