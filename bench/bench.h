@@ -24,6 +24,7 @@ struct opts {
 	int fanout;             /* fork: concurrent forks */
 	int density;            /* density: most idle clones to start */
 	unsigned long long budget; /* density: stop once host memory used reaches this (0: none) */
+	const char *accel;      /* peer: QEMU's accelerator, "kvm", "tcg", or NULL/"auto" */
 };
 
 #define FORKBENCH_VERSION "0.1.0"
@@ -60,6 +61,9 @@ int wait_paused(const char *api, int timeout_ms);
 
 int cmd_store(const struct opts *o);
 int cmd_fork(const struct opts *o);
+/* QEMU restoring a Linux guest vs forkvm restoring the agent (bench/peer.c);
+ * 0, 1 on failure, 2 on bad options, 77 when QEMU or /dev/kvm cannot be had. */
+int cmd_peer(const struct opts *o);
 int cmd_e2e(const struct opts *o);
 int cmd_fanout(const struct opts *o);
 int cmd_density(const struct opts *o);

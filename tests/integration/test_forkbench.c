@@ -165,6 +165,28 @@ Test(forkbench, floor)
 				    "floor precreated: total", NULL });
 }
 
+/* QEMU restoring a Linux guest from a migration file (installed on demand;
+ * forkbench exits 77 when it cannot be, e.g. no network to the mirrors). */
+Test(forkbench, peer, .timeout = 600)
+{
+	H_NEED_KVM();
+	char *bin = h_bin("forkbench"), *out = NULL, *err = NULL;
+	const char *const argv[] = { bin, "peer", "-n", "1", "--warmup", "0", "--accel", "tcg", "--json", NULL };
+	int st = h_run(dir, argv, 590000, &out, &err);
+	if (st == 77)
+		cr_skip_test("forkbench peer skipped: %s", err);
+	cr_assert_eq(st, 0, "status %d\n%s", st, err);
+	json_t *doc = json_loads(out, 0, NULL);
+	cr_assert_not_null(doc, "%s", out);
+	result(doc, "qemu-tcg: restore to first answer");
+	result(doc, "forkvm: restore to first answer");
+	cr_assert_gt(json_real_value(json_object_get(result(doc, "peer: qemu-tcg/forkvm"), "value")), 0.0);
+	json_decref(doc);
+	free(out);
+	free(err);
+	free(bin);
+}
+
 /* Tags of an SVG file balance (a small well-formedness check). */
 static void svg_well_formed(const char *text, int *curves)
 {
