@@ -612,3 +612,81 @@ Test(forkd, forks_beyond_max_clones_or_short_memory_are_refused_whole)
 	cr_assert_eq(json_array_size(json_object_get(list, "clones")), 0);
 	json_decref(list);
 }
+
+static int count_fds(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(path);
+	struct dirent *de;
+	int n = 0;
+	cr_assert_not_null(d);
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static long status_kib(pid_t pid, const char *field)
+{
+	char path[64], line[256];
+	long v = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, strlen(field)))
+			v = atol(line + strlen(field) + 1);
+	if (f)
+		fclose(f);
+	return v;
+}
+
+Test(forkd, clones_die_with_a_forkd_killed_by_sigkill)
+{
+	H_NEED_KVM();
+	template_boot("t", 2);
+	json_t *arr = fork_clones("t", 3);
+	pid_t pids[3];
+	for (size_t k = 0; k < 3; k++)
+		pids[k] = (pid_t)json_integer_value(json_object_get(json_array_get(arr, k), "pid"));
+	json_decref(arr);
+	cr_assert_eq(kill(e.pid, SIGKILL), 0);
+	waitpid(e.pid, NULL, 0);
+	e.pid = -1;
+	/* PR_SET_PDEATHSIG: the kernel kills them; they are reparented and reaped. */
+	for (size_t k = 0; k < 3; k++) {
+		int i = 0;
+		while (kill(pids[k], 0) == 0 && i++ < 500)
+			h_sleep_ms(10);
+		cr_assert(kill(pids[k], 0) < 0 && errno == ESRCH, "clone %d outlived forkd", (int)pids[k]);
+	}
+}
+
+Test(forkd, fork_kill_cycles_do_not_grow_fds_threads_or_memory, .timeout = 300)
+{
+	H_NEED_KVM();
+	template_boot("t", 2);
+	int fds0 = 0, threads0 = 0;
+	long rss0 = 0;
+	for (int i = 0; i < 400; i++) {
+		json_t *arr = fork_clones("t", 1);
+		char path[128];
+		snprintf(path, sizeof(path), "/v1/clones/%s", str(json_array_get(arr, 0), "id"));
+		cr_assert_eq(req("DELETE", path, NULL, NULL), 204);
+		json_decref(arr);
+		if (i % 20 == 0)
+			cr_assert_eq(req("POST", "/v1/templates/t/invoke", "{\"fn\":\"double\",\"args\":[2]}", NULL), 200);
+		if (i == 50) { /* after warm-up: pools, allocator arenas */
+			fds0 = count_fds(e.pid);
+			threads0 = (int)status_kib(e.pid, "Threads:");
+			rss0 = status_kib(e.pid, "VmRSS:");
+		}
+	}
+	h_sleep_ms(200);
+	int fds = count_fds(e.pid), threads = (int)status_kib(e.pid, "Threads:");
+	long rss = status_kib(e.pid, "VmRSS:");
+	cr_assert_eq(threads, 1, "forkd must stay single-threaded");
+	cr_assert_eq(threads0, 1);
+	cr_assert_leq(fds, fds0 + 2, "fds grew from %d to %d", fds0, fds);
+	cr_assert_leq(rss, rss0 + 1024, "RSS grew from %ld to %ld KiB", rss0, rss);
+}
