@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -152,22 +151,6 @@ static int tidy_fds(int ctl, struct vm_template *vt)
 	return 3;
 }
 
-/* Every thread of this process back to the normal policy. */
-static void sched_normal(void)
-{
-	struct sched_param sp = { .sched_priority = 0 };
-	DIR *dir = opendir("/proc/self/task");
-	struct dirent *e;
-
-	while (dir && (e = readdir(dir))) {
-		pid_t tid = (pid_t)atoi(e->d_name);
-		if (tid > 0)
-			sched_setscheduler(tid, SCHED_OTHER, &sp);
-	}
-	if (dir)
-		closedir(dir);
-}
-
 void forkd_clone_main(const struct clone_child_args *a)
 {
 	uint64_t child_start = time_mono_ns();
@@ -219,7 +202,7 @@ void forkd_clone_main(const struct clone_child_args *a)
 	bool idle = !a->autostart && sched_setscheduler(0, SCHED_IDLE, &sp) == 0;
 	rc = vm_restore_template(a->vt, &o, c.loop, on_vm_exit, &c, err, sizeof(err), &c.vm);
 	if (idle)
-		sched_normal();
+		forkd_sched_threads(getpid(), SCHED_OTHER);
 	if (rc < 0) {
 		send_msg(c.ctl, CTL_FAILED, rc, err);
 		_exit(1);

@@ -192,7 +192,7 @@ int forkd_clone_send(struct clone *c, uint32_t op, const char *text)
 /* Tearing a VM down costs 5-35 ms of kernel time on PVM (closing a VM with
  * an irqchip): a dying clone does it at SCHED_IDLE, every thread of it, so
  * it does not take the CPU from clones being forked or running. */
-static void clone_sched_idle(pid_t pid)
+void forkd_sched_threads(pid_t pid, int policy)
 {
 	struct sched_param sp = { .sched_priority = 0 };
 	char path[64];
@@ -202,7 +202,7 @@ static void clone_sched_idle(pid_t pid)
 	while (dir && (e = readdir(dir))) {
 		pid_t tid = (pid_t)atoi(e->d_name);
 		if (tid > 0)
-			sched_setscheduler(tid, SCHED_IDLE, &sp);
+			sched_setscheduler(tid, policy, &sp);
 	}
 	if (dir)
 		closedir(dir);
@@ -213,7 +213,7 @@ void forkd_clone_kill(struct forkd *d, struct clone *c)
 	(void)d;
 	if (c->killed || c->state == CLONE_EXITED || c->pid <= 0)
 		return;
-	clone_sched_idle(c->pid);
+	forkd_sched_threads(c->pid, SCHED_IDLE);
 	kill(c->pid, SIGKILL);
 	c->killed = true;
 }

@@ -136,7 +136,9 @@ struct clone *forkd_clone_find(struct forkd *d, const char *id);
  * is set): pool shells first, then cold. Responds to ex itself. */
 void forkd_fork(struct forkd *d, struct template *t, unsigned count, struct http_exchange *ex,
 		struct invoke *inv);
-/* Sends SIGKILL (once). */
+/* Sets the scheduling policy of every thread of process pid (best effort). */
+void forkd_sched_threads(pid_t pid, int policy);
+/* Sends SIGKILL (once), the clone's threads moved to SCHED_IDLE first. */
 void forkd_clone_kill(struct forkd *d, struct clone *c);
 /* Frees an exited clone's record and directory. */
 void forkd_clone_forget(struct forkd *d, struct clone *c);
