@@ -24,22 +24,38 @@
 #include "common/util.h"
 #include "bench/bench.h"
 
-/* Starts forkvm with the agent on sock; returns its pid. */
-static pid_t spawn_vm(const struct opts *o, const char *sock)
+/* Starts forkvm with the agent on sock, and (when not NULL) an API socket
+ * and a store for store:// snapshots; returns its pid. */
+static pid_t spawn_vm(const struct opts *o, const char *api, const char *sock, const char *store)
 {
-	char agent_opt[256], cpus[64], mem[64];
+	char agent_opt[300], cpus[64], mem[64];
+	const char *argv[20];
+	int n = 0;
 	pid_t pid;
 
 	snprintf(agent_opt, sizeof(agent_opt), "socket=%s", sock);
 	snprintf(cpus, sizeof(cpus), "boot=%s", o->cpus);
 	snprintf(mem, sizeof(mem), "size=%s", o->memory);
+	argv[n++] = o->forkvm;
+	if (api) {
+		argv[n++] = "--api-socket";
+		argv[n++] = api;
+	}
+	if (store) {
+		argv[n++] = "--store";
+		argv[n++] = store;
+	}
+	const char *rest[] = { "--kernel", o->agent, "--agent", agent_opt, "--cpus", cpus,
+			       "--memory", mem, "--serial", "off", NULL };
+	for (int i = 0; rest[i]; i++)
+		argv[n++] = rest[i];
+	argv[n] = NULL;
 	pid = fork();
 	if (pid == 0) {
 		int null = open("/dev/null", O_RDWR);
 		dup2(null, 0);
 		dup2(null, 1);
-		execl(o->forkvm, o->forkvm, "--kernel", o->agent, "--agent", agent_opt, "--cpus", cpus,
-		      "--memory", mem, "--serial", "off", (char *)NULL);
+		execv(o->forkvm, (char *const *)(uintptr_t)argv);
 		_exit(127);
 	}
 	return pid;
@@ -97,7 +113,7 @@ static int cmd_boot(const struct opts *o)
 	snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
 	for (int i = 0; i < total; i++) {
 		uint64_t t0 = time_mono_ns();
-		pid_t pid = spawn_vm(o, sock);
+		pid_t pid = spawn_vm(o, NULL, sock, NULL);
 		int fd = connect_fast(sock, 30000);
 		struct agent_client *c;
 		json_t *ev = NULL;
@@ -143,7 +159,7 @@ static int cmd_eval(const struct opts *o)
 	if (!ns || !mkdtemp(dir))
 		return 1;
 	snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
-	pid_t pid = spawn_vm(o, sock);
+	pid_t pid = spawn_vm(o, NULL, sock, NULL);
 	fd = connect_fast(sock, 30000);
 	if (fd < 0 || agent_client_from_fd(fd, &c) < 0) {
 		fprintf(stderr, "forkbench: cannot reach the agent\n");
@@ -179,31 +195,6 @@ static int cmd_eval(const struct opts *o)
 
 /* ------------------------------------------------------------ snapshot */
 
-/* Starts forkvm with an API socket and the agent. */
-/* forkvm with the agent, --store DIR for store:// snapshots. */
-static pid_t spawn_api_vm(const struct opts *o, const char *api, const char *sock, const char *store)
-{
-	char agent_opt[300], cpus[64], mem[64];
-	pid_t pid;
-
-	snprintf(agent_opt, sizeof(agent_opt), "socket=%s", sock);
-	snprintf(cpus, sizeof(cpus), "boot=%s", o->cpus);
-	snprintf(mem, sizeof(mem), "size=%s", o->memory);
-	pid = fork();
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDWR);
-		dup2(null, 0);
-		dup2(null, 1);
-		execl(o->forkvm, o->forkvm, "--api-socket", api, "--kernel", o->agent, "--agent",
-		      agent_opt, "--cpus", cpus, "--memory", mem, "--serial", "off", "--store", store,
-		      (char *)NULL);
-		_exit(127);
-	}
-	return pid;
-}
-
-static char what_buf[160];
-
 /* Bytes a directory tree takes on disk (du). */
 static long long tree_kib(const char *dir)
 {
@@ -223,7 +214,7 @@ static long long tree_kib(const char *dir)
  * restored from it that dirtied --dirty MiB (at most what was touched). */
 static int store_snapshots(const struct opts *o, const char *dir, const char *api, const char *store)
 {
-	char api2[300], sock2[300], src[64];
+	char api2[300], sock2[300], src[64], what_buf[160];
 	int status;
 	char *reply = NULL;
 
@@ -379,7 +370,7 @@ static int make_snapshots(const struct opts *o, const char *dir, int samples, ui
 	snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
 	char store[300];
 	snprintf(store, sizeof(store), "%s/store", dir);
-	pid_t pid = spawn_api_vm(o, api, sock, store);
+	pid_t pid = spawn_vm(o, api, sock, store);
 	int fd = connect_fast(sock, 30000);
 	if (fd < 0 || agent_client_from_fd(fd, &c) < 0 || agent_client_ping(c, 30000, &r) < 0) {
 		fprintf(stderr, "forkbench: cannot reach the agent\n");
