@@ -147,6 +147,41 @@ run: all
 bench: all
 	$(Q)sh scripts/bench.sh $(O)
 
+# ---------------------------------------------------------------- fuzz
+# libFuzzer targets (clang, ASan/UBSan) for parsers of untrusted bytes:
+# tests/fuzz/fuzz_*.c, seed corpora in tests/fuzz/corpus/NAME. make fuzz
+# runs each for FUZZ_SECONDS (default 60); new inputs go to
+# build/fuzz/corpus/NAME, crashes to build/fuzz/crash-NAME-*.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_O := build/fuzz
+FUZZ_FLAGS := -std=c11 -O1 -g -D_GNU_SOURCE -I. -Wall -Wextra -Wno-unused-parameter -Wno-gnu-variable-sized-type-not-at-end \
+	-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+FUZZ_LIB_SRC := $(COMMON_SRC) $(VMM_SRC) $(STORE_SRC)
+FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_O)/obj/%.o)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_O)/%)
+
+$(FUZZ_O)/obj/%.o: %.c | deps fuzz-deps
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZCC  $<")
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -c $< -o $@
+
+$(FUZZ_O)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_OBJ) | deps fuzz-deps
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZLD  $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+
+.PHONY: fuzz fuzz-deps fuzz-build
+fuzz-deps:
+	$(Q)command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "installing clang for the fuzz targets"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y clang; }
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	$(Q)sh scripts/fuzz.sh $(FUZZ_O) $(FUZZ_SECONDS) $(FUZZ_BINS)
+
 # ---------------------------------------------------------------- tests
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 INTEG_SRC := $(wildcard tests/integration/test_*.c)
