@@ -3,6 +3,7 @@
 #   make run        boot the default guest (the JavaScript agent) and talk to it
 #   make test       unit + integration tests (Criterion)
 #   make bench      forkbench's standard suite (results in build/bench/)
+#   make fuzz       libFuzzer targets, FUZZ_SECONDS each (clang)
 #   make SAN=1 ...  ASan/UBSan build (objects under build/san)
 #   make V=1 ...    show the commands
 
