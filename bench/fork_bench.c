@@ -319,10 +319,9 @@ static int bench_fanout(struct fb *b, int k, bool pool)
 
 static long long meminfo_kb(const char *key)
 {
-	char *txt = NULL, line[256];
+	char line[256];
 	long long v = -1;
 	FILE *f = fopen("/proc/meminfo", "r");
-	(void)txt;
 	while (f && fgets(line, sizeof(line), f))
 		if (!strncmp(line, key, strlen(key)))
 			sscanf(line + strlen(key), ": %lld", &v);

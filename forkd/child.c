@@ -27,15 +27,10 @@ struct child {
 	const char *store;
 };
 
+/* A failed send means forkd is gone: PR_SET_PDEATHSIG ends us. */
 static void send_msg(int ctl, uint32_t op, int rc, const char *text)
 {
-	struct ctl_msg m = { .op = op, .rc = rc, .t_ns = time_mono_ns() };
-
-	if (text)
-		snprintf(m.text, sizeof(m.text), "%s", text);
-	if (send(ctl, &m, sizeof(m), MSG_NOSIGNAL) < 0) {
-		/* forkd is gone: PR_SET_PDEATHSIG ends us */
-	}
+	forkd_ctl_send(ctl, op, rc, text, 0);
 }
 
 /* After RUNNING, off the fork path: where the start went, with the first

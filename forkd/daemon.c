@@ -53,7 +53,27 @@ static void req_check(struct forkd *d, struct fork_req *r)
 		req_finish(d, r);
 }
 
-static int proc_read(const char *path, char *buf, size_t len);
+/* Reads a small /proc file (their size reads as 0) into buf. */
+static int proc_read(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t got = 0;
+
+	if (fd < 0)
+		return -errno;
+	while (got + 1 < len) {
+		ssize_t n = read(fd, buf + got, len - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	buf[got] = '\0';
+	return 0;
+}
+
 
 /* ------------------------------------------------------------ lookups */
 
@@ -176,17 +196,22 @@ json_t *forkd_clone_json(const struct clone *c)
 
 /* ------------------------------------------------------------ clones */
 
-int forkd_clone_send(struct clone *c, uint32_t op, const char *text)
+int forkd_ctl_send(int fd, uint32_t op, int32_t rc, const char *text, int flags)
 {
-	struct ctl_msg m = { .op = op, .t_ns = time_mono_ns() };
+	struct ctl_msg m = { .op = op, .rc = rc, .t_ns = time_mono_ns() };
 
-	if (c->ctl < 0)
-		return -EPIPE;
 	if (text)
 		snprintf(m.text, sizeof(m.text), "%s", text);
-	if (send(c->ctl, &m, sizeof(m), MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)sizeof(m))
-		return -errno;
+	if (send(fd, &m, sizeof(m), MSG_NOSIGNAL | flags) != (ssize_t)sizeof(m))
+		return errno ? -errno : -EIO;
 	return 0;
+}
+
+int forkd_clone_send(struct clone *c, uint32_t op, const char *text)
+{
+	if (c->ctl < 0)
+		return -EPIPE;
+	return forkd_ctl_send(c->ctl, op, 0, text, MSG_DONTWAIT);
 }
 
 /* Tearing a VM down costs 5-35 ms of kernel time on PVM (closing a VM with
@@ -771,27 +796,6 @@ struct mem_sums {
 	unsigned long long pss, priv, shared;
 };
 
-/* Reads a small /proc file (their size reads as 0) into buf. */
-static int proc_read(const char *path, char *buf, size_t len)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	size_t got = 0;
-
-	if (fd < 0)
-		return -errno;
-	while (got + 1 < len) {
-		ssize_t n = read(fd, buf + got, len - 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	buf[got] = '\0';
-	return 0;
-}
-
 static void clone_mem(pid_t pid, struct mem_sums *s)
 {
 	char path[64], txt[8192];
@@ -939,7 +943,6 @@ int forkd_create(const struct forkd_config *cfg, struct loop *loop, struct forkd
 	d->loop = loop;
 	d->sigfd = -1;
 	d->refill_tfd = -1;
-	d->self = getpid();
 	snprintf(d->store, sizeof(d->store), "%s", cfg->store);
 	snprintf(d->run_dir, sizeof(d->run_dir), "%s", cfg->run_dir);
 	snprintf(d->forkvm, sizeof(d->forkvm), "%s", cfg->forkvm);

@@ -116,7 +116,6 @@ struct forkd {
 	int sigfd;
 	int refill_tfd;     /* pools are refilled a little after clones are handed out */
 	bool refill_armed;
-	pid_t self;
 	struct template *templates;
 	struct clone *clones; /* every clone and shell, exited ones too */
 	unsigned nr_exited;
@@ -143,6 +142,9 @@ void forkd_clone_kill(struct forkd *d, struct clone *c);
 /* Frees an exited clone's record and directory. */
 void forkd_clone_forget(struct forkd *d, struct clone *c);
 int forkd_clone_send(struct clone *c, uint32_t op, const char *text);
+/* Sends one control message on fd (both sides of the protocol). Returns
+ * 0 or -errno. */
+int forkd_ctl_send(int fd, uint32_t op, int32_t rc, const char *text, int flags);
 /* Makes or discards shells until t's pool matches its size. */
 void forkd_pool_fill(struct forkd *d, struct template *t);
 /* Registers a template from store ref under name; Returns 0 or -errno. */

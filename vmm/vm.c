@@ -1033,11 +1033,6 @@ int vm_start(struct vm *vm)
 	return rc;
 }
 
-int vm_start_paused(struct vm *vm)
-{
-	return vm_start_restored(vm, true);
-}
-
 int vm_start_restored(struct vm *vm, bool paused)
 {
 	int rc = 0;

@@ -108,7 +108,6 @@ int vm_create_nokvm(const struct vm_config *cfg, char *err, size_t errlen, struc
 	__attribute__((warn_unused_result));
 
 /* Starts the vCPU threads parked (a restored VM: Created -> Paused). */
-int vm_start_paused(struct vm *vm) __attribute__((warn_unused_result));
 /* Starts a restored VM's vCPU threads, parked (paused) or straight into
  * the guest. */
 int vm_start_restored(struct vm *vm, bool paused) __attribute__((warn_unused_result));
