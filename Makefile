@@ -32,7 +32,7 @@ WARN := -Wall -Wextra -Werror -Wmissing-prototypes -Wstrict-prototypes -Wformat=
 	-Wimplicit-fallthrough -Wno-missing-field-initializers
 CFLAGS := -std=c11 -O2 -g -D_GNU_SOURCE -I. $(WARN) $(SANFLAGS) -MMD -MP
 LDFLAGS := $(SANFLAGS)
-LDLIBS := -ljansson -lhttp_parser -lxxhash -lzstd -luring -lpthread
+LDLIBS := -ljansson -lhttp_parser -lxxhash -lzstd -luring -lseccomp -lpthread
 
 # The default guest and test payloads: static musl programs for guest ring 3.
 GUEST_CFLAGS := -std=c11 -O2 -g -D_GNU_SOURCE -Wall -Wextra -Werror -static
@@ -162,16 +162,32 @@ FUZZ_LIB_SRC := $(COMMON_SRC) $(VMM_SRC) $(STORE_SRC)
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_O)/obj/%.o)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_O)/%)
+FUZZ_COMMA := ,
+
+# Per target: extra objects, and FUZZ_WRAP_<name>: functions replaced at
+# link time (-Wl,--wrap=F sends the library's calls of F to the target's
+# __wrap_F) where the real one would open /dev/kvm, fork, kill or sleep.
+FUZZ_FORKD_SRC := $(filter-out forkd/main.c,$(FORKD_SRC))
+FUZZ_FORKD_OBJ := $(FUZZ_FORKD_SRC:%.c=$(FUZZ_O)/obj/%.o)
+$(FUZZ_O)/fuzz_forkd_api: $(FUZZ_FORKD_OBJ)
+FUZZ_WRAP_vmm_api := vm_create vm_start vm_destroy vm_snapshot vm_snapshot_store vm_restore \
+	vm_restore_store
+FUZZ_WRAP_forkd_api := forkd_fork forkd_builder_start forkd_pool_fill vm_template_config \
+	vm_template_close
+FUZZ_WRAP_syscalls := vcpu_wait vcpu_poll
+# Kept between builds (make would delete them as intermediate files).
+.SECONDARY: $(FUZZ_LIB_OBJ) $(FUZZ_FORKD_OBJ)
 
 $(FUZZ_O)/obj/%.o: %.c | deps fuzz-deps
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZCC  $<")
-	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -c $< -o $@
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -MMD -MP -c $< -o $@
 
 $(FUZZ_O)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_OBJ) | deps fuzz-deps
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZLD  $@")
-	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -MMD -MP -fsanitize=fuzzer $(filter %.c %.o,$^) \
+		$(addprefix -Wl$(FUZZ_COMMA)--wrap=,$(FUZZ_WRAP_$*)) $(LDLIBS) -o $@
 
 .PHONY: fuzz fuzz-deps fuzz-build
 fuzz-deps:

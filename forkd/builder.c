@@ -100,7 +100,9 @@ static int boot_and_snapshot(struct forkd *d, const char *name, json_t *boot, co
 			dup2(fd, 2);
 		}
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		execl(d->forkvm, "forkvm", "--api-socket", b.api, "--store", d->store, (char *)NULL);
+		char sc[32];
+		snprintf(sc, sizeof(sc), "--seccomp=%s", sc_mode_name(d->cfg.seccomp));
+		execl(d->forkvm, "forkvm", "--api-socket", b.api, "--store", d->store, sc, (char *)NULL);
 		fprintf(stderr, "cannot run %s: %s\n", d->forkvm, strerror(errno));
 		_exit(127);
 	}

@@ -184,10 +184,18 @@ void forkd_clone_main(const struct clone_child_args *a)
 		.serial_path = console,
 		.clone_id = a->id,
 		.running = a->autostart,
+		.seccomp = a->seccomp,
 	};
 	rc = loop_create(&c.loop);
 	if (rc < 0) {
 		send_msg(c.ctl, CTL_FAILED, rc, "cannot create the event loop");
+		_exit(1);
+	}
+	/* Set-up is done: the VMM filter before the VM is built, the vCPU
+	 * filter by each vCPU thread before the guest runs. */
+	if ((rc = vmm_seccomp_apply(a->seccomp)) < 0) {
+		snprintf(err, sizeof(err), "cannot install the seccomp filter: %s", strerror(-rc));
+		send_msg(c.ctl, CTL_FAILED, rc, err);
 		_exit(1);
 	}
 	/* A pool shell is prepared in the background: it yields the CPU to

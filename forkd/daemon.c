@@ -327,7 +327,7 @@ static struct clone *clone_spawn(struct forkd *d, struct template *t, bool autos
 	if (pid == 0) {
 		struct clone_child_args a = {
 			.vt = t->vt, .ctl = sv[1], .autostart = autostart, .id = c->id,
-			.dir = c->dir, .store = d->store,
+			.dir = c->dir, .store = d->store, .seccomp = d->clone_sc,
 		};
 		forkd_clone_main(&a);
 	}
@@ -958,6 +958,10 @@ int forkd_create(const struct forkd_config *cfg, struct loop *loop, struct forkd
 		snprintf(err, errlen, "cannot create run directory %s: %s", d->run_dir, strerror(errno));
 		goto fail;
 	}
+	if ((rc = vmm_seccomp_new(cfg->seccomp, &d->clone_sc)) < 0) {
+		snprintf(err, errlen, "cannot build the clones' seccomp filters: %s", strerror(-rc));
+		goto fail;
+	}
 	snprintf(path, sizeof(path), "%s/clones", d->run_dir);
 	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
 		rc = -errno;
@@ -994,6 +998,7 @@ fail:
 		loop_del(loop, d->refill_tfd);
 		close(d->refill_tfd);
 	}
+	vmm_seccomp_free(d->clone_sc);
 	free(d);
 	return rc;
 }
@@ -1035,5 +1040,6 @@ void forkd_destroy(struct forkd *d)
 		loop_del(d->loop, d->refill_tfd);
 		close(d->refill_tfd);
 	}
+	vmm_seccomp_free(d->clone_sc);
 	free(d);
 }

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "common/loop.h"
+#include "common/seccomp.h"
 
 struct forkd_config {
 	const char *api_socket; /* REST API socket path */
@@ -21,6 +22,7 @@ struct forkd_config {
 	unsigned max_clones;    /* clones given out at once (pool shells excluded) */
 	unsigned default_pool;  /* warm pool size of a new template */
 	unsigned long long mem_reserve; /* refuse forks when MemAvailable is below (bytes) */
+	enum sc_mode seccomp;   /* filters for forkd, its clones and builders (default on) */
 };
 
 #define FORKD_DEFAULT_MAX_CLONES 1024U
@@ -42,5 +44,9 @@ int forkd_create(const struct forkd_config *cfg, struct loop *loop, struct forkd
 /* Kills and reaps every clone and shell (waits for them), closes the API
  * and frees everything. */
 void forkd_destroy(struct forkd *d);
+
+/* Installs forkd's own seccomp filter on every thread (forkd/seccomp.c):
+ * call once set-up is done. SC_MODE_OFF: no-op. Returns 0 or -errno. */
+int forkd_seccomp_apply(enum sc_mode mode) __attribute__((warn_unused_result));
 
 #endif

@@ -120,6 +120,7 @@ struct forkd {
 	struct clone *clones; /* every clone and shell, exited ones too */
 	unsigned nr_exited;
 	struct builder *builders;
+	struct vmm_seccomp *clone_sc; /* compiled once, installed by every clone */
 	/* Metrics. */
 	uint64_t forks_pool, forks_cold, fork_failures;
 	uint64_t invokes_ok, invokes_error, invokes_timeout, invokes_failed;
@@ -166,6 +167,7 @@ struct clone_child_args {
 	const char *id;
 	const char *dir;
 	const char *store;
+	const struct vmm_seccomp *seccomp; /* the VMM and vCPU filters (NULL: none) */
 };
 __attribute__((noreturn)) void forkd_clone_main(const struct clone_child_args *a);
 

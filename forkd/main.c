@@ -48,6 +48,10 @@ static void usage(FILE *f)
 		"                      (default 256M; 0 disables)\n"
 		"  --forkvm PATH       forkvm binary used to boot templates (default: the\n"
 		"                      one beside forkd)\n"
+		"  --seccomp MODE      system call filters for forkd, its clones and the\n"
+		"                      forkvm it runs: on (default; a forbidden call\n"
+		"                      kills with SIGSYS), log (allow and log to the\n"
+		"                      kernel audit log), off (docs/security.md)\n"
 		"  --log-file PATH     log here instead of stderr\n"
 		"  -v                  more log output (-v info, -vv debug)\n"
 		"  -h, --help          this help\n"
@@ -84,7 +88,7 @@ static void on_signal(void *arg, uint32_t events)
 
 int main(int argc, char **argv)
 {
-	enum { O_API = 256, O_STORE, O_RUN, O_MAX, O_POOL, O_RESERVE, O_FORKVM, O_LOG };
+	enum { O_API = 256, O_STORE, O_RUN, O_MAX, O_POOL, O_RESERVE, O_FORKVM, O_LOG, O_SECCOMP };
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, O_API },
 		{ "store", required_argument, NULL, O_STORE },
@@ -94,6 +98,7 @@ int main(int argc, char **argv)
 		{ "mem-reserve", required_argument, NULL, O_RESERVE },
 		{ "forkvm", required_argument, NULL, O_FORKVM },
 		{ "log-file", required_argument, NULL, O_LOG },
+		{ "seccomp", required_argument, NULL, O_SECCOMP },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -144,6 +149,10 @@ int main(int argc, char **argv)
 			break;
 		case O_LOG:
 			log_file = optarg;
+			break;
+		case O_SECCOMP:
+			if (sc_mode_parse(optarg, &cfg.seccomp) < 0)
+				return die_usage("--seccomp must be on, log or off, not ", optarg);
 			break;
 		case 'v':
 			verbose++;
@@ -233,6 +242,11 @@ int main(int argc, char **argv)
 	rc = forkd_create(&cfg, c.loop, &d, err, sizeof(err));
 	if (rc < 0) {
 		fprintf(stderr, "forkd: %s\n", err);
+		goto out;
+	}
+	/* Set-up is done (socket bound, store and run directory open). */
+	if ((rc = forkd_seccomp_apply(cfg.seccomp)) < 0) {
+		fprintf(stderr, "forkd: cannot install the seccomp filter: %s\n", strerror(-rc));
 		goto out;
 	}
 	log_info("serving on %s (store %s, run dir %s)", cfg.api_socket, cfg.store, cfg.run_dir);

@@ -16,6 +16,7 @@ musl-tools:/usr/bin/musl-gcc
 duktape-dev:/usr/share/duktape/duktape.c
 libjansson-dev:/usr/include/jansson.h
 libhttp-parser-dev:/usr/include/http_parser.h
+libseccomp-dev:/usr/include/seccomp.h
 "
 
 missing=""

@@ -12,21 +12,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* PAGEMAP_SCAN (Linux 6.7): older headers lack it; the ABI is fixed. */
-#ifndef PAGEMAP_SCAN
-#define PAGE_IS_FILE (1 << 2)
-#define PAGE_IS_PRESENT (1 << 3)
-#define PAGE_IS_SWAPPED (1 << 4)
-struct page_region {
-	uint64_t start, end, categories;
-};
-struct pm_scan_arg {
-	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
-	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
-};
-#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
-#endif
-
 int gmem_check_size(uint64_t size)
 {
 	if (size % (2 * MiB))

@@ -53,6 +53,10 @@ static void usage(FILE *f)
 		"  --store DIR              the snapshot store for store:// URLs (default\n"
 		"                           $FORKVM_STORE, else /var/lib/forkvm/store as\n"
 		"                           root, ~/.local/share/forkvm/store otherwise)\n"
+		"  --seccomp MODE           system call filters: on (default; a call\n"
+		"                           outside the allowlist kills forkvm with\n"
+		"                           SIGSYS), log (allow, and log to the kernel\n"
+		"                           audit log), off (docs/security.md)\n"
 		"  --log-file PATH          VMM log here instead of stderr\n"
 		"  -v                       more log output: -v info, -vv debug,\n"
 		"                           -vvv also every guest system call\n"
@@ -160,7 +164,7 @@ static int die_usage(const char *msg, const char *arg)
 int main(int argc, char **argv)
 {
 	enum { O_API = 256, O_KERNEL, O_CMDLINE, O_CPUS, O_MEMORY, O_SERIAL, O_AGENT, O_LOGFILE,
-	       O_RESTORE, O_STORE };
+	       O_RESTORE, O_STORE, O_SECCOMP };
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, O_API },
 		{ "kernel", required_argument, NULL, O_KERNEL },
@@ -172,6 +176,7 @@ int main(int argc, char **argv)
 		{ "log-file", required_argument, NULL, O_LOGFILE },
 		{ "restore", required_argument, NULL, O_RESTORE },
 		{ "store", required_argument, NULL, O_STORE },
+		{ "seccomp", required_argument, NULL, O_SECCOMP },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -180,6 +185,8 @@ int main(int argc, char **argv)
 	struct vm_config cfg;
 	struct ctx c = { .sigfd = -1 };
 	struct vmm_api *api = NULL;
+	struct vmm_seccomp *sc = NULL;
+	enum sc_mode sc_mode = SC_MODE_ON;
 	const char *api_path = NULL, *log_file = NULL, *restore = NULL, *store = NULL;
 	bool set_serial = false, set_agent = false, set_sizes = false;
 	char err[512];
@@ -226,6 +233,10 @@ int main(int argc, char **argv)
 			if (!*optarg)
 				return die_usage("--store needs a directory", "");
 			store = optarg;
+			break;
+		case O_SECCOMP:
+			if (sc_mode_parse(optarg, &sc_mode) < 0)
+				return die_usage("--seccomp must be on, log or off, not ", optarg);
 			break;
 		case O_LOGFILE:
 			log_file = optarg;
@@ -292,8 +303,20 @@ int main(int argc, char **argv)
 	}
 	if (store)
 		vmm_set_store(c.vmm, store);
+	if ((rc = vmm_seccomp_new(sc_mode, &sc)) < 0) {
+		fprintf(stderr, "forkvm: cannot build the seccomp filters: %s\n", strerror(-rc));
+		goto out;
+	}
+	vmm_set_seccomp(c.vmm, sc);
 	if (api_path && (rc = vmm_api_start(c.vmm, c.loop, api_path, on_api_shutdown, &c, &api)) < 0) {
 		fprintf(stderr, "forkvm: cannot serve the API on %s: %s\n", api_path, strerror(-rc));
+		goto out;
+	}
+	/* Set-up is done: from here on, every thread of this process runs
+	 * under the VMM filter, and vCPU threads add theirs before they first
+	 * enter the guest. */
+	if ((rc = vmm_seccomp_apply(sc)) < 0) {
+		fprintf(stderr, "forkvm: cannot install the seccomp filter: %s\n", strerror(-rc));
 		goto out;
 	}
 	if (restore) {
@@ -334,6 +357,7 @@ out:
 	if (c.sigfd >= 0)
 		close(c.sigfd);
 	loop_destroy(c.loop);
+	vmm_seccomp_free(sc);
 	vm_config_free(&cfg);
 	return status;
 }

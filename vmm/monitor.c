@@ -23,6 +23,7 @@ struct vmm {
 	bool shut_down; /* the VM was shut down (state Shutdown, no vm) */
 	struct vm_exit_info last_exit;
 	char store_root[4096]; /* for store:// URLs; "" until needed: the default */
+	const struct vmm_seccomp *seccomp; /* the vCPU threads' filter (may be NULL) */
 };
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
@@ -116,6 +117,7 @@ int vmm_vm_boot(struct vmm *vmm, char *err, size_t errlen)
 	rc = vm_create(&vmm->cfg, vmm->loop, vmm_vm_exited, vmm, err, errlen, &vmm->vm);
 	if (rc < 0)
 		return rc;
+	vm_set_seccomp(vmm->vm, vmm->seccomp);
 	rc = vm_start(vmm->vm);
 	if (rc < 0) {
 		vm_destroy(vmm->vm);
@@ -183,6 +185,11 @@ int vmm_vm_reboot(struct vmm *vmm, char *err, size_t errlen)
 	return vmm_vm_boot(vmm, err, errlen);
 }
 
+void vmm_set_seccomp(struct vmm *vmm, const struct vmm_seccomp *s)
+{
+	vmm->seccomp = s;
+}
+
 void vmm_set_store(struct vmm *vmm, const char *root)
 {
 	snprintf(vmm->store_root, sizeof(vmm->store_root), "%s", root ? root : "");
@@ -233,11 +240,15 @@ int vmm_vm_restore(struct vmm *vmm, const char *url, const struct vm_restore_opt
 	if (kind == STORE_URL_STORE && !where[0])
 		return fail(err, errlen, -EINVAL, "store:// needs a tag or an id: store://TAG");
 	memset(&vmm->last_exit, 0, sizeof(vmm->last_exit));
+	struct vm_restore_opts o = { 0 };
+	if (opts)
+		o = *opts;
+	o.seccomp = vmm->seccomp;
 	if (kind == STORE_URL_STORE)
-		rc = vm_restore_store(store_root_of(vmm), where, opts, vmm->loop, vmm_vm_exited, vmm,
+		rc = vm_restore_store(store_root_of(vmm), where, &o, vmm->loop, vmm_vm_exited, vmm,
 				      err, errlen, &vmm->vm);
 	else
-		rc = vm_restore(where, opts, vmm->loop, vmm_vm_exited, vmm, err, errlen, &vmm->vm);
+		rc = vm_restore(where, &o, vmm->loop, vmm_vm_exited, vmm, err, errlen, &vmm->vm);
 	if (rc < 0)
 		return rc;
 	if (vm_config_copy(&vmm->cfg, vm_get_config(vmm->vm)) < 0) {

@@ -323,6 +323,12 @@ void *vcpu_thread(void *arg)
 	pthread_sigmask(SIG_SETMASK, &set, NULL);
 
 	v->run->kvm_valid_regs = KVM_SYNC_X86_REGS;
+	/* Before any guest code runs: a vCPU that cannot confine itself
+	 * never enters the guest. */
+	int rc = vmm_seccomp_apply_vcpu(vm->seccomp);
+	if (rc < 0)
+		vm_terminate(vm, 1, true, "vCPU %u: cannot install its seccomp filter: %s", v->id,
+			     strerror(-rc));
 	pthread_mutex_lock(&vm->lock);
 	for (;;) {
 		if (vm_stopping(vm))

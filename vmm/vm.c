@@ -849,6 +849,8 @@ static int vm_restore_from(struct snapshot *snap, const char *what, const struct
 		*out = NULL;
 		return rc;
 	}
+	if (opts)
+		(*out)->seccomp = opts->seccomp;
 	uint64_t t2 = time_mono_ns();
 	rc = vm_start_restored(*out, !(opts && opts->running));
 	uint64_t t3 = time_mono_ns();
@@ -1188,6 +1190,11 @@ enum vm_state vm_get_state(struct vm *vm)
 	enum vm_state s = vm->state;
 	pthread_mutex_unlock(&vm->lock);
 	return s;
+}
+
+void vm_set_seccomp(struct vm *vm, const struct vmm_seccomp *s)
+{
+	vm->seccomp = s;
 }
 
 void vm_get_exit_info(struct vm *vm, struct vm_exit_info *info)

@@ -54,6 +54,7 @@ struct vm {
 	int vm_fd;
 	int run_size;
 	int kick_signal;
+	const struct vmm_seccomp *seccomp; /* vCPU threads install its filter (may be NULL) */
 	bool osxsave;
 	uint64_t xcr0;
 	struct kvm_cpuid2 *cpuid;

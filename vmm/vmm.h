@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "common/loop.h"
+#include "common/seccomp.h"
 
 #define FORKVM_VERSION "0.1.0"
 
@@ -136,6 +137,8 @@ struct vm_restore_opts {
 	const char *hostname;     /* NULL: keep */
 	const char *clone_id;     /* NULL: none; else the guest's clone id (identity page) */
 	bool running;             /* come up Running instead of Paused (no park and resume) */
+	const struct vmm_seccomp *seccomp; /* NULL: none; else each vCPU thread installs its
+					    * filter before it first enters the guest */
 };
 
 /* Builds a VM from the snapshot in dir, verified first; its memory maps
@@ -210,6 +213,28 @@ struct vm_counters {
 };
 void vm_get_counters(struct vm *vm, struct vm_counters *c);
 
+/* ------------------------------------------------------------ seccomp */
+
+/* The VMM's seccomp-bpf filters (vmm/seccomp.c), compiled once: one for the
+ * VMM thread and every thread it starts, a narrower one each vCPU thread
+ * adds before it first enters the guest. A system call outside them kills
+ * the process with SIGSYS (SC_MODE_ON) or is logged (SC_MODE_LOG). */
+struct vmm_seccomp;
+int vmm_seccomp_new(enum sc_mode mode, struct vmm_seccomp **out) __attribute__((warn_unused_result));
+void vmm_seccomp_free(struct vmm_seccomp *s);
+enum sc_mode vmm_seccomp_mode(const struct vmm_seccomp *s);
+/* Installs the VMM filter on every thread of the process (NULL: no-op). */
+int vmm_seccomp_apply(const struct vmm_seccomp *s) __attribute__((warn_unused_result));
+/* Installs the vCPU filter on the calling thread (NULL: no-op). */
+int vmm_seccomp_apply_vcpu(const struct vmm_seccomp *s) __attribute__((warn_unused_result));
+/* Compiles a filter that allows what the VMM filter allows plus extra: for
+ * a process that creates VMMs (forkd, whose clones inherit its filter and
+ * add the VMM's). */
+int vmm_seccomp_build_host(enum sc_mode mode, const struct sc_rule *extra, size_t n,
+			   struct sc_prog *out) __attribute__((warn_unused_result));
+/* The vCPU filter vm's vCPU threads install (before vm_start). */
+void vm_set_seccomp(struct vm *vm, const struct vmm_seccomp *s);
+
 /* ------------------------------------------------------------ monitor */
 
 struct vmm;
@@ -234,6 +259,8 @@ int vmm_vm_reboot(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn
  * a paused VM (id_hex gets a store snapshot's id, "" otherwise); restore
  * needs no VM. */
 void vmm_set_store(struct vmm *vmm, const char *root);
+/* The filters for the VMs this vmm creates or restores (NULL: none). */
+void vmm_set_seccomp(struct vmm *vmm, const struct vmm_seccomp *s);
 int vmm_vm_snapshot(struct vmm *vmm, const char *url, char id_hex[33], char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 int vmm_vm_restore(struct vmm *vmm, const char *url, const struct vm_restore_opts *opts,
