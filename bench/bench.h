@@ -23,6 +23,7 @@ struct opts {
 	int clones;             /* store: snapshots of one template for the dedup figure */
 	int fanout;             /* fork: concurrent forks */
 	int density;            /* density: most idle clones to start */
+	const char *jail;          /* forkd --jail: "on" or "off" */
 	unsigned long long budget; /* density: stop once host memory used reaches this (0: none) */
 	const char *accel;      /* peer: QEMU's accelerator, "kvm", "tcg", or NULL/"auto" */
 };

@@ -66,8 +66,10 @@ static int start_forkd(struct fb *b)
 	snprintf(b->sock, sizeof(b->sock), "%s/forkd.sock", b->dir);
 	b->forkd = fork();
 	if (b->forkd == 0) {
+		char jail[16];
+		snprintf(jail, sizeof(jail), "--jail=%s", b->o->jail);
 		execl(bin, "forkd", "--api-socket", b->sock, "--store", store, "--run-dir", run,
-		      "--max-clones", "100000", (char *)NULL);
+		      "--max-clones", "100000", jail, (char *)NULL);
 		_exit(127);
 	}
 	for (int i = 0; i < 500; i++) {
@@ -180,7 +182,7 @@ static json_t *breakdown_of(struct fb *b, const char *id)
 	return NULL;
 }
 
-static const char *const cold_steps[] = { "request", "process", "vm_create", "memory_map",
+static const char *const cold_steps[] = { "request", "process", "jail", "vm_create", "memory_map",
 					  "state_replay", "vcpu_threads", NULL };
 
 /* Fork latency, n samples. fork: forkd's figure (to resume), to the first
@@ -412,6 +414,7 @@ static int with_forkd(const struct opts *o, int (*fn)(struct fb *b))
 		return 1;
 	}
 	if (start_forkd(&b) == 0 && add_template(&b) == 0) {
+		note(o, "clone jail %s (forkd --jail)", o->jail);
 		note(o, "forkd, template of %s RAM, %s vCPU(s); %d samples after %d warm-ups (excluded)",
 		     o->memory, o->cpus, o->samples, o->warmup);
 		rc = fn(&b);

@@ -586,6 +586,8 @@ static void usage(FILE *f)
 		"  --clones N       store: clone snapshots for the dedup figure (default 10)\n"
 		"  --accel A        peer: QEMU's accelerator: auto (default: KVM if it runs\n"
 		"                   the guest, else TCG), kvm or tcg\n"
+		"  --jail on|off    fork, e2e, fanout, density, boot-vs-fork: forkd's clone\n"
+		"                   jail (default on, as forkd's)\n"
 		"  --budget SIZE    density: stop once the clones use this much host memory\n"
 		"                   (default 1G; 0: only the count stops)\n"
 		"  --json           one JSON document: machine, results, notes\n"
@@ -597,7 +599,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	enum { O_WARMUP = 256, O_CPUS, O_MEMORY, O_CODE, O_JSON, O_TOUCH, O_CHUNK, O_DIRTY, O_CLONES,
-	       O_FANOUT, O_DENSITY, O_CSV, O_PLOT, O_BUDGET, O_ACCEL };
+	       O_FANOUT, O_DENSITY, O_CSV, O_PLOT, O_BUDGET, O_ACCEL, O_JAIL };
 	static const struct option lo[] = {
 		{ "warmup", required_argument, NULL, O_WARMUP }, { "cpus", required_argument, NULL, O_CPUS },
 		{ "memory", required_argument, NULL, O_MEMORY }, { "code", required_argument, NULL, O_CODE },
@@ -612,11 +614,12 @@ int main(int argc, char **argv)
 		{ "plot", required_argument, NULL, O_PLOT },
 		{ "budget", required_argument, NULL, O_BUDGET },
 		{ "accel", required_argument, NULL, O_ACCEL },
+		{ "jail", required_argument, NULL, O_JAIL },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .samples = -1, .warmup = -1, .cpus = "1", .code = "1+1", .touch_mb = -1,
 			  .chunk_sizes = "256K", .dirty_mb = 16, .clones = 10, .fanout = 16,
-			  .density = 1000, .budget = 1ULL << 30 };
+			  .density = 1000, .budget = 1ULL << 30, .jail = "on" };
 	static char forkvm[4200], agent[4200];
 	char self[4000];
 	int opt;
@@ -661,6 +664,13 @@ int main(int argc, char **argv)
 			break;
 		case O_ACCEL:
 			o.accel = optarg;
+			break;
+		case O_JAIL:
+			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				fprintf(stderr, "forkbench: --jail must be on or off\n");
+				return 2;
+			}
+			o.jail = optarg;
 			break;
 		case O_TOUCH:
 			o.touch_mb = atol(optarg);

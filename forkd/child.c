@@ -4,6 +4,7 @@
  * (PR_SET_PDEATHSIG) and exits when the guest stops. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +36,7 @@ static void send_msg(int ctl, uint32_t op, int rc, const char *text)
 
 /* After RUNNING, off the fork path: where the start went, with the first
  * KVM_RUN (waited for up to 50 ms). */
-static void send_times(struct child *c, uint64_t child_start)
+static void send_times(struct child *c, uint64_t child_start, uint64_t jail_ns)
 {
 	struct ctl_msg m = { .op = CTL_TIMES, .t_ns = time_mono_ns() };
 	struct vm_timings t;
@@ -50,6 +51,7 @@ static void send_times(struct child *c, uint64_t child_start)
 	m.v[CT_CREATE] = t.create_ns;
 	m.v[CT_STATE] = t.state_ns;
 	m.v[CT_THREADS] = t.threads_ns;
+	m.v[CT_JAIL] = jail_ns;
 	m.v[CT_FIRST_RUN] = first;
 	if (send(c->ctl, &m, sizeof(m), MSG_NOSIGNAL) < 0) {
 		/* forkd is gone */
@@ -78,7 +80,7 @@ static void do_op(struct child *c, const struct ctl_msg *m)
 		send_msg(c->ctl, m->op == CTL_GO ? CTL_RUNNING : CTL_REPLY, rc,
 			 rc < 0 ? "the clone is not paused" : NULL);
 		if (m->op == CTL_GO && rc == 0)
-			send_times(c, 0);
+			send_times(c, 0, 0);
 		break;
 	case CTL_PAUSE:
 		rc = vm_pause(c->vm);
@@ -122,26 +124,31 @@ static void on_ctl(void *arg, uint32_t events)
 	_exit(0);
 }
 
-/* Keeps fds 0..2, ctl (moved to 3) and the template's memory image (moved
- * to 4); closes every other descriptor forkd had open. */
-static int tidy_fds(int ctl, struct vm_template *vt)
+/* Keeps fds 0..2, ctl (moved to 3), the template's memory image (moved
+ * to 4) and the jail's cgroup files (moved to 5.., renumbered in cg);
+ * closes every other descriptor forkd had open. */
+static int tidy_fds(int ctl, struct vm_template *vt, int cg[3])
 {
-	int mem = vm_template_mem_fd(vt);
+	int keep[5] = { ctl, vm_template_mem_fd(vt), cg[0], cg[1], cg[2] }, hi[5];
+	int n = 2;
 
-	/* Move both out of the way first, then into place. */
-	int hi_ctl = fcntl(ctl, F_DUPFD_CLOEXEC, 100000);
-	int hi_mem = fcntl(mem, F_DUPFD_CLOEXEC, 100000);
-	if (hi_ctl < 0 || hi_mem < 0) {
-		/* a low RLIMIT_NOFILE: fall back to any free slot above 4 */
-		hi_ctl = hi_ctl < 0 ? fcntl(ctl, F_DUPFD_CLOEXEC, 5) : hi_ctl;
-		hi_mem = hi_mem < 0 ? fcntl(mem, F_DUPFD_CLOEXEC, 5) : hi_mem;
-		if (hi_ctl < 0 || hi_mem < 0)
+	while (n < 5 && keep[n] >= 0)
+		n++;
+	/* Move them out of the way first, then into place. */
+	for (int i = 0; i < n; i++) {
+		hi[i] = fcntl(keep[i], F_DUPFD_CLOEXEC, 100000);
+		if (hi[i] < 0) /* a low RLIMIT_NOFILE: any free slot above the kept ones */
+			hi[i] = fcntl(keep[i], F_DUPFD_CLOEXEC, 8);
+		if (hi[i] < 0)
 			return -errno;
 	}
-	if (dup3(hi_ctl, 3, O_CLOEXEC) < 0 || dup3(hi_mem, 4, O_CLOEXEC) < 0)
+	for (int i = 0; i < n; i++)
+		if (dup3(hi[i], 3 + i, O_CLOEXEC) < 0)
+			return -errno;
+	if (syscall(SYS_close_range, (unsigned)(3 + n), ~0U, 0U) < 0)
 		return -errno;
-	if (syscall(SYS_close_range, 5U, ~0U, 0U) < 0)
-		return -errno;
+	for (int i = 2; i < n; i++)
+		cg[i - 2] = 3 + i;
 	vm_template_set_mem_fd(vt, 4);
 	return 3;
 }
@@ -165,16 +172,29 @@ void forkd_clone_main(const struct clone_child_args *a)
 	sigprocmask(SIG_SETMASK, &all, NULL);
 	log_set_ident("forkd-clone");
 
-	c.ctl = tidy_fds(a->ctl, a->vt);
-	if (c.ctl < 0)
-		_exit(125);
-	if (getppid() == 1)
-		_exit(0); /* forkd died before PR_SET_PDEATHSIG took */
+	/* forkd died before PR_SET_PDEATHSIG took: its end of ctl is closed
+	 * (getppid() says nothing in a PID namespace of our own) */
+	struct pollfd pf = { .fd = a->ctl, .events = POLLRDHUP };
+	if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLHUP | POLLRDHUP | POLLERR)))
+		_exit(0);
 	if (mkdir(a->dir, 0700) < 0 && errno != EEXIST) {
 		snprintf(err, sizeof(err), "cannot create %s: %s", a->dir, strerror(errno));
-		send_msg(c.ctl, CTL_FAILED, -errno, err);
+		send_msg(a->ctl, CTL_FAILED, -errno, err);
 		_exit(1);
 	}
+	/* The jail needs forkd's namespace descriptors: before tidy_fds. */
+	uint64_t tj = time_mono_ns();
+	int cg[3];
+	rc = forkd_jail_enter(a->forkd, a->id, a->dir, cg, err, sizeof(err));
+	uint64_t jail_ns = time_mono_ns() - tj;
+	if (rc < 0) {
+		send_msg(a->ctl, CTL_FAILED, rc, err);
+		_exit(1);
+	}
+	c.ctl = tidy_fds(a->ctl, a->vt, cg);
+	if (c.ctl < 0)
+		_exit(125);
+
 	snprintf(agent, sizeof(agent), "%s/agent.sock", a->dir);
 	snprintf(console, sizeof(console), "%s/console.log", a->dir);
 	struct vm_restore_opts o = {
@@ -201,10 +221,17 @@ void forkd_clone_main(const struct clone_child_args *a)
 	/* A pool shell is prepared in the background: it yields the CPU to
 	 * clones being handed out and to guests running (SCHED_IDLE), and
 	 * returns to the normal policy before it counts as ready. */
+	if (!a->autostart && (rc = forkd_jail_join_cgroup(cg)) < 0) {
+		snprintf(err, sizeof(err), "jail: cannot join the clone's cgroup: %s", strerror(-rc));
+		send_msg(c.ctl, CTL_FAILED, rc, err);
+		_exit(1);
+	}
 	struct sched_param sp = { .sched_priority = 0 };
 	bool idle = !a->autostart && sched_setscheduler(0, SCHED_IDLE, &sp) == 0;
 	rc = vm_restore_template(a->vt, &o, c.loop, on_vm_exit, &c, err, sizeof(err), &c.vm);
-	if (idle)
+	/* back to the normal policy (a jailed shell cannot: forkd does it
+	 * when the shell reports ready) */
+	if (idle && !a->forkd->jail.on)
 		forkd_sched_threads(getpid(), SCHED_OTHER);
 	if (rc < 0) {
 		send_msg(c.ctl, CTL_FAILED, rc, err);
@@ -212,7 +239,12 @@ void forkd_clone_main(const struct clone_child_args *a)
 	}
 	if (a->autostart) {
 		send_msg(c.ctl, CTL_RUNNING, 0, NULL);
-		send_times(&c, child_start);
+		/* off the fork path (see forkd_jail_join_cgroup); the guest runs */
+		if ((rc = forkd_jail_join_cgroup(cg)) < 0) {
+			log_error("jail: cannot join the clone's cgroup: %s", strerror(-rc));
+			_exit(1);
+		}
+		send_times(&c, child_start, jail_ns);
 	} else {
 		send_msg(c.ctl, CTL_READY, 0, NULL);
 	}

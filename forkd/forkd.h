@@ -10,9 +10,25 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "common/loop.h"
 #include "common/seccomp.h"
+
+/* The clone jail (forkd/jail.c). */
+struct forkd_jail_config {
+	bool on;                /* namespaces, empty root, no capabilities, cgroup */
+	bool uid_set;           /* switch to uid/gid (else root without capabilities) */
+	uid_t uid;
+	gid_t gid;
+	unsigned pids_max;      /* cgroup pids.max */
+	unsigned cpu_weight;    /* cgroup cpu.weight, 1..10000 (100: an even share) */
+	unsigned long long mem_margin; /* memory.max = the template's guest RAM + this */
+};
+
+#define FORKD_DEFAULT_PIDS_MAX 64U
+#define FORKD_DEFAULT_CPU_WEIGHT 100U
+#define FORKD_DEFAULT_MEM_MARGIN (64ULL << 20)
 
 struct forkd_config {
 	const char *api_socket; /* REST API socket path */
@@ -23,6 +39,7 @@ struct forkd_config {
 	unsigned default_pool;  /* warm pool size of a new template */
 	unsigned long long mem_reserve; /* refuse forks when MemAvailable is below (bytes) */
 	enum sc_mode seccomp;   /* filters for forkd, its clones and builders (default on) */
+	struct forkd_jail_config jail;
 };
 
 #define FORKD_DEFAULT_MAX_CLONES 1024U

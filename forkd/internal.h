@@ -37,6 +37,7 @@ enum ctl_time {
 	CT_CREATE,      /* slots, irqchip, PIT, vCPUs */
 	CT_STATE,       /* state units replayed */
 	CT_THREADS,     /* vCPU threads started */
+	CT_JAIL,        /* the jail: cgroup, namespaces, root, capabilities */
 	CT_FIRST_RUN,   /* timestamp: first KVM_RUN after the start or resume (0: not seen) */
 	CT_MAX,
 };
@@ -74,6 +75,20 @@ enum clone_state {
 	CLONE_RUNNING,
 	CLONE_PAUSED,
 	CLONE_EXITED,
+};
+
+/* The clone jail's forkd-side state (forkd/jail.c). */
+enum jail_cg { JAIL_CG_NONE, JAIL_CG_V1, JAIL_CG_V2 };
+struct jail {
+	bool on;
+	int netns, ipcns;      /* the clones' shared empty network and IPC namespaces */
+	dev_t kvm_rdev;        /* /dev/kvm, recreated in each jail */
+	int cap_last;
+	char root[4096];       /* mount point of each clone's root tmpfs (its own namespace) */
+	enum jail_cg cg;
+	int cg_n;              /* v2: 1 directory; v1: memory, pids, cpu */
+	char cg_base[3][2200]; /* clones' cgroups are cg_base[i]/ID */
+	char cg_top[1][2200];  /* v2: forkd's subtree (TOP/daemon, TOP/clones) */
 };
 
 struct clone {
@@ -121,6 +136,7 @@ struct forkd {
 	unsigned nr_exited;
 	struct builder *builders;
 	struct vmm_seccomp *clone_sc; /* compiled once, installed by every clone */
+	struct jail jail;
 	/* Metrics. */
 	uint64_t forks_pool, forks_cold, fork_failures;
 	uint64_t invokes_ok, invokes_error, invokes_timeout, invokes_failed;
@@ -168,8 +184,26 @@ struct clone_child_args {
 	const char *dir;
 	const char *store;
 	const struct vmm_seccomp *seccomp; /* the VMM and vCPU filters (NULL: none) */
+	const struct forkd *forkd;         /* its jail settings */
 };
 __attribute__((noreturn)) void forkd_clone_main(const struct clone_child_args *a);
+
+/* forkd/jail.c */
+/* Namespaces, the jail root's mount point, cgroups (when jails are on).
+ * Returns 0 or -errno with err. */
+int forkd_jail_init(struct forkd *d, char *err, size_t errlen);
+void forkd_jail_fini(struct forkd *d);
+/* clone(2) flags of a new clone process (0: no jail). */
+unsigned long forkd_jail_clone_flags(const struct forkd *d);
+/* The clone's cgroup with its limits, made before it is forked. */
+int forkd_jail_cgroup_create(struct forkd *d, const char *id, uint64_t mem_max);
+void forkd_jail_cgroup_remove(struct forkd *d, const char *id);
+/* In the new clone process: namespaces, root, ids, capabilities; opens
+ * the clone's cgroup.procs files into cg_fds (-1 where none). */
+int forkd_jail_enter(const struct forkd *d, const char *id, const char *clone_dir, int cg_fds[3],
+		     char *err, size_t errlen);
+/* Moves the calling process into its cgroup and closes cg_fds. */
+int forkd_jail_join_cgroup(int cg_fds[3]);
 
 /* forkd/builder.c: the "booted once" templates. */
 struct builder;

@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
@@ -48,6 +50,20 @@ static void usage(FILE *f)
 		"                      (default 256M; 0 disables)\n"
 		"  --forkvm PATH       forkvm binary used to boot templates (default: the\n"
 		"                      one beside forkd)\n"
+		"  --jail on|off       jail every clone (default on): its own mount, PID and\n"
+		"                      UTS namespaces, an empty network and IPC namespace,\n"
+		"                      an empty read-only root, no capabilities, and a\n"
+		"                      cgroup with the limits below (docs/security.md)\n"
+		"  --jail-uid USER     clones run as this user (name or uid, not root);\n"
+		"                      default: root without capabilities\n"
+		"  --jail-gid GROUP    and this group (default: the user's group)\n"
+		"  --clone-mem-margin SIZE\n"
+		"                      a clone's cgroup memory limit is its guest RAM plus\n"
+		"                      SIZE (default 64M)\n"
+		"  --clone-pids-max N  tasks per clone, cgroup pids.max (default 64)\n"
+		"  --clone-cpu-weight N\n"
+		"                      cgroup CPU weight per clone, 1..10000 (default 100,\n"
+		"                      an even share)\n"
 		"  --seccomp MODE      system call filters for forkd, its clones and the\n"
 		"                      forkvm it runs: on (default; a forbidden call\n"
 		"                      kills with SIGSYS), log (allow and log to the\n"
@@ -88,7 +104,8 @@ static void on_signal(void *arg, uint32_t events)
 
 int main(int argc, char **argv)
 {
-	enum { O_API = 256, O_STORE, O_RUN, O_MAX, O_POOL, O_RESERVE, O_FORKVM, O_LOG, O_SECCOMP };
+	enum { O_API = 256, O_STORE, O_RUN, O_MAX, O_POOL, O_RESERVE, O_FORKVM, O_LOG, O_SECCOMP, O_JAIL, O_JUID, O_JGID,
+	       O_PIDS, O_CPUW, O_MEMM };
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, O_API },
 		{ "store", required_argument, NULL, O_STORE },
@@ -99,13 +116,23 @@ int main(int argc, char **argv)
 		{ "forkvm", required_argument, NULL, O_FORKVM },
 		{ "log-file", required_argument, NULL, O_LOG },
 		{ "seccomp", required_argument, NULL, O_SECCOMP },
+		{ "jail", required_argument, NULL, O_JAIL },
+		{ "jail-uid", required_argument, NULL, O_JUID },
+		{ "jail-gid", required_argument, NULL, O_JGID },
+		{ "clone-pids-max", required_argument, NULL, O_PIDS },
+		{ "clone-cpu-weight", required_argument, NULL, O_CPUW },
+		{ "clone-mem-margin", required_argument, NULL, O_MEMM },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct forkd_config cfg = { .max_clones = FORKD_DEFAULT_MAX_CLONES,
-				    .mem_reserve = FORKD_DEFAULT_MEM_RESERVE };
+				    .mem_reserve = FORKD_DEFAULT_MEM_RESERVE,
+				    .jail = { .on = true, .pids_max = FORKD_DEFAULT_PIDS_MAX,
+					      .cpu_weight = FORKD_DEFAULT_CPU_WEIGHT,
+					      .mem_margin = FORKD_DEFAULT_MEM_MARGIN } };
+	bool gid_set = false;
 	char store[4096], run[4096], api[4200], forkvm[4200], err[1024];
 	const char *log_file = NULL;
 	int verbose = 0, opt, rc;
@@ -150,6 +177,51 @@ int main(int argc, char **argv)
 		case O_LOG:
 			log_file = optarg;
 			break;
+		case O_JAIL:
+			if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+				return die_usage("--jail must be on or off, not ", optarg);
+			cfg.jail.on = !strcmp(optarg, "on");
+			break;
+		case O_JUID: {
+			struct passwd *pw = getpwnam(optarg);
+			if (pw) {
+				v = pw->pw_uid;
+				if (!gid_set)
+					cfg.jail.gid = pw->pw_gid;
+			} else if (parse_u64(optarg, 0, 0xfffffffeULL, &v) < 0) {
+				return die_usage("--jail-uid takes a user name or a uid, not ", optarg);
+			}
+			if (v == 0)
+				return die_usage("--jail-uid must not be root: ", optarg);
+			cfg.jail.uid = (uid_t)v;
+			cfg.jail.uid_set = true;
+			break;
+		}
+		case O_JGID: {
+			struct group *gr = getgrnam(optarg);
+			if (gr)
+				v = gr->gr_gid;
+			else if (parse_u64(optarg, 0, 0xfffffffeULL, &v) < 0)
+				return die_usage("--jail-gid takes a group name or a gid, not ", optarg);
+			cfg.jail.gid = (gid_t)v;
+			gid_set = true;
+			break;
+		}
+		case O_PIDS:
+			if (parse_u64(optarg, 8, 1000000, &v) < 0)
+				return die_usage("--clone-pids-max must be 8..1000000, not ", optarg);
+			cfg.jail.pids_max = (unsigned)v;
+			break;
+		case O_CPUW:
+			if (parse_u64(optarg, 1, 10000, &v) < 0)
+				return die_usage("--clone-cpu-weight must be 1..10000, not ", optarg);
+			cfg.jail.cpu_weight = (unsigned)v;
+			break;
+		case O_MEMM:
+			if (parse_size(optarg, &v) < 0)
+				return die_usage("--clone-mem-margin takes a size such as 64M, not ", optarg);
+			cfg.jail.mem_margin = v;
+			break;
 		case O_SECCOMP:
 			if (sc_mode_parse(optarg, &cfg.seccomp) < 0)
 				return die_usage("--seccomp must be on, log or off, not ", optarg);
@@ -170,6 +242,10 @@ int main(int argc, char **argv)
 	}
 	if (optind < argc)
 		return die_usage("unexpected argument: ", argv[optind]);
+	if (gid_set && !cfg.jail.uid_set)
+		return die_usage("--jail-gid needs --jail-uid", "");
+	if (cfg.jail.uid_set && !cfg.jail.on)
+		return die_usage("--jail-uid needs --jail=on", "");
 	if (!cfg.store)
 		cfg.store = store_default_root(store, sizeof(store));
 	if (!cfg.run_dir)

@@ -32,7 +32,8 @@ static const struct sc_rule forkd_rules[] = {
 	SC_ALLOW(unshare), SC_ALLOW(mount), SC_ALLOW(umount2), SC_ALLOW(pivot_root), SC_ALLOW(chroot),
 	SC_ALLOW(setuid), SC_ALLOW(setgid), SC_ALLOW(setgroups), SC_ALLOW(setresuid),
 	SC_ALLOW(setresgid), SC_ALLOW(capget), SC_ALLOW(capset), SC_ALLOW(sethostname),
-	SC_ALLOW(setdomainname), SC_ALLOW(seccomp),
+	SC_ALLOW(setdomainname), SC_ALLOW(seccomp), SC_ALLOW(setns), SC_ALLOW(mknod),
+	SC_ALLOW(mknodat), SC_ALLOW(chown), SC_ALLOW(fchownat), SC_ALLOW(setrlimit),
 };
 
 int forkd_seccomp_apply(enum sc_mode mode)
