@@ -235,8 +235,9 @@ static long chain_result(const struct st_job *j)
 	case ST_IO_CREATE_WRITE:
 		if (j->res[0] < 0)
 			return j->res[0];
+		/* A short write comes back as its count: the step finishes it. */
 		if (j->res[1] < 0 || (size_t)j->res[1] != j->len)
-			return j->res[1] < 0 ? j->res[1] : -EIO;
+			return j->res[1];
 		return j->res[2] < 0 ? j->res[2] : j->res[1];
 	case ST_IO_READ_FILE:
 	case ST_IO_FSYNC_DIR:

@@ -156,7 +156,8 @@ unsigned st_cpus(void);
  * job is finished; after the I/O it runs again with io_res set. */
 enum st_io_op {
 	ST_IO_NONE,
-	ST_IO_CREATE_WRITE, /* a new file rel (O_EXCL, 0400) gets buf[0, len), fsynced */
+	ST_IO_CREATE_WRITE, /* a new file rel (O_EXCL, 0400) gets buf[0, len), fsynced;
+			     * io_res < len after a short write (a full disk) */
 	ST_IO_READ_FILE,    /* file rel read into buf (capacity len) */
 	ST_IO_PWRITE,       /* fd at off gets buf[0, len) */
 	ST_IO_RENAME,       /* rel renamed to rel2 (both under the store root) */

@@ -88,8 +88,20 @@ static void mat_step(void *ctx, struct st_job *j, unsigned worker)
 		break;
 	}
 	case 2:
+		if (j->io_res > 0 && j->io_res < (long)j->len) {
+			/* A short write (a full disk writes what fits): the rest,
+			 * which completes the run or says what stopped it. */
+			j->buf += j->io_res;
+			j->off += (uint64_t)j->io_res;
+			j->len -= (size_t)j->io_res;
+			j->io_op = ST_IO_PWRITE;
+			return;
+		}
 		if (j->io_res != (long)j->len) {
-			mat_error(x, j->io_res < 0 ? (int)j->io_res : -EIO, k, "cannot write the image");
+			int rc = j->io_res < 0 ? (int)j->io_res : -EIO;
+			char why[128];
+			snprintf(why, sizeof(why), "cannot write the image: %s", strerror(-rc));
+			mat_error(x, rc, k, why);
 			break;
 		}
 		if (st_job_next_run(j, x->fd))

@@ -73,6 +73,26 @@ static int mark_populated(void *arg, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/* Writes j's object file again, synchronously, after the engine's write
+ * came back short (a full disk writes what fits): then either the object
+ * is whole or the error that stopped it (ENOSPC, EDQUOT...) is known.
+ * Returns 0 or -errno. */
+static int rewrite_object(struct store *st, const struct st_job *j)
+{
+	int fd, rc;
+
+	unlinkat(st->root_fd, j->rel, 0);
+	fd = openat(st->root_fd, j->rel, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0400);
+	if (fd < 0)
+		return -errno;
+	rc = write_full(fd, j->buf, j->len);
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	return rc;
+}
+
 /* Engine step: hash a chunk; compress and write it when it is new. */
 static void chunk_step(void *ctx, struct st_job *j, unsigned worker)
 {
@@ -81,10 +101,16 @@ static void chunk_step(void *ctx, struct st_job *j, unsigned worker)
 
 	(void)worker;
 	if (j->phase == 1) {
-		if (j->io_res != (long)j->len)
-			put_error(p, j->io_res < 0 ? (int)j->io_res : -EIO, "writing", c);
-		else
+		int rc = j->io_res < 0 ? (int)j->io_res : 0;
+		if (rc == 0 && j->io_res != (long)j->len)
+			rc = rewrite_object(p->st, j);
+		if (rc == 0) {
 			p->is_new[c] = true;
+			return;
+		}
+		/* The file may exist, partly written: its name is this put's. */
+		unlinkat(p->st->root_fd, j->rel, 0);
+		put_error(p, rc, "writing", c);
 		return;
 	}
 	uint64_t off = c * p->cs, len = MIN((uint64_t)p->cs, p->mem->size - off);
