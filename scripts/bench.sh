@@ -27,6 +27,8 @@ run snapshot snapshot
 run restore restore
 run store store
 run fork fork
+# the same without the clone jail: what the jail costs a fork
+run fork-nojail fork --jail off
 run e2e e2e
 run fanout fanout 16
 run density density 1000 --budget 2G
