@@ -139,6 +139,37 @@ static bool has_word(const char *list, const char *w)
 	return false;
 }
 
+static void cg_rmdir_children(const char *base);
+
+/* Removes the groups a forkd killed with SIGKILL left in parent
+ * (forkd-PID whose PID is gone; its clones died with it). */
+static void cg_remove_stale(const char *parent)
+{
+	DIR *d = opendir(parent);
+	struct dirent *e;
+	char p[4400], sub[4500];
+
+	while (d && (e = readdir(d))) {
+		int pid;
+		char tail;
+		if (e->d_type != DT_DIR || sscanf(e->d_name, "forkd-%d%c", &pid, &tail) != 1 || pid <= 0)
+			continue;
+		if (kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", parent, e->d_name);
+		snprintf(sub, sizeof(sub), "%s/clones", p);
+		cg_rmdir_children(sub);
+		rmdir(sub);
+		snprintf(sub, sizeof(sub), "%s/daemon", p);
+		rmdir(sub);
+		cg_rmdir_children(p);
+		if (rmdir(p) == 0)
+			log_info("jail: removed the cgroup %s of a forkd that is gone", p);
+	}
+	if (d)
+		closedir(d);
+}
+
 /* cgroup v2: forkd moves itself to TOP/daemon (no process may sit in a
  * cgroup whose children have controllers) and makes clones under
  * TOP/clones. */
@@ -154,6 +185,8 @@ static int cg_init_v2(struct jail *j)
 		return rc;
 	if (!has_word(buf, "memory") || !has_word(buf, "pids") || !has_word(buf, "cpu"))
 		return -EOPNOTSUPP;
+	snprintf(path, sizeof(path), "%s%s", mnt, self);
+	cg_remove_stale(path);
 	snprintf(j->cg_top[0], sizeof(j->cg_top[0]), "%s%s/forkd-%d", mnt, self, (int)getpid());
 	if (mkdir(j->cg_top[0], 0755) < 0 && errno != EEXIST)
 		return -errno;
@@ -194,6 +227,9 @@ static int cg_init_v1(struct jail *j)
 		if ((rc = cg_mount(v1_ctrl[i], mnt, sizeof(mnt))) < 0 ||
 		    (rc = cg_self(v1_ctrl[i], self, sizeof(self))) < 0)
 			return rc;
+		char parent[1600];
+		snprintf(parent, sizeof(parent), "%s%s", mnt, self);
+		cg_remove_stale(parent);
 		snprintf(j->cg_base[i], sizeof(j->cg_base[i]), "%s%s/forkd-%d", mnt, self, (int)getpid());
 		if (mkdir(j->cg_base[i], 0755) < 0 && errno != EEXIST)
 			return -errno;
