@@ -104,6 +104,9 @@ int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mo
 		if (c->out_fd < 0)
 			return fail(err, errlen, -errno, "%s: cannot open %s: %s", name, path,
 				    strerror(errno));
+		struct stat st;
+		c->file_bytes = fstat(c->out_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+		c->file_max = CHAN_FILE_MAX;
 		return 0;
 	case CHAN_SOCKET:
 		break;
@@ -357,6 +360,30 @@ bool chan_writable_locked(const struct chan *c)
 	return c->out.len < c->out.cap;
 }
 
+/* FILE: up to file_max bytes; then a one-line mark, and the rest dropped. */
+static size_t file_write(struct chan *c, const void *buf, size_t len)
+{
+	static const char mark[] = "\n[forkvm: console file limit reached; further output is dropped]\n";
+	uint64_t room = c->file_bytes < c->file_max ? c->file_max - c->file_bytes : 0;
+	size_t n = (size_t)MIN((uint64_t)len, room);
+
+	if (n && write_full(c->out_fd, buf, n) < 0) {
+		c->dropped += len;
+		return len;
+	}
+	c->file_bytes += n;
+	c->tx_bytes += n;
+	if (n < len) {
+		if (room != 0 || c->file_bytes == c->file_max) {
+			/* the first time only: the file then stands past the limit */
+			if (write_full(c->out_fd, mark, sizeof(mark) - 1) == 0)
+				c->file_bytes += sizeof(mark) - 1;
+		}
+		c->dropped += len - n;
+	}
+	return len;
+}
+
 size_t chan_write_locked(struct chan *c, const void *buf, size_t len)
 {
 	size_t n;
@@ -364,8 +391,9 @@ size_t chan_write_locked(struct chan *c, const void *buf, size_t len)
 	switch (c->mode) {
 	case CHAN_OFF:
 		return len;
-	case CHAN_TTY:
 	case CHAN_FILE:
+		return file_write(c, buf, len);
+	case CHAN_TTY:
 		if (write_full(c->out_fd, buf, len) < 0)
 			c->dropped += len;
 		else

@@ -49,11 +49,16 @@ struct chan {
 	bool peer_closed; /* a guest read saw EOF: the loop drops the client */
 	bool out_watched; /* conn EPOLLOUT on */
 	struct chan_ring in, out;
-	uint64_t dropped; /* output bytes dropped (no flow control, ring full) */
+	uint64_t dropped; /* output bytes dropped (no flow control, ring full; file full) */
+	uint64_t file_bytes, file_max; /* FILE: its size, and the most the guest may make it */
 	uint64_t rx_bytes, tx_bytes;
 };
 
 #define CHAN_RING_SIZE (1U << 20)
+/* A guest may write at most this much to a console file (forkd's clones'
+ * console.log): past it output is dropped and counted, once marked in the
+ * file, so a flooding guest cannot fill the host's disk. */
+#define CHAN_FILE_MAX (16ULL << 20)
 
 /* Opens the host end (creates the socket with mode 0600, opens the file...).
  * flow_control: see struct chan. A socket path another process listens on
