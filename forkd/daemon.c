@@ -220,20 +220,43 @@ int forkd_clone_send(struct clone *c, uint32_t op, const char *text)
 /* Tearing a VM down costs 5-35 ms of kernel time on PVM (closing a VM with
  * an irqchip): a dying clone does it at SCHED_IDLE, every thread of it, so
  * it does not take the CPU from clones being forked or running. */
-void forkd_sched_threads(pid_t pid, int policy)
+/* Calls fn for each entry of dir but "." and "..". Reads with getdents64
+ * into a stack buffer: forkd lists directories for every clone, and
+ * opendir's 32 KiB buffer per call would churn the allocator. */
+static void dir_each(const char *dir, void (*fn)(const char *dir, const char *name, void *arg),
+		     void *arg)
+{
+	char buf[4096] __attribute__((aligned(8)));
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return;
+	while ((n = getdents64(fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t off = 0; off < n;) {
+			struct dirent64 *e = (struct dirent64 *)(void *)(buf + off);
+			off += e->d_reclen;
+			if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+				fn(dir, e->d_name, arg);
+		}
+	}
+	close(fd);
+}
+
+static void sched_one(const char *dir, const char *name, void *arg)
 {
 	struct sched_param sp = { .sched_priority = 0 };
+	pid_t tid = (pid_t)atoi(name);
+	(void)dir;
+	if (tid > 0)
+		sched_setscheduler(tid, *(const int *)arg, &sp);
+}
+
+void forkd_sched_threads(pid_t pid, int policy)
+{
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	DIR *dir = opendir(path);
-	struct dirent *e;
-	while (dir && (e = readdir(dir))) {
-		pid_t tid = (pid_t)atoi(e->d_name);
-		if (tid > 0)
-			sched_setscheduler(tid, policy, &sp);
-	}
-	if (dir)
-		closedir(dir);
+	dir_each(path, sched_one, &policy);
 }
 
 /* forkd fires invoke time limits and answers its API while the guests it
@@ -271,20 +294,17 @@ void forkd_clone_kill(struct forkd *d, struct clone *c)
 /* Removes a dead clone's directory with what its process left there: the
  * agent socket and console log, and the socket's temporary name when the
  * clone was killed during its restore (before the socket was published). */
+static void unlink_one(const char *dir, const char *name, void *arg)
+{
+	char p[512];
+	(void)arg;
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	unlink(p);
+}
+
 static void rm_dir(const char *dir)
 {
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	char p[512];
-
-	while (d && (e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-		unlink(p);
-	}
-	if (d)
-		closedir(d);
+	dir_each(dir, unlink_one, NULL);
 	rmdir(dir);
 }
 

@@ -103,6 +103,7 @@ static void template_boot(const char *name, int pool)
 
 static void setup(void)
 {
+	h_asan_small_quarantine();
 	e.dir = h_tmpdir();
 	e.pid = -1;
 	if (!h_have_kvm())

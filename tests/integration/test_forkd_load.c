@@ -53,6 +53,7 @@ static struct {
 
 static void setup(void)
 {
+	h_asan_small_quarantine();
 	static const char *const extra[] = { "--max-clones", "4000", NULL };
 	struct rlimit rl;
 

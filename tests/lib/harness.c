@@ -244,6 +244,16 @@ int h_run(const char *dir, const char *const argv[], int timeout_ms, char **out,
 	return st;
 }
 
+void h_asan_small_quarantine(void)
+{
+	const char *old = getenv("ASAN_OPTIONS");
+	char buf[1024];
+	if (old && strstr(old, "quarantine_size_mb"))
+		return;
+	snprintf(buf, sizeof(buf), "%s%squarantine_size_mb=1", old ? old : "", old && *old ? ":" : "");
+	setenv("ASAN_OPTIONS", buf, 1);
+}
+
 void h_sleep_ms(int ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };

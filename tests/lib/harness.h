@@ -58,6 +58,12 @@ int h_write_file(const char *path, const char *text);
 bool h_wait_path(const char *path, int timeout_ms);
 /* Counts occurrences of needle in hay. */
 int h_count(const char *hay, const char *needle);
+/* For tests that check a daemon's memory does not grow: in ASan builds
+ * (make SAN=1) freed memory stays resident in ASan's quarantine (256 MiB by
+ * default), which such a check would count. Caps it at 1 MiB for the
+ * processes started afterwards (appended to ASAN_OPTIONS; no effect on
+ * other builds). */
+void h_asan_small_quarantine(void);
 /* Sleeps ms milliseconds. */
 void h_sleep_ms(int ms);
 
