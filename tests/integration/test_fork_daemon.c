@@ -614,34 +614,6 @@ Test(forkd, forks_beyond_max_clones_or_short_memory_are_refused_whole)
 	json_decref(list);
 }
 
-static int count_fds(pid_t pid)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	DIR *d = opendir(path);
-	struct dirent *de;
-	int n = 0;
-	cr_assert_not_null(d);
-	while ((de = readdir(d)))
-		n += de->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
-
-static long status_kib(pid_t pid, const char *field)
-{
-	char path[64], line[256];
-	long v = -1;
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	while (f && fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, strlen(field)))
-			v = atol(line + strlen(field) + 1);
-	if (f)
-		fclose(f);
-	return v;
-}
-
 Test(forkd, clones_die_with_a_forkd_killed_by_sigkill)
 {
 	H_NEED_KVM();
@@ -678,14 +650,14 @@ Test(forkd, fork_kill_cycles_do_not_grow_fds_threads_or_memory, .timeout = 300)
 		if (i % 20 == 0)
 			cr_assert_eq(req("POST", "/v1/templates/t/invoke", "{\"fn\":\"double\",\"args\":[2]}", NULL), 200);
 		if (i == 50) { /* after warm-up: pools, allocator arenas */
-			fds0 = count_fds(e.pid);
-			threads0 = (int)status_kib(e.pid, "Threads:");
-			rss0 = status_kib(e.pid, "VmRSS:");
+			fds0 = h_count_fds(e.pid);
+			threads0 = (int)h_status_field(e.pid, "Threads:");
+			rss0 = h_status_field(e.pid, "VmRSS:");
 		}
 	}
 	h_sleep_ms(200);
-	int fds = count_fds(e.pid), threads = (int)status_kib(e.pid, "Threads:");
-	long rss = status_kib(e.pid, "VmRSS:");
+	int fds = h_count_fds(e.pid), threads = (int)h_status_field(e.pid, "Threads:");
+	long rss = h_status_field(e.pid, "VmRSS:");
 	cr_assert_eq(threads, 1, "forkd must stay single-threaded");
 	cr_assert_eq(threads0, 1);
 	cr_assert_leq(fds, fds0 + 2, "fds grew from %d to %d", fds0, fds);

@@ -165,36 +165,6 @@ static long long metric(const char *sample)
 
 /* ------------------------------------------------------------ /proc */
 
-/* The number of open file descriptors of pid. */
-static int count_fds(pid_t pid)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	DIR *d = opendir(path);
-	struct dirent *de;
-	int n = 0;
-	cr_assert_not_null(d);
-	while ((de = readdir(d)))
-		n += de->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
-
-/* A "Field:" of /proc/PID/status as a number (kB for sizes), or -1. */
-static long status_field(pid_t pid, const char *field)
-{
-	char path[64], line[256];
-	long v = -1;
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	while (f && fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, strlen(field)))
-			v = atol(line + strlen(field));
-	if (f)
-		fclose(f);
-	return v;
-}
-
 /* /proc/PID/schedstat: time on a CPU and time runnable but waiting for
  * one, in ns. */
 static void sched_times(pid_t pid, unsigned long long *run, unsigned long long *wait)
@@ -634,13 +604,13 @@ static void usage_sample(struct usage *u)
 	cr_assert_eq(k.n, 2, "forkd has %d children, expected its 2 pool shells", k.n);
 	/* The connection of the last answer may not be closed yet: the least
 	 * of a few looks. */
-	u->fds = count_fds(e.pid);
+	u->fds = h_count_fds(e.pid);
 	for (int i = 0; i < 5; i++) {
 		h_sleep_ms(20);
-		u->fds = MIN(u->fds, count_fds(e.pid));
+		u->fds = MIN(u->fds, h_count_fds(e.pid));
 	}
-	u->threads = status_field(e.pid, "Threads:");
-	u->rss_kib = status_field(e.pid, "VmRSS:");
+	u->threads = h_status_field(e.pid, "Threads:");
+	u->rss_kib = h_status_field(e.pid, "VmRSS:");
 }
 
 Test(forkd_load, ten_thousand_fork_kill_cycles_leave_forkd_flat, .timeout = 3600)

@@ -244,6 +244,35 @@ int h_run(const char *dir, const char *const argv[], int timeout_ms, char **out,
 	return st;
 }
 
+int h_count_fds(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(path);
+	struct dirent *de;
+	int n = 0;
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+long h_status_field(pid_t pid, const char *field)
+{
+	char path[64], line[256];
+	long v = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, strlen(field)))
+			v = atol(line + strlen(field));
+	if (f)
+		fclose(f);
+	return v;
+}
+
 void h_asan_small_quarantine(void)
 {
 	const char *old = getenv("ASAN_OPTIONS");

@@ -58,6 +58,10 @@ int h_write_file(const char *path, const char *text);
 bool h_wait_path(const char *path, int timeout_ms);
 /* Counts occurrences of needle in hay. */
 int h_count(const char *hay, const char *needle);
+/* Open file descriptors of pid (-1: no such process). */
+int h_count_fds(pid_t pid);
+/* A "Field:" of /proc/PID/status as a number (kB for sizes), or -1. */
+long h_status_field(pid_t pid, const char *field);
 /* For tests that check a daemon's memory does not grow: in ASan builds
  * (make SAN=1) freed memory stays resident in ASan's quarantine (256 MiB by
  * default), which such a check would count. Caps it at 1 MiB for the
