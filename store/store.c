@@ -462,6 +462,11 @@ static int id_of(const json_t *j, struct store_id *id)
 	return json_is_string(j) ? store_id_parse(json_string_value(j), id) : -EINVAL;
 }
 
+/* The most guest memory a snapshot can have: the VMM's limit
+ * (GMEM_MAX_SIZE). A manifest giving more is damaged, and the readers
+ * size their per-chunk tables and the image file by it. */
+#define MANIFEST_MAX_MEMORY (64ULL << 30)
+
 int st_manifest_read(struct store *st, const struct store_id *id, struct st_manifest *m, char *err,
 		     size_t errlen)
 {
@@ -500,8 +505,14 @@ int st_manifest_read(struct store *st, const struct store_id *id, struct st_mani
 		st_manifest_free(m);
 		return st_fail(err, errlen, -EBADMSG, "snapshot %s: bad chunk size", hex);
 	}
+	json_int_t bytes = json_integer_value(size);
+	if ((uint64_t)bytes > MANIFEST_MAX_MEMORY) {
+		st_manifest_free(m);
+		return st_fail(err, errlen, -EBADMSG, "snapshot %s: memory size %lld is over %llu GiB",
+			       hex, (long long)bytes, MANIFEST_MAX_MEMORY >> 30);
+	}
 	strcpy(m->loader, loader);
-	m->memory_size = (uint64_t)json_integer_value(size);
+	m->memory_size = (uint64_t)bytes;
 	m->chunk_size = (uint32_t)c;
 	m->nr_chunks = (m->memory_size + m->chunk_size - 1) / m->chunk_size;
 	m->vcpus = (unsigned)json_integer_value(vcpus);

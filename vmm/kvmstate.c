@@ -318,8 +318,9 @@ static int sregs_from_json(const json_t *j, struct kvm_sregs *s, char *err, size
 	const json_t *segs = json_object_get(j, "segments");
 	for (size_t i = 0; i < sizeof(seg_fields) / sizeof(seg_fields[0]); i++) {
 		struct kvm_segment *seg = (struct kvm_segment *)((uint8_t *)s + seg_fields[i].off);
-		if (seg_from_json(json_object_get(segs, seg_fields[i].name), seg, err, errlen) < 0)
-			return fail(err, errlen, -EINVAL, "segment %s: %s", seg_fields[i].name, err);
+		char why[256];
+		if (seg_from_json(json_object_get(segs, seg_fields[i].name), seg, why, sizeof(why)) < 0)
+			return fail(err, errlen, -EINVAL, "segment %s: %s", seg_fields[i].name, why);
 	}
 	return 0;
 }

@@ -1278,3 +1278,45 @@ Test(vmunits, fguest_restore_refuses_duplicate_tids)
 	json_decref(good);
 	cr_expect_lt(rc, 0, "two threads with tid 1 were restored (rc %d)", rc);
 }
+
+/* A vCPU's saved state, valid up to its segments (which the caller adds):
+ * what vcpu_restore parses before its first ioctl. */
+static json_t *vcpu_state_without_segments(void)
+{
+	static const char *const regs[] = { "rax", "rbx", "rcx", "rdx", "rsi", "rdi",
+					    "rsp", "rbp", "r8",  "r9",  "r10", "r11",
+					    "r12", "r13", "r14", "r15", "rip", "rflags" };
+	json_t *r = json_object();
+	for (size_t i = 0; i < ARRAY_SIZE(regs); i++)
+		json_object_set_new(r, regs[i], json_string("0x0"));
+	char bitmap[2 * sizeof(((struct kvm_sregs *)NULL)->interrupt_bitmap) + 1];
+	memset(bitmap, '0', sizeof(bitmap) - 1);
+	bitmap[sizeof(bitmap) - 1] = '\0';
+	json_t *st = json_pack("{s:[],s:[],s:[],s:i,s:o,s:{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:{s:s,s:i},"
+			       "s:{s:s,s:i},s:{}}}",
+			       "cpuid", "msrs", "xcrs", "mp_state", 0, "regs", r, "sregs", "cr0", "0x0",
+			       "cr2", "0x0", "cr3", "0x0", "cr4", "0x0", "cr8", "0x0", "efer", "0x0",
+			       "apic_base", "0x0", "interrupt_bitmap", bitmap, "gdt", "base", "0x0",
+			       "limit", 0, "idt", "base", "0x0", "limit", 0, "segments");
+	cr_assert_not_null(st);
+	return st;
+}
+
+/* A malformed segment is reported by its name and field. (Found with
+ * tests/fuzz/fuzz_state: the message was built by snprintf into the very
+ * buffer it read the field's message from, and came out garbled, e.g.
+ * "segment cs: segment cs: ng or not a 64-bit number".) */
+Test(vmunits, vcpu_restore_names_the_bad_segment_field)
+{
+	char err[512] = "";
+	json_t *st = vcpu_state_without_segments();
+	json_t *cs = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "base", "0x0",
+			       "limit", "bogus", "selector", 0x2b, "type", 11, "present", 1, "dpl", 3,
+			       "db", 0, "s", 1, "l", 1, "g", 1, "avl", 0, "unusable", 0);
+	json_object_set_new(json_object_get(json_object_get(st, "sregs"), "segments"), "cs", cs);
+	json_t *saved = json_pack("[{s:s,s:i,s:o}]", "name", "vcpu0", "version", 1, "state", st);
+
+	cr_assert_eq(restore_all(vm, saved, err, sizeof(err)), -EINVAL, "%s", err);
+	cr_assert_str_eq(err, "restoring vcpu0: segment cs: limit: missing or not a 64-bit number");
+	json_decref(saved);
+}

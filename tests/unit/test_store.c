@@ -1454,6 +1454,53 @@ Test(store, corrupt_state_object_deleted)
 	img_free(&m);
 }
 
+/* A committed manifest that gives an absurd memory size (found by
+ * tests/fuzz/fuzz_manifest: load made a sparse image that big and then
+ * allocated per-chunk tables for it, 2^38 entries here) is refused as
+ * damaged before anything is made from it. */
+Test(store, manifest_with_a_huge_memory_size_is_refused)
+{
+	struct img m;
+	char *src, err[512] = "";
+	struct store_id good = corruptible(&m, &src);
+	json_t *man = manifest_of(&good);
+	json_object_set_new(json_object_get(man, "memory"), "size", json_integer(1LL << 50));
+	json_object_set_new(json_object_get(man, "memory"), "chunk_size", json_integer(4096));
+	char *text = json_dumps(man, JSON_COMPACT);
+	struct hexs h = plant_object(text, strlen(text));
+	char *mark = in_store("snapshots/"), *mark_id = fmt("%s%s", mark, h.s);
+	int fd = open(mark_id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0400);
+	cr_assert_geq(fd, 0, "%s: %s", mark_id, strerror(errno));
+	close(fd);
+	struct store_id id = id_of_hex(h.s);
+
+	struct store_snapshot ss;
+	int rc = store_load(open_store(CS), &id, &ss, err, sizeof(err));
+	cr_assert_eq(rc, -EBADMSG, "store_load: %d %s", rc, err);
+	cr_assert_not_null(strstr(err, "memory size"), "%s", err);
+	cr_assert_not_null(strstr(err, h.s), "the error names the snapshot: %s", err);
+	cr_assert_eq(ss.mem_fd, -1);
+	assert_empty("images");
+	assert_empty("tmp");
+	struct problems p;
+	cr_assert_eq(verify(&id, &p), 1, "verify: %s", p.text);
+	cr_assert_not_null(strstr(p.text, "memory size"), "%s", p.text);
+	free(p.text);
+	char *dst = in_dir("export");
+	cr_assert_eq(store_export(open_store(CS), &id, dst, err, sizeof(err)), -EBADMSG, "%s", err);
+	cr_assert_not(exists(dst));
+	load(&good, &ss); /* the snapshot it was copied from still loads */
+	store_snapshot_free(&ss);
+
+	free(dst);
+	free(mark_id);
+	free(mark);
+	free(text);
+	json_decref(man);
+	free(src);
+	img_free(&m);
+}
+
 /* Every problem is reported, each once per snapshot using the object. */
 Test(store, verify_reports_every_problem)
 {
