@@ -214,6 +214,29 @@ static int cg_init_v2(struct jail *j)
 	return 0;
 }
 
+/* forkd back where it came from, then its v2 subtree goes. */
+static void cg_v2_undo(struct jail *j)
+{
+	char path[4400], up[2200];
+
+	if (!j->cg_top[0][0])
+		return;
+	snprintf(path, sizeof(path), "%.2100s/clones", j->cg_top[0]);
+	rmdir(path);
+	snprintf(up, sizeof(up), "%s", j->cg_top[0]);
+	char *slash = strrchr(up, '/');
+	if (slash) {
+		*slash = '\0';
+		snprintf(path, sizeof(path), "%s/cgroup.procs", up);
+		if (write_str(path, "0") == 0) {
+			snprintf(path, sizeof(path), "%s/daemon", j->cg_top[0]);
+			rmdir(path);
+			rmdir(j->cg_top[0]);
+		}
+	}
+	j->cg_top[0][0] = '\0';
+}
+
 /* cgroup v1 (hybrid hosts): one group per controller, under forkd's own
  * group in each hierarchy. */
 static const char *const v1_ctrl[3] = { "memory", "pids", "cpu" };
@@ -385,20 +408,28 @@ int forkd_jail_init(struct forkd *d, char *err, size_t errlen)
 		j->cap_last = 40;
 	if (f)
 		fclose(f);
-	if (cg_init_v2(j) == 0) {
+	if ((rc = cg_init_v2(j)) == 0) {
 		log_info("jail: clones get cgroup v2 groups under %s", j->cg_base[0]);
-	} else if (cg_init_v1(j) == 0) {
-		log_info("jail: cgroup v2 has no memory/pids/cpu controllers here; clones get cgroup "
-			 "v1 groups (%s, ...)", j->cg_base[0]);
-	} else {
-		for (int i = 0; i < 3; i++)
-			if (j->cg_base[i][0])
-				rmdir(j->cg_base[i]);
-		j->cg = JAIL_CG_NONE;
-		j->cg_n = 0;
-		log_warn("jail: no usable cgroup (v2 controllers or v1 memory/pids/cpu): clones run "
-			 "without memory, task and CPU limits");
+		return 0;
 	}
+	/* v2 unusable (no controllers here, or forkd's cgroup cannot delegate):
+	 * undo what it made, then the v1 hierarchies of a hybrid host */
+	int rc2 = rc;
+	cg_v2_undo(j);
+	j->cg_n = 0;
+	memset(j->cg_base, 0, sizeof(j->cg_base));
+	if ((rc = cg_init_v1(j)) == 0) {
+		log_info("jail: cgroup v2 unusable (%s); clones get cgroup v1 groups (%s, ...)",
+			 strerror(-rc2), j->cg_base[0]);
+		return 0;
+	}
+	for (int i = 0; i < 3; i++)
+		if (j->cg_base[i][0])
+			rmdir(j->cg_base[i]);
+	j->cg = JAIL_CG_NONE;
+	j->cg_n = 0;
+	log_warn("jail: no usable cgroup (v2: %s; v1 memory/pids/cpu: %s): clones run without "
+		 "memory, task and CPU limits", strerror(-rc2), strerror(-rc));
 	return 0;
 }
 
@@ -412,21 +443,8 @@ void forkd_jail_fini(struct forkd *d)
 		cg_rmdir_children(j->cg_base[i]);
 		rmdir(j->cg_base[i]);
 	}
-	if (j->cg == JAIL_CG_V2) {
-		/* forkd back where it came from, then TOP goes */
-		char path[4400], up[2200];
-		snprintf(up, sizeof(up), "%s", j->cg_top[0]);
-		char *slash = strrchr(up, '/');
-		if (slash) {
-			*slash = '\0';
-			snprintf(path, sizeof(path), "%s/cgroup.procs", up);
-			if (write_str(path, "0") == 0) {
-				snprintf(path, sizeof(path), "%s/daemon", j->cg_top[0]);
-				rmdir(path);
-				rmdir(j->cg_top[0]);
-			}
-		}
-	}
+	if (j->cg == JAIL_CG_V2)
+		cg_v2_undo(j);
 	if (j->netns >= 0)
 		close(j->netns);
 	if (j->ipcns >= 0)

@@ -155,15 +155,17 @@ static void check_jailed(struct h_forkd *d, json_t *c, const char *want_uid)
 	if (strstr(log, "no usable cgroup")) {
 		cr_log_warn("no usable cgroup hierarchy on this host: limits not checked");
 	} else {
-		char want_cg[64];
-		snprintf(want_cg, sizeof(want_cg), "/forkd-%d/%s", (int)d->proc.pid, id);
+		/* v1: .../forkd-PID/ID; v2: .../forkd-PID/clones/ID */
+		char v1[64], v2[80];
+		snprintf(v1, sizeof(v1), "/forkd-%d/%s\n", (int)d->proc.pid, id);
+		snprintf(v2, sizeof(v2), "/forkd-%d/clones/%s\n", (int)d->proc.pid, id);
 		/* the clone joins just after it runs: wait for it */
-		for (int i = 0; i < 300 && !strstr(cg, want_cg); i++) {
+		for (int i = 0; i < 300 && !strstr(cg, v1) && !strstr(cg, v2); i++) {
 			free(cg);
 			h_sleep_ms(10);
 			cg = h_read_file(p);
 		}
-		cr_assert(strstr(cg, want_cg), "the clone is not in its cgroup:\n%s", cg);
+		cr_assert(strstr(cg, v1) || strstr(cg, v2), "the clone is not in its cgroup:\n%s", cg);
 	}
 	free(cg);
 	free(log);
