@@ -218,14 +218,15 @@ void forkd_clone_main(const struct clone_child_args *a)
 		send_msg(c.ctl, CTL_FAILED, rc, err);
 		_exit(1);
 	}
-	/* A pool shell is prepared in the background: it yields the CPU to
-	 * clones being handed out and to guests running (SCHED_IDLE), and
-	 * returns to the normal policy before it counts as ready. */
+	/* A pool shell joins its cgroup now: it is off the fork path. */
 	if (!a->autostart && (rc = forkd_jail_join_cgroup(cg)) < 0) {
 		snprintf(err, sizeof(err), "jail: cannot join the clone's cgroup: %s", strerror(-rc));
 		send_msg(c.ctl, CTL_FAILED, rc, err);
 		_exit(1);
 	}
+	/* A pool shell is prepared in the background: it yields the CPU to
+	 * clones being handed out and to guests running (SCHED_IDLE), and
+	 * returns to the normal policy before it counts as ready. */
 	struct sched_param sp = { .sched_priority = 0 };
 	bool idle = !a->autostart && sched_setscheduler(0, SCHED_IDLE, &sp) == 0;
 	rc = vm_restore_template(a->vt, &o, c.loop, on_vm_exit, &c, err, sizeof(err), &c.vm);

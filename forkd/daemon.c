@@ -55,8 +55,7 @@ static void req_check(struct forkd *d, struct fork_req *r)
 		req_finish(d, r);
 }
 
-/* Reads a small /proc file (their size reads as 0) into buf. */
-static int proc_read(const char *path, char *buf, size_t len)
+int forkd_read_small(const char *path, char *buf, size_t len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	size_t got = 0;
@@ -217,14 +216,10 @@ int forkd_clone_send(struct clone *c, uint32_t op, const char *text)
 	return forkd_ctl_send(c->ctl, op, 0, text, MSG_DONTWAIT);
 }
 
-/* Tearing a VM down costs 5-35 ms of kernel time on PVM (closing a VM with
- * an irqchip): a dying clone does it at SCHED_IDLE, every thread of it, so
- * it does not take the CPU from clones being forked or running. */
-/* Calls fn for each entry of dir but "." and "..". Reads with getdents64
- * into a stack buffer: forkd lists directories for every clone, and
- * opendir's 32 KiB buffer per call would churn the allocator. */
-static void dir_each(const char *dir, void (*fn)(const char *dir, const char *name, void *arg),
-		     void *arg)
+/* Reads with getdents64 into a stack buffer: forkd lists directories for
+ * every clone, and opendir's 32 KiB buffer per call would churn the
+ * allocator. */
+void forkd_dir_each(const char *dir, forkd_dir_fn *fn, void *arg)
 {
 	char buf[4096] __attribute__((aligned(8)));
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -237,26 +232,30 @@ static void dir_each(const char *dir, void (*fn)(const char *dir, const char *na
 			struct dirent64 *e = (struct dirent64 *)(void *)(buf + off);
 			off += e->d_reclen;
 			if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-				fn(dir, e->d_name, arg);
+				fn(dir, e->d_name, e->d_type, arg);
 		}
 	}
 	close(fd);
 }
 
-static void sched_one(const char *dir, const char *name, void *arg)
+static void sched_one(const char *dir, const char *name, unsigned char type, void *arg)
 {
 	struct sched_param sp = { .sched_priority = 0 };
 	pid_t tid = (pid_t)atoi(name);
 	(void)dir;
+	(void)type;
 	if (tid > 0)
 		sched_setscheduler(tid, *(const int *)arg, &sp);
 }
 
+/* Tearing a VM down costs 5-35 ms of kernel time on PVM (closing a VM with
+ * an irqchip): a dying clone does it at SCHED_IDLE, every thread of it, so
+ * it does not take the CPU from clones being forked or running. */
 void forkd_sched_threads(pid_t pid, int policy)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	dir_each(path, sched_one, &policy);
+	forkd_dir_each(path, sched_one, &policy);
 }
 
 /* forkd fires invoke time limits and answers its API while the guests it
@@ -294,9 +293,10 @@ void forkd_clone_kill(struct forkd *d, struct clone *c)
 /* Removes a dead clone's directory with what its process left there: the
  * agent socket and console log, and the socket's temporary name when the
  * clone was killed during its restore (before the socket was published). */
-static void unlink_one(const char *dir, const char *name, void *arg)
+static void unlink_one(const char *dir, const char *name, unsigned char type, void *arg)
 {
 	char p[512];
+	(void)type;
 	(void)arg;
 	snprintf(p, sizeof(p), "%s/%s", dir, name);
 	unlink(p);
@@ -304,7 +304,7 @@ static void unlink_one(const char *dir, const char *name, void *arg)
 
 static void rm_dir(const char *dir)
 {
-	dir_each(dir, unlink_one, NULL);
+	forkd_dir_each(dir, unlink_one, NULL);
 	rmdir(dir);
 }
 
@@ -798,7 +798,7 @@ int forkd_capacity_check(struct forkd *d, unsigned count, char *err, size_t errl
 	}
 	if (d->cfg.mem_reserve) {
 		char mi[8192];
-		if (proc_read("/proc/meminfo", mi, sizeof(mi)) == 0) {
+		if (forkd_read_small("/proc/meminfo", mi, sizeof(mi)) == 0) {
 			const char *p = strstr(mi, "MemAvailable:");
 			unsigned long long kb = 0;
 			if (p && sscanf(p, "MemAvailable: %llu kB", &kb) == 1 &&
@@ -874,7 +874,7 @@ static void clone_mem(pid_t pid, struct mem_sums *s)
 	char path[64], txt[8192];
 
 	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
-	if (proc_read(path, txt, sizeof(txt)) < 0)
+	if (forkd_read_small(path, txt, sizeof(txt)) < 0)
 		return;
 	for (char *line = strtok(txt, "\n"); line; line = strtok(NULL, "\n")) {
 		unsigned long long kb;

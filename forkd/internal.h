@@ -152,6 +152,13 @@ struct clone *forkd_clone_find(struct forkd *d, const char *id);
  * is set): pool shells first, then cold. Responds to ex itself. */
 void forkd_fork(struct forkd *d, struct template *t, unsigned count, struct http_exchange *ex,
 		struct invoke *inv);
+/* Calls fn(dir, name, d_type, arg) for each entry of dir but "." and ".."
+ * (nothing if dir cannot be opened); allocates nothing. */
+typedef void forkd_dir_fn(const char *dir, const char *name, unsigned char type, void *arg);
+void forkd_dir_each(const char *dir, forkd_dir_fn *fn, void *arg);
+/* Reads a small file into buf, NUL-terminated (what fits in len - 1): for
+ * /proc and cgroup files, whose size reads as 0. Returns 0 or -errno. */
+int forkd_read_small(const char *path, char *buf, size_t len);
 /* Sets the scheduling policy of every thread of process pid (best effort). */
 void forkd_sched_threads(pid_t pid, int policy);
 /* Sends SIGKILL (once), the clone's threads moved to SCHED_IDLE first. */

@@ -51,18 +51,6 @@ static int write_str(const char *path, const char *s)
 	return rc;
 }
 
-static int read_small(const char *path, char *buf, size_t len)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	ssize_t n = read(fd, buf, len - 1);
-	int rc = n < 0 ? -errno : 0;
-	buf[n > 0 ? n : 0] = '\0';
-	close(fd);
-	return rc;
-}
-
 /* The mount point of a cgroup hierarchy: cgroup2 (v1opt NULL) or the v1
  * hierarchy whose super options include v1opt. */
 static int cg_mount(const char *v1opt, char *out, size_t len)
@@ -139,35 +127,48 @@ static bool has_word(const char *list, const char *w)
 	return false;
 }
 
-static void cg_rmdir_children(const char *base);
+static void rmdir_subdir(const char *dir, const char *name, unsigned char type, void *arg)
+{
+	char p[4400];
+	(void)arg;
+	if (type != DT_DIR || name[0] == '.')
+		return;
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	rmdir(p);
+}
+
+/* Removes the (empty) child groups of base. */
+static void cg_rmdir_children(const char *base)
+{
+	forkd_dir_each(base, rmdir_subdir, NULL);
+}
+
+static void remove_if_stale(const char *parent, const char *name, unsigned char type, void *arg)
+{
+	char p[4400], sub[4500], tail;
+	int pid;
+
+	(void)arg;
+	if (type != DT_DIR || sscanf(name, "forkd-%d%c", &pid, &tail) != 1 || pid <= 0)
+		return;
+	if (kill(pid, 0) == 0 || errno != ESRCH)
+		return;
+	snprintf(p, sizeof(p), "%s/%s", parent, name);
+	snprintf(sub, sizeof(sub), "%s/clones", p);
+	cg_rmdir_children(sub);
+	rmdir(sub);
+	snprintf(sub, sizeof(sub), "%s/daemon", p);
+	rmdir(sub);
+	cg_rmdir_children(p);
+	if (rmdir(p) == 0)
+		log_info("jail: removed the cgroup %s of a forkd that is gone", p);
+}
 
 /* Removes the groups a forkd killed with SIGKILL left in parent
  * (forkd-PID whose PID is gone; its clones died with it). */
 static void cg_remove_stale(const char *parent)
 {
-	DIR *d = opendir(parent);
-	struct dirent *e;
-	char p[4400], sub[4500];
-
-	while (d && (e = readdir(d))) {
-		int pid;
-		char tail;
-		if (e->d_type != DT_DIR || sscanf(e->d_name, "forkd-%d%c", &pid, &tail) != 1 || pid <= 0)
-			continue;
-		if (kill(pid, 0) == 0 || errno != ESRCH)
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", parent, e->d_name);
-		snprintf(sub, sizeof(sub), "%s/clones", p);
-		cg_rmdir_children(sub);
-		rmdir(sub);
-		snprintf(sub, sizeof(sub), "%s/daemon", p);
-		rmdir(sub);
-		cg_rmdir_children(p);
-		if (rmdir(p) == 0)
-			log_info("jail: removed the cgroup %s of a forkd that is gone", p);
-	}
-	if (d)
-		closedir(d);
+	forkd_dir_each(parent, remove_if_stale, NULL);
 }
 
 /* cgroup v2: forkd moves itself to TOP/daemon (no process may sit in a
@@ -181,7 +182,7 @@ static int cg_init_v2(struct jail *j)
 	if ((rc = cg_mount(NULL, mnt, sizeof(mnt))) < 0 || (rc = cg_self(NULL, self, sizeof(self))) < 0)
 		return rc;
 	snprintf(path, sizeof(path), "%s%s/cgroup.controllers", mnt, self);
-	if ((rc = read_small(path, buf, sizeof(buf))) < 0)
+	if ((rc = forkd_read_small(path, buf, sizeof(buf))) < 0)
 		return rc;
 	if (!has_word(buf, "memory") || !has_word(buf, "pids") || !has_word(buf, "cpu"))
 		return -EOPNOTSUPP;
@@ -262,21 +263,6 @@ static int cg_init_v1(struct jail *j)
 	return 0;
 }
 
-static void cg_rmdir_children(const char *base)
-{
-	DIR *d = opendir(base);
-	struct dirent *e;
-	char p[4400];
-
-	while (d && (e = readdir(d))) {
-		if (e->d_type != DT_DIR || e->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", base, e->d_name);
-		rmdir(p);
-	}
-	if (d)
-		closedir(d);
-}
 
 int forkd_jail_cgroup_create(struct forkd *d, const char *id, uint64_t mem_max)
 {
