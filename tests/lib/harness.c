@@ -30,6 +30,12 @@ const char *h_guest_dir(void)
 	return d && *d ? d : "build/guest";
 }
 
+const char *h_src_dir(void)
+{
+	const char *d = getenv("FORKVM_SRC");
+	return d && *d ? d : ".";
+}
+
 char *h_join(const char *a, const char *b)
 {
 	char *s;
@@ -63,6 +69,22 @@ bool h_have_kvm(void)
 		return false;
 	close(fd);
 	return true;
+}
+
+bool h_in_lane(void)
+{
+	const char *l = getenv("FORKVM_LANE");
+	return l && *l && strcmp(l, "0") != 0;
+}
+
+int h_size(int native, int lane)
+{
+	return h_in_lane() ? lane : native;
+}
+
+const char *h_where(void)
+{
+	return h_in_lane() ? "KVM lane (nested SVM under TCG)" : "native KVM";
 }
 
 char *h_tmpdir(void)

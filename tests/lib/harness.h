@@ -11,6 +11,8 @@
  * else "build/guest"). */
 const char *h_build_dir(void);
 const char *h_guest_dir(void);
+/* The source tree (FORKVM_SRC, set by scripts/run-tests.sh, else "."). */
+const char *h_src_dir(void);
 /* Returns a malloc'd "<a>/<b>". */
 char *h_join(const char *a, const char *b);
 /* Full paths of binaries and payloads (malloc'd). */
@@ -24,6 +26,17 @@ bool h_have_kvm(void);
 		if (!h_have_kvm())                                                     \
 			cr_skip_test("/dev/kvm is absent or not accessible: this test boots a guest"); \
 	} while (0)
+
+/* True inside the KVM lane (scripts/lane.sh sets FORKVM_LANE=1): KVM is
+ * nested SVM under QEMU TCG there, a KVM exit costs ~57 us and creating a
+ * VM 15-20 ms, so stress suites run smaller there. */
+bool h_in_lane(void);
+/* A stress test's count: native on a host's own KVM, lane in the KVM lane
+ * (both stated in the suite and the README; never 0). */
+int h_size(int native, int lane);
+/* Where the tests run, for messages: "native KVM" or "KVM lane (nested SVM
+ * under TCG)". */
+const char *h_where(void);
 
 /* A fresh temporary directory (malloc'd path); h_rmtree removes it. */
 char *h_tmpdir(void);
