@@ -20,6 +20,7 @@
 #include <sys/ioctl.h>
 
 #include "common/log.h"
+#include "vmm/kvmio.h"
 #include "vmm/kvmstate.h"
 #include "vmm/state.h"
 #include "vmm/vm.h"
@@ -41,7 +42,7 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 
 #define IOCTL_OR_FAIL(fd, req, arg, name)                                                  \
 	do {                                                                               \
-		if (ioctl((fd), (req), (arg)) < 0)                                         \
+		if (kvm_ioctl((fd), (req), (arg)) < 0)                                         \
 			return fail(err, errlen, -errno, "%s: %s", name, strerror(errno)); \
 	} while (0)
 
@@ -53,23 +54,23 @@ int kvmstate_init(struct vm *vm, char *err, size_t errlen)
 	int n;
 
 	/* XSAVE area size: KVM_CAP_XSAVE2 reports it (>= 4096); else 4096. */
-	n = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+	n = kvm_ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
 	vm->xsave_size = n > (int)sizeof(struct kvm_xsave) ? (size_t)n : sizeof(struct kvm_xsave);
 	vm->has_xsave2 = n > 0;
-	vm->has_xsave = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0;
-	vm->has_debugregs = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DEBUGREGS) > 0;
-	vm->has_tsc_control = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_CONTROL) > 0;
-	n = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_ADJUST_CLOCK);
+	vm->has_xsave = kvm_ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0;
+	vm->has_debugregs = kvm_ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DEBUGREGS) > 0;
+	vm->has_tsc_control = kvm_ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_CONTROL) > 0;
+	n = kvm_ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_ADJUST_CLOCK);
 	vm->clock_flags = n > 0 ? (uint32_t)n : 0;
 
 	/* The MSRs KVM can save: the list, minus those this vCPU refuses. */
-	if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG)
+	if (kvm_ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG)
 		return fail(err, errlen, -errno, "KVM_GET_MSR_INDEX_LIST: %s", strerror(errno));
 	struct kvm_msr_list *list = calloc(1, sizeof(*list) + probe.nmsrs * sizeof(uint32_t));
 	if (!list)
 		return fail(err, errlen, -ENOMEM, "out of memory");
 	list->nmsrs = probe.nmsrs;
-	if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, list) < 0) {
+	if (kvm_ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, list) < 0) {
 		free(list);
 		return fail(err, errlen, -errno, "KVM_GET_MSR_INDEX_LIST: %s", strerror(errno));
 	}
@@ -143,7 +144,7 @@ static int irqchip_save(struct vm *vm, void *arg, json_t **out, char *err, size_
 		return fail(err, errlen, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
 		struct kvm_irqchip ic = { .chip_id = chips[i].id };
-		if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &ic) < 0) {
+		if (kvm_ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &ic) < 0) {
 			json_decref(j);
 			return fail(err, errlen, -errno, "KVM_GET_IRQCHIP %s: %s", chips[i].name,
 				    strerror(errno));
@@ -163,7 +164,7 @@ static int irqchip_restore(struct vm *vm, void *arg, const json_t *st, uint32_t 
 		struct kvm_irqchip ic = { .chip_id = chips[i].id };
 		if (state_get_blob(st, chips[i].name, &ic.chip, sizeof(ic.chip), err, errlen) < 0)
 			return -EINVAL;
-		if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &ic) < 0)
+		if (kvm_ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &ic) < 0)
 			return fail(err, errlen, -errno, "KVM_SET_IRQCHIP %s: %s", chips[i].name,
 				    strerror(errno));
 	}
@@ -343,7 +344,7 @@ static int msrs_get(struct vm *vm, struct vcpu *v, struct kvm_msrs **out, char *
 		m->nmsrs = (uint32_t)(n - i);
 		for (size_t k = 0; k < m->nmsrs; k++)
 			m->entries[k] = (struct kvm_msr_entry){ .index = vm->msr_index[i + k] };
-		int got = ioctl(v->fd, KVM_GET_MSRS, m);
+		int got = kvm_ioctl(v->fd, KVM_GET_MSRS, m);
 		if (got < 0) {
 			free(m);
 			free(res);
@@ -386,26 +387,26 @@ static int vcpu_save(struct vm *vm, void *arg, json_t **out, char *err, size_t e
 	if (!xsave)
 		return fail(err, errlen, -ENOMEM, "out of memory");
 	if (vm->has_xsave2)
-		rc = ioctl(v->fd, KVM_GET_XSAVE2, xsave);
+		rc = kvm_ioctl(v->fd, KVM_GET_XSAVE2, xsave);
 	else if (vm->has_xsave)
-		rc = ioctl(v->fd, KVM_GET_XSAVE, xsave);
+		rc = kvm_ioctl(v->fd, KVM_GET_XSAVE, xsave);
 	else
-		rc = ioctl(v->fd, KVM_GET_FPU, xsave);
+		rc = kvm_ioctl(v->fd, KVM_GET_FPU, xsave);
 	if (rc < 0) {
 		rc = fail(err, errlen, -errno, "KVM_GET_XSAVE: %s", strerror(errno));
 		goto out;
 	}
 	memset(&xcrs, 0, sizeof(xcrs));
-	if (ioctl(v->fd, KVM_GET_XCRS, &xcrs) < 0) {
+	if (kvm_ioctl(v->fd, KVM_GET_XCRS, &xcrs) < 0) {
 		rc = fail(err, errlen, -errno, "KVM_GET_XCRS: %s", strerror(errno));
 		goto out;
 	}
 	memset(&dbg, 0, sizeof(dbg));
-	if (vm->has_debugregs && ioctl(v->fd, KVM_GET_DEBUGREGS, &dbg) < 0) {
+	if (vm->has_debugregs && kvm_ioctl(v->fd, KVM_GET_DEBUGREGS, &dbg) < 0) {
 		rc = fail(err, errlen, -errno, "KVM_GET_DEBUGREGS: %s", strerror(errno));
 		goto out;
 	}
-	if (ioctl(v->fd, KVM_GET_LAPIC, &lapic) < 0) {
+	if (kvm_ioctl(v->fd, KVM_GET_LAPIC, &lapic) < 0) {
 		rc = fail(err, errlen, -errno, "KVM_GET_LAPIC: %s", strerror(errno));
 		goto out;
 	}
@@ -414,18 +415,18 @@ static int vcpu_save(struct vm *vm, void *arg, json_t **out, char *err, size_t e
 		goto out;
 	/* VCPU_EVENTS last. */
 	memset(&ev, 0, sizeof(ev));
-	if (ioctl(v->fd, KVM_GET_VCPU_EVENTS, &ev) < 0) {
+	if (kvm_ioctl(v->fd, KVM_GET_VCPU_EVENTS, &ev) < 0) {
 		rc = fail(err, errlen, -errno, "KVM_GET_VCPU_EVENTS: %s", strerror(errno));
 		goto out;
 	}
-	int khz = ioctl(v->fd, KVM_GET_TSC_KHZ, 0);
+	int khz = kvm_ioctl(v->fd, KVM_GET_TSC_KHZ, 0);
 	cpuid = calloc(1, sizeof(*cpuid) + 256 * sizeof(cpuid->entries[0]));
 	if (!cpuid) {
 		rc = fail(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
 	cpuid->nent = 256;
-	if (ioctl(v->fd, KVM_GET_CPUID2, cpuid) < 0) {
+	if (kvm_ioctl(v->fd, KVM_GET_CPUID2, cpuid) < 0) {
 		rc = fail(err, errlen, -errno, "KVM_GET_CPUID2: %s", strerror(errno));
 		goto out;
 	}
@@ -573,13 +574,13 @@ static int vcpu_restore(struct vm *vm, void *arg, const json_t *st, uint32_t ver
 	xcrs.nr_xcrs = (uint32_t)json_array_size(jxcrs);
 
 	/* The order matters: see the top of this file. */
-	if (ioctl(v->fd, KVM_SET_CPUID2, cpuid) < 0) {
+	if (kvm_ioctl(v->fd, KVM_SET_CPUID2, cpuid) < 0) {
 		rc = fail(err, errlen, -errno, "KVM_SET_CPUID2: %s", strerror(errno));
 		goto out;
 	}
 	if (khz) {
-		int host = ioctl(v->fd, KVM_GET_TSC_KHZ, 0);
-		if (host > 0 && (uint32_t)host != khz && ioctl(v->fd, KVM_SET_TSC_KHZ, khz) < 0)
+		int host = kvm_ioctl(v->fd, KVM_GET_TSC_KHZ, 0);
+		if (host > 0 && (uint32_t)host != khz && kvm_ioctl(v->fd, KVM_SET_TSC_KHZ, khz) < 0)
 			log_warn("vCPU %u: the TSC runs at %d kHz here, %u kHz in the snapshot, and "
 				 "KVM cannot scale it",
 				 v->id, host, khz);
@@ -602,23 +603,23 @@ static int vcpu_restore(struct vm *vm, void *arg, const json_t *st, uint32_t ver
 			continue;
 		if (steps[i].req == KVM_SET_DEBUGREGS && !vm->has_debugregs)
 			continue;
-		if (ioctl(v->fd, steps[i].req, steps[i].arg) < 0) {
+		if (kvm_ioctl(v->fd, steps[i].req, steps[i].arg) < 0) {
 			rc = fail(err, errlen, -errno, "%s: %s", steps[i].name, strerror(errno));
 			goto out;
 		}
 	}
-	int set = ioctl(v->fd, KVM_SET_MSRS, msrs);
+	int set = kvm_ioctl(v->fd, KVM_SET_MSRS, msrs);
 	if (set != (int)msrs->nmsrs) {
 		rc = fail(err, errlen, -EINVAL, "KVM_SET_MSRS: MSR 0x%x refused",
 			  set >= 0 && (uint32_t)set < msrs->nmsrs ? msrs->entries[set].index : 0);
 		goto out;
 	}
-	if (ioctl(v->fd, KVM_SET_VCPU_EVENTS, &ev) < 0) {
+	if (kvm_ioctl(v->fd, KVM_SET_VCPU_EVENTS, &ev) < 0) {
 		rc = fail(err, errlen, -errno, "KVM_SET_VCPU_EVENTS: %s", strerror(errno));
 		goto out;
 	}
 	/* Tell a kvmclock guest it was paused (fails harmlessly without one). */
-	if (ioctl(v->fd, KVM_KVMCLOCK_CTRL, 0) < 0 && errno != EINVAL)
+	if (kvm_ioctl(v->fd, KVM_KVMCLOCK_CTRL, 0) < 0 && errno != EINVAL)
 		log_debug("vCPU %u: KVM_KVMCLOCK_CTRL: %s", v->id, strerror(errno));
 	v->restore_deadline = deadline;
 	rc = 0;

@@ -16,6 +16,7 @@
 
 #include "common/log.h"
 #include "vmm/fguest/fguest.h"
+#include "vmm/kvmio.h"
 #include "vmm/vm.h"
 #include "vmm/x86/x86.h"
 
@@ -68,7 +69,7 @@ static void vcpu_park_locked(struct vcpu *v)
 	struct vm *vm = v->vm;
 
 	if (v->fd >= 0 && v->run && (v->run->kvm_dirty_regs & KVM_SYNC_X86_REGS)) {
-		if (ioctl(v->fd, KVM_SET_REGS, &v->run->s.regs.regs) < 0)
+		if (kvm_ioctl(v->fd, KVM_SET_REGS, &v->run->s.regs.regs) < 0)
 			log_error("vCPU %u: KVM_SET_REGS before parking: %s", v->id, strerror(errno));
 		v->run->kvm_dirty_regs &= ~(uint64_t)KVM_SYNC_X86_REGS;
 	}
@@ -253,20 +254,20 @@ static int vcpu_apply_start(struct vcpu *v)
 	/* With the in-kernel irqchip an AP waits for INIT/SIPI until told
 	 * it is runnable; a guest thread just starts. */
 	struct kvm_mp_state mp = { .mp_state = KVM_MP_STATE_RUNNABLE };
-	if (ioctl(v->fd, KVM_SET_MP_STATE, &mp) < 0)
+	if (kvm_ioctl(v->fd, KVM_SET_MP_STATE, &mp) < 0)
 		return -errno;
-	if (ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
+	if (kvm_ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
 		return -errno;
 	x86_sregs_ring3(&s, v->id, vm->nr_vcpus, vm->osxsave);
-	if (ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
+	if (kvm_ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
 		return -errno;
-	if (ioctl(v->fd, KVM_SET_REGS, &v->start_regs) < 0)
+	if (kvm_ioctl(v->fd, KVM_SET_REGS, &v->start_regs) < 0)
 		return -errno;
 	m.e[0].index = X86_MSR_FS_BASE;
 	m.e[0].data = v->start_fs_base;
 	m.e[1].index = X86_MSR_GS_BASE;
 	m.e[1].data = 0;
-	if (ioctl(v->fd, KVM_SET_MSRS, &m) != 2)
+	if (kvm_ioctl(v->fd, KVM_SET_MSRS, &m) != 2)
 		return -EINVAL;
 	v->run->kvm_dirty_regs = 0;
 	v->start_pending = false;

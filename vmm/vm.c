@@ -16,6 +16,7 @@
 
 #include "common/log.h"
 #include "vmm/fguest/fguest.h"
+#include "vmm/kvmio.h"
 #include "vmm/kvmstate.h"
 #include "vmm/loader.h"
 #include "vmm/snapshot.h"
@@ -145,20 +146,20 @@ static int kvm_open(struct vm *vm, char *err, size_t errlen)
 	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (vm->kvm_fd < 0)
 		return fail(err, errlen, -ENODEV, "cannot open /dev/kvm: %s", strerror(errno));
-	rc = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	rc = kvm_ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
 	if (rc != KVM_API_VERSION)
 		return fail(err, errlen, -ENOTSUP, "KVM API version %d, expected %d", rc,
 			    KVM_API_VERSION);
 	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
-		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, caps[i].cap) <= 0)
+		if (kvm_ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, caps[i].cap) <= 0)
 			return fail(err, errlen, -ENOTSUP, "KVM lacks %s", caps[i].name);
-	rc = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
+	rc = kvm_ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
 	if (rc <= 0 || !(rc & KVM_SYNC_X86_REGS))
 		return fail(err, errlen, -ENOTSUP, "KVM lacks KVM_CAP_SYNC_REGS");
-	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	vm->run_size = kvm_ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (vm->run_size < (int)sizeof(struct kvm_run))
 		return fail(err, errlen, -EIO, "bad KVM_GET_VCPU_MMAP_SIZE");
-	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	vm->vm_fd = kvm_ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
 	if (vm->vm_fd < 0)
 		return fail(err, errlen, -errno, "KVM_CREATE_VM: %s", strerror(errno));
 	return 0;
@@ -176,16 +177,16 @@ static int kvm_memory(struct vm *vm, char *err, size_t errlen)
 			.slot = i, .guest_phys_addr = r->gpa, .memory_size = r->size,
 			.userspace_addr = (uint64_t)(uintptr_t)(vm->mem.host + r->offset),
 		};
-		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
+		if (kvm_ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
 			return fail(err, errlen, -errno, "KVM_SET_USER_MEMORY_REGION: %s",
 				    strerror(errno));
 	}
 	uint64_t t1 = time_mono_ns();
-	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+	if (kvm_ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
 		return fail(err, errlen, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
 	uint64_t t2 = time_mono_ns();
 	struct kvm_pit_config pit = { .flags = 0 };
-	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+	if (kvm_ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
 		return fail(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
 	log_debug("memory slots %.2f ms, irqchip %.2f ms, PIT %.2f ms", (t1 - t0) / 1e6,
 		  (t2 - t1) / 1e6, (time_mono_ns() - t2) / 1e6);
@@ -200,7 +201,7 @@ static int kvm_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out)
 		if (!c)
 			return -ENOMEM;
 		c->nent = n;
-		if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+		if (kvm_ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
 			*out = c;
 			return 0;
 		}
@@ -257,7 +258,7 @@ static int vcpu_set_cpuid(struct vm *vm, struct vcpu *v)
 		if (e->function == 0xb || e->function == 0x1f)
 			e->edx = v->id;
 	}
-	if (ioctl(v->fd, KVM_SET_CPUID2, c) < 0)
+	if (kvm_ioctl(v->fd, KVM_SET_CPUID2, c) < 0)
 		rc = -errno;
 	free(c);
 	return rc;
@@ -274,7 +275,7 @@ static int vcpu_create(struct vm *vm, struct vcpu *v, char *err, size_t errlen)
 	struct kvm_fpu fpu = { .fcw = 0x37f, .mxcsr = 0x1f80 };
 	int rc;
 
-	v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, v->id);
+	v->fd = kvm_ioctl(vm->vm_fd, KVM_CREATE_VCPU, v->id);
 	if (v->fd < 0)
 		return fail(err, errlen, -errno, "KVM_CREATE_VCPU %u: %s", v->id, strerror(errno));
 	v->run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
@@ -287,21 +288,21 @@ static int vcpu_create(struct vm *vm, struct vcpu *v, char *err, size_t errlen)
 		return fail(err, errlen, rc, "KVM_SET_CPUID2: %s", strerror(-rc));
 	msrs.h.nmsrs = x86_boot_msrs(e, 16);
 	memcpy(msrs.e, e, msrs.h.nmsrs * sizeof(e[0]));
-	if (ioctl(v->fd, KVM_SET_MSRS, &msrs) != (int)msrs.h.nmsrs)
+	if (kvm_ioctl(v->fd, KVM_SET_MSRS, &msrs) != (int)msrs.h.nmsrs)
 		return fail(err, errlen, -EIO, "KVM_SET_MSRS: not all boot MSRs were accepted");
-	if (ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
+	if (kvm_ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
 		return fail(err, errlen, -errno, "KVM_GET_SREGS: %s", strerror(errno));
 	x86_sregs_ring3(&s, v->id, vm->nr_vcpus, vm->osxsave);
-	if (ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
+	if (kvm_ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
 		return fail(err, errlen, -errno, "KVM_SET_SREGS: %s", strerror(errno));
 	if (vm->osxsave) {
 		struct kvm_xcrs x = { .nr_xcrs = 1 };
 		x.xcrs[0].xcr = 0;
 		x.xcrs[0].value = vm->xcr0;
-		if (ioctl(v->fd, KVM_SET_XCRS, &x) < 0)
+		if (kvm_ioctl(v->fd, KVM_SET_XCRS, &x) < 0)
 			return fail(err, errlen, -errno, "KVM_SET_XCRS: %s", strerror(errno));
 	}
-	if (ioctl(v->fd, KVM_SET_FPU, &fpu) < 0)
+	if (kvm_ioctl(v->fd, KVM_SET_FPU, &fpu) < 0)
 		return fail(err, errlen, -errno, "KVM_SET_FPU: %s", strerror(errno));
 	return 0;
 }
@@ -416,15 +417,13 @@ out:
 	return rc;
 }
 
-static int vm_load_payload(struct vm *vm, char *err, size_t errlen)
+/* Loads the mapped payload into guest memory with the first loader that
+ * recognizes it. */
+static int vm_load_payload(struct vm *vm, const uint8_t *image, size_t len, char *err,
+			   size_t errlen)
 {
-	const uint8_t *image = NULL;
-	size_t len = 0;
-	int rc = map_payload(vm->cfg.kernel, &image, &len, err, errlen);
+	int rc = -ENOEXEC;
 
-	if (rc < 0)
-		return rc;
-	rc = -ENOEXEC;
 	snprintf(err, errlen, "%s: not a payload forkvm can load (a static x86-64 ELF)",
 		 vm->cfg.kernel);
 	for (size_t i = 0; i < sizeof(vm_loaders) / sizeof(vm_loaders[0]); i++) {
@@ -437,7 +436,6 @@ static int vm_load_payload(struct vm *vm, char *err, size_t errlen)
 			snprintf(err, errlen, "%s: %s", vm->cfg.kernel, why);
 		break;
 	}
-	munmap((void *)(uintptr_t)image, len);
 	return rc;
 }
 
@@ -454,7 +452,8 @@ static int vm_apply_snapshot(struct vm *vm, struct snapshot *snap, char *err, si
 /* Builds the VM: a fresh boot of the payload, or (snap != NULL) the
  * machine a snapshot describes, its memory mapped copy-on-write and its
  * state units applied. */
-static int vm_build(struct vm *vm, bool with_kvm, struct snapshot *snap, char *err, size_t errlen)
+static int vm_build_in(struct vm *vm, bool with_kvm, struct snapshot *snap, const uint8_t **image,
+		       size_t *image_len, char *err, size_t errlen)
 {
 	uint64_t t0 = time_mono_ns(), t1, t2, t3;
 	int rc;
@@ -466,6 +465,13 @@ static int vm_build(struct vm *vm, bool with_kvm, struct snapshot *snap, char *e
 		vm->vcpus[i].vm = vm;
 		vm->vcpus[i].id = i;
 		vm->vcpus[i].fd = -1;
+	}
+	/* The payload first: a missing or unreadable file is the user's
+	 * error to hear about, whether or not this host has KVM. */
+	if (!snap) {
+		rc = map_payload(vm->cfg.kernel, image, image_len, err, errlen);
+		if (rc < 0)
+			return rc;
 	}
 	if (with_kvm) {
 		rc = kvm_open(vm, err, errlen);
@@ -513,7 +519,7 @@ static int vm_build(struct vm *vm, bool with_kvm, struct snapshot *snap, char *e
 	rc = vm_channels(vm, snap != NULL, err, errlen);
 	if (rc < 0)
 		return rc;
-	rc = snap ? vm_apply_snapshot(vm, snap, err, errlen) : vm_load_payload(vm, err, errlen);
+	rc = snap ? vm_apply_snapshot(vm, snap, err, errlen) : vm_load_payload(vm, *image, *image_len, err, errlen);
 	t3 = time_mono_ns();
 	vm->timings.kvm_ns = tk - t0;
 	vm->timings.map_ns = t1 - tk;
@@ -523,6 +529,17 @@ static int vm_build(struct vm *vm, bool with_kvm, struct snapshot *snap, char *e
 		  "channels and %s %.2f",
 		  (t3 - t0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6, snap ? "state" : "payload",
 		  (t3 - t2) / 1e6);
+	return rc;
+}
+
+static int vm_build(struct vm *vm, bool with_kvm, struct snapshot *snap, char *err, size_t errlen)
+{
+	const uint8_t *image = NULL;
+	size_t image_len = 0;
+	int rc = vm_build_in(vm, with_kvm, snap, &image, &image_len, err, errlen);
+
+	if (image)
+		munmap((void *)(uintptr_t)image, image_len);
 	return rc;
 }
 

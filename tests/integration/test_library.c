@@ -1,7 +1,11 @@
 /* tests/integration/test_library.c - the vmm library used directly: two
  * VMs in one process run, pause and exit independently (nothing in vmm/
- * is global). */
+ * is global); VMs are built and run while signals rain on the thread that
+ * builds them (KVM ioctls interrupted by a signal are retried). */
 #include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,4 +100,76 @@ Test(library, two_vms_in_one_process, .timeout = 120)
 	free(dir);
 	free(con_a);
 	free(con_b);
+}
+
+/* ------------------------------------------------------------ signals */
+
+/* A storm of signals at one thread, whose handler does not restart
+ * interrupted calls: the KVM ioctls that build a VM must be retried when a
+ * signal interrupts them (KVM_CREATE_VM returns EINTR readily; forkvm and
+ * forkd take SIGCHLD, timers and kicks at any time). */
+struct storm {
+	pthread_t target;
+	atomic_bool stop;
+	atomic_long sent;
+};
+
+static void storm_handler(int sig)
+{
+	(void)sig;
+}
+
+static void *storm_run(void *arg)
+{
+	struct storm *s = arg;
+	while (!atomic_load(&s->stop)) {
+		pthread_kill(s->target, SIGUSR2);
+		atomic_fetch_add(&s->sent, 1);
+	}
+	return NULL;
+}
+
+Test(library, vms_are_built_and_run_under_a_storm_of_signals, .timeout = 300)
+{
+	struct sigaction sa = { .sa_handler = storm_handler }; /* no SA_RESTART */
+	struct storm s = { .target = pthread_self() };
+	struct watch w = { 0 };
+	struct loop *loop;
+	pthread_t t;
+	char err[512];
+	int n = h_size(20, 10);
+
+	H_NEED_KVM();
+	char *dir = h_tmpdir(), *con = h_join(dir, "c.log");
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGUSR2, &sa, NULL), 0);
+	cr_assert_eq(loop_create(&loop), 0);
+	atomic_init(&s.stop, false);
+	atomic_init(&s.sent, 0);
+	cr_assert_eq(pthread_create(&t, NULL, storm_run, &s), 0);
+	for (int i = 0; i < n; i++) {
+		struct vm_config cfg;
+		struct vm *vm = NULL;
+		make_cfg(&cfg, "blocking", "2 1", 2, con);
+		int rc = vm_create(&cfg, loop, on_exit_cb, &w, err, sizeof(err), &vm);
+		cr_assert_eq(rc, 0, "VM %d of %d, %ld signals so far: %s", i + 1, n,
+			     atomic_load(&s.sent), err);
+		if (i == n - 1) { /* the last one runs to its end, still under the storm */
+			w.vms[0] = vm;
+			cr_assert_eq(vm_start(vm), 0);
+			while (w.exited < 1)
+				loop_run_once(loop, 100);
+			cr_assert_eq(w.status[0], 0, "the guest exited with %d", w.status[0]);
+		}
+		vm_destroy(vm);
+		vm_config_free(&cfg);
+	}
+	atomic_store(&s.stop, true);
+	pthread_join(t, NULL);
+	cr_log_info("%d VMs built under %ld signals (%s)", n, atomic_load(&s.sent), h_where());
+	cr_assert_gt(atomic_load(&s.sent), n);
+	loop_destroy(loop);
+	h_rmtree(dir);
+	free(dir);
+	free(con);
 }

@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "vmm/fguest/fguest.h"
+#include "vmm/kvmio.h"
 #include "vmm/vm.h"
 
 #define ARCH_SET_GS 0x1001
@@ -327,7 +328,7 @@ static long sys_arch_prctl(struct fg_call *c)
 		} m = { .h.nmsrs = 1 };
 		m.e[0].index = code == ARCH_SET_FS ? X86_MSR_FS_BASE : X86_MSR_GS_BASE;
 		m.e[0].data = addr;
-		if (c->v->fd >= 0 && ioctl(c->v->fd, KVM_SET_MSRS, &m) != 1)
+		if (c->v->fd >= 0 && kvm_ioctl(c->v->fd, KVM_SET_MSRS, &m) != 1)
 			return -EINVAL;
 		if (code == ARCH_SET_FS)
 			t->fs_base = addr;

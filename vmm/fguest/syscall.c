@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "vmm/fguest/fguest.h"
+#include "vmm/kvmio.h"
 #include "vmm/vm.h"
 
 int fguest_create(struct vm *vm, struct fguest **out)
@@ -212,7 +213,7 @@ static enum vcpu_action exc_io(void *dev, struct vcpu *v, uint64_t offset, void 
 	}
 	if (vector == 14) {
 		struct kvm_sregs s;
-		if (v->fd >= 0 && ioctl(v->fd, KVM_GET_SREGS, &s) == 0)
+		if (v->fd >= 0 && kvm_ioctl(v->fd, KVM_GET_SREGS, &s) == 0)
 			cr2 = s.cr2;
 		else if (v->fd < 0)
 			cr2 = v->run->s.regs.sregs.cr2;
