@@ -13,12 +13,15 @@
  *   vCPUs + CPUID KVM_CREATE_VCPU, mmap of kvm_run, KVM_SET_CPUID2 per vCPU
  *                 (KVM_GET_SUPPORTED_CPUID is asked once, as a template's
  *                 cache would)
- *   set state     KVM_SET_SREGS + KVM_SET_REGS per vCPU: 64-bit ring 3 with
- *                 its own page tables, GDT and TSS, like forkvm's guests
- *                 (PVM runs guest ring 3 natively; real mode works too, but
- *                 is not what a fork resumes)
- *   first KVM_RUN vCPU 0 runs from `out %al, $0xe0` (al = 0x42) to that
- *                 port exit, which is checked (reason, port, size, data)
+ *   set state     KVM_SET_SREGS + KVM_SET_REGS + KVM_SET_MSRS (the syscall
+ *                 MSRs) per vCPU: 64-bit ring 3 with its own page tables,
+ *                 GDT and TSS, like forkvm's guests (PVM runs guest ring 3
+ *                 natively; real mode works too, but is not what a fork
+ *                 resumes)
+ *   first KVM_RUN vCPU 0 runs from a ring-3 `syscall` into a ring-0
+ *                 `out %al, $0xe0` (al = 0x42) to that port exit, the path
+ *                 of a forkvm guest's system call; the exit is checked
+ *                 (reason, port, size, data, rip after the `out`)
  * The VM is closed after the timed part (closing one costs 4-35 ms on this
  * PVM machine); its cost is shown apart. Then:
  *   precreated    a warm pool's floor: set state + first KVM_RUN on VMs
@@ -30,6 +33,8 @@
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,15 +55,21 @@
 #define FLOOR_PD 0x3000ULL
 #define FLOOR_GDT 0x4000ULL
 #define FLOOR_TSS 0x5000ULL
-#define FLOOR_CODE 0x6000ULL
+#define FLOOR_CODE 0x6000ULL   /* ring 3: syscall */
+#define FLOOR_KCODE 0x6100ULL  /* ring 0 (LSTAR): out %al, $FLOOR_PORT */
 #define FLOOR_MIN_MEM 0x200000ULL
 
 /* TSS: 104 bytes, then the I/O bitmap for ports 0..0xff and its 0xff end
- * byte; it opens FLOOR_PORT to ring 3, as forkvm's TSS opens its ports
- * (under PVM, IOPL 3 without the bitmap triple-faulted at the `out`). */
+ * byte; it opens FLOOR_PORT, as forkvm's TSS opens its ports (PVM's
+ * emulated ring 0 consults it). The `out` runs in ring 0, entered through
+ * `syscall`, as a forkvm guest's system call does: a ring-3 `out` through
+ * the bitmap worked on PVM but #GPs (a triple fault: no IDT) under QEMU
+ * TCG's nested SVM, whose I/O permission check wants an "available" TSS
+ * type in TR where KVM and VMX load a "busy" one. */
 #define FLOOR_IOPB_BYTES (0x100 / 8 + 1)
 #define FLOOR_TSS_LIMIT (104 + FLOOR_IOPB_BYTES - 1)
 
+#define FLOOR_SEL_KCODE 0x08
 #define FLOOR_SEL_UDATA 0x1b
 #define FLOOR_SEL_UCODE 0x23
 #define FLOOR_SEL_TSS 0x28
@@ -67,6 +78,11 @@
 /* No in-kernel device (PIC 0x20/0xa0, PIT 0x40-0x43/0x61, ELCR 0x4d0) sits here. */
 #define FLOOR_PORT 0xe0
 #define FLOOR_DATA 0x42
+
+#define FLOOR_MSR_STAR 0xc0000081
+#define FLOOR_MSR_LSTAR 0xc0000082
+#define FLOOR_MSR_SFMASK 0xc0000084
+#define FLOOR_NR_MSRS 3
 
 enum floor_step {
 	FS_CREATE,
@@ -97,6 +113,10 @@ struct floor {
 	struct kvm_cpuid2 *cpuid;
 	struct kvm_sregs sregs_bsp, sregs_ap;
 	struct kvm_regs regs;
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e[FLOOR_NR_MSRS];
+	} msrs;
 };
 
 struct floor_vm {
@@ -136,6 +156,18 @@ static void floor_vm_close(const struct floor *f, struct floor_vm *v)
 	floor_vm_init(v);
 }
 
+/* FLOOR_IOCTL() repeated while a signal interrupts it (KVM_CREATE_VM returns
+ * EINTR readily); not for KVM_RUN, whose EINTR is the alarm. */
+static int floor_ioctl(int fd, unsigned long req, unsigned long arg)
+{
+	int rc;
+	do
+		rc = ioctl(fd, req, arg);
+	while (rc < 0 && errno == EINTR);
+	return rc;
+}
+#define FLOOR_IOCTL(fd, req, arg) floor_ioctl((fd), (req), (unsigned long)(uintptr_t)(arg))
+
 static int floor_fail(const char *what)
 {
 	fprintf(stderr, "forkbench floor: %s: %s\n", what, strerror(errno));
@@ -150,7 +182,7 @@ static int floor_cpuid(int kvm_fd, struct kvm_cpuid2 **out)
 		if (!c)
 			return floor_fail("calloc");
 		c->nent = n;
-		if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+		if (FLOOR_IOCTL(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
 			*out = c;
 			return 0;
 		}
@@ -173,6 +205,11 @@ static uint64_t floor_gdt_seg(uint64_t access, uint64_t flags)
 static int floor_mem_file(struct floor *f, char *path_out, size_t path_len)
 {
 	static const uint8_t code[] = {
+		0x0f, 0x05, /* syscall (to FLOOR_KCODE) */
+		0xf4,       /* hlt (never reached) */
+		0xeb, 0xfd, /* jmp back to the hlt */
+	};
+	static const uint8_t kcode[] = {
 		0xe6, FLOOR_PORT, /* out %al, $FLOOR_PORT (al = FLOOR_DATA, set by KVM_SET_REGS) */
 		0xf4,             /* hlt (never reached) */
 		0xeb, 0xfd,       /* jmp back to the hlt */
@@ -199,6 +236,7 @@ static int floor_mem_file(struct floor *f, char *path_out, size_t path_len)
 		FLOOR_TSS_LIMIT | ((FLOOR_TSS & 0xffffff) << 16) | (0x8bULL << 40);
 	tss[102] = 104; /* I/O bitmap offset */
 	memset(tss + 104, 0xff, FLOOR_IOPB_BYTES);
+	/* open to the ring-0 `out` too: PVM's ring 0 consults the bitmap */
 	tss[104 + FLOOR_PORT / 8] &= (uint8_t)~(1u << (FLOOR_PORT % 8));
 
 	if (pwrite(f->mem_fd, &table[0], 8, FLOOR_PML4) != 8 ||
@@ -206,7 +244,8 @@ static int floor_mem_file(struct floor *f, char *path_out, size_t path_len)
 	    pwrite(f->mem_fd, &table[2], 8, FLOOR_PD) != 8 ||
 	    pwrite(f->mem_fd, gdt, sizeof(gdt), FLOOR_GDT) != (ssize_t)sizeof(gdt) ||
 	    pwrite(f->mem_fd, tss, sizeof(tss), FLOOR_TSS) != (ssize_t)sizeof(tss) ||
-	    pwrite(f->mem_fd, code, sizeof(code), FLOOR_CODE) != (ssize_t)sizeof(code))
+	    pwrite(f->mem_fd, code, sizeof(code), FLOOR_CODE) != (ssize_t)sizeof(code) ||
+	    pwrite(f->mem_fd, kcode, sizeof(kcode), FLOOR_KCODE) != (ssize_t)sizeof(kcode))
 		return floor_fail("writing the memory file");
 	return 0;
 }
@@ -224,9 +263,9 @@ static void floor_seg(struct kvm_segment *s, uint16_t sel, uint8_t type, uint8_t
 static int floor_state_template(struct floor *f)
 {
 	struct kvm_sregs *s = &f->sregs_bsp;
-	int vm_fd = ioctl(f->kvm_fd, KVM_CREATE_VM, 0);
-	int vcpu_fd = vm_fd < 0 ? -1 : ioctl(vm_fd, KVM_CREATE_VCPU, 0);
-	int rc = vcpu_fd < 0 ? -1 : ioctl(vcpu_fd, KVM_GET_SREGS, s);
+	int vm_fd = FLOOR_IOCTL(f->kvm_fd, KVM_CREATE_VM, 0);
+	int vcpu_fd = vm_fd < 0 ? -1 : FLOOR_IOCTL(vm_fd, KVM_CREATE_VCPU, 0);
+	int rc = vcpu_fd < 0 ? -1 : FLOOR_IOCTL(vcpu_fd, KVM_GET_SREGS, s);
 
 	if (rc < 0)
 		floor_fail("KVM_GET_SREGS of a throwaway vCPU");
@@ -260,6 +299,13 @@ static int floor_state_template(struct floor *f)
 	f->regs.rip = FLOOR_CODE;
 	f->regs.rax = FLOOR_DATA;
 	f->regs.rflags = 0x2; /* IOPL 0, interrupts off: as forkvm starts ring 3 */
+
+	/* syscall: CS/SS from STAR (ring 0), rip from LSTAR, flags masked. */
+	f->msrs.h.nmsrs = FLOOR_NR_MSRS;
+	f->msrs.e[0] = (struct kvm_msr_entry){ .index = FLOOR_MSR_STAR,
+					       .data = (0x10ULL << 48) | ((uint64_t)FLOOR_SEL_KCODE << 32) };
+	f->msrs.e[1] = (struct kvm_msr_entry){ .index = FLOOR_MSR_LSTAR, .data = FLOOR_KCODE };
+	f->msrs.e[2] = (struct kvm_msr_entry){ .index = FLOOR_MSR_SFMASK, .data = 0x47700 };
 	return 0;
 }
 
@@ -270,7 +316,7 @@ static int floor_vm_build(const struct floor *f, struct floor_vm *v, uint64_t *t
 	struct kvm_pit_config pit = { .flags = 0 };
 	uint64_t t0 = time_mono_ns(), t1, t2, t3, t4, t5;
 
-	v->vm_fd = ioctl(f->kvm_fd, KVM_CREATE_VM, 0);
+	v->vm_fd = FLOOR_IOCTL(f->kvm_fd, KVM_CREATE_VM, 0);
 	if (v->vm_fd < 0)
 		return floor_fail("KVM_CREATE_VM");
 	t1 = time_mono_ns();
@@ -284,16 +330,16 @@ static int floor_vm_build(const struct floor *f, struct floor_vm *v, uint64_t *t
 		.slot = 0, .guest_phys_addr = 0, .memory_size = f->mem_size,
 		.userspace_addr = (uint64_t)(uintptr_t)v->mem,
 	};
-	if (ioctl(v->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
+	if (FLOOR_IOCTL(v->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
 		return floor_fail("KVM_SET_USER_MEMORY_REGION");
 	t3 = time_mono_ns();
-	if (ioctl(v->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+	if (FLOOR_IOCTL(v->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
 		return floor_fail("KVM_CREATE_IRQCHIP");
-	if (ioctl(v->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+	if (FLOOR_IOCTL(v->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
 		return floor_fail("KVM_CREATE_PIT2");
 	t4 = time_mono_ns();
 	for (unsigned i = 0; i < f->nr_vcpus; i++) {
-		v->vcpu_fd[i] = ioctl(v->vm_fd, KVM_CREATE_VCPU, i);
+		v->vcpu_fd[i] = FLOOR_IOCTL(v->vm_fd, KVM_CREATE_VCPU, i);
 		if (v->vcpu_fd[i] < 0)
 			return floor_fail("KVM_CREATE_VCPU");
 		v->nr_vcpus = i + 1;
@@ -302,7 +348,7 @@ static int floor_vm_build(const struct floor *f, struct floor_vm *v, uint64_t *t
 		if (run == MAP_FAILED)
 			return floor_fail("mmap of kvm_run");
 		v->run[i] = run;
-		if (ioctl(v->vcpu_fd[i], KVM_SET_CPUID2, f->cpuid) < 0)
+		if (FLOOR_IOCTL(v->vcpu_fd[i], KVM_SET_CPUID2, f->cpuid) < 0)
 			return floor_fail("KVM_SET_CPUID2");
 	}
 	t5 = time_mono_ns();
@@ -319,9 +365,16 @@ static int floor_vm_build(const struct floor *f, struct floor_vm *v, uint64_t *t
 static int floor_set_state(const struct floor *f, const struct floor_vm *v)
 {
 	for (unsigned i = 0; i < v->nr_vcpus; i++) {
-		if (ioctl(v->vcpu_fd[i], KVM_SET_SREGS, i ? &f->sregs_ap : &f->sregs_bsp) < 0)
+		/* MSRs, sregs, regs: the order forkvm sets them in */
+		int n = FLOOR_IOCTL(v->vcpu_fd[i], KVM_SET_MSRS, &f->msrs);
+		if (n != FLOOR_NR_MSRS) {
+			if (n >= 0)
+				errno = EINVAL;
+			return floor_fail("KVM_SET_MSRS (STAR, LSTAR, SFMASK)");
+		}
+		if (FLOOR_IOCTL(v->vcpu_fd[i], KVM_SET_SREGS, i ? &f->sregs_ap : &f->sregs_bsp) < 0)
 			return floor_fail("KVM_SET_SREGS");
-		if (ioctl(v->vcpu_fd[i], KVM_SET_REGS, &f->regs) < 0)
+		if (FLOOR_IOCTL(v->vcpu_fd[i], KVM_SET_REGS, &f->regs) < 0)
 			return floor_fail("KVM_SET_REGS");
 	}
 	return 0;
@@ -336,18 +389,35 @@ static int floor_run(const struct floor_vm *v)
 	return 0;
 }
 
-/* Fails loudly unless vCPU 0 stopped at our port write. */
+/* Fails loudly unless vCPU 0 stopped at our port write, having run our
+ * code to get there (rip just past the ring-0 `out`). */
 static int floor_check_exit(const struct floor_vm *v)
 {
 	const struct kvm_run *r = v->run[0];
 	struct kvm_regs regs = { 0 };
+	bool got_regs = FLOOR_IOCTL(v->vcpu_fd[0], KVM_GET_REGS, &regs) == 0;
 
+	if (!got_regs)
+		regs.rip = ~0ULL;
 	if (r->exit_reason == KVM_EXIT_IO && r->io.direction == KVM_EXIT_IO_OUT &&
 	    r->io.port == FLOOR_PORT && r->io.size == 1 && r->io.count == 1 &&
-	    ((const uint8_t *)r)[r->io.data_offset] == FLOOR_DATA)
-		return 0;
-	if (ioctl(v->vcpu_fd[0], KVM_GET_REGS, &regs) < 0)
-		regs.rip = ~0ULL;
+	    ((const uint8_t *)r)[r->io.data_offset] == FLOOR_DATA) {
+		/* at the `out` (KVM completes it on the next KVM_RUN) or past it */
+		if (regs.rip == FLOOR_KCODE || regs.rip == FLOOR_KCODE + 2)
+			return 0;
+		fprintf(stderr,
+			"forkbench floor: the port exit came from rip 0x%llx, not from the floor "
+			"guest's `out` at 0x%llx\n",
+			(unsigned long long)regs.rip, (unsigned long long)FLOOR_KCODE);
+		return -1;
+	}
+	if (r->exit_reason == KVM_EXIT_SHUTDOWN) {
+		fprintf(stderr, "forkbench floor: the floor guest triple-faulted (KVM_EXIT_SHUTDOWN) "
+				"before its first exit: its page tables, GDT, TSS or syscall MSRs "
+				"do not work on this KVM (rip 0x%llx)\n",
+			(unsigned long long)regs.rip);
+		return -1;
+	}
 	if (r->exit_reason == KVM_EXIT_IO)
 		fprintf(stderr,
 			"forkbench floor: unexpected port exit: %s port 0x%x size %u count %u "
@@ -390,17 +460,17 @@ static int floor_setup(struct floor *f)
 	f->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (f->kvm_fd < 0)
 		return floor_fail("/dev/kvm");
-	if (ioctl(f->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {
+	if (FLOOR_IOCTL(f->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {
 		fprintf(stderr, "forkbench floor: unexpected KVM API version\n");
 		return -1;
 	}
-	if (ioctl(f->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQCHIP) <= 0 ||
-	    ioctl(f->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_PIT2) <= 0 ||
-	    ioctl(f->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) <= 0) {
+	if (FLOOR_IOCTL(f->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQCHIP) <= 0 ||
+	    FLOOR_IOCTL(f->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_PIT2) <= 0 ||
+	    FLOOR_IOCTL(f->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) <= 0) {
 		fprintf(stderr, "forkbench floor: KVM lacks the irqchip, PIT2 or user memory\n");
 		return -1;
 	}
-	n = ioctl(f->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	n = FLOOR_IOCTL(f->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (n < (int)sizeof(struct kvm_run))
 		return floor_fail("KVM_GET_VCPU_MMAP_SIZE");
 	f->run_size = (size_t)n;
@@ -534,8 +604,9 @@ int cmd_floor(const struct opts *o)
 		"MAP_PRIVATE|MAP_NORESERVE of a sparse file (copy-on-write, as forkvm restores), "
 		"one slot registered before the irqchip",
 	     memory);
-	note(o, "floor: %u vCPU(s) created and set, vCPU 0 runs: 64-bit ring 3, first "
-		"instruction `out` to port 0x%x; VMs closed outside the timed part",
+	note(o, "floor: %u vCPU(s) created and set, vCPU 0 runs: 64-bit ring 3, `syscall` into "
+		"a ring-0 `out` to port 0x%x (a forkvm guest's system call); VMs closed outside "
+		"the timed part",
 	     f.nr_vcpus, FLOOR_PORT);
 	note(o, "floor precreated: VMs built ahead in batches of %d; rerun: the same vCPU again",
 	     FLOOR_BATCH);
