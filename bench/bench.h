@@ -26,6 +26,7 @@ struct opts {
 	const char *jail;          /* forkd --jail: "on" or "off" */
 	unsigned long long budget; /* density: stop once host memory used reaches this (0: none) */
 	const char *accel;      /* peer: QEMU's accelerator, "kvm", "tcg", or NULL/"auto" */
+	bool prepare;           /* peer: only fill the cache (QEMU, kernel, initramfs) */
 };
 
 #define FORKBENCH_VERSION "0.1.0"

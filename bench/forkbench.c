@@ -586,6 +586,8 @@ static void usage(FILE *f)
 		"  --clones N       store: clone snapshots for the dedup figure (default 10)\n"
 		"  --accel A        peer: QEMU's accelerator: auto (default: KVM if it runs\n"
 		"                   the guest, else TCG), kvm or tcg\n"
+		"  --prepare        peer: only install or download what it needs into its\n"
+		"                   cache ($FORKBENCH_CACHE), then exit; needs no /dev/kvm\n"
 		"  --jail on|off    fork, e2e, fanout, density, boot-vs-fork: forkd's clone\n"
 		"                   jail (default on, as forkd's)\n"
 		"  --budget SIZE    density: stop once the clones use this much host memory\n"
@@ -599,7 +601,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	enum { O_WARMUP = 256, O_CPUS, O_MEMORY, O_CODE, O_JSON, O_TOUCH, O_CHUNK, O_DIRTY, O_CLONES,
-	       O_FANOUT, O_DENSITY, O_CSV, O_PLOT, O_BUDGET, O_ACCEL, O_JAIL };
+	       O_FANOUT, O_DENSITY, O_CSV, O_PLOT, O_BUDGET, O_ACCEL, O_JAIL, O_PREPARE };
 	static const struct option lo[] = {
 		{ "warmup", required_argument, NULL, O_WARMUP }, { "cpus", required_argument, NULL, O_CPUS },
 		{ "memory", required_argument, NULL, O_MEMORY }, { "code", required_argument, NULL, O_CODE },
@@ -615,6 +617,7 @@ int main(int argc, char **argv)
 		{ "budget", required_argument, NULL, O_BUDGET },
 		{ "accel", required_argument, NULL, O_ACCEL },
 		{ "jail", required_argument, NULL, O_JAIL },
+		{ "prepare", no_argument, NULL, O_PREPARE },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .samples = -1, .warmup = -1, .cpus = "1", .code = "1+1", .touch_mb = -1,
@@ -664,6 +667,9 @@ int main(int argc, char **argv)
 			break;
 		case O_ACCEL:
 			o.accel = optarg;
+			break;
+		case O_PREPARE:
+			o.prepare = true;
 			break;
 		case O_JAIL:
 			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
@@ -792,6 +798,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "forkbench: unknown subcommand '%s'\n", cmd);
 		usage(stderr);
 		return 2;
+	}
+	if (o.prepare) {
+		if (fn != cmd_peer) {
+			fprintf(stderr, "forkbench: --prepare is for peer only\n");
+			return 2;
+		}
+		return cmd_peer(&o); /* no figures: no header, no document */
 	}
 	out_begin(&o, cmd);
 	int rc = fn(&o);

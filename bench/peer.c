@@ -638,7 +638,7 @@ static int qemu_template(struct peer *p)
 			else if (rc == -ETIMEDOUT)
 				snprintf(p->why, sizeof(p->why),
 					 "the guest did not answer under KVM within %d s",
-					 PEER_KVM_PROBE_MS / 1000);
+					 (forced ? PEER_BOOT_MS : PEER_KVM_PROBE_MS) / 1000);
 			else
 				log_line(p, "QEMU on KVM failed", rc);
 		}
@@ -857,6 +857,13 @@ int cmd_peer(const struct opts *o)
 	    mem < 16 * MiB) {
 		fail("bad -n, --warmup or --memory (a whole number of MiB, at least 16M)");
 		return 2;
+	}
+	if (o->prepare) {
+		cache_dir(p->cache, sizeof(p->cache));
+		int prc = prepare(p);
+		if (prc == 0)
+			printf("forkbench peer: cache ready in %s\n", p->cache);
+		return prc == 0 || prc == PEER_SKIP ? prc : (fail("preparing %s failed", p->cache), 1);
 	}
 	/* forkvm's side needs /dev/kvm whatever QEMU does. */
 	if ((fd = open("/dev/kvm", O_RDWR | O_CLOEXEC)) < 0) {
