@@ -119,6 +119,10 @@ PAYLOADS := $(PAYLOAD_SRC:guest/payloads/%.c=$(GUEST_O)/payloads/%)
 .PHONY: guest
 guest: $(AGENT) $(PAYLOADS)
 
+# Installed by deps: with -j, make must not look for it before deps ran.
+$(DUKTAPE_DIR)/duktape.c: | deps
+	@:
+
 # Duktape is compiled once into an object (it takes ~10 s) with its own flags:
 # it is third-party code and not held to our warning set.
 $(GUEST_O)/duktape.o: $(DUKTAPE_DIR)/duktape.c | deps
@@ -144,9 +148,14 @@ run: all
 
 # ---------------------------------------------------------------- bench
 # forkbench's standard suite (docs/benchmarks.md records its results).
-.PHONY: bench
+# bench-lane: the same in the KVM lane (fewer samples; not representative
+# of hardware), results in $(O)/bench-lane.
+.PHONY: bench bench-lane
 bench: all
 	$(Q)sh scripts/bench.sh $(O)
+
+bench-lane: all
+	$(Q)bash scripts/lane.sh run --rw $(O)/bench-lane -- sh scripts/bench.sh $(O) $(O)/bench-lane
 
 # ---------------------------------------------------------------- fuzz
 # libFuzzer targets (clang, ASan/UBSan) for parsers of untrusted bytes:
@@ -205,6 +214,9 @@ INTEG_SRC := $(wildcard tests/integration/test_*.c)
 TEST_HELPERS := $(wildcard tests/lib/*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 INTEG_BINS := $(INTEG_SRC:tests/integration/%.c=$(O)/tests/%)
+# The lane's own tests (run on the host when the lane is used) and the
+# suite that fails on purpose for them.
+LANE_BINS := $(O)/tests/test_lane $(O)/tests/lane-failing
 TEST_HELPER_OBJ := $(TEST_HELPERS:%.c=$(O)/obj/%.o)
 
 $(O)/tests/%: tests/unit/%.c $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON) | deps
@@ -219,14 +231,31 @@ $(O)/tests/%: tests/integration/%.c $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBSTORE) $(L
 	$(Q)$(CC) $(CFLAGS) -MF $(O)/obj/tests/integration/$*.d $< $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON) \
 		$(LDFLAGS) -lcriterion $(LDLIBS) -o $@
 
-.PHONY: test test-unit test-integration
-test: all $(UNIT_BINS) $(INTEG_BINS)
+# Integration suites boot guests: natively where /dev/kvm opens, else in the
+# KVM lane (scripts/lane.sh: nested SVM under QEMU TCG). test-lane forces
+# the lane.
+$(O)/tests/test_lane: tests/lane/test_lane.c $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON) | deps
+	@mkdir -p $(dir $@) $(O)/obj/tests/lane
+	@$(if $(Q),echo "  TEST    $@")
+	$(Q)$(CC) $(CFLAGS) -MF $(O)/obj/tests/lane/test_lane.d $< $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON) \
+		$(LDFLAGS) -lcriterion $(LDLIBS) -o $@
+
+$(O)/tests/lane-failing: tests/lane/failing.c | deps
+	@mkdir -p $(dir $@) $(O)/obj/tests/lane
+	@$(if $(Q),echo "  TEST    $@")
+	$(Q)$(CC) $(CFLAGS) -MF $(O)/obj/tests/lane/failing.d $< $(LDFLAGS) -lcriterion -o $@
+
+.PHONY: test test-unit test-integration test-lane
+test: all $(UNIT_BINS) $(INTEG_BINS) $(LANE_BINS)
 	$(Q)sh scripts/run-tests.sh $(O) $(GUEST_O) $(UNIT_BINS) -- $(INTEG_BINS)
+
+test-lane: all $(UNIT_BINS) $(INTEG_BINS) $(LANE_BINS)
+	$(Q)FORKVM_TEST_WHERE=lane sh scripts/run-tests.sh $(O) $(GUEST_O) $(UNIT_BINS) -- $(INTEG_BINS)
 
 test-unit: all $(UNIT_BINS)
 	$(Q)sh scripts/run-tests.sh $(O) $(GUEST_O) $(UNIT_BINS) --
 
-test-integration: all $(INTEG_BINS)
+test-integration: all $(INTEG_BINS) $(LANE_BINS)
 	$(Q)sh scripts/run-tests.sh $(O) $(GUEST_O) -- $(INTEG_BINS)
 
 # ---------------------------------------------------------------- misc

@@ -1,25 +1,175 @@
 #!/bin/sh
 # Runs the Criterion test binaries: run-tests.sh BUILD_DIR GUEST_DIR UNIT... -- INTEGRATION...
 # Integration tests find the binaries and the guest through FORKVM_BUILD / FORKVM_GUEST.
+#
+# Unit tests run on this host. Integration tests boot guests, so they run
+#   - natively where /dev/kvm opens ("native KVM");
+#   - else in the KVM lane, scripts/lane.sh: a QEMU TCG VM with nested SVM
+#     ("KVM lane (nested SVM under TCG)"), all suites in one boot.
+# FORKVM_TEST_WHERE=lane forces the lane (make test-lane), =native forbids it.
+# When neither can run, the run fails and says what is missing, unless
+# FORKVM_TESTS_ALLOW_SKIP=1: then the suites run here and skip their guests.
+# An integration suite that tested nothing (Criterion's "Tested: 0"), or
+# skipped a test for want of /dev/kvm, fails the run, unless
+# FORKVM_TESTS_ALLOW_SKIP=1. Other skips (a peer that cannot be downloaded)
+# are counted in the suite's result line.
+# FORKVM_LANE_TIMEOUT: seconds the whole lane run may take (default 3600).
 set -u
 build=$1; guest=$2; shift 2
 FORKVM_BUILD=$(cd "$build" && pwd); export FORKVM_BUILD
 FORKVM_GUEST=$(cd "$guest" && pwd); export FORKVM_GUEST
-failed=""
+here=$(cd "$(dirname "$0")" && pwd)
+FORKVM_SRC=$(cd "$here/.." && pwd); export FORKVM_SRC
+LANE_LABEL="KVM lane (nested SVM under TCG)"
+where=${FORKVM_TEST_WHERE:-auto}
+allow_skip=${FORKVM_TESTS_ALLOW_SKIP:-0}
+
+case $where in
+auto | native | lane) ;;
+*) echo "run-tests: FORKVM_TEST_WHERE=$where: expected auto, native or lane" >&2; exit 2 ;;
+esac
+
+unit=""
+integ=""
 phase=unit
 for t in "$@"; do
 	if [ "$t" = "--" ]; then
 		phase=integration
-		if [ ! -c /dev/kvm ] || [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
-			echo "== /dev/kvm is absent or not accessible: integration tests that boot a guest will skip"
-		fi
-		continue
-	fi
-	echo "== $phase: $(basename "$t")"
-	if ! "$t" --jobs="${TEST_JOBS:-2}" ${TEST_ARGS:-}; then
-		failed="$failed $(basename "$t")"
+	elif [ $phase = unit ]; then
+		unit="$unit $t"
+	else
+		integ="$integ $t"
 	fi
 done
+
+have_kvm() { [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; }
+
+summary=$(mktemp /tmp/forkvm-tests-XXXXXX)
+trap 'rm -f "$summary" "$summary.log" "$summary.rc"' EXIT
+failed=""
+
+# run_suite KIND LABEL BINARY: runs one Criterion binary, prints its result
+# line and records it in the summary.
+run_suite() {
+	kind=$1 label=$2 t=$3
+	name=$(basename "$t")
+	echo "== $kind: $name ($label)"
+	start=$(date +%s)
+	{
+		"$t" --jobs="${TEST_JOBS:-2}" ${TEST_ARGS:-}
+		echo $? > "$summary.rc"
+	} 2>&1 | tee "$summary.log"
+	rc=$(cat "$summary.rc")
+	secs=$(($(date +%s) - start))
+	syn=$(grep 'Synthesis:' "$summary.log" | tail -n 1)
+	tested=$(echo "$syn" | sed -n 's/.*Tested: \([0-9]*\).*/\1/p')
+	passing=$(echo "$syn" | sed -n 's/.*Passing: \([0-9]*\).*/\1/p')
+	skipped=$(grep -c '\[SKIP\]' "$summary.log")
+	nokvm=$(grep -c '\[SKIP\].*/dev/kvm is absent' "$summary.log")
+	result=passed
+	[ "$skipped" -gt 0 ] && result="passed, $skipped skipped"
+	if [ "$rc" -ne 0 ]; then
+		result="FAILED (exit $rc)"
+	elif [ -z "$tested" ]; then
+		result="FAILED (no Criterion synthesis)"
+	elif [ "$kind" = integration ] && [ "$tested" -eq 0 ]; then
+		if [ "$allow_skip" = 1 ]; then
+			result="skipped (Tested: 0, FORKVM_TESTS_ALLOW_SKIP=1)"
+		else
+			result="FAILED (Tested: 0: the suite booted no guest)"
+		fi
+	elif [ "$kind" = integration ] && [ "$nokvm" -gt 0 ] && [ "$allow_skip" != 1 ]; then
+		result="FAILED ($nokvm tests skipped: no /dev/kvm)"
+	fi
+	case $result in FAILED*) failed="$failed $name" ;; esac
+	line=$(printf '%-20s %-34s %4s tested %4s passed %5s s  %s' "$name" "$label" "${tested:-?}" \
+		"${passing:-?}" "$secs" "$result")
+	echo "== $line"
+	echo "$line" >> "$summary"
+}
+
+for t in $unit; do
+	run_suite unit "native" "$t"
+done
+
+if [ -n "$integ" ]; then
+	if [ -n "${FORKVM_LANE:-}" ]; then
+		# inside the lane (scripts/lane.sh sets FORKVM_LANE)
+		for t in $integ; do
+			run_suite integration "$LANE_LABEL" "$t"
+		done
+	elif [ "$where" != lane ] && have_kvm; then
+		for t in $integ; do
+			run_suite integration "native KVM" "$t"
+		done
+	elif [ "$where" = native ]; then
+		if [ "$allow_skip" = 1 ]; then
+			echo "== /dev/kvm is absent or not accessible and FORKVM_TEST_WHERE=native:"
+			echo "== integration suites run here and skip their guests (FORKVM_TESTS_ALLOW_SKIP=1)"
+			for t in $integ; do
+				run_suite integration "no KVM (skipping)" "$t"
+			done
+		else
+			echo "run-tests: FORKVM_TEST_WHERE=native but /dev/kvm is absent or not accessible:" >&2
+			echo "run-tests: integration suites cannot boot guests (FORKVM_TESTS_ALLOW_SKIP=1 skips them)" >&2
+			failed="$failed (integration: no /dev/kvm)"
+		fi
+	else
+		if [ "$where" = lane ]; then
+			echo "== integration suites in the $LANE_LABEL (FORKVM_TEST_WHERE=lane)"
+		else
+			echo "== /dev/kvm is absent or not accessible: integration suites run in the $LANE_LABEL"
+		fi
+		# the lane's own tests first (on this host): it reports failures,
+		# missing pieces and hangs as it should
+		if [ -z "${FORKVM_LANE_SELFTEST:-}" ] && [ -x "$FORKVM_BUILD/tests/test_lane" ]; then
+			run_suite lane "lane self-test (this host)" "$FORKVM_BUILD/tests/test_lane"
+		fi
+		# what forkbench peer downloads: the lane has no network
+		if [ -x "$FORKVM_BUILD/bin/forkbench" ]; then
+			"$FORKVM_BUILD/bin/forkbench" peer --prepare ||
+				echo "== forkbench peer could not prepare its cache: its test will skip"
+		fi
+		lane_start=$(date +%s)
+		{
+			# shellcheck disable=SC2086
+			bash "$here/lane.sh" run --timeout "${FORKVM_LANE_TIMEOUT:-3600}" --env TEST_JOBS \
+				--env TEST_ARGS --env ASAN_OPTIONS --env UBSAN_OPTIONS -- \
+				sh "$here/run-tests.sh" "$FORKVM_BUILD" "$FORKVM_GUEST" -- $integ
+			echo $? > "$summary.rc"
+		} 2>&1 | tee "$summary.log"
+		lane_rc=$(cat "$summary.rc")
+		lane_secs=$(($(date +%s) - lane_start))
+		grep '^== test_' "$summary.log" | sed 's/^== //' >> "$summary"
+		if [ "$lane_rc" -ge 124 ] && ! grep -q '^== test_' "$summary.log"; then
+			if [ "$allow_skip" = 1 ]; then
+				label="no KVM (skipping)"
+				have_kvm && label="native KVM"
+				echo "== the lane could not run (see above); FORKVM_TESTS_ALLOW_SKIP=1: integration suites run here ($label)"
+				for t in $integ; do
+					run_suite integration "$label" "$t"
+				done
+			else
+				if have_kvm; then
+					echo "run-tests: FORKVM_TEST_WHERE=lane, but the KVM lane could not run (see its messages above)." >&2
+				else
+					echo "run-tests: this host has no usable /dev/kvm, and the KVM lane could not run (see its messages above)." >&2
+				fi
+				echo "run-tests: the lane needs root (to install qemu-system-x86, busybox-static, kmod, cpio" >&2
+				echo "run-tests: and to download the Debian kernel) or those already present; or run on a host" >&2
+				echo "run-tests: with /dev/kvm. FORKVM_TESTS_ALLOW_SKIP=1 turns this into skipped suites." >&2
+				failed="$failed (integration: neither /dev/kvm nor the KVM lane)"
+			fi
+		elif [ "$lane_rc" -ne 0 ]; then
+			failed="$failed (integration in the lane, exit $lane_rc)"
+		fi
+		echo "== the lane ran for $lane_secs s (boot included)"
+	fi
+fi
+
+echo
+echo "== summary"
+cat "$summary"
 if [ -n "$failed" ]; then
 	echo "FAILED:$failed"
 	exit 1

@@ -2,12 +2,13 @@
  * (docs/snapshot-format.md, docs/store-format.md, docs/security.md):
  *
  * 1. forkvm gets SIGKILL at a random point of vm.snapshot to a directory,
- *    100 times: afterwards the destination is absent, or it restores and
+ *    100 times (50 in the KVM lane, where each trial is ~5x slower):
+ *    afterwards the destination is absent, or it restores and
  *    the guest has exactly the state it was snapshotted with. A leftover
  *    temporary sibling (.NAME.tmp-XXXXXX) is never the destination, and if
  *    it happens to verify, it restores right too.
  * 2. forkctl store put and forkctl store gc get SIGKILL at random points,
- *    50 times each: afterwards store verify passes, every file under
+ *    50 times each (25 in the KVM lane): afterwards store verify passes, every file under
  *    objects/ is a whole object whose content hashes to its name, every tag
  *    names a committed snapshot, and every tagged snapshot restores (forkvm
  *    --restore source_url=store://TAG) with the right state.
@@ -719,7 +720,7 @@ static uint64_t median3(uint64_t a, uint64_t b, uint64_t c)
 	return a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
 }
 
-#define SNAP_TRIALS 100
+#define SNAP_TRIALS h_size(100, 50)
 #define SNAP_DOUBLES (4U << 20) /* 32 MiB touched, in a 512 MiB guest */
 #define SNAP_BOOT_EVERY 5      /* every 5th trial boots (the memfd path), the others restore */
 
@@ -799,7 +800,7 @@ Test(faults, sigkill_during_snapshot)
 
 /* ============================================================ 2. store */
 
-#define STORE_PAIRS 50           /* a gc and a put each */
+#define STORE_PAIRS h_size(50, 25) /* a gc and a put each */
 #define STORE_DOUBLES (512U << 10) /* 4 MiB touched, in a 128 MiB guest */
 
 /* The snapshots the store test puts: a directory each, the tag it gets,
