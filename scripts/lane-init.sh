@@ -51,7 +51,7 @@ mkdir -p $r/dev/shm $r/dev/pts
 mount -t tmpfs -o mode=1777 shm $r/dev/shm
 mount -t devpts -o ptmxmode=666 devpts $r/dev/pts
 mount -t tmpfs -o mode=755 run $r/run
-mount -t tmpfs -o mode=1777 tmp $r/tmp
+# /tmp stays the host's, under the overlay: the checkout may live there
 mkdir -p "$r$out"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 laneout "$r$out" ||
 	fail "cannot mount the run directory (9p)"

@@ -91,8 +91,18 @@ prepare() {
 	pkg=$(kernel_pkg)
 	[ -n "$pkg" ] || die "cannot find the Debian kernel package (apt-cache depends linux-image-amd64 printed none; run apt-get update?)"
 	img=$lane_dir/image
-	if [ -f "$img/PKG" ] && [ "$(cat "$img/PKG")" = "$pkg" ] && [ -f "$img/vmlinuz" ] &&
-		[ -f "$img/initrd.img" ] && [ "$img/initrd.img" -nt "$0" ]; then
+	image_ok() {
+		[ -f "$img/PKG" ] && [ "$(cat "$img/PKG")" = "$pkg" ] && [ -f "$img/vmlinuz" ] &&
+			[ -f "$img/initrd.img" ] && [ "$img/initrd.img" -nt "$0" ] &&
+			[ "$img/initrd.img" -nt "$top/scripts/lane-init.sh" ]
+	}
+	image_ok && return 0
+	# one builder at a time (lanes started together share build/lane)
+	mkdir -p "$lane_dir" || die "cannot create $lane_dir"
+	exec 9>"$lane_dir/.prepare.lock"
+	flock 9 || die "cannot lock $lane_dir/.prepare.lock"
+	if image_ok; then
+		exec 9>&-
 		return 0
 	fi
 	mkdir -p "$cache" 2>/dev/null || cache=$lane_dir/cache
@@ -126,6 +136,7 @@ prepare() {
 	chmod 755 "$tmp/i/init" "$tmp/i/bin/busybox"
 	(cd "$tmp/i" && find . | cpio -o -H newc --quiet | gzip -1) > "$tmp/initrd.img" ||
 		die "cpio failed"
+	rm -rf "$img.new"
 	mkdir -p "$img.new"
 	cp "$tmp/k/boot/vmlinuz-$kver" "$img.new/vmlinuz"
 	mv "$tmp/initrd.img" "$img.new/initrd.img"
@@ -133,6 +144,7 @@ prepare() {
 	echo "$pkg" > "$img.new/PKG"
 	rm -rf "$img" "$tmp"
 	mv "$img.new" "$img"
+	exec 9>&-
 }
 
 check() {

@@ -417,25 +417,29 @@ out:
 	return rc;
 }
 
-/* Loads the mapped payload into guest memory with the first loader that
- * recognizes it. */
+/* The first loader that recognizes the mapped payload, in vm->loader. */
+static int vm_probe_payload(struct vm *vm, const uint8_t *image, size_t len, char *err,
+			    size_t errlen)
+{
+	for (size_t i = 0; i < sizeof(vm_loaders) / sizeof(vm_loaders[0]); i++) {
+		if (vm_loaders[i]->probe(image, len)) {
+			vm->loader = vm_loaders[i];
+			return 0;
+		}
+	}
+	return fail(err, errlen, -ENOEXEC, "%s: not a payload forkvm can load (a static x86-64 ELF)",
+		    vm->cfg.kernel);
+}
+
+/* Loads the mapped payload into guest memory with its loader. */
 static int vm_load_payload(struct vm *vm, const uint8_t *image, size_t len, char *err,
 			   size_t errlen)
 {
-	int rc = -ENOEXEC;
+	char why[400] = "";
+	int rc = vm->loader->load(vm, image, len, why, sizeof(why));
 
-	snprintf(err, errlen, "%s: not a payload forkvm can load (a static x86-64 ELF)",
-		 vm->cfg.kernel);
-	for (size_t i = 0; i < sizeof(vm_loaders) / sizeof(vm_loaders[0]); i++) {
-		if (!vm_loaders[i]->probe(image, len))
-			continue;
-		char why[400] = "";
-		vm->loader = vm_loaders[i];
-		rc = vm_loaders[i]->load(vm, image, len, why, sizeof(why));
-		if (rc < 0)
-			snprintf(err, errlen, "%s: %s", vm->cfg.kernel, why);
-		break;
-	}
+	if (rc < 0)
+		snprintf(err, errlen, "%s: %s", vm->cfg.kernel, why);
 	return rc;
 }
 
@@ -466,10 +470,12 @@ static int vm_build_in(struct vm *vm, bool with_kvm, struct snapshot *snap, cons
 		vm->vcpus[i].id = i;
 		vm->vcpus[i].fd = -1;
 	}
-	/* The payload first: a missing or unreadable file is the user's
-	 * error to hear about, whether or not this host has KVM. */
+	/* The payload first: a missing, unreadable or unknown file is the
+	 * user's error to hear about, whether or not this host has KVM. */
 	if (!snap) {
 		rc = map_payload(vm->cfg.kernel, image, image_len, err, errlen);
+		if (rc == 0)
+			rc = vm_probe_payload(vm, *image, *image_len, err, errlen);
 		if (rc < 0)
 			return rc;
 	}
