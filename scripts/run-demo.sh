@@ -27,7 +27,7 @@ if [ ! -c /dev/kvm ] || [ ! -w /dev/kvm ]; then
 	# No KVM here: the same pipeline in the KVM lane (scripts/lane.sh), a
 	# QEMU TCG VM whose emulated AMD SVM gives it a /dev/kvm.
 	echo "make run: this host has no usable /dev/kvm: running the demo in the KVM lane"
-	echo "make run: (nested SVM under QEMU TCG: ~20 s to boot it; its figures are not representative of hardware)"
+	echo "make run: (nested SVM under QEMU TCG: about 10 s to boot it; its figures are not representative of hardware)"
 	trap - EXIT INT TERM
 	rm -rf "$dir"
 	exec bash "$(dirname "$0")/lane.sh" run -- sh "$0" "$build" "$agent"
