@@ -56,7 +56,7 @@ else
 fi
 run boot-vs-fork boot-vs-fork $(lane -n 2)
 run floor floor $(lane -n 10)
-run peer peer $(lane -n 2)
+run peer peer $(lane -n 2 --accel kvm) # TCG inside the lane's TCG takes minutes
 }
 echo
 echo "results: $out/results.txt; plots: $out/*.svg"
