@@ -12,7 +12,7 @@
 #include "common/util.h"
 #include "vmm/gmem.h"
 #include "vmm/vmm.h"
-#include "vmm/x86/x86.h"
+#include "vmm/fguest/fguest.h"
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -83,9 +83,9 @@ int vm_config_validate(const struct vm_config *cfg, char *err, size_t errlen)
 {
 	int rc;
 
-	if (cfg->boot_vcpus < 1 || cfg->boot_vcpus > X86_MAX_VCPUS)
+	if (cfg->boot_vcpus < 1 || cfg->boot_vcpus > FG_MAX_VCPUS)
 		return fail(err, errlen, "cpus: boot_vcpus must be between 1 and %u (got %u)",
-			    X86_MAX_VCPUS, cfg->boot_vcpus);
+			    FG_MAX_VCPUS, cfg->boot_vcpus);
 	rc = gmem_check_size(cfg->memory_size);
 	if (rc == -EINVAL)
 		return fail(err, errlen, "memory: size %llu is not a multiple of 2 MiB",
@@ -203,8 +203,8 @@ int vm_config_from_json(const json_t *j, struct vm_config *out, char *err, size_
 	if (o) {
 		uint64_t boot = c.boot_vcpus, max = 0;
 		if ((rc = only_keys(o, "cpus", cpus_k, err, errlen)) < 0 ||
-		    (rc = get_uint(o, "cpus", "boot_vcpus", X86_MAX_VCPUS, &boot, err, errlen)) < 0 ||
-		    (rc = get_uint(o, "cpus", "max_vcpus", X86_MAX_VCPUS, &max, err, errlen)) < 0)
+		    (rc = get_uint(o, "cpus", "boot_vcpus", FG_MAX_VCPUS, &boot, err, errlen)) < 0 ||
+		    (rc = get_uint(o, "cpus", "max_vcpus", FG_MAX_VCPUS, &max, err, errlen)) < 0)
 			goto out;
 		if (max && max != boot) {
 			rc = fail(err, errlen, "cpus.max_vcpus must equal cpus.boot_vcpus (no CPU hotplug)");
@@ -334,9 +334,9 @@ static int cpus_kv(void *arg, const char *k, const char *v, char *err, size_t er
 
 	if (strcmp(k, "boot") && strcmp(k, "max"))
 		return fail(err, errlen, "--cpus: unknown option '%s' (supported: boot, max)", k);
-	if (parse_u64(v, 1, X86_MAX_VCPUS, &n) < 0)
+	if (parse_u64(v, 1, FG_MAX_VCPUS, &n) < 0)
 		return fail(err, errlen, "--cpus: %s must be a number between 1 and %u (got '%s')", k,
-			    X86_MAX_VCPUS, v);
+			    FG_MAX_VCPUS, v);
 	if (!strcmp(k, "boot"))
 		a->boot = n;
 	else

@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/seccomp.h>
-#include <linux/kvm.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,12 +20,9 @@
 
 #include "common/seccomp.h"
 #include "vmm/gmem.h"
+#include "vmm/platform.h"
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
-
-/* KVM's ioctls are _IO*(0xAE, n): the type byte is bits 8..15. */
-#define KVM_IOCTL_MASK 0xff00ULL
-#define KVM_IOCTL_TYPE ((unsigned long long)KVMIO << 8)
 
 /* Memory may be mapped and protected, never executable: the VMM loads no
  * code after start-up, and guest memory is data to the host. */
@@ -61,10 +57,8 @@ static const struct sc_rule vmm_rules[] = {
 	SC_ALLOW(getsockname), SC_ALLOW(getpeername),
 	/* the store's reads and writes (liburing) */
 	SC_ALLOW(io_uring_setup), SC_ALLOW(io_uring_enter), SC_ALLOW(io_uring_register),
-	/* KVM: every KVM ioctl (the process's only KVM descriptors are its
-	 * own); the terminal checks of stdio */
-	SC_MASKED(ioctl, 1, KVM_IOCTL_MASK, KVM_IOCTL_TYPE), SC_EQ(ioctl, 1, TCGETS),
-	SC_EQ(ioctl, 1, TIOCGWINSZ),
+	/* the terminal checks of stdio (the platform's own come from it) */
+	SC_EQ(ioctl, 1, TCGETS), SC_EQ(ioctl, 1, TIOCGWINSZ),
 	/* which pages of guest RAM a restored VM has written (snapshots) */
 	SC_EQ(ioctl, 1, PAGEMAP_SCAN),
 	/* threads: vCPU and store worker threads only (clone with
@@ -87,17 +81,10 @@ static const struct sc_rule vmm_rules[] = {
 	SC_EQ(prctl, 0, PR_SET_NO_NEW_PRIVS), SC_EQ(seccomp, 0, SECCOMP_SET_MODE_FILTER),
 };
 
-/* KVM ioctls a vCPU thread makes on its own vCPU: run it, and read and
- * write the registers the function guest's system calls change. */
-#define VCPU_IOCTL(req) SC_EQ(ioctl, 1, req)
-
 /* Added by each vCPU thread before it first enters the guest: what serving
- * the guest's system calls needs, nothing that opens, creates or executes. */
+ * the guest's system calls needs, nothing that opens, creates or executes
+ * (plus what the platform needs to run its vCPU). */
 static const struct sc_rule vcpu_rules[] = {
-	VCPU_IOCTL(KVM_RUN), VCPU_IOCTL(KVM_GET_REGS), VCPU_IOCTL(KVM_SET_REGS),
-	VCPU_IOCTL(KVM_GET_SREGS), VCPU_IOCTL(KVM_SET_SREGS), VCPU_IOCTL(KVM_GET_MSRS),
-	VCPU_IOCTL(KVM_SET_MSRS), VCPU_IOCTL(KVM_GET_MP_STATE), VCPU_IOCTL(KVM_SET_MP_STATE),
-	VCPU_IOCTL(KVM_GET_VCPU_EVENTS), VCPU_IOCTL(KVM_SET_VCPU_EVENTS),
 	/* the guest's channels (agent: a Unix socket; console: a file or a
 	 * socket) and the notification eventfds to the VMM thread */
 	SC_ALLOW(read), SC_ALLOW(write), SC_ALLOW(sendto), SC_ALLOW(recvfrom), SC_ALLOW(poll),
@@ -123,8 +110,30 @@ struct vmm_seccomp {
 	struct sc_prog vmm, vcpu;
 };
 
+/* Compiles base + the platform's rules + extra. */
+static int build(const struct sc_rule *base, size_t nb, const struct sc_rule *plat, size_t np,
+		 const struct sc_rule *extra, size_t ne, enum sc_mode mode, struct sc_prog *out)
+{
+	struct sc_rule *all = calloc(nb + np + ne + 1, sizeof(*all));
+	int rc;
+
+	if (!all)
+		return -ENOMEM;
+	memcpy(all, base, nb * sizeof(*base));
+	if (np)
+		memcpy(all + nb, plat, np * sizeof(*plat));
+	if (ne)
+		memcpy(all + nb + np, extra, ne * sizeof(*extra));
+	rc = sc_prog_build(all, nb + np + ne, mode, out);
+	free(all);
+	return rc;
+}
+
+#define NR(a) (sizeof(a) / sizeof((a)[0]))
+
 int vmm_seccomp_new(enum sc_mode mode, struct vmm_seccomp **out)
 {
+	const struct platform *pl = &platform_kvm;
 	struct vmm_seccomp *s = calloc(1, sizeof(*s));
 	int rc;
 
@@ -132,8 +141,10 @@ int vmm_seccomp_new(enum sc_mode mode, struct vmm_seccomp **out)
 	if (!s)
 		return -ENOMEM;
 	s->mode = mode;
-	if ((rc = sc_prog_build(vmm_rules, sizeof(vmm_rules) / sizeof(vmm_rules[0]), mode, &s->vmm)) < 0 ||
-	    (rc = sc_prog_build(vcpu_rules, sizeof(vcpu_rules) / sizeof(vcpu_rules[0]), mode, &s->vcpu)) < 0) {
+	if ((rc = build(vmm_rules, NR(vmm_rules), pl->sc_vmm, pl->nr_sc_vmm, NULL, 0, mode,
+			&s->vmm)) < 0 ||
+	    (rc = build(vcpu_rules, NR(vcpu_rules), pl->sc_vcpu, pl->nr_sc_vcpu, NULL, 0, mode,
+			&s->vcpu)) < 0) {
 		vmm_seccomp_free(s);
 		return rc;
 	}
@@ -158,18 +169,8 @@ enum sc_mode vmm_seccomp_mode(const struct vmm_seccomp *s)
 int vmm_seccomp_build_host(enum sc_mode mode, const struct sc_rule *extra, size_t n,
 			   struct sc_prog *out)
 {
-	size_t nv = sizeof(vmm_rules) / sizeof(vmm_rules[0]);
-	struct sc_rule *all = calloc(nv + n, sizeof(*all));
-	int rc;
-
-	if (!all)
-		return -ENOMEM;
-	memcpy(all, vmm_rules, sizeof(vmm_rules));
-	if (n)
-		memcpy(all + nv, extra, n * sizeof(*extra));
-	rc = sc_prog_build(all, nv + n, mode, out);
-	free(all);
-	return rc;
+	const struct platform *pl = &platform_kvm;
+	return build(vmm_rules, NR(vmm_rules), pl->sc_vmm, pl->nr_sc_vmm, extra, n, mode, out);
 }
 
 int vmm_seccomp_apply(const struct vmm_seccomp *s)

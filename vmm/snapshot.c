@@ -201,7 +201,7 @@ void snapshot_close(struct snapshot *s)
 	if (s->mem_fd >= 0)
 		close(s->mem_fd);
 	store_snapshot_free(&s->ss);
-	free(s->cpuid);
+	free(s->cpuid_cache);
 	memset(s, 0, sizeof(*s));
 	s->mem_fd = -1;
 	s->ss.mem_fd = -1;

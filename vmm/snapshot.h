@@ -6,7 +6,6 @@
 #define FORKVM_VMM_SNAPSHOT_H
 
 #include <jansson.h>
-#include <linux/kvm.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,9 +26,10 @@ struct snapshot {
 	bool from_store;
 	char store_root[4096];
 	struct store_snapshot ss;
-	/* KVM_GET_SUPPORTED_CPUID, cached by a template (vm_template_open);
-	 * NULL otherwise. Freed by snapshot_close. */
-	struct kvm_cpuid2 *cpuid;
+	/* What a platform caches for a template's restores (the KVM
+	 * platform: its supported CPUID; vm_template_open), malloc'd; NULL
+	 * otherwise. Freed by snapshot_close. */
+	void *cpuid_cache;
 };
 
 /* The store_mem view of guest RAM. */

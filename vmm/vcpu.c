@@ -1,41 +1,31 @@
-/* vmm/vcpu.c - one thread per vCPU: the KVM_RUN loop, the exit
- * dispatcher, kicking, parking for pause, and waits inside system calls.
+/* vmm/vcpu.c - one thread per vCPU, the same on every platform: the run
+ * loop (the platform runs the guest thread until its next exit, the
+ * function guest serves it), kicking, parking for pause, and waits inside
+ * system calls.
  *
- * Pause protocol: the pauser sets vm->pause_req, then each vCPU's
- * run->immediate_exit, then signals the thread. A vCPU clears
- * immediate_exit before it reads pause_req, so either it sees the request
- * or KVM_RUN returns at once. Parked vCPUs are counted in vm->nr_parked. */
+ * Pause protocol: the pauser sets vm->pause_req, then kicks every vCPU
+ * (vcpu_kick: the platform's kick, which stays armed until the vCPU next
+ * enters the guest). A platform's vcpu_run arms its kick before it asks
+ * vcpu_must_yield(), so either the vCPU sees the request or its next entry
+ * into the guest returns at once. Parked vCPUs are counted in
+ * vm->nr_parked. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "vmm/fguest/fguest.h"
-#include "vmm/kvmio.h"
 #include "vmm/vm.h"
-#include "vmm/x86/x86.h"
-
-struct kvm_regs *vcpu_regs(struct vcpu *v)
-{
-	return v->run ? &v->run->s.regs.regs : NULL;
-}
-
-void vcpu_regs_dirty(struct vcpu *v)
-{
-	v->run->kvm_dirty_regs |= KVM_SYNC_X86_REGS;
-}
 
 void vcpu_kick(struct vcpu *v)
 {
-	if (v->run)
-		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-	if (v->thread_started)
-		pthread_kill(v->thread, v->vm->kick_signal);
+	if (v->p)
+		v->vm->plat->vcpu_kick(v);
 }
 
 static bool vm_stopping(struct vm *vm)
@@ -48,13 +38,49 @@ static bool vm_pause_requested(struct vm *vm)
 	return __atomic_load_n(&vm->pause_req, __ATOMIC_SEQ_CST);
 }
 
-static int vcpu_apply_start(struct vcpu *v);
+bool vcpu_must_yield(struct vcpu *v)
+{
+	return vm_stopping(v->vm) || vm_pause_requested(v->vm);
+}
 
-/* A new guest thread's registers go into KVM before the vCPU counts as
- * parked: a paused VM's KVM state is always complete (a snapshot reads it). */
+void vcpu_state_free(struct vcpu *v)
+{
+	free(v->start.xstate);
+	v->start.xstate = NULL;
+	v->start.has_xstate = false;
+	free(v->saved_xstate);
+	v->saved_xstate = NULL;
+	v->saved_valid = false;
+}
+
+/* Loads a new (or restored) guest thread's registers into the platform;
+ * vm->lock held, on the vCPU's thread. */
+static int vcpu_apply_start(struct vcpu *v)
+{
+	const struct platform *pl = v->vm->plat;
+	int rc = pl->set_regs(v, &v->start.regs);
+
+	if (rc == 0)
+		rc = pl->set_tls(v, v->start.fs_base, v->start.gs_base);
+	if (rc == 0 && v->start.has_xstate)
+		rc = pl->set_xstate(v, v->start.xstate, v->start.xstate_len);
+	if (rc < 0)
+		return rc;
+	free(v->start.xstate);
+	v->start.xstate = NULL;
+	v->start.has_xstate = false;
+	v->start_pending = false;
+	log_debug("vCPU %u: thread %d starts at rip 0x%llx rsp 0x%llx fs 0x%llx", v->id,
+		  v->gt ? v->gt->tid : 0, (unsigned long long)v->start.regs.rip,
+		  (unsigned long long)v->start.regs.rsp, (unsigned long long)v->start.fs_base);
+	return 0;
+}
+
+/* A new guest thread's registers go into the platform before the vCPU
+ * counts as parked: a paused VM's state is always complete. */
 static void vcpu_apply_pending_locked(struct vcpu *v)
 {
-	if (!v->start_pending || v->fd < 0)
+	if (!v->start_pending)
 		return;
 	int rc = vcpu_apply_start(v);
 	if (rc < 0)
@@ -62,18 +88,45 @@ static void vcpu_apply_pending_locked(struct vcpu *v)
 				    strerror(-rc));
 }
 
-/* Parks until resume or stop; vm->lock held. KVM gets the registers the
- * sync area still holds, so a paused vCPU's KVM state is complete. */
+/* What a snapshot of the paused VM records of this vCPU's guest thread,
+ * read on the vCPU's own thread (the only one a platform answers). A
+ * thread inside a blocking system call is recorded at its `syscall`
+ * instruction with the call's number: restored, it makes the call again. */
+static void vcpu_save_locked(struct vcpu *v)
+{
+	const struct platform *pl = v->vm->plat;
+	int rc;
+
+	v->saved_valid = false;
+	if (!v->gt || v->start_pending)
+		return; /* idle, or its state is still the start state */
+	if (!v->saved_xstate && !(v->saved_xstate = malloc(PLATFORM_XSAVE_MAX))) {
+		log_error("vCPU %u: out of memory for its saved state", v->id);
+		return;
+	}
+	if (v->in_syscall) {
+		v->saved_regs = v->sys_regs;
+		v->saved_regs.rip -= 2; /* syscall is 0f 05 */
+		rc = 0;
+	} else {
+		rc = pl->get_regs(v, &v->saved_regs);
+	}
+	if (rc == 0)
+		rc = pl->get_xstate(v, v->saved_xstate, &v->saved_xstate_len, &v->saved_xcr0);
+	if (rc < 0) {
+		log_error("vCPU %u: cannot read its registers for a snapshot: %s", v->id, strerror(-rc));
+		return;
+	}
+	v->saved_valid = true;
+}
+
+/* Parks until resume or stop; vm->lock held. */
 static void vcpu_park_locked(struct vcpu *v)
 {
 	struct vm *vm = v->vm;
 
-	if (v->fd >= 0 && v->run && (v->run->kvm_dirty_regs & KVM_SYNC_X86_REGS)) {
-		if (kvm_ioctl(v->fd, KVM_SET_REGS, &v->run->s.regs.regs) < 0)
-			log_error("vCPU %u: KVM_SET_REGS before parking: %s", v->id, strerror(errno));
-		v->run->kvm_dirty_regs &= ~(uint64_t)KVM_SYNC_X86_REGS;
-	}
 	vcpu_apply_pending_locked(v);
+	vcpu_save_locked(v);
 	v->parked = true;
 	vm->nr_parked++;
 	pthread_cond_broadcast(&vm->cond);
@@ -81,8 +134,12 @@ static void vcpu_park_locked(struct vcpu *v)
 		pthread_cond_wait(&vm->cond, &vm->lock);
 		/* A clone made while the pause was in progress (the VM is paused
 		 * only once every vCPU is parked, and all of this holds the lock). */
-		vcpu_apply_pending_locked(v);
+		if (v->start_pending) {
+			vcpu_apply_pending_locked(v);
+			vcpu_save_locked(v);
+		}
 	}
+	v->saved_valid = false;
 	vm->nr_parked--;
 	v->parked = false;
 }
@@ -152,137 +209,16 @@ int vcpu_poll(struct vcpu *v, int fd)
 	return vm_stopping(vm) ? -ESHUTDOWN : 0;
 }
 
-/* ------------------------------------------------------------ dispatch */
+/* ------------------------------------------------------------ run loop */
 
-static uint64_t exit_rip(struct vcpu *v)
-{
-	struct kvm_regs *r = vcpu_regs(v);
-	return r ? r->rip : 0;
-}
-
-enum vcpu_action vcpu_dispatch_exit(struct vcpu *v)
-{
-	struct kvm_run *run = v->run;
-	struct vm *vm = v->vm;
-
-	switch (run->exit_reason) {
-	case KVM_EXIT_IO: {
-		unsigned size = run->io.size, count = run->io.count;
-		bool out = run->io.direction == KVM_EXIT_IO_OUT;
-		uint64_t span = (uint64_t)size * count;
-		const struct bus_range *r;
-
-		if ((size != 1 && size != 2 && size != 4) || count == 0 ||
-		    (vm->run_size && (run->io.data_offset > (uint64_t)vm->run_size ||
-				      span > (uint64_t)vm->run_size - run->io.data_offset))) {
-			vm_terminate(vm, 1, true, "malformed port I/O exit on vCPU %u", v->id);
-			return VCPU_STOP;
-		}
-		r = bus_find(&vm->pio, run->io.port, size);
-		if (!r) {
-			vm_terminate(vm, 128 + SIGSEGV, true,
-				     "guest %s port 0x%x (%u bytes), which no device handles; vCPU %u, "
-				     "rip 0x%llx",
-				     out ? "wrote" : "read", run->io.port, size, v->id,
-				     (unsigned long long)exit_rip(v));
-			return VCPU_STOP;
-		}
-		uint8_t *data = (uint8_t *)run + run->io.data_offset;
-		for (unsigned i = 0; i < count; i++) {
-			enum vcpu_action a = r->io(r->dev, v, run->io.port - r->base, data + i * size,
-						   size, out);
-			if (a != VCPU_CONTINUE)
-				return a;
-		}
-		return VCPU_CONTINUE;
-	}
-	case KVM_EXIT_MMIO:
-		vm_terminate(vm, 128 + SIGSEGV, true,
-			     "guest %s MMIO address 0x%llx (%u bytes), which no device handles; vCPU "
-			     "%u, rip 0x%llx",
-			     run->mmio.is_write ? "wrote" : "read",
-			     (unsigned long long)run->mmio.phys_addr, run->mmio.len, v->id,
-			     (unsigned long long)exit_rip(v));
-		return VCPU_STOP;
-	case KVM_EXIT_SHUTDOWN:
-		vm_terminate(vm, 128 + SIGSEGV, true,
-			     "guest triple fault (an exception while delivering an exception) on vCPU "
-			     "%u, rip 0x%llx",
-			     v->id, (unsigned long long)exit_rip(v));
-		return VCPU_STOP;
-	case KVM_EXIT_INTERNAL_ERROR:
-		vm_terminate(vm, 128 + SIGILL, true,
-			     "KVM internal error %u (%s) on vCPU %u, rip 0x%llx", run->internal.suberror,
-			     run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION ?
-				     "an instruction KVM cannot emulate" :
-				     "see the KVM documentation",
-			     v->id, (unsigned long long)exit_rip(v));
-		return VCPU_STOP;
-	case KVM_EXIT_FAIL_ENTRY:
-		vm_terminate(vm, 1, true, "KVM could not enter vCPU %u: hardware reason 0x%llx",
-			     v->id,
-			     (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
-		return VCPU_STOP;
-	case KVM_EXIT_HLT:
-		vm_terminate(vm, 128 + SIGSEGV, true, "guest halted vCPU %u at rip 0x%llx", v->id,
-			     (unsigned long long)exit_rip(v));
-		return VCPU_STOP;
-	case KVM_EXIT_SYSTEM_EVENT:
-		vm_terminate(vm, 0, false, "guest requested a system %s",
-			     run->system_event.type == KVM_SYSTEM_EVENT_RESET ? "reset" : "shutdown");
-		return VCPU_STOP;
-	case KVM_EXIT_INTR:
-		return VCPU_CONTINUE;
-	}
-	vm_terminate(vm, 1, true, "unexpected KVM exit reason %u on vCPU %u, rip 0x%llx",
-		     run->exit_reason, v->id, (unsigned long long)exit_rip(v));
-	return VCPU_STOP;
-}
-
-/* ------------------------------------------------------------ thread */
-
-/* Puts a new guest thread's registers into KVM; vm->lock held. */
-static int vcpu_apply_start(struct vcpu *v)
-{
-	struct vm *vm = v->vm;
-	struct kvm_sregs s;
-	struct {
-		struct kvm_msrs h;
-		struct kvm_msr_entry e[2];
-	} m = { .h.nmsrs = 2 };
-
-	/* With the in-kernel irqchip an AP waits for INIT/SIPI until told
-	 * it is runnable; a guest thread just starts. */
-	struct kvm_mp_state mp = { .mp_state = KVM_MP_STATE_RUNNABLE };
-	if (kvm_ioctl(v->fd, KVM_SET_MP_STATE, &mp) < 0)
-		return -errno;
-	if (kvm_ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
-		return -errno;
-	x86_sregs_ring3(&s, v->id, vm->nr_vcpus, vm->osxsave);
-	if (kvm_ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
-		return -errno;
-	if (kvm_ioctl(v->fd, KVM_SET_REGS, &v->start_regs) < 0)
-		return -errno;
-	m.e[0].index = X86_MSR_FS_BASE;
-	m.e[0].data = v->start_fs_base;
-	m.e[1].index = X86_MSR_GS_BASE;
-	m.e[1].data = 0;
-	if (kvm_ioctl(v->fd, KVM_SET_MSRS, &m) != 2)
-		return -EINVAL;
-	v->run->kvm_dirty_regs = 0;
-	v->start_pending = false;
-	log_debug("vCPU %u: thread %d starts at rip 0x%llx rsp 0x%llx fs 0x%llx", v->id,
-		  v->gt ? v->gt->tid : 0, (unsigned long long)v->start_regs.rip,
-		  (unsigned long long)v->start_regs.rsp, (unsigned long long)v->start_fs_base);
-	return 0;
-}
-
+/* Runs the guest thread on v until it ends, the VM stops, or a pause
+ * parks it (then runs on after resume). */
 static enum vcpu_action vcpu_run(struct vcpu *v)
 {
 	struct vm *vm = v->vm;
 
 	for (;;) {
-		__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+		struct vexit e = { .kind = VEXIT_KICK };
 		if (vm_stopping(vm))
 			return VCPU_STOP;
 		if (vm_pause_requested(vm)) {
@@ -294,15 +230,26 @@ static enum vcpu_action vcpu_run(struct vcpu *v)
 		}
 		if (!__atomic_load_n(&vm->first_run_at, __ATOMIC_RELAXED))
 			__atomic_store_n(&vm->first_run_at, time_mono_ns(), __ATOMIC_RELAXED);
-		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			vm_terminate(vm, 1, true, "KVM_RUN failed on vCPU %u: %s", v->id,
-				     strerror(errno));
+		int rc = vm->plat->vcpu_run(v, &e);
+		if (rc < 0) {
+			vm_terminate(vm, 1, true, "vCPU %u cannot run: %s", v->id, strerror(-rc));
 			return VCPU_STOP;
 		}
 		v->exits++;
-		enum vcpu_action a = vcpu_dispatch_exit(v);
+		enum vcpu_action a = VCPU_CONTINUE;
+		switch (e.kind) {
+		case VEXIT_SYSCALL:
+			a = fguest_exit_syscall(v);
+			break;
+		case VEXIT_FAULT:
+			a = fguest_exit_fault(v, &e);
+			break;
+		case VEXIT_KICK:
+			break;
+		case VEXIT_STOP:
+			a = VCPU_STOP;
+			break;
+		}
 		if (a != VCPU_CONTINUE)
 			return a;
 	}
@@ -314,20 +261,21 @@ void *vcpu_thread(void *arg)
 	struct vm *vm = v->vm;
 	sigset_t set;
 
-	/* Only the kick (and synchronous faults) reach vCPU threads. */
+	/* Only synchronous faults reach vCPU threads (and the platform's kick,
+	 * which vcpu_enter unblocks where it is a signal). */
 	sigfillset(&set);
-	sigdelset(&set, vm->kick_signal);
 	sigdelset(&set, SIGSEGV);
 	sigdelset(&set, SIGBUS);
 	sigdelset(&set, SIGFPE);
 	sigdelset(&set, SIGILL);
 	pthread_sigmask(SIG_SETMASK, &set, NULL);
 
-	v->run->kvm_valid_regs = KVM_SYNC_X86_REGS;
-	/* Before any guest code runs: a vCPU that cannot confine itself
-	 * never enters the guest. */
-	int rc = vmm_seccomp_apply_vcpu(vm->seccomp);
+	/* Before any guest code runs: a vCPU that cannot take hold of its
+	 * guest thread or confine itself never enters the guest. */
+	int rc = vm->plat->vcpu_enter(v);
 	if (rc < 0)
+		vm_terminate(vm, 1, true, "vCPU %u cannot start: %s", v->id, strerror(-rc));
+	else if ((rc = vmm_seccomp_apply_vcpu(vm->seccomp)) < 0)
 		vm_terminate(vm, 1, true, "vCPU %u: cannot install its seccomp filter: %s", v->id,
 			     strerror(-rc));
 	pthread_mutex_lock(&vm->lock);

@@ -1,6 +1,7 @@
-/* vmm/vm.c - VM lifecycle: build (KVM VM, RAM, memory slots before the
- * irqchip, PIT, CPUID, vCPUs, devices, payload), start, pause, resume,
- * stop, destroy; the notifier that hands vCPU events to the loop thread. */
+/* vmm/vm.c - VM lifecycle, the same on every platform: build (guest RAM,
+ * the platform's VM and vCPUs, channels, payload or snapshot state), start,
+ * pause, resume, stop, destroy; the notifier that hands vCPU events to the
+ * loop thread. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -16,13 +17,11 @@
 
 #include "common/log.h"
 #include "vmm/fguest/fguest.h"
-#include "vmm/kvmio.h"
-#include "vmm/kvmstate.h"
 #include "vmm/loader.h"
+#include "vmm/platform.h"
 #include "vmm/snapshot.h"
 #include "vmm/state.h"
 #include "vmm/vm.h"
-#include "vmm/x86/x86.h"
 
 #define VM_MAX_PAYLOAD (256ULL << 20)
 
@@ -121,192 +120,6 @@ void vm_terminate(struct vm *vm, int status, bool faulted, const char *fmt, ...)
 	pthread_mutex_unlock(&vm->lock);
 }
 
-/* ------------------------------------------------------------ KVM setup */
-
-static void kick_handler(int sig)
-{
-	(void)sig; /* only interrupts KVM_RUN */
-}
-
-static int kvm_open(struct vm *vm, char *err, size_t errlen)
-{
-	static const struct {
-		int cap;
-		const char *name;
-	} caps[] = {
-		{ KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },
-		{ KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
-		{ KVM_CAP_PIT2, "KVM_CAP_PIT2" },
-		{ KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" },
-		{ KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID" },
-		{ KVM_CAP_XCRS, "KVM_CAP_XCRS" },
-	};
-	int rc;
-
-	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (vm->kvm_fd < 0)
-		return fail(err, errlen, -ENODEV, "cannot open /dev/kvm: %s", strerror(errno));
-	rc = kvm_ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
-	if (rc != KVM_API_VERSION)
-		return fail(err, errlen, -ENOTSUP, "KVM API version %d, expected %d", rc,
-			    KVM_API_VERSION);
-	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
-		if (kvm_ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, caps[i].cap) <= 0)
-			return fail(err, errlen, -ENOTSUP, "KVM lacks %s", caps[i].name);
-	rc = kvm_ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
-	if (rc <= 0 || !(rc & KVM_SYNC_X86_REGS))
-		return fail(err, errlen, -ENOTSUP, "KVM lacks KVM_CAP_SYNC_REGS");
-	vm->run_size = kvm_ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (vm->run_size < (int)sizeof(struct kvm_run))
-		return fail(err, errlen, -EIO, "bad KVM_GET_VCPU_MMAP_SIZE");
-	vm->vm_fd = kvm_ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
-	if (vm->vm_fd < 0)
-		return fail(err, errlen, -errno, "KVM_CREATE_VM: %s", strerror(errno));
-	return 0;
-}
-
-static int kvm_memory(struct vm *vm, char *err, size_t errlen)
-{
-	uint64_t t0 = time_mono_ns();
-
-	/* Memory slots before the irqchip: afterwards each costs ~7 ms on
-	 * PVM (KVM-NOTES). */
-	for (unsigned i = 0; i < vm->mem.nr_regions; i++) {
-		const struct gmem_region *r = &vm->mem.regions[i];
-		struct kvm_userspace_memory_region slot = {
-			.slot = i, .guest_phys_addr = r->gpa, .memory_size = r->size,
-			.userspace_addr = (uint64_t)(uintptr_t)(vm->mem.host + r->offset),
-		};
-		if (kvm_ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
-			return fail(err, errlen, -errno, "KVM_SET_USER_MEMORY_REGION: %s",
-				    strerror(errno));
-	}
-	uint64_t t1 = time_mono_ns();
-	if (kvm_ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
-		return fail(err, errlen, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
-	uint64_t t2 = time_mono_ns();
-	struct kvm_pit_config pit = { .flags = 0 };
-	if (kvm_ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
-		return fail(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
-	log_debug("memory slots %.2f ms, irqchip %.2f ms, PIT %.2f ms", (t1 - t0) / 1e6,
-		  (t2 - t1) / 1e6, (time_mono_ns() - t2) / 1e6);
-	return 0;
-}
-
-/* KVM_GET_SUPPORTED_CPUID into *out (malloc'd). Returns 0 or -errno. */
-static int kvm_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out)
-{
-	for (uint32_t n = 64; n <= 4096; n *= 2) {
-		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
-		if (!c)
-			return -ENOMEM;
-		c->nent = n;
-		if (kvm_ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
-			*out = c;
-			return 0;
-		}
-		free(c);
-		if (errno != E2BIG)
-			return -errno;
-	}
-	return -E2BIG;
-}
-
-/* The VM's CPUID: what KVM supports (queried, or cached by a template:
- * the host's answer does not change), plus our adjustments. */
-static int kvm_cpuid(struct vm *vm, const struct snapshot *snap, char *err, size_t errlen)
-{
-	if (snap && snap->cpuid) {
-		size_t sz = sizeof(*snap->cpuid) + snap->cpuid->nent * sizeof(snap->cpuid->entries[0]);
-		vm->cpuid = malloc(sz);
-		if (!vm->cpuid)
-			return fail(err, errlen, -ENOMEM, "out of memory");
-		memcpy(vm->cpuid, snap->cpuid, sz);
-	} else {
-		int rc = kvm_supported_cpuid(vm->kvm_fd, &vm->cpuid);
-		if (rc < 0)
-			return fail(err, errlen, rc, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-rc));
-	}
-	for (uint32_t i = 0; i < vm->cpuid->nent; i++) {
-		struct kvm_cpuid_entry2 *e = &vm->cpuid->entries[i];
-		if (e->function == 1) {
-			e->ecx |= 1u << 31; /* hypervisor present */
-			vm->osxsave = e->ecx & (1u << 26);
-		}
-		if (e->function == 0xd && e->index == 0)
-			vm->xcr0 = e->eax & 0x7; /* x87, SSE, AVX */
-	}
-	if (!vm->osxsave)
-		vm->xcr0 = 0;
-	return 0;
-}
-
-/* CPUID of one vCPU: its APIC ID in leaves 1, 0xb and 0x1f. */
-static int vcpu_set_cpuid(struct vm *vm, struct vcpu *v)
-{
-	size_t sz = sizeof(*vm->cpuid) + vm->cpuid->nent * sizeof(vm->cpuid->entries[0]);
-	struct kvm_cpuid2 *c = malloc(sz);
-	int rc = 0;
-
-	if (!c)
-		return -ENOMEM;
-	memcpy(c, vm->cpuid, sz);
-	for (uint32_t i = 0; i < c->nent; i++) {
-		struct kvm_cpuid_entry2 *e = &c->entries[i];
-		if (e->function == 1)
-			e->ebx = (e->ebx & 0x00ffffffu) | (v->id << 24);
-		if (e->function == 0xb || e->function == 0x1f)
-			e->edx = v->id;
-	}
-	if (kvm_ioctl(v->fd, KVM_SET_CPUID2, c) < 0)
-		rc = -errno;
-	free(c);
-	return rc;
-}
-
-static int vcpu_create(struct vm *vm, struct vcpu *v, char *err, size_t errlen)
-{
-	struct kvm_msr_entry e[16];
-	struct {
-		struct kvm_msrs h;
-		struct kvm_msr_entry e[16];
-	} msrs;
-	struct kvm_sregs s;
-	struct kvm_fpu fpu = { .fcw = 0x37f, .mxcsr = 0x1f80 };
-	int rc;
-
-	v->fd = kvm_ioctl(vm->vm_fd, KVM_CREATE_VCPU, v->id);
-	if (v->fd < 0)
-		return fail(err, errlen, -errno, "KVM_CREATE_VCPU %u: %s", v->id, strerror(errno));
-	v->run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
-	if (v->run == MAP_FAILED) {
-		v->run = NULL;
-		return fail(err, errlen, -errno, "mmap of kvm_run: %s", strerror(errno));
-	}
-	rc = vcpu_set_cpuid(vm, v);
-	if (rc < 0)
-		return fail(err, errlen, rc, "KVM_SET_CPUID2: %s", strerror(-rc));
-	msrs.h.nmsrs = x86_boot_msrs(e, 16);
-	memcpy(msrs.e, e, msrs.h.nmsrs * sizeof(e[0]));
-	if (kvm_ioctl(v->fd, KVM_SET_MSRS, &msrs) != (int)msrs.h.nmsrs)
-		return fail(err, errlen, -EIO, "KVM_SET_MSRS: not all boot MSRs were accepted");
-	if (kvm_ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
-		return fail(err, errlen, -errno, "KVM_GET_SREGS: %s", strerror(errno));
-	x86_sregs_ring3(&s, v->id, vm->nr_vcpus, vm->osxsave);
-	if (kvm_ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
-		return fail(err, errlen, -errno, "KVM_SET_SREGS: %s", strerror(errno));
-	if (vm->osxsave) {
-		struct kvm_xcrs x = { .nr_xcrs = 1 };
-		x.xcrs[0].xcr = 0;
-		x.xcrs[0].value = vm->xcr0;
-		if (kvm_ioctl(v->fd, KVM_SET_XCRS, &x) < 0)
-			return fail(err, errlen, -errno, "KVM_SET_XCRS: %s", strerror(errno));
-	}
-	if (kvm_ioctl(v->fd, KVM_SET_FPU, &fpu) < 0)
-		return fail(err, errlen, -errno, "KVM_SET_FPU: %s", strerror(errno));
-	return 0;
-}
-
 /* ------------------------------------------------------------ build */
 
 static void on_notify(void *arg, uint32_t events)
@@ -328,14 +141,14 @@ static void on_notify(void *arg, uint32_t events)
 		vm->on_exit(vm->on_exit_arg, vm);
 }
 
-static struct vm *vm_alloc(const struct vm_config *cfg)
+static struct vm *vm_alloc(const struct vm_config *cfg, const struct platform *plat)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
 	pthread_condattr_t ca;
 
 	if (!vm)
 		return NULL;
-	vm->kvm_fd = vm->vm_fd = vm->notify_fd = vm->wake_fd = -1;
+	vm->notify_fd = vm->wake_fd = -1;
 	vm->mem.fd = -1;
 	vm->agent.out_fd = vm->agent.listen_fd = vm->agent.conn_fd = -1;
 	vm->console.out_fd = vm->console.listen_fd = vm->console.conn_fd = -1;
@@ -348,7 +161,6 @@ static struct vm *vm_alloc(const struct vm_config *cfg)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&vm->cond, &ca);
 	pthread_condattr_destroy(&ca);
-	vm->kick_signal = SIGRTMIN + 3;
 	vm->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->wake_fd < 0) {
 		vm_config_free(&vm->cfg);
@@ -357,6 +169,7 @@ static struct vm *vm_alloc(const struct vm_config *cfg)
 	}
 	vm->state = VM_STATE_CREATED;
 	vm->nr_vcpus = cfg->boot_vcpus;
+	vm->plat = plat;
 	return vm;
 }
 
@@ -456,7 +269,7 @@ static int vm_apply_snapshot(struct vm *vm, struct snapshot *snap, char *err, si
 /* Builds the VM: a fresh boot of the payload, or (snap != NULL) the
  * machine a snapshot describes, its memory mapped copy-on-write and its
  * state units applied. */
-static int vm_build_in(struct vm *vm, bool with_kvm, struct snapshot *snap, const uint8_t **image,
+static int vm_build_in(struct vm *vm, struct snapshot *snap, const uint8_t **image,
 		       size_t *image_len, char *err, size_t errlen)
 {
 	uint64_t t0 = time_mono_ns(), t1, t2, t3;
@@ -468,10 +281,9 @@ static int vm_build_in(struct vm *vm, bool with_kvm, struct snapshot *snap, cons
 	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
 		vm->vcpus[i].vm = vm;
 		vm->vcpus[i].id = i;
-		vm->vcpus[i].fd = -1;
 	}
 	/* The payload first: a missing, unreadable or unknown file is the
-	 * user's error to hear about, whether or not this host has KVM. */
+	 * user's error to hear about, whatever the platform. */
 	if (!snap) {
 		rc = map_payload(vm->cfg.kernel, image, image_len, err, errlen);
 		if (rc == 0)
@@ -479,14 +291,6 @@ static int vm_build_in(struct vm *vm, bool with_kvm, struct snapshot *snap, cons
 		if (rc < 0)
 			return rc;
 	}
-	if (with_kvm) {
-		rc = kvm_open(vm, err, errlen);
-		if (rc == 0)
-			rc = kvmstate_init(vm, err, errlen);
-		if (rc < 0)
-			return rc;
-	}
-	uint64_t tk = time_mono_ns();
 	if (snap) {
 		/* Copy-on-write: the file is never written, restore costs no copy. */
 		rc = gmem_init_file(&vm->mem, snap->mem_fd, vm->cfg.memory_size);
@@ -501,48 +305,34 @@ static int vm_build_in(struct vm *vm, bool with_kvm, struct snapshot *snap, cons
 				    (unsigned long long)vm->cfg.memory_size, strerror(-rc));
 	}
 	t1 = time_mono_ns();
-	if (with_kvm) {
-		uint64_t ta = time_mono_ns(), tb, tc;
-		rc = kvm_memory(vm, err, errlen);
-		tb = time_mono_ns();
-		if (rc == 0)
-			rc = kvm_cpuid(vm, snap, err, errlen);
-		tc = time_mono_ns();
-		for (unsigned i = 0; rc == 0 && i < vm->nr_vcpus; i++)
-			rc = vcpu_create(vm, &vm->vcpus[i], err, errlen);
-		if (rc < 0)
-			return rc;
-		log_debug("slots, irqchip and PIT %.2f ms, CPUID %.2f ms, vCPUs %.2f ms", (tb - ta) / 1e6,
-			  (tc - tb) / 1e6, (time_mono_ns() - tc) / 1e6);
-	} else {
-		for (unsigned i = 0; i < vm->nr_vcpus; i++) {
-			vm->vcpus[i].run = calloc(1, sizeof(struct kvm_run) + 4096);
-			if (!vm->vcpus[i].run)
-				return fail(err, errlen, -ENOMEM, "out of memory");
-		}
-	}
+	vm->timings.map_ns = t1 - t0;
+	/* The platform's VM (it sets timings.kvm_ns and .create_ns), then
+	 * its vCPUs. */
+	rc = vm->plat->vm_create(vm, snap, err, errlen);
+	uint64_t tv = time_mono_ns();
+	for (unsigned i = 0; rc == 0 && i < vm->nr_vcpus; i++)
+		rc = vm->plat->vcpu_create(&vm->vcpus[i], err, errlen);
+	if (rc < 0)
+		return rc;
 	t2 = time_mono_ns();
+	vm->timings.create_ns += t2 - tv;
 	rc = vm_channels(vm, snap != NULL, err, errlen);
 	if (rc < 0)
 		return rc;
 	rc = snap ? vm_apply_snapshot(vm, snap, err, errlen) : vm_load_payload(vm, *image, *image_len, err, errlen);
 	t3 = time_mono_ns();
-	vm->timings.kvm_ns = tk - t0;
-	vm->timings.map_ns = t1 - tk;
-	vm->timings.create_ns = t2 - t1;
 	vm->timings.state_ns = t3 - t2;
-	log_debug("VM built in %.2f ms: KVM VM and RAM %.2f, slots/irqchip/vCPUs %.2f, "
-		  "channels and %s %.2f",
-		  (t3 - t0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6, snap ? "state" : "payload",
-		  (t3 - t2) / 1e6);
+	log_debug("VM built on %s in %.2f ms: RAM %.2f, VM and vCPUs %.2f, channels and %s %.2f",
+		  vm->plat->name, (t3 - t0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6,
+		  snap ? "state" : "payload", (t3 - t2) / 1e6);
 	return rc;
 }
 
-static int vm_build(struct vm *vm, bool with_kvm, struct snapshot *snap, char *err, size_t errlen)
+static int vm_build(struct vm *vm, struct snapshot *snap, char *err, size_t errlen)
 {
 	const uint8_t *image = NULL;
 	size_t image_len = 0;
-	int rc = vm_build_in(vm, with_kvm, snap, &image, &image_len, err, errlen);
+	int rc = vm_build_in(vm, snap, &image, &image_len, err, errlen);
 
 	if (image)
 		munmap((void *)(uintptr_t)image, image_len);
@@ -552,24 +342,20 @@ static int vm_build(struct vm *vm, bool with_kvm, struct snapshot *snap, char *e
 static int vm_create_from(const struct vm_config *cfg, struct snapshot *snap, struct loop *loop,
 			  vm_exit_cb *on_exit, void *arg, char *err, size_t errlen, struct vm **out)
 {
-	struct sigaction sa = { .sa_handler = kick_handler };
 	struct vm *vm;
 	int rc;
 
 	rc = vm_config_validate(cfg, err, errlen);
 	if (rc < 0)
 		return rc;
-	vm = vm_alloc(cfg);
+	vm = vm_alloc(cfg, &platform_kvm);
 	if (!vm)
 		return fail(err, errlen, -ENOMEM, "out of memory");
 	vm->loop = loop;
 	vm->on_exit = on_exit;
 	vm->on_exit_arg = arg;
-	/* No SA_RESTART: the kick must make KVM_RUN return EINTR. */
-	sigemptyset(&sa.sa_mask);
-	sigaction(vm->kick_signal, &sa, NULL);
 
-	rc = vm_build(vm, true, snap, err, errlen);
+	rc = vm_build(vm, snap, err, errlen);
 	if (rc < 0)
 		goto err;
 	vm->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -606,10 +392,10 @@ int vm_create_nokvm(const struct vm_config *cfg, char *err, size_t errlen, struc
 
 	if (rc < 0)
 		return rc;
-	vm = vm_alloc(cfg);
+	vm = vm_alloc(cfg, &platform_none);
 	if (!vm)
 		return fail(err, errlen, -ENOMEM, "out of memory");
-	rc = vm_build(vm, false, NULL, err, errlen);
+	rc = vm_build(vm, NULL, err, errlen);
 	if (rc < 0) {
 		vm_destroy(vm);
 		return rc;
@@ -655,7 +441,7 @@ static int chan_unit_restore(struct vm *vm, void *arg, const json_t *st, uint32_
 
 size_t vm_state_units(struct vm *vm, struct state_unit *u, size_t max)
 {
-	size_t n = kvmstate_units(vm, u, max);
+	size_t n = vm->plat->units ? vm->plat->units(vm, u, max) : 0;
 
 	if (n + 3 > max)
 		return 0;
@@ -949,14 +735,10 @@ int vm_template_open(const char *store_root, const char *ref, struct vm_template
 		free(t);
 		return rc;
 	}
-	/* Cache what every restore would ask KVM again. Best effort: without
-	 * it, restores query KVM themselves. */
-	int kfd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (kfd >= 0) {
-		if (kvm_supported_cpuid(kfd, &t->snap.cpuid) < 0)
-			t->snap.cpuid = NULL;
-		close(kfd);
-	}
+	/* Cache what every restore would ask the host again. Best effort:
+	 * without it, restores ask themselves. */
+	if (platform_kvm.template_cache)
+		platform_kvm.template_cache(&t->snap);
 	snprintf(t->ref, sizeof(t->ref), "%s", ref);
 	*out = t;
 	return 0;
@@ -1038,7 +820,7 @@ int vm_start(struct vm *vm)
 	int rc = 0;
 
 	pthread_mutex_lock(&vm->lock);
-	if (vm->state != VM_STATE_CREATED || vm->kvm_fd < 0) {
+	if (vm->state != VM_STATE_CREATED || vm->plat == &platform_none) {
 		pthread_mutex_unlock(&vm->lock);
 		return -EBUSY;
 	}
@@ -1063,7 +845,7 @@ int vm_start_restored(struct vm *vm, bool paused)
 	int rc = 0;
 
 	pthread_mutex_lock(&vm->lock);
-	if (vm->state != VM_STATE_CREATED || vm->kvm_fd < 0) {
+	if (vm->state != VM_STATE_CREATED || vm->plat == &platform_none) {
 		pthread_mutex_unlock(&vm->lock);
 		return -EBUSY;
 	}
@@ -1183,24 +965,11 @@ void vm_destroy(struct vm *vm)
 	chan_close(&vm->agent, vm->loop);
 	chan_close(&vm->console, vm->loop);
 	fguest_destroy(vm->fg);
-	for (unsigned i = 0; vm->vcpus && i < vm->nr_vcpus; i++) {
-		struct vcpu *v = &vm->vcpus[i];
-		if (v->fd >= 0) {
-			if (v->run)
-				munmap(v->run, (size_t)vm->run_size);
-			close(v->fd);
-		} else {
-			free(v->run);
-		}
-	}
+	vm->plat->vm_destroy(vm);
+	for (unsigned i = 0; vm->vcpus && i < vm->nr_vcpus; i++)
+		vcpu_state_free(&vm->vcpus[i]);
 	free(vm->vcpus);
 	gmem_fini(&vm->mem);
-	if (vm->vm_fd >= 0)
-		close(vm->vm_fd);
-	if (vm->kvm_fd >= 0)
-		close(vm->kvm_fd);
-	free(vm->cpuid);
-	free(vm->msr_index);
 	vm_config_free(&vm->cfg);
 	pthread_cond_destroy(&vm->cond);
 	pthread_mutex_destroy(&vm->lock);

@@ -1,9 +1,9 @@
 /* vmm/vm.h - private: struct vm and struct vcpu, shared by the files of
- * vmm/. Outside vmm/ include vmm/vmm.h. */
+ * vmm/. Outside vmm/ include vmm/vmm.h. Nothing here knows a platform's
+ * types: each platform hangs its own data off vm->p and vcpu->p. */
 #ifndef FORKVM_VMM_VM_H
 #define FORKVM_VMM_VM_H
 
-#include <linux/kvm.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -11,31 +11,46 @@
 #include "vmm/bus.h"
 #include "vmm/chan.h"
 #include "vmm/gmem.h"
+#include "vmm/platform.h"
 #include "store/store.h"
 #include "vmm/vmm.h"
 
 struct fguest;
 struct fg_thread;
 
+/* The register state a guest thread starts (or resumes after a restore)
+ * with, loaded by the vCPU's own thread before it next runs. */
+struct vcpu_start {
+	struct vregs regs;
+	uint64_t fs_base, gs_base;
+	bool has_xstate;        /* a restore: the saved XSAVE area */
+	size_t xstate_len;
+	uint8_t *xstate;        /* malloc'd, PLATFORM_XSAVE_MAX bytes when set */
+};
+
 struct vcpu {
 	struct vm *vm;
 	unsigned id;
-	int fd;               /* -1 without KVM (unit tests) */
-	struct kvm_run *run;
+	void *p;              /* the platform's vCPU */
 	pthread_t thread;
 	bool thread_started;
 
 	/* Under vm->lock. */
-	bool parked;          /* outside KVM_RUN and holding no guest progress */
+	bool parked;          /* outside the guest and holding no guest progress */
 	struct fg_thread *gt; /* guest thread on this vCPU; NULL: idle */
-	bool start_pending;   /* apply start_regs/start_fs before the next run */
-	struct kvm_regs start_regs;
-	uint64_t start_fs_base;
+	bool start_pending;   /* load start before the next run */
+	struct vcpu_start start;
 	bool in_syscall;      /* a blocking system call is in progress */
+	struct vregs sys_regs; /* ... and the user registers it was made with */
 	uint64_t sys_deadline; /* its deadline, guest monotonic ns (0: none) */
-	uint64_t restart_rip; /* while an I/O handler runs: where a snapshot
-			       * taken now restarts the vCPU (the call replays) */
 	uint64_t restore_deadline; /* restored: deadline of the replayed call */
+	/* A parked vCPU's guest thread, as a snapshot records it (the
+	 * platform's registers can only be read on the vCPU's own thread). */
+	bool saved_valid;
+	struct vregs saved_regs;
+	size_t saved_xstate_len;
+	uint64_t saved_xcr0;
+	uint8_t *saved_xstate; /* malloc'd, PLATFORM_XSAVE_MAX bytes */
 
 	uint64_t exits;       /* touched by this vCPU's thread only */
 };
@@ -50,20 +65,9 @@ struct vm {
 	vm_exit_cb *on_exit;
 	void *on_exit_arg;
 
-	int kvm_fd;           /* -1 without KVM */
-	int vm_fd;
-	int run_size;
-	int kick_signal;
+	const struct platform *plat; /* what runs the guest */
+	void *p;              /* the platform's VM */
 	const struct vmm_seccomp *seccomp; /* vCPU threads install its filter (may be NULL) */
-	bool osxsave;
-	uint64_t xcr0;
-	struct kvm_cpuid2 *cpuid;
-	/* What this host's KVM can save (kvmstate.c). */
-	size_t xsave_size;
-	bool has_xsave, has_xsave2, has_debugregs, has_tsc_control;
-	uint32_t clock_flags;
-	uint32_t *msr_index;
-	size_t nr_msr_index;
 
 	struct gmem mem;
 	struct bus pio;       /* port I/O devices, explicit order */
@@ -103,12 +107,12 @@ struct vm {
 	uint64_t syscalls_enosys;
 };
 
-/* Builds a VM without KVM: guest RAM, payload loaded, no vCPU threads.
- * For unit tests of the loader and system calls. */
+/* Builds a VM on platform_none: guest RAM, payload loaded, no vCPU
+ * threads, registers kept in memory. For unit tests of the loader and
+ * system calls. */
 int vm_create_nokvm(const struct vm_config *cfg, char *err, size_t errlen, struct vm **out)
 	__attribute__((warn_unused_result));
 
-/* Starts the vCPU threads parked (a restored VM: Created -> Paused). */
 /* Starts a restored VM's vCPU threads, parked (paused) or straight into
  * the guest. */
 int vm_start_restored(struct vm *vm, bool paused) __attribute__((warn_unused_result));
@@ -140,20 +144,18 @@ int vcpu_wait(struct vcpu *v, bool (*pred)(void *arg), void *arg, uint64_t deadl
  * the VM is stopping. */
 int vcpu_poll(struct vcpu *v, int fd);
 
-/* Makes a vCPU leave KVM_RUN (immediate_exit + signal). */
+/* Makes a vCPU leave the guest (the platform's kick). */
 void vcpu_kick(struct vcpu *v);
 
-/* Handles the exit in v->run. Pure dispatch: unit tests call it with a
- * hand-made struct kvm_run. */
-enum vcpu_action vcpu_dispatch_exit(struct vcpu *v);
+/* For a platform's vcpu_run, after it armed its kick and before it enters
+ * the guest: true when the vCPU must not enter (a pause or stop is
+ * requested): vcpu_run then returns VEXIT_KICK. */
+bool vcpu_must_yield(struct vcpu *v);
 
 /* The vCPU thread body. */
 void *vcpu_thread(void *arg);
 
-/* Reads the vCPU's general registers: from the sync area when KVM filled
- * it, else KVM_GET_REGS. */
-struct kvm_regs *vcpu_regs(struct vcpu *v);
-/* Marks the sync-area registers dirty (written back at the next KVM_RUN). */
-void vcpu_regs_dirty(struct vcpu *v);
+/* Frees what a vCPU's start and saved state hold. */
+void vcpu_state_free(struct vcpu *v);
 
 #endif

@@ -17,10 +17,8 @@
  * unloaded again: no function guest, no devices; an agent channel on a
  * socket in that directory when the configuration has one): the loader
  * found by name, its restore_prepare, state_restore() of every unit of the
- * VM in its order (kvmclock, irqchip, pit, vcpuN, clock, console, agent,
- * fguest) and restore_finish. The KVM units parse their whole state, then
- * their first ioctl fails on fd -1 and ends the restore: a unit after them
- * is reached when they are absent (the seeds have such snapshots).
+ * VM in its order (clock, console, agent, fguest: platform-neutral, with
+ * the threads' registers and XSAVE areas) and restore_finish.
  * FUZZ_SHOW=1 in the environment prints how far an input got. */
 #include <errno.h>
 #include <fcntl.h>
@@ -142,7 +140,6 @@ static void apply(struct snapshot *s)
 		vm->vcpus[i].gt = NULL;
 		vm->vcpus[i].start_pending = false;
 	}
-	vm->xsave_size = 4096; /* what KVM_CAP_XSAVE2 gives without AMX */
 
 	vm->loader = vm_loader_by_name(s->loader);
 	if (!vm->loader || !vm->loader->restore_prepare ||

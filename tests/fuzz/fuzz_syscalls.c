@@ -3,12 +3,11 @@
  * VM built without KVM (vm_create_nokvm with the payload of fuzz_vm.h:
  * 2 vCPUs, 16 MiB, console off) whose main thread maps a 64 KiB scratch
  * area; then every call goes in the way a vCPU thread delivers it: the
- * call number and arguments in the vCPU's registers, a port I/O exit on
- * the system call port in its struct kvm_run, vcpu_dispatch_exit() -> the
- * trampoline device (syscall_io) -> fg_syscall() and the handlers (memory
- * map, fds, the agent channel and the console, time, futexes, threads,
- * signals, identity, exit) against guest memory, and the return frame
- * written back. The agent channel (guest fd 0/1) is a real socket with a
+ * call number and arguments in the vCPU's user registers (platform_none
+ * holds them), fguest_exit_syscall() as the vCPU loop calls it on a
+ * VEXIT_SYSCALL -> fg_syscall() and the handlers (memory map, fds, the
+ * agent channel and the console, time, futexes, threads, signals,
+ * identity, exit) against guest memory, and the result in rax. The agent channel (guest fd 0/1) is a real socket with a
  * client connected through the event loop, as forkctl or forkd would be:
  * the client sends the scratch bytes, then shuts its side down.
  *
@@ -43,7 +42,8 @@
 #include "tests/fuzz/fuzz_vm.h"
 #include "vmm/fguest/fguest.h"
 #include "vmm/gmem.h"
-#include "vmm/x86/x86.h"
+#include "vmm/platform.h"
+#include "vmm/vm.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -104,40 +104,35 @@ static uint64_t le64(const uint8_t *p)
 	return v;
 }
 
-/* One system call on vCPU v through its port I/O exit. */
+/* One system call on vCPU v, as the vCPU loop hands it over. */
 static enum vcpu_action call(struct vcpu *v, struct user_ctx *u, uint64_t nr, const uint64_t a[6],
 			     long *ret)
 {
-	struct kvm_run *run = v->run;
-	struct kvm_regs *r = &run->s.regs.regs;
+	struct vregs r = { 0 };
 
 	if (v->start_pending) {
 		/* A new thread (clone): its first registers. */
-		u->rip = v->start_regs.rip;
-		u->rsp = v->start_regs.rsp;
-		u->rflags = v->start_regs.rflags;
+		u->rip = v->start.regs.rip;
+		u->rsp = v->start.regs.rsp;
+		u->rflags = v->start.regs.rflags;
 		v->start_pending = false;
 	}
-	memset(r, 0, sizeof(*r));
-	r->rax = nr;
-	r->rdi = a[0];
-	r->rsi = a[1];
-	r->rdx = a[2];
-	r->r10 = a[3];
-	r->r8 = a[4];
-	r->r9 = a[5];
-	r->rcx = u->rip;
-	r->r11 = u->rflags;
-	r->rsp = u->rsp;
-	r->rip = X86_TRAMP_SYSCALL;
-	run->exit_reason = KVM_EXIT_IO;
-	run->io.direction = KVM_EXIT_IO_OUT;
-	run->io.size = 1;
-	run->io.port = X86_PORT_SYSCALL;
-	run->io.count = 1;
-	run->io.data_offset = sizeof(*run);
-	enum vcpu_action act = vcpu_dispatch_exit(v);
-	*ret = (long)r->rax;
+	r.rax = nr;
+	r.rdi = a[0];
+	r.rsi = a[1];
+	r.rdx = a[2];
+	r.r10 = a[3];
+	r.r8 = a[4];
+	r.r9 = a[5];
+	r.rip = r.rcx = u->rip;
+	r.rflags = r.r11 = u->rflags;
+	r.rsp = u->rsp;
+	if (platform_none.set_regs(v, &r) < 0)
+		abort();
+	enum vcpu_action act = fguest_exit_syscall(v);
+	if (platform_none.get_regs(v, &r) < 0)
+		abort();
+	*ret = (long)r.rax;
 	return act;
 }
 
@@ -203,8 +198,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	vm->clock_base = time_mono_ns() - 1; /* what vm_start() sets */
 	for (unsigned i = 0; i < NR_VCPUS; i++)
-		ctx[i] = (struct user_ctx){ vm->vcpus[i].start_regs.rip, vm->vcpus[i].start_regs.rsp,
-					    vm->vcpus[i].start_regs.rflags };
+		ctx[i] = (struct user_ctx){ vm->vcpus[i].start.regs.rip, vm->vcpus[i].start.regs.rsp,
+					    vm->vcpus[i].start.regs.rflags };
 
 	/* The scratch area: the main thread maps it, the input fills it. */
 	const uint64_t map[6] = { 0, SCRATCH_LEN, PROT_READ | PROT_WRITE,

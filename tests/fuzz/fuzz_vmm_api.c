@@ -66,7 +66,8 @@ static struct vm *fake_vm(const struct vm_config *cfg, struct loop *loop, vm_exi
 		free(vm);
 		return NULL;
 	}
-	vm->kvm_fd = vm->vm_fd = vm->notify_fd = vm->wake_fd = -1;
+	vm->notify_fd = vm->wake_fd = -1;
+	vm->plat = &platform_none;
 	vm->mem.fd = -1;
 	vm->agent.out_fd = vm->agent.listen_fd = vm->agent.conn_fd = -1;
 	vm->console.out_fd = vm->console.listen_fd = vm->console.conn_fd = -1;

@@ -1,8 +1,13 @@
-/* tests/unit/test_exits.c - the exit dispatcher vcpu_dispatch_exit() fed
- * with hand-made struct kvm_run contents on a VM built without KVM: the
- * system call port, the exception ports, unknown ports and MMIO, and the
- * other KVM exit reasons. vm_terminate keeps only the first reason, so
- * every case uses a fresh VM. */
+/* tests/unit/test_exits.c - how a guest thread's exits are handled, in
+ * two layers, on VMs built without KVM:
+ *   - the KVM platform's decoder kvm_exit_decode() fed with hand-made
+ *     struct kvm_run contents: the system call port, the exception ports
+ *     (their frames read from guest memory), unknown ports and MMIO, the
+ *     other KVM exit reasons;
+ *   - the function guest's handlers of the platform-neutral exits
+ *     (fguest_exit_syscall, fguest_exit_fault) on platform_none, whose
+ *     registers the tests set.
+ * vm_terminate keeps only the first reason, so every case uses a fresh VM. */
 #include <criterion/criterion.h>
 
 #include <errno.h>
@@ -15,8 +20,12 @@
 
 #include "common/util.h"
 #include "tests/lib/unit.h"
+#include "vmm/fguest/fguest.h"
+#include "vmm/kvm/kvm.h"
+#include "vmm/kvm/x86.h"
 #include "vmm/vm.h"
-#include "vmm/x86/x86.h"
+
+#define RUN_SIZE ((int)(sizeof(struct kvm_run) + 4096))
 
 static struct vm *vm;
 static struct vcpu *v;
@@ -31,11 +40,9 @@ static void make(unsigned vcpus)
 	cr_assert(ut_file_exists(hello), "%s is missing: run make guest", hello);
 	free(hello);
 	cr_assert_eq(ut_vm_create(&o, err, sizeof(err), &vm), 0, "%s", err);
-	cr_assert_eq(vm->run_size, 0, "no KVM: no kvm_run size bound");
-	/* vm_create_nokvm allocates sizeof(struct kvm_run) + 4096 per vCPU. */
-	vm->run_size = (int)(sizeof(struct kvm_run) + 4096);
 	v = &vm->vcpus[0];
-	run = v->run;
+	free(run);
+	run = calloc(1, (size_t)RUN_SIZE);
 	cr_assert_not_null(run);
 	vm->clock_base = time_mono_ns() - 1;
 }
@@ -49,6 +56,8 @@ static void teardown(void)
 {
 	vm_destroy(vm);
 	vm = NULL;
+	free(run);
+	run = NULL;
 }
 
 TestSuite(exits, .init = setup, .fini = teardown);
@@ -70,12 +79,20 @@ static void io_exit(uint16_t port, uint8_t dir, uint8_t size, uint32_t count)
 	run->io.data_offset = sizeof(struct kvm_run);
 }
 
-static void expect_stop(const char *const want[], int status, bool faulted)
+static struct vexit decode(bool *handled)
 {
-	enum vcpu_action a = vcpu_dispatch_exit(v);
+	struct vexit e = { .kind = VEXIT_KICK };
+	bool h = false;
+	kvm_exit_decode(v, -1, run, RUN_SIZE, &e, &h);
+	if (handled)
+		*handled = h;
+	return e;
+}
+
+static void check_stopped(const char *const want[], int status, bool faulted)
+{
 	struct vm_exit_info ei = exit_info();
 
-	cr_assert_eq(a, VCPU_STOP, "action %d", a);
 	cr_assert(ei.exited, "the VM records why it stopped");
 	cr_assert_eq(ei.faulted, faulted, "faulted %d: %s", ei.faulted, ei.reason);
 	cr_assert_eq(ei.status, status, "status %d: %s", ei.status, ei.reason);
@@ -84,145 +101,118 @@ static void expect_stop(const char *const want[], int status, bool faulted)
 	cr_assert(__atomic_load_n(&vm->stopping, __ATOMIC_SEQ_CST), "the VM is stopping");
 }
 
+/* The exit in run ends the VM; a fault goes through the function guest's
+ * report, as the vCPU loop does. */
+static void expect_stop(const char *const want[], int status, bool faulted)
+{
+	struct vexit e = decode(NULL);
+	if (e.kind == VEXIT_FAULT)
+		cr_assert_eq(fguest_exit_fault(v, &e), VCPU_STOP);
+	else
+		cr_assert_eq(e.kind, VEXIT_STOP, "exit kind %d", e.kind);
+	check_stopped(want, status, faulted);
+}
+
 #define STOP(status, faulted, ...) expect_stop((const char *const[]){ __VA_ARGS__, NULL }, status, faulted)
 
 /* ------------------------------------------------------------ syscall port */
 
-Test(exits, syscall_port_serves_getpid)
+Test(exits, syscall_port_is_a_system_call)
 {
-	struct kvm_regs *r = &run->s.regs.regs;
-	const uint64_t user_rsp = vm->vcpus[0].start_regs.rsp - 64;
-	uint64_t frame[5];
-
 	io_exit(X86_PORT_SYSCALL, KVM_EXIT_IO_OUT, 1, 1);
-	memset(r, 0, sizeof(*r));
-	r->rax = SYS_getpid;
-	r->rcx = 0x401234;         /* user rip (saved by syscall) */
-	r->r11 = 0x246 | 0x3000 | 0x4000; /* user rflags with IOPL and NT set */
-	r->rsp = user_rsp;
-	r->rip = X86_TRAMP_SYSCALL + 2;
-	run->kvm_dirty_regs = 0;
-
-	cr_assert_eq(vcpu_dispatch_exit(v), VCPU_CONTINUE);
-	cr_assert_eq(r->rax, 1, "getpid() = 1");
-	cr_assert_eq(r->rsp, x86_kstack_top(0) - 40, "rsp points at the iret frame on vCPU 0's stack");
-	cr_assert(run->kvm_dirty_regs & KVM_SYNC_X86_REGS, "registers marked dirty");
-	cr_assert_eq(gmem_read(&vm->mem, r->rsp, frame, sizeof(frame)), 0);
-	cr_assert_eq(frame[0], 0x401234, "rip");
-	cr_assert_eq(frame[1], X86_SEL_UCODE, "cs");
-	cr_assert_eq(frame[2], 0x46, "rflags sanitised: 0x%llx", (unsigned long long)frame[2]);
-	cr_assert_eq(frame[3], user_rsp, "rsp");
-	cr_assert_eq(frame[4], X86_SEL_UDATA, "ss");
-	cr_assert_eq(vm->syscalls, 1);
+	bool handled = true;
+	struct vexit e = decode(&handled);
+	cr_assert_eq(e.kind, VEXIT_SYSCALL);
+	cr_assert(!handled);
 	cr_assert(!exit_info().exited);
-}
-
-Test(exits, syscall_port_passes_arguments)
-{
-	struct kvm_regs *r = &run->s.regs.regs;
-	uint64_t buf = 16 * MiB;
-
-	/* mmap(16M, 4096, RW, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED, -1, 0) */
-	io_exit(X86_PORT_SYSCALL, KVM_EXIT_IO_OUT, 1, 1);
-	memset(r, 0, sizeof(*r));
-	r->rax = SYS_mmap;
-	r->rdi = buf;
-	r->rsi = 4096;
-	r->rdx = 3;
-	r->r10 = 0x32;
-	r->r8 = (uint64_t)-1;
-	r->r9 = 0;
-	r->rcx = 0x401000;
-	r->r11 = 0x202;
-	r->rsp = 0x800000;
-	cr_assert_eq(vcpu_dispatch_exit(v), VCPU_CONTINUE);
-	cr_assert_eq(r->rax, buf, "rdi, rsi, rdx, r10, r8, r9 are the arguments");
-	/* write(2, buf, 0) */
-	r->rax = SYS_write;
-	r->rdi = 2;
-	r->rsi = buf;
-	r->rdx = 0;
-	r->rsp = 0x800000;
-	cr_assert_eq(vcpu_dispatch_exit(v), VCPU_CONTINUE);
-	cr_assert_eq(r->rax, 0);
-	/* an unknown call returns -ENOSYS in rax */
-	r->rax = 400;
-	r->rsp = 0x800000;
-	cr_assert_eq(vcpu_dispatch_exit(v), VCPU_CONTINUE);
-	cr_assert_eq((int64_t)r->rax, -ENOSYS);
-	cr_assert_eq(vm->syscalls_enosys, 1);
-}
-
-Test(exits, syscall_exit_group_stops)
-{
-	struct kvm_regs *r = &run->s.regs.regs;
-
-	io_exit(X86_PORT_SYSCALL, KVM_EXIT_IO_OUT, 1, 1);
-	r->rax = SYS_exit_group;
-	r->rdi = 42;
-	STOP(42, false, "42");
 }
 
 Test(exits, syscall_port_read_stops)
 {
 	io_exit(X86_PORT_SYSCALL, KVM_EXIT_IO_IN, 1, 1);
-	run->s.regs.regs.rax = SYS_getpid;
 	STOP(128 + SIGSEGV, true, "system call port");
 	cr_assert_eq(vm->syscalls, 0, "nothing was served");
+}
+
+/* The function guest's side: the registers at the call (platform_none
+ * keeps them), the result in rax. */
+static struct vregs call(struct vcpu *cv, uint64_t nr, uint64_t a0, uint64_t a1, uint64_t a2,
+			 enum vcpu_action want)
+{
+	struct vregs r = { .rax = nr, .rdi = a0, .rsi = a1, .rdx = a2, .rip = 0x401234,
+			   .rcx = 0x401234, .r11 = 0x246, .rflags = 0x246, .rsp = 0x800000 };
+	cr_assert_eq(platform_none.set_regs(cv, &r), 0);
+	enum vcpu_action a = fguest_exit_syscall(cv);
+	cr_assert_eq(a, want, "action %d for call %llu", a, (unsigned long long)nr);
+	cr_assert_eq(platform_none.get_regs(cv, &r), 0);
+	return r;
+}
+
+Test(exits, syscall_serves_getpid)
+{
+	struct vregs r = call(v, SYS_getpid, 0, 0, 0, VCPU_CONTINUE);
+	cr_assert_eq(r.rax, 1, "getpid() = 1");
+	cr_assert_eq(r.rip, 0x401234, "the platform resumes after the call");
+	cr_assert_eq(vm->syscalls, 1);
+	cr_assert(!exit_info().exited);
+}
+
+Test(exits, syscall_passes_arguments)
+{
+	uint64_t buf = 16 * MiB;
+	struct vregs r = { .rax = SYS_mmap, .rdi = buf, .rsi = 4096, .rdx = 3, .r10 = 0x32,
+			   .r8 = (uint64_t)-1, .r9 = 0, .rip = 0x401000, .rsp = 0x800000 };
+
+	/* mmap(16M, 4096, RW, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED, -1, 0) */
+	cr_assert_eq(platform_none.set_regs(v, &r), 0);
+	cr_assert_eq(fguest_exit_syscall(v), VCPU_CONTINUE);
+	cr_assert_eq(platform_none.get_regs(v, &r), 0);
+	cr_assert_eq(r.rax, buf, "rdi, rsi, rdx, r10, r8, r9 are the arguments");
+	/* write(2, buf, 0) */
+	r = call(v, SYS_write, 2, buf, 0, VCPU_CONTINUE);
+	cr_assert_eq(r.rax, 0);
+	/* an unknown call returns -ENOSYS in rax */
+	r = call(v, 400, 0, 0, 0, VCPU_CONTINUE);
+	cr_assert_eq((int64_t)r.rax, -ENOSYS);
+	cr_assert_eq(vm->syscalls_enosys, 1);
+}
+
+Test(exits, syscall_exit_group_stops)
+{
+	call(v, SYS_exit_group, 42, 0, 0, VCPU_STOP);
+	check_stopped((const char *const[]){ "42", NULL }, 42, false);
 }
 
 Test(exits, syscall_on_an_idle_vcpu_stops)
 {
 	vm_destroy(vm);
 	make(2);
-	v = &vm->vcpus[1];
-	run = v->run;
-	io_exit(X86_PORT_SYSCALL, KVM_EXIT_IO_OUT, 1, 1);
-	run->s.regs.regs.rax = SYS_getpid;
-	STOP(128 + SIGSEGV, true, "vCPU 1", "no guest thread");
+	call(&vm->vcpus[1], SYS_getpid, 0, 0, 0, VCPU_STOP);
+	check_stopped((const char *const[]){ "vCPU 1", "no guest thread", NULL }, 128 + SIGSEGV, true);
 }
 
 Test(exits, thread_exit_idles_the_vcpu)
 {
-	struct kvm_regs *r;
 	const uint64_t flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD;
 
 	vm_destroy(vm);
 	make(2);
-	/* clone() from vCPU 0 through the port: the child lands on vCPU 1. */
-	r = &run->s.regs.regs;
-	io_exit(X86_PORT_SYSCALL, KVM_EXIT_IO_OUT, 1, 1);
-	r->rax = SYS_clone;
-	r->rdi = flags;
-	r->rsi = 0x900000;
-	r->rcx = 0x401500;
-	r->r11 = 0x202;
-	r->rsp = 0x800000;
-	cr_assert_eq(vcpu_dispatch_exit(v), VCPU_CONTINUE);
-	cr_assert_eq(r->rax, 2, "the child's tid");
+	/* clone() from vCPU 0: the child lands on vCPU 1. */
+	struct vregs r = call(v, SYS_clone, flags, 0x900000, 0, VCPU_CONTINUE);
+	cr_assert_eq(r.rax, 2, "the child's tid");
 	cr_assert_not_null(vm->vcpus[1].gt);
-	cr_assert_eq(vm->vcpus[1].start_regs.rsp, 0x900000);
-	cr_assert_eq(vm->vcpus[1].start_regs.rip, 0x401500);
+	cr_assert_eq(vm->vcpus[1].start.regs.rsp, 0x900000);
+	cr_assert_eq(vm->vcpus[1].start.regs.rip, 0x401234);
+	cr_assert_eq(vm->vcpus[1].start.regs.rax, 0, "the child returns 0");
 
 	/* The child calls exit(): its vCPU goes idle, the VM keeps running. */
-	v = &vm->vcpus[1];
-	run = v->run;
-	r = &run->s.regs.regs;
-	io_exit(X86_PORT_SYSCALL, KVM_EXIT_IO_OUT, 1, 1);
-	r->rax = SYS_exit;
-	r->rdi = 0;
-	cr_assert_eq(vcpu_dispatch_exit(v), VCPU_THREAD_EXIT);
+	call(&vm->vcpus[1], SYS_exit, 0, 0, 0, VCPU_THREAD_EXIT);
 	cr_assert_null(vm->vcpus[1].gt);
 	cr_assert(!exit_info().exited);
 
 	/* The main thread's exit() is the last one: the VM stops. */
-	v = &vm->vcpus[0];
-	run = v->run;
-	r = &run->s.regs.regs;
-	io_exit(X86_PORT_SYSCALL, KVM_EXIT_IO_OUT, 1, 1);
-	r->rax = SYS_exit;
-	r->rdi = 9;
-	STOP(9, false, "last thread");
+	call(v, SYS_exit, 9, 0, 0, VCPU_STOP);
+	check_stopped((const char *const[]){ "last thread", NULL }, 9, false);
 }
 
 /* ------------------------------------------------------------ exceptions */
@@ -232,7 +222,7 @@ Test(exits, thread_exit_idles_the_vcpu)
 static void exc_exit(unsigned vector, uint64_t err, uint64_t rip)
 {
 	uint64_t w[6] = { err, rip, X86_SEL_UCODE, 0x10246, 0x7fff00, X86_SEL_UDATA };
-	bool ec = x86_exc_has_error_code(vector);
+	bool ec = cpu_exc_has_error_code(vector);
 	uint64_t at = x86_kstack_top(0) - (ec ? 48 : 40);
 
 	cr_assert_eq(gmem_write(&vm->mem, at, ec ? w : w + 1, ec ? 48 : 40), 0);
@@ -358,14 +348,14 @@ Test(exits, io_count_0)
 Test(exits, io_data_beyond_the_run_area)
 {
 	io_exit(X86_PORT_SYSCALL, KVM_EXIT_IO_OUT, 1, 1);
-	run->io.data_offset = (uint64_t)vm->run_size; /* the byte right after */
+	run->io.data_offset = (uint64_t)RUN_SIZE; /* the byte right after */
 	STOP(1, true, "malformed");
 }
 
 Test(exits, io_data_straddling_the_run_area)
 {
 	io_exit(X86_PORT_EXC_BASE, KVM_EXIT_IO_OUT, 4, 2);
-	run->io.data_offset = (uint64_t)vm->run_size - 4; /* 8 bytes from 4 before the end */
+	run->io.data_offset = (uint64_t)RUN_SIZE - 4; /* 8 bytes from 4 before the end */
 	STOP(1, true, "malformed");
 }
 
@@ -378,14 +368,10 @@ Test(exits, io_data_offset_huge)
 
 Test(exits, io_at_the_very_end_is_fine)
 {
-	struct kvm_regs *r = &run->s.regs.regs;
-
 	io_exit(X86_PORT_SYSCALL, KVM_EXIT_IO_OUT, 1, 1);
-	run->io.data_offset = (uint64_t)vm->run_size - 1; /* the last byte */
-	r->rax = SYS_getpid;
-	r->rsp = 0x800000;
-	cr_assert_eq(vcpu_dispatch_exit(v), VCPU_CONTINUE);
-	cr_assert_eq(r->rax, 1);
+	run->io.data_offset = (uint64_t)RUN_SIZE - 1; /* the last byte */
+	cr_assert_eq(decode(NULL).kind, VEXIT_SYSCALL);
+	cr_assert(!exit_info().exited);
 }
 
 /* ------------------------------------------------------------ other exits */
@@ -426,10 +412,10 @@ Test(exits, system_event)
 	STOP(0, false, "shutdown");
 }
 
-Test(exits, intr_continues)
+Test(exits, intr_is_a_kick)
 {
 	run->exit_reason = KVM_EXIT_INTR;
-	cr_assert_eq(vcpu_dispatch_exit(v), VCPU_CONTINUE);
+	cr_assert_eq(decode(NULL).kind, VEXIT_KICK);
 	cr_assert(!exit_info().exited);
 	cr_assert(!__atomic_load_n(&vm->stopping, __ATOMIC_SEQ_CST));
 }
@@ -444,9 +430,9 @@ Test(exits, unknown_reason)
 Test(exits, first_reason_wins)
 {
 	run->exit_reason = KVM_EXIT_HLT;
-	cr_assert_eq(vcpu_dispatch_exit(v), VCPU_STOP);
+	cr_assert_eq(decode(NULL).kind, VEXIT_STOP);
 	run->exit_reason = 9999;
-	cr_assert_eq(vcpu_dispatch_exit(v), VCPU_STOP);
+	cr_assert_eq(decode(NULL).kind, VEXIT_STOP);
 	struct vm_exit_info ei = exit_info();
 	cr_assert(strstr(ei.reason, "halted"), "%s", ei.reason);
 	cr_assert_eq(ei.status, 139);

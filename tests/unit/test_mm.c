@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "common/util.h"
 #include "vmm/fguest/fguest.h"
 
 #define P 4096ULL

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "vmm/gmem.h"
-#include "vmm/x86/x86.h"
+#include "vmm/kvm/x86.h"
 
 #define P_P 0x1ULL
 #define P_RW 0x2ULL
@@ -102,9 +102,9 @@ Test(x86, system_area_4k_user_rw)
 	struct gmem m;
 
 	setup(&m, 64 * MiB, 1);
-	for (uint64_t va = 0x1000; va < X86_SYS_END; va += 4096)
+	for (uint64_t va = 0x1000; va < FG_SYS_END; va += 4096)
 		assert_identity(&m, va, 4096);
-	assert_identity(&m, X86_SYS_END - 1, 4096);
+	assert_identity(&m, FG_SYS_END - 1, 4096);
 	gmem_fini(&m);
 }
 
@@ -113,7 +113,7 @@ Test(x86, all_ram_identity_mapped_2m)
 	struct gmem m;
 
 	setup(&m, 64 * MiB, 1);
-	for (uint64_t va = X86_SYS_END; va < m.gpa_end; va += 2 * MiB) {
+	for (uint64_t va = FG_SYS_END; va < m.gpa_end; va += 2 * MiB) {
 		assert_identity(&m, va, 2 * MiB);
 		assert_identity(&m, va + 2 * MiB - 1, 2 * MiB);
 	}
@@ -295,7 +295,7 @@ Test(x86, kernel_stacks_layout)
 		uint64_t top = x86_kstack_top(i);
 		cr_assert_eq(top % 16, 0);
 		cr_assert_geq(top - X86_KSTACK_SIZE, X86_KSTACK_BASE);
-		cr_assert_leq(top, X86_SYS_END);
+		cr_assert_leq(top, FG_SYS_END);
 		if (i)
 			cr_assert_eq(top - x86_kstack_top(i - 1), X86_KSTACK_SIZE);
 	}
@@ -471,14 +471,14 @@ Test(x86, exception_vectors_with_error_codes)
 		bool want = k < sizeof(with) / sizeof(with[0]) && with[k] == v;
 		if (want)
 			k++;
-		cr_assert_eq(x86_exc_has_error_code(v), want, "vector %u", v);
+		cr_assert_eq(cpu_exc_has_error_code(v), want, "vector %u", v);
 	}
-	cr_assert_eq(strncmp(x86_exc_name(14), "#PF", 3), 0);
-	cr_assert_eq(strncmp(x86_exc_name(13), "#GP", 3), 0);
-	cr_assert_eq(strncmp(x86_exc_name(6), "#UD", 3), 0);
-	cr_assert_eq(strncmp(x86_exc_name(0), "#DE", 3), 0);
-	cr_assert_not_null(x86_exc_name(32));
-	cr_assert_not_null(x86_exc_name(UINT32_MAX));
+	cr_assert_eq(strncmp(cpu_exc_name(14), "#PF", 3), 0);
+	cr_assert_eq(strncmp(cpu_exc_name(13), "#GP", 3), 0);
+	cr_assert_eq(strncmp(cpu_exc_name(6), "#UD", 3), 0);
+	cr_assert_eq(strncmp(cpu_exc_name(0), "#DE", 3), 0);
+	cr_assert_not_null(cpu_exc_name(32));
+	cr_assert_not_null(cpu_exc_name(UINT32_MAX));
 }
 
 /* ------------------------------------------------------------ limits */
@@ -568,16 +568,3 @@ Test(x86, sregs_ring3)
 	cr_assert_eq(s.tr.base, X86_TSS_BASE);
 }
 
-Test(x86, regs_ring3)
-{
-	struct kvm_regs r;
-
-	memset(&r, 0x77, sizeof(r));
-	x86_regs_ring3(&r, 0x401000, 0x7ff000);
-	cr_assert_eq(r.rip, 0x401000);
-	cr_assert_eq(r.rsp, 0x7ff000);
-	cr_assert_eq(r.rflags, 0x2, "interrupts off, bit 1 set");
-	cr_assert_eq(r.rax, 0);
-	cr_assert_eq(r.rdi, 0);
-	cr_assert_eq(r.r15, 0);
-}

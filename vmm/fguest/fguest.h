@@ -1,6 +1,8 @@
 /* vmm/fguest/fguest.h - private: the function-guest ABI. A static Linux
- * program runs in guest ring 3; its system calls reach the VMM through the
- * ring-0 trampoline (vmm/x86) and are served here against guest memory.
+ * program runs in user mode; its system calls reach the VMM as platform
+ * exits (vmm/platform.h: under KVM through a ring-0 trampoline, on the
+ * process platform through ptrace) and are served here against guest
+ * memory, the same code on every platform.
  * All state is plain data hanging off struct fguest (no globals), guarded
  * by vm->lock.
  *
@@ -17,10 +19,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vmm/x86/x86.h"
+#include "vmm/bus.h"
+#include "vmm/platform.h"
 
 struct vm;
 struct vcpu;
+
+/* Guest-physical layout: the first 2 MiB are the system area (what a
+ * platform needs for its machine: KVM's page tables and trampoline), its
+ * last page the identity page (guest/abi/forkvm_identity.h); the program
+ * maps from FG_SYS_END up. Guest-virtual == guest-physical. */
+#define FG_SYS_END 0x200000ULL
+#define FG_IDENTITY_PAGE 0x1ff000ULL
+/* Each guest thread runs on a vCPU of its own: at most this many. */
+#define FG_MAX_VCPUS 254U
 
 /* ---------------------------------------------------------- memory map */
 
@@ -104,7 +116,7 @@ struct fg_futex_waiter {
 struct fguest {
 	struct vm *vm;
 	struct fg_mm mm;
-	struct fg_thread threads[X86_MAX_VCPUS]; /* indexed like vm->vcpus */
+	struct fg_thread threads[FG_MAX_VCPUS]; /* indexed like vm->vcpus */
 	unsigned nr_live;
 	int next_tid;
 	struct fg_fd fds[FG_MAX_FDS];
@@ -123,10 +135,9 @@ struct fg_call {
 	struct fg_thread *t;
 	uint64_t nr;
 	uint64_t a[6];
-	uint64_t rip, rflags, rsp; /* user context (for clone) */
-	struct kvm_regs *regs;     /* the caller's registers (for clone) */
+	const struct vregs *regs; /* the caller's user registers at the call (for clone) */
 	/* outcome */
-	bool no_return;            /* the thread is gone: do not return to it */
+	bool no_return;           /* the thread is gone: do not return to it */
 };
 
 /* Creates the ABI state for vm (memory map, fds 0-2, no threads yet). */
@@ -136,8 +147,12 @@ void fguest_destroy(struct fguest *fg);
 /* Serves one system call; vm->lock held. Returns the value for rax. */
 long fg_syscall(struct fg_call *c);
 
-/* Registers the trampoline ports (syscall entry, exceptions) on vm->pio. */
-int fguest_register_devices(struct vm *vm) __attribute__((warn_unused_result));
+/* The vCPU loop's handlers of a guest thread's exits (vcpu.c calls them
+ * on the vCPU's thread): a system call (VEXIT_SYSCALL; the registers come
+ * from the platform), a fatal exception (VEXIT_FAULT: a report, and the
+ * exit status a shell would give: 128 + the signal). */
+enum vcpu_action fguest_exit_syscall(struct vcpu *v);
+enum vcpu_action fguest_exit_fault(struct vcpu *v, const struct vexit *e);
 
 /* Initial stack: argv (argv0 + words of cmdline), envp, auxv, AT_RANDOM.
  * Writes it below stack_top and sets *sp to the initial rsp. Returns 0, or
@@ -161,8 +176,9 @@ int fg_copy_from_user(struct fguest *fg, void *dst, uint64_t src, uint64_t len)
 int fg_copy_to_user(struct fguest *fg, uint64_t dst, const void *src, uint64_t len)
 	__attribute__((warn_unused_result));
 
-/* Starts guest thread 'tid' on vCPU v at the given registers (vm->lock held). */
-void fg_thread_start(struct fguest *fg, struct vcpu *v, int tid, const struct kvm_regs *regs,
+/* Starts guest thread 'tid' on vCPU v at the given user registers (vm->lock
+ * held): the vCPU's thread loads them before it next runs. */
+void fg_thread_start(struct fguest *fg, struct vcpu *v, int tid, const struct vregs *regs,
 		     uint64_t fs_base);
 
 /* Wakes up to n futex waiters on uaddr matching bitset; returns the count. */

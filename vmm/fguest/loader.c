@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "guest/abi/forkvm_identity.h"
+#include "vmm/cpu.h"
 #include "vmm/elf.h"
 #include "vmm/fguest/fguest.h"
 #include "vmm/loader.h"
@@ -134,7 +135,7 @@ int fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_size,
 		{ AT_GID, 0 },            { AT_EGID, 0 },               { AT_SECURE, 0 },
 		{ AT_CLKTCK, 100 },       { AT_HWCAP, hwcap },          { AT_HWCAP2, 0 },
 		{ AT_RANDOM, random_at }, { AT_PLATFORM, platform_at }, { AT_EXECFN, execfn_at },
-		{ FORKVM_AT_IDENTITY, X86_IDENTITY_PAGE }, { AT_NULL, 0 },
+		{ FORKVM_AT_IDENTITY, FG_IDENTITY_PAGE }, { AT_NULL, 0 },
 	};
 	size_t nauxv = sizeof(auxv) / sizeof(auxv[0]);
 	size_t words_total = 1 + (size_t)argc + 1 + nenv + 1 + 2 * nauxv;
@@ -169,16 +170,6 @@ static bool fg_probe(const uint8_t *image, size_t len)
 	return len >= SELFMAG && memcmp(image, ELFMAG, SELFMAG) == 0;
 }
 
-static uint64_t cpuid_hwcap(const struct vm *vm)
-{
-	if (!vm->cpuid)
-		return 0;
-	for (uint32_t i = 0; i < vm->cpuid->nent; i++)
-		if (vm->cpuid->entries[i].function == 1)
-			return vm->cpuid->entries[i].edx;
-	return 0;
-}
-
 static int fg_load(struct vm *vm, const uint8_t *image, size_t len, char *err, size_t errlen)
 {
 	struct elf_info elf;
@@ -190,19 +181,17 @@ static int fg_load(struct vm *vm, const uint8_t *image, size_t len, char *err, s
 	rc = elf_parse(image, len, FG_PIE_BASE, &elf, err, errlen);
 	if (rc < 0)
 		return rc;
-	if (elf.lo < X86_SYS_END || !gmem_is_ram(&vm->mem, elf.lo, align_up(elf.hi, 4096) - elf.lo)) {
+	if (elf.lo < FG_SYS_END || !gmem_is_ram(&vm->mem, elf.lo, align_up(elf.hi, 4096) - elf.lo)) {
 		snprintf(err, errlen,
 			 "the ELF image [0x%llx, 0x%llx) does not fit in guest memory "
 			 "(user memory is [0x%llx, 0x%llx))",
 			 (unsigned long long)elf.lo, (unsigned long long)elf.hi,
-			 (unsigned long long)X86_SYS_END, (unsigned long long)vm->mem.gpa_end);
+			 (unsigned long long)FG_SYS_END, (unsigned long long)vm->mem.gpa_end);
 		return -ENOEXEC;
 	}
-	rc = x86_setup_system(&vm->mem, vm->nr_vcpus);
-	if (rc < 0) {
-		snprintf(err, errlen, "cannot build the system area: %s", strerror(-rc));
+	rc = vm->plat->fguest_setup(vm, err, errlen);
+	if (rc < 0)
 		return rc;
-	}
 	rc = fguest_create(vm, &fg);
 	if (rc < 0) {
 		snprintf(err, errlen, "out of memory");
@@ -243,23 +232,17 @@ static int fg_load(struct vm *vm, const uint8_t *image, size_t len, char *err, s
 	argv0 = strrchr(vm->cfg.kernel, '/');
 	argv0 = argv0 ? argv0 + 1 : vm->cfg.kernel;
 	uint64_t sp;
-	rc = fg_build_stack(fg, top, ssize, &elf, argv0, vm->cfg.cmdline, rnd, cpuid_hwcap(vm), &sp,
-			    err, errlen);
+	rc = fg_build_stack(fg, top, ssize, &elf, argv0, vm->cfg.cmdline, rnd, vm->plat->hwcap(vm),
+			    &sp, err, errlen);
 	if (rc < 0)
 		return rc;
 
-	rc = fguest_register_devices(vm);
-	if (rc < 0) {
-		snprintf(err, errlen, "cannot register devices: %s", strerror(-rc));
-		return rc;
-	}
 	rc = fg_identity_write(vm, false);
 	if (rc < 0) {
 		snprintf(err, errlen, "cannot write the identity page: %s", strerror(-rc));
 		return rc;
 	}
-	struct kvm_regs regs;
-	x86_regs_ring3(&regs, elf.entry, sp);
+	struct vregs regs = { .rip = elf.entry, .rsp = sp, .rflags = CPU_RFLAGS_FIXED };
 	pthread_mutex_lock(&vm->lock);
 	fg_thread_start(fg, &vm->vcpus[0], FG_FIRST_TID, &regs, 0);
 	pthread_mutex_unlock(&vm->lock);
@@ -272,13 +255,8 @@ static int fg_load(struct vm *vm, const uint8_t *image, size_t len, char *err, s
 static int fg_restore_prepare(struct vm *vm, char *err, size_t errlen)
 {
 	int rc = fguest_create(vm, &vm->fg);
-	if (rc < 0) {
-		snprintf(err, errlen, "out of memory");
-		return rc;
-	}
-	rc = fguest_register_devices(vm);
 	if (rc < 0)
-		snprintf(err, errlen, "cannot register devices: %s", strerror(-rc));
+		snprintf(err, errlen, "out of memory");
 	return rc;
 }
 

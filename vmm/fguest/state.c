@@ -1,9 +1,11 @@
 /* vmm/fguest/state.c - the function-guest ABI as a state unit ("fguest"):
- * memory map, file descriptors, threads and the vCPUs they run on. Futex
- * waiters and blocking calls need no state of their own: a vCPU parked in
- * a call is saved to restart on the trampoline's `out`, so the call (and
- * its wait, with its deadline) is replayed after restore. Also the identity
- * page: written at boot, bumped at every restore. */
+ * memory map, file descriptors, threads, the vCPUs they run on and their
+ * registers (general, XSAVE area, FS/GS base). The unit is the same on
+ * every platform, so a snapshot taken on one restores on the other. Futex
+ * waiters and blocking calls need no state of their own: a thread inside a
+ * call is saved at its `syscall` instruction with the call's number, so the
+ * call (and its wait, with its deadline) is made again after restore. Also
+ * the identity page: written at boot, bumped at every restore. */
 #include <errno.h>
 #include <stdarg.h>
 #include <inttypes.h>
@@ -17,7 +19,8 @@
 #include "vmm/state.h"
 #include "vmm/vm.h"
 
-#define FG_STATE_VERSION 1
+/* 2: threads carry their registers (1 left them to KVM's vcpuN units) */
+#define FG_STATE_VERSION 2
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -34,7 +37,7 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 
 int fg_identity_write(struct vm *vm, bool restored)
 {
-	struct forkvm_identity *id = gmem_ptr(&vm->mem, X86_IDENTITY_PAGE, sizeof(*id));
+	struct forkvm_identity *id = gmem_ptr(&vm->mem, FG_IDENTITY_PAGE, sizeof(*id));
 	uint64_t gen = 0;
 
 	if (!id)
@@ -59,7 +62,7 @@ int fg_identity_write(struct vm *vm, bool restored)
 
 int fg_identity_set_clone(struct vm *vm, const char *clone_id)
 {
-	struct forkvm_identity *id = gmem_ptr(&vm->mem, X86_IDENTITY_PAGE, sizeof(*id));
+	struct forkvm_identity *id = gmem_ptr(&vm->mem, FG_IDENTITY_PAGE, sizeof(*id));
 
 	if (!id)
 		return -EFAULT;
@@ -73,11 +76,46 @@ int fg_identity_set_clone(struct vm *vm, const char *clone_id)
 
 uint64_t fg_identity_generation(struct vm *vm)
 {
-	const struct forkvm_identity *id = gmem_ptr(&vm->mem, X86_IDENTITY_PAGE, sizeof(*id));
+	const struct forkvm_identity *id = gmem_ptr(&vm->mem, FG_IDENTITY_PAGE, sizeof(*id));
 	return id && id->magic == FORKVM_IDENTITY_MAGIC ? id->generation : 0;
 }
 
 /* ------------------------------------------------------------ save */
+
+static const char *const reg_names[18] = {
+	"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9",
+	"r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags",
+};
+
+static uint64_t *reg_slot(struct vregs *r, size_t i)
+{
+	uint64_t *slots[18] = {
+		&r->rax, &r->rbx, &r->rcx, &r->rdx, &r->rsi, &r->rdi, &r->rsp, &r->rbp, &r->r8,
+		&r->r9, &r->r10, &r->r11, &r->r12, &r->r13, &r->r14, &r->r15, &r->rip, &r->rflags,
+	};
+	return slots[i];
+}
+
+static json_t *regs_json(const struct vregs *r)
+{
+	struct vregs c = *r;
+	json_t *j = json_object();
+	for (size_t i = 0; j && i < 18; i++)
+		json_object_set_new(j, reg_names[i], json_u64(*reg_slot(&c, i)));
+	return j;
+}
+
+static int regs_from_json(const json_t *j, struct vregs *r, char *err, size_t errlen)
+{
+	if (!json_is_object(j))
+		return fail(err, errlen, "regs must be an object");
+	for (size_t i = 0; i < 18; i++)
+		if (state_get_u64(j, reg_names[i], reg_slot(r, i), err, errlen) < 0)
+			return -EINVAL;
+	if (r->rip >= (1ULL << 47) || r->rsp >= (1ULL << 47))
+		return fail(err, errlen, "regs: rip or rsp is not a user address");
+	return 0;
+}
 
 static json_t *u64s(const uint64_t *v, size_t n)
 {
@@ -110,14 +148,36 @@ static int fg_save(struct vm *vm, void *arg, json_t **out, char *err, size_t err
 	}
 	for (unsigned i = 0; i < fg->vm->nr_vcpus; i++) {
 		const struct fg_thread *t = &fg->threads[i];
+		const struct vcpu *v = &fg->vm->vcpus[i];
+		json_t *regs, *th;
 		if (!t->live)
 			continue;
-		json_array_append_new(threads,
-				      json_pack("{s:I,s:i,s:o,s:o,s:o,s:o}", "vcpu", (json_int_t)i, "tid",
-						t->tid, "clear_child_tid", json_u64(t->clear_child_tid),
-						"sigmask", json_u64(t->sigmask), "fs_base",
-						json_u64(t->fs_base), "gs_base", json_u64(t->gs_base)));
-		if (fg->vm->vcpus[i].in_syscall)
+		if (v->saved_valid)
+			regs = regs_json(&v->saved_regs);
+		else if (v->start_pending)
+			regs = regs_json(&v->start.regs);
+		else
+			regs = NULL;
+		if (!regs) {
+			pthread_mutex_unlock(&fg->vm->lock);
+			json_decref(vmas), json_decref(fds), json_decref(threads);
+			json_decref(waiters), json_decref(in_calls);
+			snprintf(err, errlen, "the registers of thread %d on vCPU %u were not saved", t->tid,
+				 i);
+			return -EIO;
+		}
+		th = json_pack("{s:I,s:i,s:o,s:o,s:o,s:o,s:o,s:o}", "vcpu", (json_int_t)i, "tid", t->tid,
+			       "clear_child_tid", json_u64(t->clear_child_tid), "sigmask",
+			       json_u64(t->sigmask), "fs_base", json_u64(t->fs_base), "gs_base",
+			       json_u64(t->gs_base), "regs", regs, "restart_deadline_ns",
+			       json_u64(v->in_syscall ? v->sys_deadline : 0));
+		if (th && v->saved_valid)
+			json_object_set_new(th, "xsave",
+					    json_pack("{s:o,s:o}", "xcr0", json_u64(v->saved_xcr0),
+						      "area", json_blob(v->saved_xstate,
+									v->saved_xstate_len)));
+		json_array_append_new(threads, th);
+		if (v->in_syscall)
 			json_array_append_new(in_calls, json_integer(i));
 	}
 	for (const struct fg_futex_waiter *w = fg->waiters; w; w = w->next)
@@ -223,11 +283,20 @@ static int fg_restore(struct vm *vm, void *arg, const json_t *st, uint32_t versi
 		}
 		fg->fds[fd] = (struct fg_fd){ .kind = (uint8_t)kind, .nonblock = nb, .cloexec = ce };
 	}
+	if (version < 2) {
+		rc = fail(err, errlen, "version %u of the fguest unit keeps thread registers in KVM "
+				       "units this forkvm no longer reads: take the snapshot again",
+			  version);
+		goto out;
+	}
 	for (size_t i = 0; i < json_array_size(threads); i++) {
 		const json_t *t = json_array_get(threads, i);
 		uint32_t vc;
 		struct fg_thread th = { .live = true };
+		struct vcpu_start start = { 0 };
+		uint64_t deadline = 0;
 		const json_t *tid = json_object_get(t, "tid");
+		const json_t *xs = json_object_get(t, "xsave");
 		if (state_get_u32(t, "vcpu", &vc, err, errlen) < 0 ||
 		    state_get_u64(t, "clear_child_tid", &th.clear_child_tid, err, errlen) < 0 ||
 		    state_get_u64(t, "sigmask", &th.sigmask, err, errlen) < 0 ||
@@ -241,16 +310,44 @@ static int fg_restore(struct vm *vm, void *arg, const json_t *st, uint32_t versi
 			rc = fail(err, errlen, "threads[%zu]: vCPU %u is not a free vCPU of this VM", i, vc);
 			goto out;
 		}
+		if (regs_from_json(json_object_get(t, "regs"), &start.regs, err, errlen) < 0 ||
+		    state_get_u64(t, "restart_deadline_ns", &deadline, err, errlen) < 0) {
+			char why[256];
+			snprintf(why, sizeof(why), "%s", err);
+			rc = fail(err, errlen, "threads[%zu]: %s", i, why);
+			goto out;
+		}
+		if (xs) {
+			uint64_t xcr0;
+			start.xstate = NULL;
+			if (state_get_u64(xs, "xcr0", &xcr0, err, errlen) < 0 ||
+			    state_get_blob_any(xs, "area", PLATFORM_XSAVE_MAX, &start.xstate,
+					       &start.xstate_len, err, errlen) < 0 ||
+			    start.xstate_len < 576) {
+				free(start.xstate);
+				rc = fail(err, errlen, "threads[%zu].xsave is malformed", i);
+				goto out;
+			}
+			start.has_xstate = true;
+		}
 		th.tid = (int)json_integer_value(tid);
 		for (unsigned k = 0; k < vm->nr_vcpus; k++) {
 			if (fg->threads[k].live && fg->threads[k].tid == th.tid) {
+				free(start.xstate);
 				rc = fail(err, errlen, "threads[%zu]: tid %d is used twice", i, th.tid);
 				goto out;
 			}
 		}
 		th.vcpu = &vm->vcpus[vc];
 		fg->threads[vc] = th;
-		vm->vcpus[vc].gt = &fg->threads[vc];
+		struct vcpu *v = &vm->vcpus[vc];
+		v->gt = &fg->threads[vc];
+		start.fs_base = th.fs_base;
+		start.gs_base = th.gs_base;
+		free(v->start.xstate);
+		v->start = start;
+		v->start_pending = true;
+		v->restore_deadline = deadline;
 		fg->nr_live++;
 	}
 	for (size_t i = 0; json_is_array(seen) && i < json_array_size(seen) &&

@@ -54,7 +54,7 @@ static long sys_getrandom(struct fg_call *c)
 static long sys_sysinfo(struct fg_call *c)
 {
 	struct sysinfo si;
-	uint64_t used = c->fg->mm.mapped + X86_SYS_END;
+	uint64_t used = c->fg->mm.mapped + FG_SYS_END;
 
 	memset(&si, 0, sizeof(si));
 	si.uptime = (long)(vm_guest_now(c->vm) / 1000000000ULL);

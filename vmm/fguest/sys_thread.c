@@ -4,13 +4,13 @@
 #include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/syscall.h>
 
 #include "common/log.h"
+#include "vmm/cpu.h"
 #include "vmm/fguest/fguest.h"
-#include "vmm/kvmio.h"
 #include "vmm/vm.h"
 
 #define ARCH_SET_GS 0x1001
@@ -19,7 +19,7 @@
 #define ARCH_GET_GS 0x1004
 #define NSEC 1000000000ULL
 
-void fg_thread_start(struct fguest *fg, struct vcpu *v, int tid, const struct kvm_regs *regs,
+void fg_thread_start(struct fguest *fg, struct vcpu *v, int tid, const struct vregs *regs,
 		     uint64_t fs_base)
 {
 	struct fg_thread *t = &fg->threads[v->id];
@@ -28,9 +28,10 @@ void fg_thread_start(struct fguest *fg, struct vcpu *v, int tid, const struct kv
 	t->live = true;
 	t->tid = tid;
 	t->vcpu = v;
+	t->fs_base = fs_base;
 	v->gt = t;
-	v->start_regs = *regs;
-	v->start_fs_base = fs_base;
+	free(v->start.xstate);
+	v->start = (struct vcpu_start){ .regs = *regs, .fs_base = fs_base };
 	v->start_pending = true;
 	fg->nr_live++;
 	pthread_cond_broadcast(&fg->vm->cond);
@@ -201,7 +202,7 @@ static long sys_clone(struct fg_call *c)
 	struct vm *vm = c->vm;
 	uint64_t flags = c->a[0], newsp = c->a[1], ptid = c->a[2], ctid = c->a[3], tls = c->a[4];
 	struct vcpu *nv = NULL;
-	struct kvm_regs regs;
+	struct vregs regs;
 	int tid;
 
 	if ((flags & CLONE_THREAD_FLAGS) != CLONE_THREAD_FLAGS || (flags & ~(uint64_t)(CLONE_OK_FLAGS | 0xff)))
@@ -223,18 +224,16 @@ static long sys_clone(struct fg_call *c)
 		return -EFAULT;
 	fg->next_tid++;
 
+	/* The child returns from the same call with 0, on its own stack. */
 	regs = *c->regs;
 	regs.rax = 0;
-	regs.rip = c->rip;
-	regs.rcx = c->rip;
-	regs.rflags = (c->rflags & X86_RFLAGS_USER_MASK) | X86_RFLAGS_FIXED;
+	regs.rcx = regs.rip;
+	regs.rflags = (regs.rflags & CPU_RFLAGS_USER_MASK) | CPU_RFLAGS_FIXED;
 	regs.r11 = regs.rflags;
-	regs.rsp = newsp ? newsp : c->rsp;
+	regs.rsp = newsp ? newsp : regs.rsp;
 	fg_thread_start(fg, nv, tid, &regs, (flags & CLONE_SETTLS) ? tls : fg->threads[c->v->id].fs_base);
 	if (flags & CLONE_CHILD_CLEARTID)
 		fg->threads[nv->id].clear_child_tid = ctid;
-	if (flags & CLONE_SETTLS)
-		fg->threads[nv->id].fs_base = tls;
 	log_debug("clone: thread %d on vCPU %u", tid, nv->id);
 	return tid;
 }
@@ -322,18 +321,12 @@ static long sys_arch_prctl(struct fg_call *c)
 	case ARCH_SET_GS: {
 		if (addr >= (1ULL << 47))
 			return -EPERM; /* non-canonical */
-		struct {
-			struct kvm_msrs h;
-			struct kvm_msr_entry e[1];
-		} m = { .h.nmsrs = 1 };
-		m.e[0].index = code == ARCH_SET_FS ? X86_MSR_FS_BASE : X86_MSR_GS_BASE;
-		m.e[0].data = addr;
-		if (c->v->fd >= 0 && kvm_ioctl(c->v->fd, KVM_SET_MSRS, &m) != 1)
+		uint64_t fs = code == ARCH_SET_FS ? addr : t->fs_base;
+		uint64_t gs = code == ARCH_SET_GS ? addr : t->gs_base;
+		if (c->vm->plat->set_tls(c->v, fs, gs) < 0)
 			return -EINVAL;
-		if (code == ARCH_SET_FS)
-			t->fs_base = addr;
-		else
-			t->gs_base = addr;
+		t->fs_base = fs;
+		t->gs_base = gs;
 		return 0;
 	}
 	case ARCH_GET_FS:
@@ -346,7 +339,7 @@ static long sys_arch_prctl(struct fg_call *c)
 
 static long sys_sched_getaffinity(struct fg_call *c)
 {
-	uint8_t mask[X86_MAX_VCPUS / 8 + 8] = { 0 };
+	uint8_t mask[FG_MAX_VCPUS / 8 + 8] = { 0 };
 	uint64_t need = align_up((c->vm->nr_vcpus + 7) / 8, 8);
 
 	if (c->a[1] < need || (c->a[1] & 7))

@@ -1,17 +1,16 @@
 /* vmm/fguest/syscall.c - the function-guest ABI object, system call
- * dispatch, and the two trampoline devices on the port bus: the syscall
- * port and the exception ports. */
+ * dispatch, and the vCPU loop's handlers of a guest thread's exits: a
+ * system call, a fatal exception. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/syscall.h>
 
 #include "common/log.h"
+#include "vmm/cpu.h"
 #include "vmm/fguest/fguest.h"
-#include "vmm/kvmio.h"
 #include "vmm/vm.h"
 
 int fguest_create(struct vm *vm, struct fguest **out)
@@ -22,7 +21,7 @@ int fguest_create(struct vm *vm, struct fguest **out)
 	if (!fg)
 		return -ENOMEM;
 	fg->vm = vm;
-	rc = fg_mm_init(&fg->mm, X86_SYS_END, vm->mem.gpa_end);
+	rc = fg_mm_init(&fg->mm, FG_SYS_END, vm->mem.gpa_end);
 	if (rc < 0) {
 		free(fg);
 		return rc;
@@ -107,45 +106,40 @@ long fg_syscall(struct fg_call *c)
 	return ret;
 }
 
-/* ------------------------------------------------------------ devices */
+/* ------------------------------------------------------------ exits */
 
-static enum vcpu_action syscall_io(void *dev, struct vcpu *v, uint64_t offset, void *data,
-				   unsigned len, bool is_write)
+enum vcpu_action fguest_exit_syscall(struct vcpu *v)
 {
-	struct fguest *fg = dev;
 	struct vm *vm = v->vm;
-	struct kvm_regs *r = vcpu_regs(v);
+	struct vregs r;
 	bool stopping;
 	long ret;
 
-	(void)offset;
-	(void)data;
-	(void)len;
-	if (!r || !is_write) {
-		vm_terminate(vm, 128 + SIGSEGV, true, "guest read the system call port (vCPU %u)", v->id);
+	int rc = vm->plat->get_regs(v, &r);
+	if (rc < 0) {
+		vm_terminate(vm, 1, true, "cannot read the registers of vCPU %u: %s", v->id,
+			     strerror(-rc));
 		return VCPU_STOP;
 	}
 	struct fg_call c = {
-		.fg = fg, .vm = vm, .v = v, .nr = r->rax,
-		.a = { r->rdi, r->rsi, r->rdx, r->r10, r->r8, r->r9 },
-		.rip = r->rcx, .rflags = r->r11, .rsp = r->rsp, .regs = r,
+		.fg = vm->fg, .vm = vm, .v = v, .nr = r.rax,
+		.a = { r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9 }, .regs = &r,
 	};
 
 	pthread_mutex_lock(&vm->lock);
 	c.t = v->gt;
-	if (!c.t) {
+	if (!c.t || !c.fg) {
 		vm_terminate_locked(vm, 128 + SIGSEGV, true,
 				    "system call on vCPU %u, which runs no guest thread", v->id);
 		pthread_mutex_unlock(&vm->lock);
 		return VCPU_STOP;
 	}
+	/* A snapshot taken while this call blocks records the thread at its
+	 * `syscall` instruction: the call is made again after a restore. */
 	v->in_syscall = true;
-	/* A snapshot taken while this call blocks restarts the vCPU on the
-	 * trampoline's `out`: the call is replayed after restore. */
-	v->restart_rip = X86_TRAMP_SYSCALL;
+	v->sys_regs = r;
 	ret = fg_syscall(&c);
 	v->in_syscall = false;
-	v->restart_rip = 0;
 	v->sys_deadline = 0;
 	stopping = __atomic_load_n(&vm->stopping, __ATOMIC_SEQ_CST);
 	pthread_mutex_unlock(&vm->lock);
@@ -154,96 +148,45 @@ static enum vcpu_action syscall_io(void *dev, struct vcpu *v, uint64_t offset, v
 		return VCPU_STOP;
 	if (c.no_return)
 		return VCPU_THREAD_EXIT;
-	uint64_t frame = x86_write_iret_frame(&vm->mem, v->id, c.rip, c.rflags, c.rsp);
-	if (!frame) {
-		vm_terminate(vm, 1, true, "cannot write the return frame of vCPU %u", v->id);
+	rc = vm->plat->syscall_return(v, (uint64_t)ret);
+	if (rc < 0) {
+		vm_terminate(vm, 1, true, "cannot return from a system call on vCPU %u: %s", v->id,
+			     strerror(-rc));
 		return VCPU_STOP;
 	}
-	/* Past the `out`, explicitly: KVM's own skip of a completed port I/O
-	 * (VT-x) sees the changed rip and stands down, PVM has already moved
-	 * there; either way the saved state is unambiguous. */
-	r->rip = X86_TRAMP_SYSCALL + 2;
-	r->rsp = frame;
-	r->rax = (uint64_t)ret;
-	vcpu_regs_dirty(v);
 	return VCPU_CONTINUE;
 }
 
-static int exc_signal(unsigned v)
+enum vcpu_action fguest_exit_fault(struct vcpu *v, const struct vexit *e)
 {
-	switch (v) {
-	case 0:
-	case 16:
-	case 19:
-		return SIGFPE;
-	case 1:
-	case 3:
-		return SIGTRAP;
-	case 6:
-		return SIGILL;
-	case 11:
-	case 12:
-	case 17:
-		return SIGBUS;
-	default:
-		return SIGSEGV;
-	}
-}
-
-static enum vcpu_action exc_io(void *dev, struct vcpu *v, uint64_t offset, void *data,
-			       unsigned len, bool is_write)
-{
-	struct fguest *fg = dev;
 	struct vm *vm = v->vm;
-	unsigned vector = (unsigned)offset;
-	struct kvm_regs *r = vcpu_regs(v);
-	struct x86_exc_frame f = { 0 };
 	char detail[160] = "";
-	uint64_t cr2 = 0;
 	int tid = 0;
 
-	(void)data;
-	(void)len;
-	(void)is_write;
-	if (!r || x86_read_exc_frame(&vm->mem, r->rsp, vector, &f) < 0) {
-		vm_terminate(vm, 128 + SIGSEGV, true,
-			     "guest fault: %s (vector %u) on vCPU %u; exception frame unreadable",
-			     x86_exc_name(vector), vector, v->id);
-		return VCPU_STOP;
-	}
-	if (vector == 14) {
-		struct kvm_sregs s;
-		if (v->fd >= 0 && kvm_ioctl(v->fd, KVM_GET_SREGS, &s) == 0)
-			cr2 = s.cr2;
-		else if (v->fd < 0)
-			cr2 = v->run->s.regs.sregs.cr2;
-		snprintf(detail, sizeof(detail), ", address 0x%llx (%s %s, %s)",
-			 (unsigned long long)cr2,
-			 f.error_code & 16 ? "instruction fetch" : f.error_code & 2 ? "write" : "read",
-			 f.error_code & 1 ? "protection violation" : "not present",
-			 f.error_code & 4 ? "user mode" : "kernel mode");
-	} else if (x86_exc_has_error_code(vector)) {
+	if (e->vector == 14 && e->has_addr) {
+		if (e->has_error_code)
+			snprintf(detail, sizeof(detail), ", address 0x%llx (%s %s, %s)",
+				 (unsigned long long)e->addr,
+				 e->error_code & 16 ? "instruction fetch" :
+				 e->error_code & 2  ? "write" :
+						      "read",
+				 e->error_code & 1 ? "protection violation" : "not present",
+				 e->error_code & 4 ? "user mode" : "kernel mode");
+		else
+			snprintf(detail, sizeof(detail), ", address 0x%llx",
+				 (unsigned long long)e->addr);
+	} else if (e->has_error_code && cpu_exc_has_error_code(e->vector)) {
 		snprintf(detail, sizeof(detail), ", error code 0x%llx",
-			 (unsigned long long)f.error_code);
+			 (unsigned long long)e->error_code);
 	}
 	pthread_mutex_lock(&vm->lock);
 	if (v->gt)
 		tid = v->gt->tid;
-	vm_terminate_locked(vm, 128 + exc_signal(vector), true,
-			    "guest fault: %s (vector %u) at rip 0x%llx%s; rsp 0x%llx, ring %llu, "
+	vm_terminate_locked(vm, 128 + cpu_exc_signal(e->vector), true,
+			    "guest fault: %s (vector %u) at rip 0x%llx%s; rsp 0x%llx, ring %u, "
 			    "vCPU %u, thread %d",
-			    x86_exc_name(vector), vector, (unsigned long long)f.rip, detail,
-			    (unsigned long long)f.rsp, (unsigned long long)(f.cs & 3), v->id, tid);
+			    cpu_exc_name(e->vector), e->vector, (unsigned long long)e->rip, detail,
+			    (unsigned long long)e->rsp, e->ring, v->id, tid);
 	pthread_mutex_unlock(&vm->lock);
-	(void)fg;
 	return VCPU_STOP;
-}
-
-int fguest_register_devices(struct vm *vm)
-{
-	int rc = bus_register(&vm->pio, X86_PORT_EXC_BASE, X86_NR_EXC, "fguest-exceptions", exc_io,
-			      vm->fg);
-	if (rc < 0)
-		return rc;
-	return bus_register(&vm->pio, X86_PORT_SYSCALL, 1, "fguest-syscall", syscall_io, vm->fg);
 }

@@ -1,7 +1,9 @@
-/* vmm/x86/x86.h - x86-64 machine setup for the function guest: identity
- * page tables, GDT/TSS/IDT, the ring-0 trampoline, and the register state
- * that puts a vCPU in ring 3. Pure functions on guest memory and plain
- * structs, so unit tests run them without KVM.
+/* vmm/kvm/x86.h - private to the KVM platform: the x86-64 machine a
+ * function guest runs on under KVM: identity page tables, GDT/TSS/IDT, the
+ * ring-0 trampoline, and the register state that puts a vCPU in ring 3.
+ * Pure functions on guest memory and plain structs, so unit tests run them
+ * without KVM. (On the process platform the guest is a host process and
+ * needs none of this.)
  *
  * Guest-physical layout of the system area (the first 2 MiB):
  *   0x000000  null page, not present (NULL dereferences fault)
@@ -20,13 +22,15 @@
  * bitmap, which therefore opens exactly the trampoline's ports (a ring-3
  * program using them directly only confuses itself).
  */
-#ifndef FORKVM_VMM_X86_H
-#define FORKVM_VMM_X86_H
+#ifndef FORKVM_VMM_KVM_X86_H
+#define FORKVM_VMM_KVM_X86_H
 
 #include <linux/kvm.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "vmm/cpu.h"
+#include "vmm/fguest/fguest.h"
 #include "vmm/gmem.h"
 
 #define X86_PML4 0x1000ULL
@@ -43,9 +47,9 @@
 #define X86_IOPB_BYTES (0x100 / 8 + 1) /* ports 0..0xff, then the 0xff end byte */
 #define X86_KSTACK_BASE 0x70000ULL
 #define X86_KSTACK_SIZE 4096ULL
-#define X86_IDENTITY_PAGE 0x1ff000ULL
-#define X86_SYS_END 0x200000ULL
-#define X86_MAX_VCPUS 254U
+#define X86_IDENTITY_PAGE FG_IDENTITY_PAGE
+#define X86_SYS_END FG_SYS_END
+#define X86_MAX_VCPUS FG_MAX_VCPUS
 
 /* Selectors. */
 #define X86_SEL_KCODE 0x08
@@ -78,14 +82,8 @@
 #define X86_MSR_SYSENTER_EIP 0x176
 #define X86_MSR_MISC_ENABLE 0x1a0
 
-/* RFLAGS bits a ring-3 program may keep across a system call. */
-#define X86_RFLAGS_USER_MASK 0x240dd5ULL
-#define X86_RFLAGS_FIXED 0x2ULL
-
-/* Exception vectors that push an error code. */
-bool x86_exc_has_error_code(unsigned vector);
-/* Short name of an exception vector ("#PF", "#GP", ...). */
-const char *x86_exc_name(unsigned vector);
+#define X86_RFLAGS_USER_MASK CPU_RFLAGS_USER_MASK
+#define X86_RFLAGS_FIXED CPU_RFLAGS_FIXED
 
 /* Top of vCPU i's ring-0 stack (TSS.RSP0), 16-byte aligned. */
 static inline uint64_t x86_kstack_top(unsigned i)
@@ -102,8 +100,6 @@ int x86_setup_system(struct gmem *m, unsigned nr_vcpus) __attribute__((warn_unus
  * from KVM_GET_SREGS (apic_base and the interrupt bitmap are kept). */
 void x86_sregs_ring3(struct kvm_sregs *s, unsigned vcpu, unsigned nr_vcpus, bool osxsave);
 
-/* Initial general registers: ring 3 at rip with stack rsp, interrupts off. */
-void x86_regs_ring3(struct kvm_regs *r, uint64_t rip, uint64_t rsp);
 
 /* Fills up to max MSR entries for the syscall path. Returns the count. */
 unsigned x86_boot_msrs(struct kvm_msr_entry *e, unsigned max);

@@ -1,4 +1,4 @@
-/* vmm/x86/setup.c - see x86.h. */
+/* vmm/kvm/x86.c - see x86.h. */
 #include "x86.h"
 
 #include <errno.h>
@@ -13,27 +13,6 @@
 /* Accessed/dirty preset so the (emulated, on PVM) ring 0 never writes them. */
 #define PTE_TABLE (PTE_P | PTE_RW | PTE_US | PTE_A)
 #define PTE_LEAF (PTE_P | PTE_RW | PTE_US | PTE_A | PTE_D)
-
-bool x86_exc_has_error_code(unsigned v)
-{
-	return v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21 || v == 29 || v == 30;
-}
-
-const char *x86_exc_name(unsigned v)
-{
-	static const char *const names[32] = {
-		"#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow",
-		"#BR bound range", "#UD invalid opcode", "#NM device not available",
-		"#DF double fault", "coprocessor overrun", "#TS invalid TSS",
-		"#NP segment not present", "#SS stack fault", "#GP general protection",
-		"#PF page fault", "reserved-15", "#MF x87 floating point", "#AC alignment check",
-		"#MC machine check", "#XM SIMD floating point", "#VE virtualization",
-		"#CP control protection", "reserved-22", "reserved-23", "reserved-24",
-		"reserved-25", "reserved-26", "reserved-27", "#HV", "#VC", "#SX security",
-		"reserved-31",
-	};
-	return v < 32 ? names[v] : "interrupt";
-}
 
 static uint64_t gdt_seg(uint64_t access, uint64_t flags)
 {
@@ -216,14 +195,6 @@ void x86_sregs_ring3(struct kvm_sregs *s, unsigned vcpu, unsigned nr_vcpus, bool
 	s->cr2 = 0;
 }
 
-void x86_regs_ring3(struct kvm_regs *r, uint64_t rip, uint64_t rsp)
-{
-	memset(r, 0, sizeof(*r));
-	r->rip = rip;
-	r->rsp = rsp;
-	r->rflags = X86_RFLAGS_FIXED;
-}
-
 unsigned x86_boot_msrs(struct kvm_msr_entry *e, unsigned max)
 {
 	const struct kvm_msr_entry msrs[] = {
@@ -268,7 +239,7 @@ int x86_read_exc_frame(const struct gmem *m, uint64_t rsp, unsigned vector,
 		       struct x86_exc_frame *f)
 {
 	uint64_t w[6];
-	unsigned n = x86_exc_has_error_code(vector) ? 6 : 5;
+	unsigned n = cpu_exc_has_error_code(vector) ? 6 : 5;
 	unsigned i = 0;
 
 	if (gmem_read(m, rsp, w, n * sizeof(uint64_t)) < 0)
