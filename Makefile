@@ -56,6 +56,25 @@ FORKD_SRC := $(wildcard forkd/*.c)
 
 COMMON_OBJ := $(COMMON_SRC:%.c=$(O)/obj/%.o)
 VMM_OBJ := $(VMM_SRC:%.c=$(O)/obj/%.o)
+
+# The process platform's stub (vmm/ptrace/stub/): a freestanding static
+# program linked above guest memory, the same for every build, carried in
+# libvmm as bytes (vmm/ptrace/stub_blob.S).
+STUB_ELF := build/stub/forkvm-stub
+STUB_FLAGS := -std=c11 -O2 -Wall -Wextra -Werror -static -nostdlib -ffreestanding \
+	-fno-stack-protector -fpie -no-pie -fvisibility=hidden -fno-asynchronous-unwind-tables \
+	-fno-builtin -Wl,-Ttext-segment=0x7e0000000000 -Wl,--build-id=none -Wl,-z,noexecstack
+STUB_BLOB := $(O)/obj/vmm/ptrace/stub_blob.o
+VMM_OBJ += $(STUB_BLOB)
+
+$(STUB_ELF): vmm/ptrace/stub/stub.c vmm/ptrace/stub/stub.h | deps
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  STUB    $@")
+	$(Q)gcc $(STUB_FLAGS) $< -o $@
+
+$(STUB_BLOB): vmm/ptrace/stub_blob.S $(STUB_ELF)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) -c -DSTUB_ELF='"$(STUB_ELF)"' $< -o $@
 STORE_OBJ := $(STORE_SRC:%.c=$(O)/obj/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(O)/obj/%.o)
 BENCH_OBJ := $(BENCH_SRC:%.c=$(O)/obj/%.o)
@@ -168,7 +187,7 @@ FUZZ_O := build/fuzz
 FUZZ_FLAGS := -std=c11 -O1 -g -D_GNU_SOURCE -I. -Wall -Wextra -Wno-unused-parameter -Wno-gnu-variable-sized-type-not-at-end \
 	-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
 FUZZ_LIB_SRC := $(COMMON_SRC) $(VMM_SRC) $(STORE_SRC)
-FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_O)/obj/%.o)
+FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_O)/obj/%.o) $(FUZZ_O)/obj/vmm/ptrace/stub_blob.o
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_O)/%)
 FUZZ_COMMA := ,
@@ -186,6 +205,10 @@ FUZZ_WRAP_forkd_api := forkd_fork forkd_builder_start forkd_pool_fill vm_templat
 FUZZ_WRAP_syscalls := vcpu_wait vcpu_poll
 # Kept between builds (make would delete them as intermediate files).
 .SECONDARY: $(FUZZ_LIB_OBJ) $(FUZZ_FORKD_OBJ)
+
+$(FUZZ_O)/obj/vmm/ptrace/stub_blob.o: vmm/ptrace/stub_blob.S $(STUB_ELF) | fuzz-deps
+	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) -c -DSTUB_ELF='"$(STUB_ELF)"' $< -o $@
 
 $(FUZZ_O)/obj/%.o: %.c | deps fuzz-deps
 	@mkdir -p $(dir $@)

@@ -171,7 +171,7 @@ static json_t *breakdown_of(struct fb *b, const char *id)
 			return NULL;
 		}
 		json_t *bd = json_object_get(j, "breakdown_us");
-		if (bd && json_object_get(bd, "first_kvm_run")) {
+		if (bd && json_object_get(bd, "first_run")) {
 			json_incref(bd);
 			json_decref(j);
 			return bd;
@@ -226,7 +226,7 @@ static int bench_forks(struct fb *b, bool pool, int n, bool e2e)
 			rtt[got] = r;
 			ans[got] = t1 - t0;
 			if (bd) {
-				first[nfirst++] = (uint64_t)json_integer_value(json_object_get(bd, "first_kvm_run")) * 1000;
+				first[nfirst++] = (uint64_t)json_integer_value(json_object_get(bd, "first_run")) * 1000;
 				for (int k = 0; !pool && cold_steps[k]; k++)
 					steps[k][got] = (uint64_t)json_integer_value(json_object_get(bd, cold_steps[k])) * 1000;
 			}

@@ -441,8 +441,9 @@ void forkd_api_handle(void *arg, struct http_exchange *ex)
 	if (!strcmp(seg[1], "ping") && n == 2) {
 		if (method_is(ex, req, "GET", NULL))
 			respond_json(ex, 200,
-				     json_pack("{s:s,s:i,s:s,s:s}", "version", FORKVM_VERSION, "pid",
-					       (int)getpid(), "store", d->store, "run_dir", d->run_dir));
+				     json_pack("{s:s,s:i,s:s,s:s,s:s}", "version", FORKVM_VERSION, "pid",
+					       (int)getpid(), "store", d->store, "run_dir", d->run_dir,
+					       "platform", vm_platform_name(d->cfg.platform)));
 	} else if (!strcmp(seg[1], "metrics") && n == 2) {
 		if (method_is(ex, req, "GET", NULL)) {
 			char *m = forkd_metrics(d);

@@ -100,9 +100,11 @@ static int boot_and_snapshot(struct forkd *d, const char *name, json_t *boot, co
 			dup2(fd, 2);
 		}
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		char sc[32];
+		char sc[32], pl[32];
 		snprintf(sc, sizeof(sc), "--seccomp=%s", sc_mode_name(d->cfg.seccomp));
-		execl(d->forkvm, "forkvm", "--api-socket", b.api, "--store", d->store, sc, (char *)NULL);
+		snprintf(pl, sizeof(pl), "--platform=%s", vm_platform_name(d->cfg.platform));
+		execl(d->forkvm, "forkvm", "--api-socket", b.api, "--store", d->store, sc, pl,
+		      (char *)NULL);
 		fprintf(stderr, "cannot run %s: %s\n", d->forkvm, strerror(errno));
 		_exit(127);
 	}
@@ -221,7 +223,7 @@ __attribute__((noreturn)) static void builder_child(struct forkd *d, int wfd, co
 	}
 	if (rc == 0) {
 		/* Materializes the image (once; cached in the store). */
-		rc = vm_template_open(d->store, ref, &vt, err, sizeof(err));
+		rc = vm_template_open(d->store, ref, d->cfg.platform, &vt, err, sizeof(err));
 		if (rc == 0)
 			vm_template_id(vt, id);
 		else

@@ -205,6 +205,7 @@ void forkd_clone_main(const struct clone_child_args *a)
 		.clone_id = a->id,
 		.running = a->autostart,
 		.seccomp = a->seccomp,
+		.platform = a->platform,
 	};
 	rc = loop_create(&c.loop);
 	if (rc < 0) {

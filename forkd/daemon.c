@@ -143,17 +143,19 @@ json_t *forkd_template_json(const struct template *t)
 {
 	struct forkd *d = t->d;
 	const struct vm_config *cfg = vm_template_config(t->vt);
-	return json_pack("{s:s,s:s,s:I,s:i,s:{s:i,s:i},s:i,s:I}", "name", t->name, "snapshot", t->id,
-			 "memory_size", (json_int_t)cfg->memory_size, "vcpus", (int)cfg->boot_vcpus,
-			 "pool", "size", (int)t->pool_size, "ready", (int)shells(d, t, CLONE_READY),
-			 "clones", (int)live_clones(d, t), "forks", (json_int_t)t->forks);
+	return json_pack("{s:s,s:s,s:I,s:i,s:{s:i,s:i},s:i,s:I,s:s}", "name", t->name, "snapshot",
+			 t->id, "memory_size", (json_int_t)cfg->memory_size, "vcpus",
+			 (int)cfg->boot_vcpus, "pool", "size", (int)t->pool_size, "ready",
+			 (int)shells(d, t, CLONE_READY), "clones", (int)live_clones(d, t), "forks",
+			 (json_int_t)t->forks, "platform", vm_platform_name(d->cfg.platform));
 }
 
 json_t *forkd_clone_json(const struct clone *c)
 {
 	char path[300];
-	json_t *j = json_pack("{s:s,s:s,s:i,s:s}", "id", c->id, "template", c->tpl_name, "pid",
-			      (int)c->pid, "state", forkd_clone_state_name(c->state));
+	json_t *j = json_pack("{s:s,s:s,s:i,s:s,s:s}", "id", c->id, "template", c->tpl_name, "pid",
+			      (int)c->pid, "state", forkd_clone_state_name(c->state), "platform",
+			      vm_platform_name(c->d->cfg.platform));
 	if (!j)
 		return NULL;
 	snprintf(path, sizeof(path), "%s/agent.sock", c->dir);
@@ -180,8 +182,13 @@ json_t *forkd_clone_json(const struct clone *c)
 			json_object_set_new(b, "state_replay", US(v[CT_STATE]));
 			json_object_set_new(b, "vcpu_threads", US(v[CT_THREADS]));
 		}
-		if (v[CT_FIRST_RUN] > c->t_req)
-			json_object_set_new(b, "first_kvm_run", US(v[CT_FIRST_RUN] - c->t_req));
+		if (v[CT_FIRST_RUN] > c->t_req) {
+			json_object_set_new(b, "first_run", US(v[CT_FIRST_RUN] - c->t_req));
+			/* its name before the process platform */
+			if (c->d->cfg.platform == VM_PLATFORM_KVM)
+				json_object_set_new(b, "first_kvm_run",
+						    US(v[CT_FIRST_RUN] - c->t_req));
+		}
 #undef US
 		json_object_set_new(j, "breakdown_us", b);
 	}
@@ -395,6 +402,7 @@ static struct clone *clone_spawn(struct forkd *d, struct template *t, bool autos
 		struct clone_child_args a = {
 			.vt = t->vt, .ctl = sv[1], .autostart = autostart, .id = c->id,
 			.dir = c->dir, .store = d->store, .seccomp = d->clone_sc, .forkd = d,
+			.platform = d->cfg.platform,
 		};
 		forkd_clone_main(&a);
 	}
@@ -825,7 +833,7 @@ int forkd_template_add(struct forkd *d, const char *name, const char *ref, unsig
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	rc = vm_template_open(d->store, ref, &t->vt, err, errlen);
+	rc = vm_template_open(d->store, ref, d->cfg.platform, &t->vt, err, errlen);
 	if (rc < 0) {
 		free(t);
 		return rc;
@@ -869,7 +877,7 @@ struct mem_sums {
 	unsigned long long pss, priv, shared;
 };
 
-static void clone_mem(pid_t pid, struct mem_sums *s)
+static void process_mem(pid_t pid, struct mem_sums *s)
 {
 	char path[64], txt[8192];
 
@@ -887,6 +895,26 @@ static void clone_mem(pid_t pid, struct mem_sums *s)
 			s->priv += kb << 10;
 		else if (!strcmp(key, "Shared_Clean") || !strcmp(key, "Shared_Dirty"))
 			s->shared += kb << 10;
+	}
+}
+
+/* A clone's memory: its process, and on the process platform its stub
+ * (the clone's only child: it holds the guest's pages). */
+static void clone_mem(const struct clone *c, struct mem_sums *s)
+{
+	char path[64], kids[256];
+
+	process_mem(c->pid, s);
+	if (c->d->cfg.platform != VM_PLATFORM_PROCESS)
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)c->pid, (int)c->pid);
+	if (forkd_read_small(path, kids, sizeof(kids)) < 0)
+		return;
+	for (char *p = kids, *end; *p; p = end) {
+		long k = strtol(p, &end, 10);
+		if (end == p)
+			break;
+		process_mem((pid_t)k, s);
 	}
 }
 
@@ -929,7 +957,11 @@ char *forkd_metrics(struct forkd *d)
 	b[0] = '\0';
 	for (struct clone *c = d->clones; c; c = c->next)
 		if (!c->shell && clone_alive(c))
-			clone_mem(c->pid, &ms);
+			clone_mem(c, &ms);
+	appendf(&b, &len, &cap,
+		"# HELP forkd_info What runs the clones.\n# TYPE forkd_info gauge\n"
+		"forkd_info{version=\"%s\",platform=\"%s\"} 1\n",
+		FORKVM_VERSION, vm_platform_name(d->cfg.platform));
 	appendf(&b, &len, &cap,
 		"# HELP forkd_clones_live Clones running or paused.\n# TYPE forkd_clones_live gauge\n"
 		"forkd_clones_live %u\n",
@@ -1043,7 +1075,7 @@ int forkd_create(const struct forkd_config *cfg, struct loop *loop, struct forkd
 	}
 	if ((rc = forkd_jail_init(d, err, errlen)) < 0)
 		goto fail;
-	if ((rc = vmm_seccomp_new(cfg->seccomp, &d->clone_sc)) < 0) {
+	if ((rc = vmm_seccomp_new(cfg->seccomp, cfg->platform, &d->clone_sc)) < 0) {
 		snprintf(err, errlen, "cannot build the clones' seccomp filters: %s", strerror(-rc));
 		goto fail;
 	}

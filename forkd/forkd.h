@@ -14,6 +14,7 @@
 
 #include "common/loop.h"
 #include "common/seccomp.h"
+#include "vmm/vmm.h"
 
 /* The clone jail (forkd/jail.c). */
 struct forkd_jail_config {
@@ -39,6 +40,7 @@ struct forkd_config {
 	unsigned default_pool;  /* warm pool size of a new template */
 	unsigned long long mem_reserve; /* refuse forks when MemAvailable is below (bytes) */
 	enum sc_mode seccomp;   /* filters for forkd, its clones and builders (default on) */
+	enum vm_platform platform; /* where clones and templates run (resolved: KVM or PROCESS) */
 	struct forkd_jail_config jail;
 };
 
@@ -64,6 +66,6 @@ void forkd_destroy(struct forkd *d);
 
 /* Installs forkd's own seccomp filter on every thread (forkd/seccomp.c):
  * call once set-up is done. SC_MODE_OFF: no-op. Returns 0 or -errno. */
-int forkd_seccomp_apply(enum sc_mode mode) __attribute__((warn_unused_result));
+int forkd_seccomp_apply(enum sc_mode mode, enum vm_platform platform) __attribute__((warn_unused_result));
 
 #endif

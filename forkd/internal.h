@@ -82,7 +82,8 @@ enum jail_cg { JAIL_CG_NONE, JAIL_CG_V1, JAIL_CG_V2 };
 struct jail {
 	bool on;
 	int netns, ipcns;      /* the clones' shared empty network and IPC namespaces */
-	dev_t kvm_rdev;        /* /dev/kvm, recreated in each jail */
+	const char *dev;       /* the platform's device (/dev/kvm), NULL: none */
+	dev_t dev_rdev;        /* ... recreated in each jail */
 	int cap_last;
 	char root[4096];       /* mount point of each clone's root tmpfs (its own namespace) */
 	enum jail_cg cg;
@@ -191,6 +192,7 @@ struct clone_child_args {
 	const char *dir;
 	const char *store;
 	const struct vmm_seccomp *seccomp; /* the VMM and vCPU filters (NULL: none) */
+	enum vm_platform platform;         /* where the clone runs */
 	const struct forkd *forkd;         /* its jail settings */
 };
 __attribute__((noreturn)) void forkd_clone_main(const struct clone_child_args *a);

@@ -370,12 +370,15 @@ int forkd_jail_init(struct forkd *d, char *err, size_t errlen)
 	j->on = d->cfg.jail.on;
 	if (!j->on)
 		return 0;
-	if (stat("/dev/kvm", &st) < 0 || !S_ISCHR(st.st_mode)) {
-		snprintf(err, errlen, "jail: /dev/kvm is not a character device: %s",
+	/* The device the platform needs (/dev/kvm), recreated in each jail. */
+	j->dev = vm_platform_jail_device(d->cfg.platform);
+	if (j->dev && (stat(j->dev, &st) < 0 || !S_ISCHR(st.st_mode))) {
+		snprintf(err, errlen, "jail: %s is not a character device: %s", j->dev,
 			 strerror(errno ? errno : ENODEV));
 		return -ENODEV;
 	}
-	j->kvm_rdev = st.st_rdev;
+	if (j->dev)
+		j->dev_rdev = st.st_rdev;
 	if ((rc = shared_namespaces(j)) < 0) {
 		snprintf(err, errlen,
 			 "jail: cannot create the clones' network and IPC namespaces: %s (forkd needs "
@@ -560,11 +563,13 @@ int forkd_jail_enter(const struct forkd *d, const char *id, const char *clone_di
 		JFAIL("cannot mount the root tmpfs");
 	if (mkdirs_under(j->root, "/dev", 0755) < 0)
 		JFAIL("mkdir /dev");
-	snprintf(p, sizeof(p), "%s/dev/kvm", j->root);
-	if (mknod(p, S_IFCHR | 0600, j->kvm_rdev) < 0)
-		JFAIL("mknod /dev/kvm");
-	if (jc->uid_set && chown(p, jc->uid, jc->gid) < 0)
-		JFAIL("chown /dev/kvm");
+	if (j->dev) {
+		snprintf(p, sizeof(p), "%s%s", j->root, j->dev);
+		if (mknod(p, S_IFCHR | 0600, j->dev_rdev) < 0)
+			JFAIL("mknod of the platform's device");
+		if (jc->uid_set && chown(p, jc->uid, jc->gid) < 0)
+			JFAIL("chown of the platform's device");
+	}
 	if (jc->uid_set && chown(clone_dir, jc->uid, jc->gid) < 0)
 		JFAIL("chown the clone directory");
 	if ((rc = bind_same(j->root, clone_dir)) < 0 || (rc = bind_same(j->root, d->store)) < 0) {

@@ -64,6 +64,10 @@ static void usage(FILE *f)
 		"  --clone-cpu-weight N\n"
 		"                      cgroup CPU weight per clone, 1..10000 (default 100,\n"
 		"                      an even share)\n"
+		"  --platform P        where templates and clones run: kvm, process (host\n"
+		"                      processes traced with ptrace: no /dev/kvm needed)\n"
+		"                      or auto (default: $FORKVM_PLATFORM, else auto:\n"
+		"                      kvm where /dev/kvm works, else process)\n"
 		"  --seccomp MODE      system call filters for forkd, its clones and the\n"
 		"                      forkvm it runs: on (default; a forbidden call\n"
 		"                      kills with SIGSYS), log (allow and log to the\n"
@@ -105,7 +109,7 @@ static void on_signal(void *arg, uint32_t events)
 int main(int argc, char **argv)
 {
 	enum { O_API = 256, O_STORE, O_RUN, O_MAX, O_POOL, O_RESERVE, O_FORKVM, O_LOG, O_SECCOMP, O_JAIL, O_JUID, O_JGID,
-	       O_PIDS, O_CPUW, O_MEMM };
+	       O_PIDS, O_CPUW, O_MEMM, O_PLATFORM };
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, O_API },
 		{ "store", required_argument, NULL, O_STORE },
@@ -116,6 +120,7 @@ int main(int argc, char **argv)
 		{ "forkvm", required_argument, NULL, O_FORKVM },
 		{ "log-file", required_argument, NULL, O_LOG },
 		{ "seccomp", required_argument, NULL, O_SECCOMP },
+		{ "platform", required_argument, NULL, O_PLATFORM },
 		{ "jail", required_argument, NULL, O_JAIL },
 		{ "jail-uid", required_argument, NULL, O_JUID },
 		{ "jail-gid", required_argument, NULL, O_JGID },
@@ -139,6 +144,9 @@ int main(int argc, char **argv)
 	uint64_t v;
 
 	log_set_ident("forkd");
+	const char *env_platform = getenv("FORKVM_PLATFORM");
+	if (env_platform && *env_platform && vm_platform_parse(env_platform, &cfg.platform) < 0)
+		return die_usage("FORKVM_PLATFORM must be kvm, process or auto, not ", env_platform);
 	while ((opt = getopt_long(argc, argv, "vhV", opts, NULL)) != -1) {
 		switch (opt) {
 		case O_API:
@@ -170,6 +178,10 @@ int main(int argc, char **argv)
 			if (parse_size(optarg, &v) < 0)
 				return die_usage("--mem-reserve takes a size such as 256M, not ", optarg);
 			cfg.mem_reserve = v;
+			break;
+		case O_PLATFORM:
+			if (vm_platform_parse(optarg, &cfg.platform) < 0)
+				return die_usage("--platform must be kvm, process or auto, not ", optarg);
 			break;
 		case O_FORKVM:
 			cfg.forkvm = optarg;
@@ -315,17 +327,23 @@ int main(int argc, char **argv)
 		fprintf(stderr, "forkd: cannot watch signals: %s\n", strerror(errno));
 		goto out;
 	}
+	enum vm_platform want = cfg.platform;
+	if ((rc = vm_platform_resolve(want, &cfg.platform, err, sizeof(err))) < 0) {
+		fprintf(stderr, "forkd: platform %s cannot run here: %s\n", vm_platform_name(want), err);
+		goto out;
+	}
 	rc = forkd_create(&cfg, c.loop, &d, err, sizeof(err));
 	if (rc < 0) {
 		fprintf(stderr, "forkd: %s\n", err);
 		goto out;
 	}
 	/* Set-up is done (socket bound, store and run directory open). */
-	if ((rc = forkd_seccomp_apply(cfg.seccomp)) < 0) {
+	if ((rc = forkd_seccomp_apply(cfg.seccomp, cfg.platform)) < 0) {
 		fprintf(stderr, "forkd: cannot install the seccomp filter: %s\n", strerror(-rc));
 		goto out;
 	}
-	log_info("serving on %s (store %s, run dir %s)", cfg.api_socket, cfg.store, cfg.run_dir);
+	log_info("serving on %s (store %s, run dir %s, platform %s)", cfg.api_socket, cfg.store,
+		 cfg.run_dir, vm_platform_name(cfg.platform));
 	rc = loop_run(c.loop);
 	if (rc < 0) {
 		fprintf(stderr, "forkd: event loop: %s\n", strerror(-rc));

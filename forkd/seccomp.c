@@ -36,10 +36,11 @@ static const struct sc_rule forkd_rules[] = {
 	SC_ALLOW(mknodat), SC_ALLOW(chown), SC_ALLOW(fchownat), SC_ALLOW(setrlimit),
 };
 
-int forkd_seccomp_apply(enum sc_mode mode)
+int forkd_seccomp_apply(enum sc_mode mode, enum vm_platform platform)
 {
 	struct sc_prog p;
-	int rc = vmm_seccomp_build_host(mode, forkd_rules, sizeof(forkd_rules) / sizeof(forkd_rules[0]), &p);
+	int rc = vmm_seccomp_build_host(mode, platform, forkd_rules,
+					sizeof(forkd_rules) / sizeof(forkd_rules[0]), &p);
 
 	if (rc < 0)
 		return rc;

@@ -2,13 +2,18 @@
 # Runs the Criterion test binaries: run-tests.sh BUILD_DIR GUEST_DIR UNIT... -- INTEGRATION...
 # Integration tests find the binaries and the guest through FORKVM_BUILD / FORKVM_GUEST.
 #
-# Unit tests run on this host. Integration tests boot guests, so they run
-#   - natively where /dev/kvm opens ("native KVM");
-#   - else in the KVM lane, scripts/lane.sh: a QEMU TCG VM with nested SVM
-#     ("KVM lane (nested SVM under TCG)"), all suites in one boot.
-# FORKVM_TEST_WHERE=lane forces the lane (make test-lane), =native forbids it.
-# When neither can run, the run fails and says what is missing, unless
-# FORKVM_TESTS_ALLOW_SKIP=1: then the suites run here and skip their guests.
+# Unit tests run on this host. Integration tests boot guests, once on each
+# platform (FORKVM_PLATFORM is set for each pass; forkvm, forkd and
+# forkbench take their --platform default from it):
+#   - the process platform, here ("process platform": needs no /dev/kvm);
+#   - KVM natively where /dev/kvm opens ("native KVM"), else in the KVM
+#     lane, scripts/lane.sh: a QEMU TCG VM with nested SVM ("KVM lane
+#     (nested SVM under TCG)"), all suites in one boot.
+# FORKVM_TEST_WHERE=lane runs only the KVM pass, in the lane (make
+# test-lane); =native forbids the lane (no KVM pass without /dev/kvm).
+# FORKVM_TEST_PLATFORMS="kvm process" (default) picks the passes.
+# When the KVM pass can run neither natively nor in the lane, the run fails
+# and says what is missing, unless FORKVM_TESTS_ALLOW_SKIP=1.
 # An integration suite that tested nothing (Criterion's "Tested: 0"), or
 # skipped a test for want of /dev/kvm, fails the run, unless
 # FORKVM_TESTS_ALLOW_SKIP=1. Other skips (a peer that cannot be downloaded)
@@ -21,6 +26,8 @@ FORKVM_GUEST=$(cd "$guest" && pwd); export FORKVM_GUEST
 here=$(cd "$(dirname "$0")" && pwd)
 FORKVM_SRC=$(cd "$here/.." && pwd); export FORKVM_SRC
 LANE_LABEL="KVM lane (nested SVM under TCG)"
+PROCESS_LABEL="process platform"
+platforms=${FORKVM_TEST_PLATFORMS:-kvm process}
 where=${FORKVM_TEST_WHERE:-auto}
 allow_skip=${FORKVM_TESTS_ALLOW_SKIP:-0}
 
@@ -28,6 +35,12 @@ case $where in
 auto | native | lane) ;;
 *) echo "run-tests: FORKVM_TEST_WHERE=$where: expected auto, native or lane" >&2; exit 2 ;;
 esac
+for p in $platforms; do
+	case $p in
+	kvm | process) ;;
+	*) echo "run-tests: FORKVM_TEST_PLATFORMS=$platforms: expected kvm and/or process" >&2; exit 2 ;;
+	esac
+done
 
 unit=""
 integ=""
@@ -92,78 +105,80 @@ for t in $unit; do
 	run_suite unit "native" "$t"
 done
 
+# native_pass PLATFORM LABEL: every integration suite here, guests on PLATFORM.
+native_pass() {
+	FORKVM_PLATFORM=$1
+	export FORKVM_PLATFORM
+	for t in $integ; do
+		run_suite integration "$2" "$t"
+	done
+	unset FORKVM_PLATFORM
+}
+
+wants() { case " $platforms " in *" $1 "*) return 0 ;; esac; return 1; }
+
 if [ -n "$integ" ]; then
 	if [ -n "${FORKVM_LANE:-}" ]; then
-		# inside the lane (scripts/lane.sh sets FORKVM_LANE)
-		for t in $integ; do
-			run_suite integration "$LANE_LABEL" "$t"
-		done
-	elif [ "$where" != lane ] && have_kvm; then
-		for t in $integ; do
-			run_suite integration "native KVM" "$t"
-		done
-	elif [ "$where" = native ]; then
-		if [ "$allow_skip" = 1 ]; then
-			echo "== /dev/kvm is absent or not accessible and FORKVM_TEST_WHERE=native:"
-			echo "== integration suites run here and skip their guests (FORKVM_TESTS_ALLOW_SKIP=1)"
-			for t in $integ; do
-				run_suite integration "no KVM (skipping)" "$t"
-			done
-		else
-			echo "run-tests: FORKVM_TEST_WHERE=native but /dev/kvm is absent or not accessible:" >&2
-			echo "run-tests: integration suites cannot boot guests (FORKVM_TESTS_ALLOW_SKIP=1 skips them)" >&2
-			failed="$failed (integration: no /dev/kvm)"
-		fi
+		# inside the lane (scripts/lane.sh sets FORKVM_LANE): its KVM pass
+		native_pass kvm "$LANE_LABEL"
 	else
-		if [ "$where" = lane ]; then
-			echo "== integration suites in the $LANE_LABEL (FORKVM_TEST_WHERE=lane)"
+		# the process platform needs no /dev/kvm: it runs here
+		if [ "$where" != lane ] && wants process; then
+			native_pass process "$PROCESS_LABEL"
+		fi
+		if ! wants kvm; then
+			:
+		elif [ "$where" != lane ] && have_kvm; then
+			native_pass kvm "native KVM"
+		elif [ "$where" = native ]; then
+			echo "== /dev/kvm is absent or not accessible and FORKVM_TEST_WHERE=native: no KVM pass"
 		else
-			echo "== /dev/kvm is absent or not accessible: integration suites run in the $LANE_LABEL"
-		fi
-		# the lane's own tests first (on this host): it reports failures,
-		# missing pieces and hangs as it should
-		if [ -z "${FORKVM_LANE_SELFTEST:-}" ] && [ -x "$FORKVM_BUILD/tests/test_lane" ]; then
-			run_suite lane "lane self-test (this host)" "$FORKVM_BUILD/tests/test_lane"
-		fi
-		# what forkbench peer downloads: the lane has no network
-		if [ -x "$FORKVM_BUILD/bin/forkbench" ]; then
-			"$FORKVM_BUILD/bin/forkbench" peer --prepare ||
-				echo "== forkbench peer could not prepare its cache: its test will skip"
-		fi
-		lane_start=$(date +%s)
-		{
-			# shellcheck disable=SC2086
-			bash "$here/lane.sh" run --timeout "${FORKVM_LANE_TIMEOUT:-3600}" --env TEST_JOBS \
-				--env TEST_ARGS --env ASAN_OPTIONS --env UBSAN_OPTIONS -- \
-				sh "$here/run-tests.sh" "$FORKVM_BUILD" "$FORKVM_GUEST" -- $integ
-			echo $? > "$summary.rc"
-		} 2>&1 | tee "$summary.log"
-		lane_rc=$(cat "$summary.rc")
-		lane_secs=$(($(date +%s) - lane_start))
-		grep '^== test_' "$summary.log" | sed 's/^== //' >> "$summary"
-		if [ "$lane_rc" -ge 124 ] && ! grep -q '^== test_' "$summary.log"; then
-			if [ "$allow_skip" = 1 ]; then
-				label="no KVM (skipping)"
-				have_kvm && label="native KVM"
-				echo "== the lane could not run (see above); FORKVM_TESTS_ALLOW_SKIP=1: integration suites run here ($label)"
-				for t in $integ; do
-					run_suite integration "$label" "$t"
-				done
+			if [ "$where" = lane ]; then
+				echo "== integration suites on KVM in the $LANE_LABEL (FORKVM_TEST_WHERE=lane)"
 			else
-				if have_kvm; then
-					echo "run-tests: FORKVM_TEST_WHERE=lane, but the KVM lane could not run (see its messages above)." >&2
-				else
-					echo "run-tests: this host has no usable /dev/kvm, and the KVM lane could not run (see its messages above)." >&2
-				fi
-				echo "run-tests: the lane needs root (to install qemu-system-x86, busybox-static, kmod, cpio" >&2
-				echo "run-tests: and to download the Debian kernel) or those already present; or run on a host" >&2
-				echo "run-tests: with /dev/kvm. FORKVM_TESTS_ALLOW_SKIP=1 turns this into skipped suites." >&2
-				failed="$failed (integration: neither /dev/kvm nor the KVM lane)"
+				echo "== /dev/kvm is absent or not accessible: the KVM pass runs in the $LANE_LABEL"
 			fi
-		elif [ "$lane_rc" -ne 0 ]; then
-			failed="$failed (integration in the lane, exit $lane_rc)"
+			# the lane's own tests first (on this host): it reports failures,
+			# missing pieces and hangs as it should
+			if [ -z "${FORKVM_LANE_SELFTEST:-}" ] && [ -x "$FORKVM_BUILD/tests/test_lane" ]; then
+				run_suite lane "lane self-test (this host)" "$FORKVM_BUILD/tests/test_lane"
+			fi
+			# what forkbench peer downloads: the lane has no network
+			if [ -x "$FORKVM_BUILD/bin/forkbench" ]; then
+				"$FORKVM_BUILD/bin/forkbench" peer --prepare ||
+					echo "== forkbench peer could not prepare its cache: its test will skip"
+			fi
+			lane_start=$(date +%s)
+			{
+				# shellcheck disable=SC2086
+				bash "$here/lane.sh" run --timeout "${FORKVM_LANE_TIMEOUT:-3600}" --env TEST_JOBS \
+					--env TEST_ARGS --env ASAN_OPTIONS --env UBSAN_OPTIONS -- \
+					sh "$here/run-tests.sh" "$FORKVM_BUILD" "$FORKVM_GUEST" -- $integ
+				echo $? > "$summary.rc"
+			} 2>&1 | tee "$summary.log"
+			lane_rc=$(cat "$summary.rc")
+			lane_secs=$(($(date +%s) - lane_start))
+			grep '^== test_' "$summary.log" | sed 's/^== //' >> "$summary"
+			if [ "$lane_rc" -ge 124 ] && ! grep -q '^== test_' "$summary.log"; then
+				if [ "$allow_skip" = 1 ]; then
+					echo "== the lane could not run (see above); FORKVM_TESTS_ALLOW_SKIP=1: no KVM pass"
+					echo "no KVM pass: the lane could not run (FORKVM_TESTS_ALLOW_SKIP=1)" >> "$summary"
+				else
+					if have_kvm; then
+						echo "run-tests: FORKVM_TEST_WHERE=lane, but the KVM lane could not run (see its messages above)." >&2
+					else
+						echo "run-tests: this host has no usable /dev/kvm, and the KVM lane could not run (see its messages above)." >&2
+					fi
+					echo "run-tests: the lane needs root (to install qemu-system-x86, busybox-static, kmod, cpio" >&2
+					echo "run-tests: and to download the Debian kernel) or those already present; or run on a host" >&2
+					echo "run-tests: with /dev/kvm. FORKVM_TESTS_ALLOW_SKIP=1 runs without the KVM pass." >&2
+					failed="$failed (integration on KVM: neither /dev/kvm nor the KVM lane)"
+				fi
+			elif [ "$lane_rc" -ne 0 ]; then
+				failed="$failed (integration in the lane, exit $lane_rc)"
+			fi
+			echo "== the lane ran for $lane_secs s (boot included)"
 		fi
-		echo "== the lane ran for $lane_secs s (boot included)"
 	fi
 fi
 

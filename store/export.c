@@ -177,7 +177,8 @@ int store_export(struct store *st, const struct store_id *id, const char *dir, c
 		if (rc == 0) {
 			struct mem_extents me = { x.fd, m.memory_size };
 			struct store_mem sm = { .base = mem, .size = m.memory_size, .populated = exp_populated, .arg = &me };
-			struct snap_meta meta = { .loader = m.loader, .vcpus = m.vcpus,
+			struct snap_meta meta = { .loader = m.loader, .platform = m.platform,
+						  .vcpus = m.vcpus,
 						  .memory_size = m.memory_size,
 						  .created_realtime_ns = m.created_realtime_ns };
 			json_t *man = snapdir_manifest(config, clen, state, slen, &sm, &meta, cobj, err, errlen);

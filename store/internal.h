@@ -121,6 +121,7 @@ struct st_manifest {
 	bool has_parent;
 	struct store_id parent;
 	char loader[64];
+	char platform[16];
 	unsigned vcpus;
 	uint64_t memory_size;
 	uint32_t chunk_size;

@@ -250,6 +250,7 @@ int store_load(struct store *st, const struct store_id *id, struct store_snapsho
 	out->id = *id;
 	out->manifest = json_incref(m.json);
 	snprintf(out->loader, sizeof(out->loader), "%s", m.loader);
+	snprintf(out->platform, sizeof(out->platform), "%s", m.platform);
 	out->vcpus = m.vcpus;
 	out->memory_size = m.memory_size;
 	out->chunk_size = m.chunk_size;

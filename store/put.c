@@ -249,10 +249,11 @@ static int commit(struct store *st, const struct store_snapshot_in *in, struct p
 		if (p->state[c] == CH_STORED)
 			json_array_append_new(chunks, json_pack("[I,o]", (json_int_t)c, id_json(&p->ids[c])));
 	uint64_t created = in->meta->created_realtime_ns ? in->meta->created_realtime_ns : time_real_ns();
-	m = json_pack("{s:s,s:i,s:s,s:I,s:o,s:s,s:i,s:{s:I,s:I,s:O},s:{s:o,s:o}}", "format",
+	m = json_pack("{s:s,s:i,s:s,s:I,s:o,s:s,s:s,s:i,s:{s:I,s:I,s:O},s:{s:o,s:o}}", "format",
 		      "forkvm-store-snapshot", "version", 1, "forkvm_version", "0.1.0",
 		      "created_realtime_ns", (json_int_t)created, "parent",
 		      p->parent ? id_json(p->parent) : json_null(), "loader", in->meta->loader,
+		      "platform", in->meta->platform ? in->meta->platform : "kvm",
 		      "vcpus", (int)in->meta->vcpus, "memory", "size", (json_int_t)p->mem->size,
 		      "chunk_size", (json_int_t)p->cs, "chunks", chunks, "files", "config.json",
 		      id_json(&cid), "state.json", id_json(&sid));
@@ -446,7 +447,8 @@ int store_put_dir(struct store *st, const char *dir, const char *tag, struct sto
 	}
 	const json_t *created = json_object_get(sd.manifest, "created_realtime_ns");
 	struct snap_meta meta = {
-		.loader = sd.loader, .vcpus = sd.vcpus, .memory_size = sd.memory_size,
+		.loader = sd.loader, .platform = sd.platform, .vcpus = sd.vcpus,
+		.memory_size = sd.memory_size,
 		.created_realtime_ns = json_is_integer(created) ? (uint64_t)json_integer_value(created) : 0,
 	};
 	struct extents_arg ea = { sd.mem_fd, sd.memory_size };

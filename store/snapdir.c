@@ -107,9 +107,10 @@ static json_t *file_entry(const char *text, size_t len)
 static json_t *manifest_of(json_t *files, const struct snap_meta *meta, const json_t *config)
 {
 	uint64_t created = meta->created_realtime_ns ? meta->created_realtime_ns : time_real_ns();
-	return json_pack("{s:s,s:i,s:s,s:o,s:s,s:i,s:{s:I,s:I},s:O,s:o}", "format", SNAPDIR_FORMAT,
-			 "version", SNAPDIR_VERSION, "forkvm_version", "0.1.0", "created_realtime_ns",
-			 json_integer((json_int_t)created), "loader", meta->loader, "vcpus",
+	return json_pack("{s:s,s:i,s:s,s:o,s:s,s:s,s:i,s:{s:I,s:I},s:O,s:o}", "format",
+			 SNAPDIR_FORMAT, "version", SNAPDIR_VERSION, "forkvm_version", "0.1.0",
+			 "created_realtime_ns", json_integer((json_int_t)created), "loader",
+			 meta->loader, "platform", meta->platform ? meta->platform : "kvm", "vcpus",
 			 (int)meta->vcpus, "memory", "size", (json_int_t)meta->memory_size,
 			 "page_size", (json_int_t)STORE_PAGE, "config", config, "files", files);
 }
@@ -376,6 +377,12 @@ int snapdir_open(const char *dir, struct snapdir *s, char *err, size_t errlen)
 		goto fail;
 	}
 	strcpy(s->loader, loader);
+	const char *platform = json_string_value(json_object_get(s->manifest, "platform"));
+	if (platform && strcmp(platform, "kvm") && strcmp(platform, "process")) {
+		rc = st_fail(err, errlen, -EINVAL, "%s: unknown platform '%.32s'", path, platform);
+		goto fail;
+	}
+	snprintf(s->platform, sizeof(s->platform), "%s", platform ? platform : "kvm");
 	s->memory_size = (uint64_t)json_integer_value(msize);
 	s->vcpus = (unsigned)json_integer_value(vcpus);
 

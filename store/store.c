@@ -512,6 +512,13 @@ int st_manifest_read(struct store *st, const struct store_id *id, struct st_mani
 			       hex, (long long)bytes, MANIFEST_MAX_MEMORY >> 30);
 	}
 	strcpy(m->loader, loader);
+	const char *platform = json_string_value(json_object_get(j, "platform"));
+	if (platform && strcmp(platform, "kvm") && strcmp(platform, "process")) {
+		st_manifest_free(m);
+		return st_fail(err, errlen, -EBADMSG, "snapshot %s: unknown platform '%.32s'", hex,
+			       platform);
+	}
+	snprintf(m->platform, sizeof(m->platform), "%s", platform ? platform : "kvm");
 	m->memory_size = (uint64_t)bytes;
 	m->chunk_size = (uint32_t)c;
 	m->nr_chunks = (m->memory_size + m->chunk_size - 1) / m->chunk_size;

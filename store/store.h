@@ -57,6 +57,7 @@ int store_url_parse(const char *url, enum store_url_kind *kind, char *out, size_
 /* What a snapshot records besides the files' contents. */
 struct snap_meta {
 	const char *loader;   /* payload loader name */
+	const char *platform; /* what ran the guest ("kvm", "process"); NULL: "kvm" */
 	unsigned vcpus;
 	uint64_t memory_size;
 	uint64_t created_realtime_ns; /* 0: now */
@@ -83,6 +84,7 @@ struct snapdir {
 	size_t state_len;
 	json_t *units;        /* state.json's units (format and version checked) */
 	char loader[64];
+	char platform[16];    /* "kvm" when the manifest names none (before platforms) */
 	unsigned vcpus;
 	uint64_t memory_size;
 	int mem_fd;           /* memory-ranges, read-only, size and checksum verified */
@@ -193,6 +195,7 @@ struct store_snapshot {
 	size_t config_len;
 	json_t *units;        /* state units */
 	char loader[64];
+	char platform[16];    /* "kvm" when the manifest names none */
 	unsigned vcpus;
 	uint64_t memory_size;
 	int mem_fd;           /* the materialized image, read-only, share-locked

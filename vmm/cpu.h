@@ -14,6 +14,13 @@
 /* The interrupt flag: always set in a process's user mode. */
 #define CPU_RFLAGS_IF 0x200ULL
 
+/* Page fault error code bits: the page was present, a write, from user
+ * mode, an instruction fetch. */
+#define CPU_PF_PRESENT 0x1ULL
+#define CPU_PF_WRITE 0x2ULL
+#define CPU_PF_USER 0x4ULL
+#define CPU_PF_FETCH 0x10ULL
+
 /* Exception vectors that push an error code. */
 bool cpu_exc_has_error_code(unsigned vector);
 /* Short name of an exception vector ("#PF page fault", ...). */

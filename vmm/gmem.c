@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <stdio.h>
 #include <string.h>
 #include <linux/fs.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@ int gmem_init(struct gmem *m, uint64_t size, enum gmem_backing backing)
 
 	memset(m, 0, sizeof(*m));
 	m->fd = -1;
+	m->remote_mem = m->remote_pagemap = -1;
 	m->size = size;
 	m->backing = backing;
 	gmem_layout(m);
@@ -95,6 +97,7 @@ int gmem_init_file(struct gmem *m, int fd, uint64_t size)
 	}
 	memset(m, 0, sizeof(*m));
 	m->fd = fd;
+	m->remote_mem = m->remote_pagemap = -1;
 	m->size = size;
 	m->backing = GMEM_FILE_PRIVATE;
 	gmem_layout(m);
@@ -289,6 +292,14 @@ int gmem_for_each_populated(const struct gmem *m, int (*cb)(void *arg, uint64_t 
 
 void gmem_fini(struct gmem *m)
 {
+	if (m->remote) {
+		if (m->remote_mem >= 0)
+			close(m->remote_mem);
+		if (m->remote_pagemap >= 0)
+			close(m->remote_pagemap);
+		m->remote = false;
+	}
+	m->remote_mem = m->remote_pagemap = -1;
 	free(m->discarded);
 	m->discarded = NULL;
 	/* An fd is only ever kept together with its mapping (see gmem_init),
@@ -316,7 +327,7 @@ void *gmem_ptr(const struct gmem *m, uint64_t gpa, uint64_t len)
 {
 	const struct gmem_region *r;
 
-	if (!m->host)
+	if (!m->host || m->remote)
 		return NULL;
 	r = region_of(m, gpa, len);
 	if (!r)
@@ -354,6 +365,12 @@ int gmem_discard(struct gmem *m, uint64_t gpa, uint64_t len)
 			return -errno;
 		return 0;
 	case GMEM_FILE_PRIVATE:
+		/* Remote RAM: the pages go away there (the mirror follows). */
+		if (m->remote) {
+			int rc = m->remote_discard ? m->remote_discard(m->remote_arg, gpa, len) : -ENOSYS;
+			if (rc < 0)
+				return rc;
+		}
 		/* DONTNEED on a private file mapping would bring back the file's
 		 * bytes; replace the range with fresh anonymous zero pages. */
 		if (mmap(m->host + off, len, PROT_READ | PROT_WRITE,
@@ -366,8 +383,32 @@ int gmem_discard(struct gmem *m, uint64_t gpa, uint64_t len)
 	return -EINVAL;
 }
 
+/* pread or pwrite of the other process's memory at guest-physical gpa:
+ * its mapping sits at the guest's own addresses. */
+static int remote_io(const struct gmem *m, uint64_t gpa, void *buf, uint64_t len, bool write)
+{
+	uint8_t *p = buf;
+
+	if (!region_of(m, gpa, len))
+		return -EFAULT;
+	while (len) {
+		ssize_t n = write ? pwrite(m->remote_mem, p, len, (off_t)gpa) :
+				    pread(m->remote_mem, p, len, (off_t)gpa);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -EFAULT;
+		p += n;
+		gpa += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
 int gmem_read(const struct gmem *m, uint64_t gpa, void *dst, uint64_t len)
 {
+	if (m->remote)
+		return remote_io(m, gpa, dst, len, false);
 	const void *p = gmem_ptr(m, gpa, len);
 	if (!p)
 		return -EFAULT;
@@ -377,9 +418,134 @@ int gmem_read(const struct gmem *m, uint64_t gpa, void *dst, uint64_t len)
 
 int gmem_write(struct gmem *m, uint64_t gpa, const void *src, uint64_t len)
 {
+	if (m->remote)
+		return remote_io(m, gpa, (void *)(uintptr_t)src, len, true);
 	void *p = gmem_ptr(m, gpa, len);
 	if (!p)
 		return -EFAULT;
 	memcpy(p, src, len);
 	return 0;
+}
+
+int gmem_set_remote(struct gmem *m, pid_t pid, int (*discard)(void *arg, uint64_t gpa, uint64_t len),
+		    void *arg)
+{
+	char path[64];
+
+	if (m->backing != GMEM_FILE_PRIVATE || m->remote)
+		return -EINVAL;
+	snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
+	m->remote_mem = open(path, O_RDWR | O_CLOEXEC);
+	if (m->remote_mem < 0)
+		return -errno;
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
+	m->remote_pagemap = open(path, O_RDONLY | O_CLOEXEC);
+	if (m->remote_pagemap < 0) {
+		int rc = -errno;
+		close(m->remote_mem);
+		m->remote_mem = -1;
+		return rc;
+	}
+	m->remote = true;
+	m->remote_discard = discard;
+	m->remote_arg = arg;
+	return 0;
+}
+
+/* The other process's private pages of region r, as page indexes of the
+ * backing, into bits. PAGEMAP_SCAN where the kernel has it, else the
+ * pagemap entries. */
+static int remote_private_pages(const struct gmem *m, const struct gmem_region *r, uint64_t *bits)
+{
+	struct page_region v[256];
+	static const struct {
+		uint64_t inverted, mask;
+	} pass[] = {
+		{ PAGE_IS_FILE, PAGE_IS_PRESENT | PAGE_IS_FILE }, /* present, not file */
+		{ 0, PAGE_IS_SWAPPED },
+	};
+	uint64_t first = r->offset / GMEM_PAGE_SIZE;
+	int rc = 0;
+
+	for (size_t k = 0; k < sizeof(pass) / sizeof(pass[0]) && rc == 0; k++) {
+		uint64_t at = r->gpa, end = r->gpa + r->size;
+		while (at < end) {
+			struct pm_scan_arg a = {
+				.size = sizeof(a), .start = at, .end = end,
+				.vec = (uint64_t)(uintptr_t)v, .vec_len = 256,
+				.category_inverted = pass[k].inverted, .category_mask = pass[k].mask,
+				.return_mask = pass[k].mask,
+			};
+			long n = ioctl(m->remote_pagemap, PAGEMAP_SCAN, &a);
+			if (n < 0) {
+				rc = -errno;
+				break;
+			}
+			for (long i = 0; i < n; i++)
+				for (uint64_t p = (v[i].start - r->gpa) / GMEM_PAGE_SIZE;
+				     p < (v[i].end - r->gpa) / GMEM_PAGE_SIZE; p++)
+					bits[(first + p) / 64] |= 1ULL << ((first + p) % 64);
+			if (a.walk_end <= at)
+				return -EIO;
+			at = a.walk_end;
+		}
+	}
+	if (rc != -ENOTTY && rc != -EINVAL)
+		return rc;
+	/* Before Linux 6.7: every page's entry. */
+	uint64_t pages = r->size / GMEM_PAGE_SIZE, pm[512];
+	for (uint64_t p = 0; p < pages; p += 512) {
+		uint64_t n = MIN(512, pages - p);
+		off_t at = (off_t)((r->gpa / GMEM_PAGE_SIZE + p) * sizeof(uint64_t));
+		ssize_t got = pread(m->remote_pagemap, pm, n * sizeof(*pm), at);
+		if (got < 0)
+			return -errno;
+		for (uint64_t i = 0; i < (uint64_t)got / sizeof(*pm); i++)
+			if ((pm[i] & (PM_PRESENT | PM_SWAPPED)) && !(pm[i] & PM_FILE))
+				bits[(first + p + i) / 64] |= 1ULL << ((first + p + i) % 64);
+	}
+	return 0;
+}
+
+int gmem_sync(struct gmem *m)
+{
+	uint64_t pages = m->size / GMEM_PAGE_SIZE, words = (pages + 63) / 64;
+	uint64_t *bits;
+	int rc = 0;
+
+	if (!m->remote)
+		return 0;
+	bits = calloc(words, sizeof(uint64_t));
+	if (!bits)
+		return -ENOMEM;
+	for (unsigned i = 0; rc == 0 && i < m->nr_regions; i++)
+		rc = remote_private_pages(m, &m->regions[i], bits);
+	/* Copy each run of private pages into the mirror (discarded ones,
+	 * never touched since, are not present there: the mirror has them
+	 * as zero pages already). */
+	for (uint64_t p = 0; rc == 0 && p < pages;) {
+		if (!(bits[p / 64] & (1ULL << (p % 64)))) {
+			p++;
+			continue;
+		}
+		uint64_t q = p;
+		while (q < pages && (bits[q / 64] & (1ULL << (q % 64))) && q - p < 256)
+			q++;
+		uint64_t off = p * GMEM_PAGE_SIZE, gpa = off < GMEM_HOLE_START ? off : off + (GMEM_HOLE_END - GMEM_HOLE_START);
+		/* pread straight into the mirror: its pages become private copies */
+		for (uint64_t done = 0, len = (q - p) * GMEM_PAGE_SIZE; done < len;) {
+			ssize_t n = pread(m->remote_mem, m->host + off + done, len - done,
+					  (off_t)(gpa + done));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				rc = n < 0 ? -errno : -EIO;
+				break;
+			}
+			done += (uint64_t)n;
+		}
+		p = q;
+	}
+	free(bits);
+	return rc;
 }

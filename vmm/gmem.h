@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/util.h"
 
@@ -57,6 +58,17 @@ struct gmem {
 	struct gmem_region regions[2];
 	uint64_t gpa_end; /* one past the highest RAM guest-physical address */
 	uint64_t *discarded; /* GMEM_FILE_PRIVATE: pages discarded since the mapping (bitmap) */
+	/* Remote (gmem_set_remote): the guest's RAM is a private mapping of
+	 * the same file in another process, at the guest-physical addresses
+	 * (the process platform's stub); host is then a mirror the VMM brings
+	 * up to date before a snapshot (gmem_sync). Every other access goes
+	 * to the other process. */
+	bool remote;
+	int remote_mem;     /* /proc/PID/mem */
+	int remote_pagemap; /* /proc/PID/pagemap */
+	/* Replaces [gpa, gpa+len) with zero pages in the other process. */
+	int (*remote_discard)(void *arg, uint64_t gpa, uint64_t len);
+	void *remote_arg;
 };
 
 /* Checks that size is a usable RAM size (multiple of 2 MiB, within limits).
@@ -90,7 +102,8 @@ int gmem_changed_pages(const struct gmem *m, uint64_t **bits) WUR;
 void gmem_fini(struct gmem *m);
 
 /* Host pointer for guest-physical [gpa, gpa+len), or NULL if any byte is
- * outside RAM (or len would cross the hole). len 0 is valid inside RAM. */
+ * outside RAM (or len would cross the hole), or if the RAM is remote (use
+ * gmem_read/gmem_write). len 0 is valid inside RAM. */
 void *gmem_ptr(const struct gmem *m, uint64_t gpa, uint64_t len);
 
 /* True if [gpa, gpa+len) is RAM. */
@@ -100,8 +113,21 @@ bool gmem_is_ram(const struct gmem *m, uint64_t gpa, uint64_t len);
  * gpa and len must be page aligned. Returns 0 or -errno. */
 int gmem_discard(struct gmem *m, uint64_t gpa, uint64_t len) WUR;
 
-/* Copies between guest RAM and host buffers. Return 0 or -EFAULT. */
+/* Copies between guest RAM and host buffers (local or remote). Return 0
+ * or -EFAULT. */
 int gmem_read(const struct gmem *m, uint64_t gpa, void *dst, uint64_t len) WUR;
 int gmem_write(struct gmem *m, uint64_t gpa, const void *src, uint64_t len) WUR;
+
+/* Makes a GMEM_FILE_PRIVATE RAM remote: it lives in process pid, mapped
+ * there from the same file at the guest-physical addresses. discard(arg,
+ * gpa, len) zeroes pages there. Returns 0 or -errno. */
+int gmem_set_remote(struct gmem *m, pid_t pid, int (*discard)(void *arg, uint64_t gpa, uint64_t len),
+		    void *arg) WUR;
+/* Remote RAM: copies the pages the other process holds privately (written
+ * or discarded since the mapping) into the mirror at host, so that host,
+ * the iterators and gmem_changed_pages see the guest's memory. Call with
+ * the guest stopped (a paused VM). No-op for local RAM. Returns 0 or
+ * -errno. */
+int gmem_sync(struct gmem *m) WUR;
 
 #endif

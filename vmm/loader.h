@@ -21,6 +21,9 @@ struct vm_loader {
 	/* Restore, before the state units: the payload's devices and state
 	 * holders, empty (memory already holds the payload). */
 	int (*restore_prepare)(struct vm *vm, char *err, size_t errlen);
+	/* Restore of a snapshot taken on another platform, before the units:
+	 * what this platform needs in guest memory (KVM's system area). */
+	int (*restore_foreign)(struct vm *vm, char *err, size_t errlen);
 	/* Restore, after every unit: tell the guest it was restored. */
 	int (*restore_finish)(struct vm *vm, char *err, size_t errlen);
 	/* A paused VM's new identity (the fork daemon's clones): clone id

@@ -53,6 +53,11 @@ static void usage(FILE *f)
 		"  --store DIR              the snapshot store for store:// URLs (default\n"
 		"                           $FORKVM_STORE, else /var/lib/forkvm/store as\n"
 		"                           root, ~/.local/share/forkvm/store otherwise)\n"
+		"  --platform P             what runs the guest: kvm, process (a host\n"
+		"                           process traced with ptrace: no /dev/kvm\n"
+		"                           needed) or auto (default: $FORKVM_PLATFORM,\n"
+		"                           else auto: kvm where /dev/kvm works, else\n"
+		"                           process)\n"
 		"  --seccomp MODE           system call filters: on (default; a call\n"
 		"                           outside the allowlist kills forkvm with\n"
 		"                           SIGSYS), log (allow, and log to the kernel\n"
@@ -164,7 +169,7 @@ static int die_usage(const char *msg, const char *arg)
 int main(int argc, char **argv)
 {
 	enum { O_API = 256, O_KERNEL, O_CMDLINE, O_CPUS, O_MEMORY, O_SERIAL, O_AGENT, O_LOGFILE,
-	       O_RESTORE, O_STORE, O_SECCOMP };
+	       O_RESTORE, O_STORE, O_SECCOMP, O_PLATFORM };
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, O_API },
 		{ "kernel", required_argument, NULL, O_KERNEL },
@@ -177,6 +182,7 @@ int main(int argc, char **argv)
 		{ "restore", required_argument, NULL, O_RESTORE },
 		{ "store", required_argument, NULL, O_STORE },
 		{ "seccomp", required_argument, NULL, O_SECCOMP },
+		{ "platform", required_argument, NULL, O_PLATFORM },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -187,6 +193,8 @@ int main(int argc, char **argv)
 	struct vmm_api *api = NULL;
 	struct vmm_seccomp *sc = NULL;
 	enum sc_mode sc_mode = SC_MODE_ON;
+	enum vm_platform platform = VM_PLATFORM_AUTO;
+	const char *env_platform = getenv("FORKVM_PLATFORM");
 	const char *api_path = NULL, *log_file = NULL, *restore = NULL, *store = NULL;
 	bool set_serial = false, set_agent = false, set_sizes = false;
 	char err[512];
@@ -194,6 +202,8 @@ int main(int argc, char **argv)
 
 	log_set_ident("forkvm");
 	vm_config_init(&cfg);
+	if (env_platform && *env_platform && vm_platform_parse(env_platform, &platform) < 0)
+		return die_usage("FORKVM_PLATFORM must be kvm, process or auto, not ", env_platform);
 	while ((opt = getopt_long(argc, argv, "vhV", opts, NULL)) != -1) {
 		rc = 0;
 		switch (opt) {
@@ -237,6 +247,10 @@ int main(int argc, char **argv)
 		case O_SECCOMP:
 			if (sc_mode_parse(optarg, &sc_mode) < 0)
 				return die_usage("--seccomp must be on, log or off, not ", optarg);
+			break;
+		case O_PLATFORM:
+			if (vm_platform_parse(optarg, &platform) < 0)
+				return die_usage("--platform must be kvm, process or auto, not ", optarg);
 			break;
 		case O_LOGFILE:
 			log_file = optarg;
@@ -301,9 +315,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "forkvm: %s\n", strerror(-rc));
 		goto out;
 	}
+	enum vm_platform want = platform;
+	if ((rc = vm_platform_resolve(want, &platform, err, sizeof(err))) < 0) {
+		fprintf(stderr, "forkvm: platform %s cannot run here: %s\n", vm_platform_name(want), err);
+		goto out;
+	}
+	vmm_set_platform(c.vmm, platform);
+	cfg.platform = platform;
 	if (store)
 		vmm_set_store(c.vmm, store);
-	if ((rc = vmm_seccomp_new(sc_mode, &sc)) < 0) {
+	if ((rc = vmm_seccomp_new(sc_mode, platform, &sc)) < 0) {
 		fprintf(stderr, "forkvm: cannot build the seccomp filters: %s\n", strerror(-rc));
 		goto out;
 	}

@@ -24,6 +24,7 @@ struct vmm {
 	struct vm_exit_info last_exit;
 	char store_root[4096]; /* for store:// URLs; "" until needed: the default */
 	const struct vmm_seccomp *seccomp; /* the vCPU threads' filter (may be NULL) */
+	enum vm_platform platform; /* where VMs run (resolved when set) */
 };
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
@@ -114,6 +115,8 @@ int vmm_vm_boot(struct vmm *vmm, char *err, size_t errlen)
 		return fail(err, errlen, -EBUSY, "the VM is already booted (state %s)",
 			    vm_state_name(vm_get_state(vmm->vm)));
 	memset(&vmm->last_exit, 0, sizeof(vmm->last_exit));
+	if (vmm->cfg.platform == VM_PLATFORM_AUTO)
+		vmm->cfg.platform = vmm->platform;
 	rc = vm_create(&vmm->cfg, vmm->loop, vmm_vm_exited, vmm, err, errlen, &vmm->vm);
 	if (rc < 0)
 		return rc;
@@ -125,8 +128,9 @@ int vmm_vm_boot(struct vmm *vmm, char *err, size_t errlen)
 		return fail(err, errlen, rc, "cannot start the vCPUs: %s", strerror(-rc));
 	}
 	vmm->shut_down = false;
-	log_info("VM booted: %u vCPUs, %llu MiB, %s", vmm->cfg.boot_vcpus,
-		 (unsigned long long)(vmm->cfg.memory_size >> 20), vmm->cfg.kernel);
+	log_info("VM booted on %s: %u vCPUs, %llu MiB, %s", vm_get_platform(vmm->vm),
+		 vmm->cfg.boot_vcpus, (unsigned long long)(vmm->cfg.memory_size >> 20),
+		 vmm->cfg.kernel);
 	return 0;
 }
 
@@ -183,6 +187,11 @@ int vmm_vm_reboot(struct vmm *vmm, char *err, size_t errlen)
 	vm_destroy(vmm->vm);
 	vmm->vm = NULL;
 	return vmm_vm_boot(vmm, err, errlen);
+}
+
+void vmm_set_platform(struct vmm *vmm, enum vm_platform p)
+{
+	vmm->platform = p;
 }
 
 void vmm_set_seccomp(struct vmm *vmm, const struct vmm_seccomp *s)
@@ -243,6 +252,8 @@ int vmm_vm_restore(struct vmm *vmm, const char *url, const struct vm_restore_opt
 	struct vm_restore_opts o = { 0 };
 	if (opts)
 		o = *opts;
+	if (o.platform == VM_PLATFORM_AUTO)
+		o.platform = vmm->platform;
 	o.seccomp = vmm->seccomp;
 	if (kind == STORE_URL_STORE)
 		rc = vm_restore_store(store_root_of(vmm), where, &o, vmm->loop, vmm_vm_exited, vmm,
@@ -276,8 +287,9 @@ json_t *vmm_vm_info(struct vmm *vmm, int *rc)
 		state = vm_get_state(vmm->vm);
 	else
 		state = vmm->shut_down ? VM_STATE_SHUTDOWN : VM_STATE_CREATED;
-	j = json_pack("{s:o,s:s,s:I}", "config", vm_config_to_json(&vmm->cfg), "state",
-		      vm_state_name(state), "memory_actual_size", (json_int_t)vmm->cfg.memory_size);
+	j = json_pack("{s:o,s:s,s:I,s:s}", "config", vm_config_to_json(&vmm->cfg), "state",
+		      vm_state_name(state), "memory_actual_size", (json_int_t)vmm->cfg.memory_size,
+		      "platform", vmm->vm ? vm_get_platform(vmm->vm) : vm_platform_name(vmm->platform));
 	if (!j) {
 		*rc = -ENOMEM;
 		return NULL;

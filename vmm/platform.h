@@ -82,6 +82,9 @@ struct platform {
 	int (*fguest_setup)(struct vm *vm, char *err, size_t errlen);
 	/* AT_HWCAP for the guest's auxiliary vector. */
 	uint64_t (*hwcap)(struct vm *vm);
+	/* The XSAVE components (XCR0 bits) the guest's threads can use; a
+	 * snapshot whose guest could use more is refused (fguest/state.c). */
+	uint64_t (*xfeatures)(struct vm *vm);
 
 	/* A vCPU: created with the VM (vm->vcpus[i], v->id set). */
 	int (*vcpu_create)(struct vcpu *v, char *err, size_t errlen);

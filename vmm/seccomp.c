@@ -70,7 +70,7 @@ static const struct sc_rule vmm_rules[] = {
 	SC_ALLOW(sched_setscheduler), SC_ALLOW(sched_getscheduler), SC_ALLOW(sched_getparam),
 	/* signals: the vCPU kick (tgkill), the loop's signalfd mask */
 	SC_ALLOW(rt_sigaction), SC_ALLOW(rt_sigprocmask), SC_ALLOW(rt_sigreturn), SC_ALLOW(tgkill),
-	SC_ALLOW(sigaltstack),
+	SC_ALLOW(sigaltstack), SC_ALLOW(restart_syscall),
 	/* time, randomness (clone identities, guest getrandom) */
 	SC_ALLOW(clock_gettime), SC_ALLOW(clock_nanosleep), SC_ALLOW(nanosleep),
 	SC_ALLOW(gettimeofday), SC_ALLOW(getrandom),
@@ -97,7 +97,7 @@ static const struct sc_rule vcpu_rules[] = {
 	SC_ALLOW(brk),
 	/* guest threads wait and wake on the VM's lock; kicks between vCPUs */
 	SC_ALLOW(futex), SC_ALLOW(tgkill), SC_ALLOW(getpid), SC_ALLOW(gettid), SC_ALLOW(sched_yield),
-	SC_ALLOW(rt_sigprocmask), SC_ALLOW(rt_sigreturn),
+	SC_ALLOW(rt_sigprocmask), SC_ALLOW(rt_sigreturn), SC_ALLOW(restart_syscall),
 	/* guest clock, sleeps and getrandom */
 	SC_ALLOW(clock_gettime), SC_ALLOW(clock_nanosleep), SC_ALLOW(nanosleep),
 	SC_ALLOW(gettimeofday), SC_ALLOW(getrandom),
@@ -131,9 +131,14 @@ static int build(const struct sc_rule *base, size_t nb, const struct sc_rule *pl
 
 #define NR(a) (sizeof(a) / sizeof((a)[0]))
 
-int vmm_seccomp_new(enum sc_mode mode, struct vmm_seccomp **out)
+static const struct platform *platform_for(enum vm_platform p)
 {
-	const struct platform *pl = &platform_kvm;
+	return p == VM_PLATFORM_PROCESS ? &platform_process : &platform_kvm;
+}
+
+int vmm_seccomp_new(enum sc_mode mode, enum vm_platform p, struct vmm_seccomp **out)
+{
+	const struct platform *pl = platform_for(p);
 	struct vmm_seccomp *s = calloc(1, sizeof(*s));
 	int rc;
 
@@ -166,10 +171,10 @@ enum sc_mode vmm_seccomp_mode(const struct vmm_seccomp *s)
 	return s ? s->mode : SC_MODE_OFF;
 }
 
-int vmm_seccomp_build_host(enum sc_mode mode, const struct sc_rule *extra, size_t n,
-			   struct sc_prog *out)
+int vmm_seccomp_build_host(enum sc_mode mode, enum vm_platform p, const struct sc_rule *extra,
+			   size_t n, struct sc_prog *out)
 {
-	const struct platform *pl = &platform_kvm;
+	const struct platform *pl = platform_for(p);
 	return build(vmm_rules, NR(vmm_rules), pl->sc_vmm, pl->nr_sc_vmm, extra, n, mode, out);
 }
 

@@ -148,6 +148,7 @@ int snapshot_open(const char *dir, struct snapshot *s, char *err, size_t errlen)
 	s->units = json_incref(sd.units);
 	s->manifest = json_incref(sd.manifest);
 	snprintf(s->loader, sizeof(s->loader), "%s", sd.loader);
+	snprintf(s->platform, sizeof(s->platform), "%s", sd.platform);
 	s->memory_size = sd.memory_size;
 	s->mem_fd = sd.mem_fd;
 	sd.mem_fd = -1;
@@ -187,6 +188,7 @@ int snapshot_open_store(const char *store_root, const char *ref, struct snapshot
 	s->units = json_incref(s->ss.units);
 	s->manifest = json_incref(s->ss.manifest);
 	snprintf(s->loader, sizeof(s->loader), "%s", s->ss.loader);
+	snprintf(s->platform, sizeof(s->platform), "%s", s->ss.platform);
 	s->memory_size = s->ss.memory_size;
 	s->mem_fd = s->ss.mem_fd;
 	s->ss.mem_fd = -1;

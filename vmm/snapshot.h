@@ -19,6 +19,7 @@ struct snapshot {
 	json_t *units;         /* state units */
 	json_t *manifest;      /* snapshot.json, or the store manifest */
 	char loader[64];
+	char platform[16];     /* what ran the guest when it was taken */
 	int mem_fd;            /* memory to map copy-on-write, read-only */
 	uint64_t memory_size;
 	/* From the store: the snapshot's id and chunk map (incremental

@@ -28,6 +28,69 @@
 /* Payload loaders, asked in this order. */
 static const struct vm_loader *const vm_loaders[] = { &fguest_loader };
 
+/* ------------------------------------------------------------ platforms */
+
+int vm_platform_parse(const char *s, enum vm_platform *out)
+{
+	if (!strcmp(s, "auto"))
+		*out = VM_PLATFORM_AUTO;
+	else if (!strcmp(s, "kvm"))
+		*out = VM_PLATFORM_KVM;
+	else if (!strcmp(s, "process"))
+		*out = VM_PLATFORM_PROCESS;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+const char *vm_platform_name(enum vm_platform p)
+{
+	switch (p) {
+	case VM_PLATFORM_AUTO:
+		return "auto";
+	case VM_PLATFORM_KVM:
+		return "kvm";
+	case VM_PLATFORM_PROCESS:
+		return "process";
+	}
+	return "unknown";
+}
+
+static const struct platform *platform_of(enum vm_platform p)
+{
+	return p == VM_PLATFORM_PROCESS ? &platform_process : &platform_kvm;
+}
+
+int vm_platform_resolve(enum vm_platform want, enum vm_platform *got, char *why, size_t len)
+{
+	char kvm_why[256] = "";
+	int rc;
+
+	if (want == VM_PLATFORM_AUTO) {
+		if (platform_kvm.probe(kvm_why, sizeof(kvm_why)) == 0) {
+			*got = VM_PLATFORM_KVM;
+			return 0;
+		}
+		want = VM_PLATFORM_PROCESS;
+	}
+	rc = platform_of(want)->probe(why, len);
+	if (rc == 0)
+		*got = want;
+	else if (kvm_why[0])
+		snprintf(why + strlen(why), len - strlen(why), "; and KVM: %s", kvm_why);
+	return rc;
+}
+
+const char *vm_platform_jail_device(enum vm_platform p)
+{
+	return platform_of(p)->jail_device;
+}
+
+const char *vm_get_platform(const struct vm *vm)
+{
+	return vm->plat->name;
+}
+
 const char *vm_state_name(enum vm_state s)
 {
 	switch (s) {
@@ -345,10 +408,16 @@ static int vm_create_from(const struct vm_config *cfg, struct snapshot *snap, st
 	struct vm *vm;
 	int rc;
 
+	enum vm_platform want;
+	char why[300] = "";
+
 	rc = vm_config_validate(cfg, err, errlen);
 	if (rc < 0)
 		return rc;
-	vm = vm_alloc(cfg, &platform_kvm);
+	rc = vm_platform_resolve(cfg->platform, &want, why, sizeof(why));
+	if (rc < 0)
+		return fail(err, errlen, rc, "platform %s: %s", vm_platform_name(cfg->platform), why);
+	vm = vm_alloc(cfg, platform_of(want));
 	if (!vm)
 		return fail(err, errlen, -ENOMEM, "out of memory");
 	vm->loop = loop;
@@ -469,6 +538,14 @@ static int vm_apply_snapshot(struct vm *vm, struct snapshot *snap, char *err, si
 	rc = vm->loader->restore_prepare(vm, err, errlen);
 	if (rc < 0)
 		goto out;
+	/* Taken on another platform: this one's machine for the payload (KVM's
+	 * system area) is not in the snapshot's memory. */
+	if (strcmp(snap->platform[0] ? snap->platform : "kvm", vm->plat->name) != 0) {
+		log_info("restoring a snapshot taken on the %s platform on %s", snap->platform,
+			 vm->plat->name);
+		if (vm->loader->restore_foreign && (rc = vm->loader->restore_foreign(vm, err, errlen)) < 0)
+			goto out;
+	}
 	size_t n = vm_state_units(vm, units, STATE_MAX_UNITS);
 	rc = state_restore(vm, units, n, snap->units, err, errlen);
 	if (rc == 0 && vm->loader->restore_finish)
@@ -478,7 +555,8 @@ out:
 	return rc;
 }
 
-/* The state units of a paused VM. */
+/* The state units of a paused VM, and its memory brought up to date in
+ * the VMM's view (RAM that lives in another process: gmem_sync). */
 static int vm_save_units(struct vm *vm, json_t **out, char *err, size_t errlen)
 {
 	struct state_unit *units;
@@ -489,6 +567,8 @@ static int vm_save_units(struct vm *vm, json_t **out, char *err, size_t errlen)
 			    vm_state_name(vm_get_state(vm)));
 	if (!vm->loader)
 		return fail(err, errlen, -EINVAL, "this VM has no payload to snapshot");
+	if ((rc = gmem_sync(&vm->mem)) < 0)
+		return fail(err, errlen, rc, "cannot read the guest's memory: %s", strerror(-rc));
 	units = calloc(STATE_MAX_UNITS, sizeof(*units));
 	if (!units)
 		return fail(err, errlen, -ENOMEM, "out of memory");
@@ -507,7 +587,8 @@ int vm_snapshot(struct vm *vm, const char *dir, char *err, size_t errlen)
 	if (rc < 0)
 		return rc;
 	struct snap_meta meta = {
-		.loader = vm->loader->name, .vcpus = vm->nr_vcpus, .memory_size = vm->mem.size,
+		.loader = vm->loader->name, .platform = vm->plat->name, .vcpus = vm->nr_vcpus,
+		.memory_size = vm->mem.size,
 	};
 	uint64_t t1 = time_mono_ns();
 	rc = snapshot_write_dir(dir, &vm->cfg, saved, &vm->mem, &meta, err, errlen);
@@ -564,7 +645,8 @@ int vm_snapshot_store(struct vm *vm, const char *store_root, const char *tag, ch
 		goto out;
 	}
 	struct snap_meta meta = {
-		.loader = vm->loader->name, .vcpus = vm->nr_vcpus, .memory_size = vm->mem.size,
+		.loader = vm->loader->name, .platform = vm->plat->name, .vcpus = vm->nr_vcpus,
+		.memory_size = vm->mem.size,
 	};
 	snapshot_mem_of(&vm->mem, &sm);
 	struct store_snapshot_in in = { .config = config, .units = saved, .meta = &meta, .mem = &sm };
@@ -630,6 +712,7 @@ static int apply_restore_opts(struct vm_config *cfg, const struct vm_restore_opt
 		free(cfg->hostname);
 		cfg->hostname = s;
 	}
+	cfg->platform = o->platform;
 	return vm_config_validate(cfg, err, errlen);
 }
 
@@ -722,10 +805,11 @@ struct vm_template {
 	char ref[256];
 };
 
-int vm_template_open(const char *store_root, const char *ref, struct vm_template **out, char *err,
-		     size_t errlen)
+int vm_template_open(const char *store_root, const char *ref, enum vm_platform platform,
+		     struct vm_template **out, char *err, size_t errlen)
 {
 	struct vm_template *t = calloc(1, sizeof(*t));
+	const struct platform *pl;
 	int rc;
 
 	if (!t)
@@ -737,8 +821,14 @@ int vm_template_open(const char *store_root, const char *ref, struct vm_template
 	}
 	/* Cache what every restore would ask the host again. Best effort:
 	 * without it, restores ask themselves. */
-	if (platform_kvm.template_cache)
-		platform_kvm.template_cache(&t->snap);
+	if (platform == VM_PLATFORM_AUTO) {
+		char why[256] = "";
+		if (vm_platform_resolve(VM_PLATFORM_AUTO, &platform, why, sizeof(why)) < 0)
+			platform = VM_PLATFORM_PROCESS;
+	}
+	pl = platform_of(platform);
+	if (pl->template_cache)
+		pl->template_cache(&t->snap);
 	snprintf(t->ref, sizeof(t->ref), "%s", ref);
 	*out = t;
 	return 0;

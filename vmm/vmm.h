@@ -22,6 +22,25 @@
 
 #define FORKVM_VERSION "0.1.0"
 
+/* ------------------------------------------------------------ platforms */
+
+/* What runs guest code (docs/design.md, Platforms): KVM, or a host process
+ * traced with ptrace (no /dev/kvm needed). AUTO: KVM when /dev/kvm opens
+ * and creates a VM, else the process platform. */
+enum vm_platform {
+	VM_PLATFORM_AUTO,
+	VM_PLATFORM_KVM,
+	VM_PLATFORM_PROCESS,
+};
+
+/* "auto", "kvm", "process". Returns 0 or -EINVAL. */
+int vm_platform_parse(const char *s, enum vm_platform *out) __attribute__((warn_unused_result));
+const char *vm_platform_name(enum vm_platform p);
+/* The platform want stands for here (AUTO decided as above), in *got;
+ * 0, or -errno with why set when it cannot run here. */
+int vm_platform_resolve(enum vm_platform want, enum vm_platform *got, char *why, size_t len)
+	__attribute__((warn_unused_result));
+
 /* ------------------------------------------------------------ config */
 
 enum vm_serial_mode {
@@ -42,6 +61,9 @@ struct vm_config {
 	char *serial_path;  /* FILE or SOCKET mode */
 	char *agent_socket; /* Unix socket for guest fd 0/1; NULL: fd 1 -> console, fd 0 EOF */
 	char *hostname;     /* uname nodename; NULL: "forkvm" */
+	/* Where the VM runs: the host's choice, not part of the guest's
+	 * configuration (not in config.json; vm.info reports it). */
+	enum vm_platform platform;
 };
 
 #define VM_DEFAULT_VCPUS 1U
@@ -137,6 +159,7 @@ struct vm_restore_opts {
 	const char *hostname;     /* NULL: keep */
 	const char *clone_id;     /* NULL: none; else the guest's clone id (identity page) */
 	bool running;             /* come up Running instead of Paused (no park and resume) */
+	enum vm_platform platform; /* AUTO: this host's default, whatever the snapshot's */
 	const struct vmm_seccomp *seccomp; /* NULL: none; else each vCPU thread installs its
 					    * filter before it first enters the guest */
 };
@@ -159,8 +182,10 @@ int vm_restore_store(const char *store_root, const char *ref, const struct vm_re
  * open (share-locked: gc keeps it), its configuration and state parsed.
  * Restoring from it costs no store access. */
 struct vm_template;
-int vm_template_open(const char *store_root, const char *ref, struct vm_template **out, char *err,
-		     size_t errlen) __attribute__((warn_unused_result));
+/* platform: where its restores will run (AUTO: this host's default). */
+int vm_template_open(const char *store_root, const char *ref, enum vm_platform platform,
+		     struct vm_template **out, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
 void vm_template_close(struct vm_template *t);
 const struct vm_config *vm_template_config(const struct vm_template *t);
 /* The snapshot id, 32 hex digits. */
@@ -203,6 +228,8 @@ void vm_destroy(struct vm *vm);
 enum vm_state vm_get_state(struct vm *vm);
 void vm_get_exit_info(struct vm *vm, struct vm_exit_info *info);
 const struct vm_config *vm_get_config(const struct vm *vm);
+/* The platform the VM runs on: "kvm" or "process". */
+const char *vm_get_platform(const struct vm *vm);
 
 /* Counters for vm.info and -v logging: exits and system calls served. */
 struct vm_counters {
@@ -220,7 +247,9 @@ void vm_get_counters(struct vm *vm, struct vm_counters *c);
  * adds before it first enters the guest. A system call outside them kills
  * the process with SIGSYS (SC_MODE_ON) or is logged (SC_MODE_LOG). */
 struct vmm_seccomp;
-int vmm_seccomp_new(enum sc_mode mode, struct vmm_seccomp **out) __attribute__((warn_unused_result));
+/* For VMs on platform p (resolved: KVM or PROCESS). */
+int vmm_seccomp_new(enum sc_mode mode, enum vm_platform p, struct vmm_seccomp **out)
+	__attribute__((warn_unused_result));
 void vmm_seccomp_free(struct vmm_seccomp *s);
 enum sc_mode vmm_seccomp_mode(const struct vmm_seccomp *s);
 /* Installs the VMM filter on every thread of the process (NULL: no-op). */
@@ -230,8 +259,11 @@ int vmm_seccomp_apply_vcpu(const struct vmm_seccomp *s) __attribute__((warn_unus
 /* Compiles a filter that allows what the VMM filter allows plus extra: for
  * a process that creates VMMs (forkd, whose clones inherit its filter and
  * add the VMM's). */
-int vmm_seccomp_build_host(enum sc_mode mode, const struct sc_rule *extra, size_t n,
-			   struct sc_prog *out) __attribute__((warn_unused_result));
+int vmm_seccomp_build_host(enum sc_mode mode, enum vm_platform p, const struct sc_rule *extra,
+			   size_t n, struct sc_prog *out) __attribute__((warn_unused_result));
+/* The device node a jailed clone of platform p needs ("/dev/kvm"), or
+ * NULL. */
+const char *vm_platform_jail_device(enum vm_platform p);
 /* The vCPU filter vm's vCPU threads install (before vm_start). */
 void vm_set_seccomp(struct vm *vm, const struct vmm_seccomp *s);
 
@@ -259,6 +291,9 @@ int vmm_vm_reboot(struct vmm *vmm, char *err, size_t errlen) __attribute__((warn
  * a paused VM (id_hex gets a store snapshot's id, "" otherwise); restore
  * needs no VM. */
 void vmm_set_store(struct vmm *vmm, const char *root);
+/* The platform of the VMs this vmm creates or restores (a resolved one:
+ * KVM or PROCESS; default AUTO, decided per VM). */
+void vmm_set_platform(struct vmm *vmm, enum vm_platform p);
 /* The filters for the VMs this vmm creates or restores (NULL: none). */
 void vmm_set_seccomp(struct vmm *vmm, const struct vmm_seccomp *s);
 int vmm_vm_snapshot(struct vmm *vmm, const char *url, char id_hex[33], char *err, size_t errlen)

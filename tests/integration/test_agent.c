@@ -42,7 +42,7 @@ static void ready_with(const char *cpus)
 {
 	json_t *ev = NULL, *r = NULL;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	boot(cpus, "size=256M");
 	cr_assert_eq(agent_client_wait_ready(ag, T_MS, &ev), 0, "no ready event");
 	cr_assert_str_eq(json_string_value(json_object_get(ev, "event")), "ready");
@@ -72,7 +72,7 @@ Test(agent, eval_arithmetic_strings_json, .fini = teardown, .timeout = 60)
 {
 	json_t *r;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	boot("boot=1", "size=256M");
 	cr_assert_eq(json_integer_value(eval_ok("Math.pow(2, 10) + 7 % 4", &r)), 1027);
 	json_decref(r);
@@ -123,7 +123,7 @@ Test(agent, eval_50_MB_allocation, .fini = teardown, .timeout = 120)
 {
 	json_t *r;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	boot("boot=1", "size=512M");
 	cr_assert_eq(json_integer_value(eval_ok("var big = new Uint8Array(50 * 1024 * 1024);"
 						"for (var i = 0; i < big.length; i += 4096) big[i] = i & 255;"
@@ -152,7 +152,7 @@ Test(agent, load_and_call, .fini = teardown, .timeout = 60)
 	json_t *r, *args;
 	const char *name, *msg;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	boot("boot=2", "size=256M");
 	cr_assert_eq(agent_client_load(ag,
 				       "var table = {}; for (var i = 0; i < 1000; i++) table['k' + i] = i * i;"
@@ -192,7 +192,7 @@ Test(agent, console_output_goes_to_serial, .fini = teardown, .timeout = 60)
 {
 	json_t *r;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	boot("boot=1", "size=256M");
 	eval_ok("print('hello from the guest console'); 1", &r);
 	json_decref(r);

@@ -726,7 +726,7 @@ static uint64_t median3(uint64_t a, uint64_t b, uint64_t c)
 
 Test(faults, sigkill_during_snapshot)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	char *parent = h_join(e.dir, "snaps"), *base = h_join(e.dir, "base");
 	char *base_url = fmt("file://%s", base);
 	cr_assert_eq(mkdir(parent, 0700), 0);
@@ -1052,7 +1052,7 @@ static int count_garbage(void)
 
 Test(faults, sigkill_during_store_put_and_gc)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	struct h_proc p;
 
 	store_ok("init", "--chunk-size", "64K", NULL);
@@ -1238,7 +1238,7 @@ static void snapshot_fails_full(struct vmh *v, const char *url)
 
 Test(faults, full_disk_snapshot_and_store)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	char *mnt = h_join(e.dir, "small");
 	cr_assert_eq(mkdir(mnt, 0700), 0);
 	if (mount("tmpfs", mnt, "tmpfs", 0, "size=16m,mode=0700") < 0) {

@@ -106,7 +106,7 @@ static void setup(void)
 	h_asan_small_quarantine();
 	e.dir = h_tmpdir();
 	e.pid = -1;
-	if (!h_have_kvm())
+	if (!h_can_boot())
 		return;
 	forkd_start("400", "256M");
 }
@@ -176,7 +176,7 @@ static json_t *clone_get(const char *id)
 
 Test(forkd, fifty_clones_have_their_own_identity_and_random_stream)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot("t", 0);
 	json_t *arr = fork_clones("t", 50);
 	double seen[50];
@@ -215,7 +215,7 @@ Test(forkd, fifty_clones_have_their_own_identity_and_random_stream)
 
 Test(forkd, a_global_set_in_one_clone_is_absent_in_others_and_in_fresh_ones)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot("t", 1);
 	json_t *arr = fork_clones("t", 3);
 	json_decref(clone_eval(json_array_get(arr, 0), "globalThis.mark = 1"));
@@ -259,7 +259,7 @@ static void *invoke_thread(void *p)
 
 Test(forkd, two_hundred_concurrent_invokes_return_correct_results, .timeout = 300)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot("t", 4);
 	enum { N = 200 };
 	static struct inv_arg a[N];
@@ -285,7 +285,7 @@ Test(forkd, two_hundred_concurrent_invokes_return_correct_results, .timeout = 30
 
 Test(forkd, a_clone_killed_with_sigkill_is_noticed_and_disturbs_nothing)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot("t", 0);
 	json_t *arr = fork_clones("t", 3);
 	json_t *victim = json_array_get(arr, 1);
@@ -328,7 +328,7 @@ Test(forkd, a_clone_killed_with_sigkill_is_noticed_and_disturbs_nothing)
 
 Test(forkd, a_clone_snapshot_becomes_a_template_with_its_changes)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot("t", 0);
 	json_t *arr = fork_clones("t", 1);
 	json_t *c = json_array_get(arr, 0);
@@ -363,7 +363,7 @@ Test(forkd, a_clone_snapshot_becomes_a_template_with_its_changes)
 
 Test(forkd, bad_requests_get_4xx_and_forkd_keeps_serving)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot("t", 0);
 	static const struct {
 		const char *method, *path, *body;
@@ -414,7 +414,7 @@ Test(forkd, bad_requests_get_4xx_and_forkd_keeps_serving)
 
 Test(forkd, sigterm_leaves_no_clone_behind)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot("t", 2);
 	json_t *arr = fork_clones("t", 5);
 	pid_t pids[5];
@@ -445,7 +445,7 @@ Test(forkd, sigterm_leaves_no_clone_behind)
 
 Test(forkd, an_invoke_past_its_time_limit_gets_504_and_the_next_works)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot("t", 1);
 	json_t *j = NULL;
 	cr_assert_eq(req("POST", "/v1/templates/t/invoke", "{\"fn\":\"spin\",\"timeout_ms\":500}", &j),
@@ -468,7 +468,7 @@ Test(forkd, an_invoke_past_its_time_limit_gets_504_and_the_next_works)
 
 Test(forkd, warm_pool_fills_and_serves_forks_metrics_parse)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot("t", 2);
 	json_t *t = NULL;
 	int ready = 0;
@@ -522,7 +522,7 @@ Test(forkd, warm_pool_fills_and_serves_forks_metrics_parse)
 
 Test(forkd, template_delete_is_refused_with_live_clones_unless_forced)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot("t", 1);
 	json_t *arr = fork_clones("t", 2);
 	cr_assert_eq(req("DELETE", "/v1/templates/t", NULL, NULL), 409);
@@ -549,7 +549,7 @@ Test(forkd, template_delete_is_refused_with_live_clones_unless_forced)
 
 Test(forkd, a_clone_pauses_and_resumes)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot("t", 0);
 	json_t *arr = fork_clones("t", 1);
 	const char *id = str(json_array_get(arr, 0), "id");
@@ -580,7 +580,7 @@ Test(forkd, a_clone_pauses_and_resumes)
 
 Test(forkd, forks_beyond_max_clones_or_short_memory_are_refused_whole)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot("t", 0);
 	kill(e.pid, SIGTERM);
 	waitpid(e.pid, NULL, 0);
@@ -618,7 +618,7 @@ Test(forkd, forks_beyond_max_clones_or_short_memory_are_refused_whole)
 
 Test(forkd, clones_die_with_a_forkd_killed_by_sigkill)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot("t", 2);
 	json_t *arr = fork_clones("t", 3);
 	pid_t pids[3];
@@ -639,7 +639,7 @@ Test(forkd, clones_die_with_a_forkd_killed_by_sigkill)
 
 Test(forkd, fork_kill_cycles_do_not_grow_fds_threads_or_memory, .timeout = 300)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot("t", 2);
 	int fds0 = 0, threads0 = 0;
 	long rss0 = 0;

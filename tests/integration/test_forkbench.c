@@ -103,7 +103,7 @@ static void need(const char *const args[], const char *const metrics[])
 
 Test(forkbench, boot_and_eval)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	need((const char *const[]){ "boot", "-n", "2", "--warmup", "0", "--memory", "64M", NULL },
 	     (const char *const[]){ "boot: start to agent ready", "idle VMM RSS", NULL });
 	need((const char *const[]){ "eval", "-n", "20", "--warmup", "2", "--memory", "64M", NULL },
@@ -112,7 +112,7 @@ Test(forkbench, boot_and_eval)
 
 Test(forkbench, snapshot_and_restore)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	need((const char *const[]){ "snapshot", "-n", "2", "--memory", "64M", NULL },
 	     (const char *const[]){ "snapshot 64M", "snapshot size on disk", "store snapshot 64M, full",
 				    "store snapshot 64M, incremental", "  stored bytes it added", NULL });
@@ -122,7 +122,7 @@ Test(forkbench, snapshot_and_restore)
 
 Test(forkbench, store)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	need((const char *const[]){ "store", "--memory", "128M", "--touch", "12", "--dirty", "2",
 				    "--clones", "2", "-n", "1", NULL },
 	     (const char *const[]){ "ingest, live VM", "ingest, store put", "materialize", "verify",
@@ -132,7 +132,7 @@ Test(forkbench, store)
 
 Test(forkbench, fork_e2e_fanout_density)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	need((const char *const[]){ "fork", "-n", "3", "--warmup", "0", NULL },
 	     (const char *const[]){ "fork, cold: to resume", "fork, cold: to first KVM_RUN",
 				    "fork, cold: client round trip", "  cold step: vm_create",
@@ -153,7 +153,7 @@ Test(forkbench, fork_e2e_fanout_density)
 
 Test(forkbench, boot_vs_fork)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	json_t *doc = run_json((const char *const[]){ "boot-vs-fork", "-n", "1", "--warmup", "0", NULL });
 	result(doc, "cold boot + warm-up -> answer");
 	result(doc, "fork (cold) -> answer");
@@ -164,7 +164,7 @@ Test(forkbench, boot_vs_fork)
 
 Test(forkbench, floor)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	need((const char *const[]){ "floor", "-n", "3", "--warmup", "1", NULL },
 	     (const char *const[]){ "floor: create VM", "floor: memory slot", "floor: irqchip + PIT",
 				    "floor: vCPUs + CPUID", "floor: first KVM_RUN", "floor: total (cold VM)",
@@ -178,7 +178,7 @@ Test(forkbench, floor)
  * many minutes. */
 Test(forkbench, peer, .timeout = 600)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	char *bin = h_bin("forkbench"), *out = NULL, *err = NULL;
 	const char *accel = h_in_lane() ? "kvm" : "tcg";
 	const char *const argv[] = { bin, "peer", "-n", "1", "--warmup", "0", "--accel", accel, "--json", NULL };
@@ -230,7 +230,7 @@ static void svg_well_formed(const char *text, int *curves)
 
 Test(forkbench, csv_and_plot)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	char *bin = h_bin("forkbench"), *svg = h_join(dir, "cdf.svg"), *out = NULL, *err = NULL;
 	const char *const argv[] = { bin, "fork", "-n", "3", "--warmup", "0", "--csv", "--plot", svg, NULL };
 	cr_assert_eq(h_run(dir, argv, 280000, &out, &err), 0, "%s", err);

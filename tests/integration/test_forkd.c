@@ -642,7 +642,7 @@ static void metrics_get(struct metrics *m, char **text)
 
 Test(forkd, ping_and_the_template_booted_once)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	use_shared();
 	json_t *p = req_expect("GET", "/v1/ping", NULL, T_MS, 200);
 	cr_assert(*jstr(p, "version", "ping"));
@@ -691,7 +691,7 @@ Test(forkd, ping_and_the_template_booted_once)
 
 Test(forkd, fifty_clones_each_with_its_own_id_and_random_stream)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	use_shared();
 	need_t();
 	enum { N = 50 };
@@ -758,7 +758,7 @@ Test(forkd, fifty_clones_each_with_its_own_id_and_random_stream)
 
 Test(forkd, a_global_set_in_one_clone_is_absent_in_the_others)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	use_shared();
 	need_t();
 	struct clone *c = fork_n("t", 3);
@@ -796,7 +796,7 @@ static void *invoke_thread(void *arg)
 
 Test(forkd, two_hundred_concurrent_invokes)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	use_shared();
 	need_t();
 	static struct inv v[INVOKES];
@@ -871,7 +871,7 @@ Test(forkd, two_hundred_concurrent_invokes)
 
 Test(forkd, a_clone_killed_with_sigkill_is_noticed)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	use_shared();
 	need_t();
 	struct clone *c = fork_n("t", 3);
@@ -928,7 +928,7 @@ Test(forkd, a_clone_killed_with_sigkill_is_noticed)
 
 Test(forkd, a_clone_snapshot_becomes_a_template)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	use_shared();
 	need_t();
 	struct clone *parent = fork_n("t", 1);
@@ -979,7 +979,7 @@ Test(forkd, a_clone_snapshot_becomes_a_template)
 
 Test(forkd, bad_requests_get_4xx_and_forkd_keeps_serving)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	use_shared();
 	need_t();
 	static const struct {
@@ -1066,7 +1066,7 @@ static int descendants(pid_t pid, pid_t *out, int max)
 
 Test(forkd, sigterm_leaves_no_clone_behind)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	int rc = h_forkd_start(&e.own, NULL, NULL, 30000);
 	if (rc < 0) {
 		char *log = h_forkd_log(&e.own);
@@ -1107,7 +1107,7 @@ Test(forkd, sigterm_leaves_no_clone_behind)
 
 Test(forkd, an_invoke_past_its_time_limit_gets_504)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	use_shared();
 	need_t();
 	json_t *j = NULL;
@@ -1147,7 +1147,7 @@ Test(forkd, an_invoke_past_its_time_limit_gets_504)
 
 Test(forkd, warm_pool_and_metrics)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	use_shared();
 	json_decref(template_boot("pooled", HANDLERS, 2));
 	wait_pool_ready("pooled", 2);

@@ -62,7 +62,7 @@ static void setup(void)
 	static const char *const extra[] = { "--max-clones", "4000", NULL };
 	struct rlimit rl;
 
-	if (!h_have_kvm())
+	if (!h_can_boot())
 		return;
 	/* A thousand client sockets at once. */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -473,7 +473,7 @@ Test(forkd_load, a_thousand_concurrent_requests_are_all_answered)
 	int again404 = 0, again409 = 0;
 	char body[64];
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot(4, MEMORY);
 	snprintf(body, sizeof(body), "{\"count\":%d}", STORM_KILLS);
 	json_t *pre = req_expect("POST", "/v1/templates/t/clones", body, T_MS, 201);
@@ -631,7 +631,7 @@ Test(forkd_load, ten_thousand_fork_kill_cycles_leave_forkd_flat, .timeout = 3600
 	struct usage warm = { 0 }, u;
 	uint64_t t0;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot(2, MEMORY);
 	printf("forkd_load: %d fork/kill cycles (pool of 2, an invoke every %d)\n", CYCLES,
 	       CYCLES_INVOKE);
@@ -773,7 +773,7 @@ Test(forkd_load, runaway_guests_end_cleanly_and_forkd_stays_responsive)
 	static struct watch w;
 	size_t nms[R_KINDS] = { 0 }, n = 0;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	template_boot(4, MEMORY_SMALL);
 
 	/* Normal invokes alone, for reference. */

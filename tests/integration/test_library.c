@@ -36,6 +36,7 @@ static void make_cfg(struct vm_config *cfg, const char *payload, const char *cmd
 		     const char *console)
 {
 	vm_config_init(cfg);
+	cr_assert_eq(vm_platform_parse(h_platform(), &cfg->platform), 0);
 	cfg->boot_vcpus = cpus;
 	cfg->memory_size = 64 << 20;
 	cfg->kernel = h_payload(payload);
@@ -59,7 +60,7 @@ Test(library, two_vms_in_one_process, .timeout = 120)
 	struct vm_config a, b;
 	char err[512];
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	char *dir = h_tmpdir();
 	char *con_a = h_join(dir, "a.log"), *con_b = h_join(dir, "b.log");
 	make_cfg(&a, "blocking", "20 20", 2, con_a);
@@ -139,7 +140,7 @@ Test(library, vms_are_built_and_run_under_a_storm_of_signals, .timeout = 300)
 	char err[512];
 	int n = h_size(20, 10);
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	char *dir = h_tmpdir(), *con = h_join(dir, "c.log");
 	sigemptyset(&sa.sa_mask);
 	cr_assert_eq(sigaction(SIGUSR2, &sa, NULL), 0);

@@ -88,7 +88,7 @@ Test(pause, js_loop_stops_and_continues, .fini = teardown, .timeout = 120)
 	bool contiguous;
 	char *state;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	cr_assert_eq(h_vm_start(&vm, NULL, NULL), 0);
 	int fd = send_eval_async(vm.agent,
 				 "var n = 0; for (;;) { n++; if (n % 5000 === 0) print('tick ' + n / 5000); }");
@@ -122,7 +122,7 @@ Test(pause, agent_blocked_in_read, .fini = teardown, .timeout = 120)
 	struct agent_client *ag;
 	json_t *r;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	cr_assert_eq(h_vm_start(&vm, NULL, (const char *const[]){ "--cpus", "boot=2", NULL }), 0);
 	cr_assert_eq(agent_client_connect(vm.agent, T_MS, &ag), 0);
 	cr_assert_eq(agent_client_ping(ag, T_MS, &r), 0);
@@ -162,7 +162,7 @@ Test(pause, agent_blocked_in_read, .fini = teardown, .timeout = 120)
 
 Test(pause, nanosleep_and_futex_wait, .fini = teardown, .timeout = 120)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	char *payload = h_payload("blocking");
 	const char *extra[] = { "--cpus", "boot=2", "--cmdline", "12 100", NULL };
 	cr_assert_eq(h_vm_start(&vm, payload, extra), 0);

@@ -42,7 +42,7 @@ static void run_free(struct run *r)
 
 Test(payloads, threads_count_on_4_vcpus, .timeout = 120)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	struct run r = run_payload("threads", "4 300000", "boot=4");
 	cr_assert_eq(r.status, 0, "status %d\nstdout:\n%s\nstderr:\n%s", r.status, r.out, r.err);
 	cr_assert(strstr(r.out, "total 1200000 expected 1200000"), "stdout:\n%s", r.out);
@@ -57,7 +57,7 @@ Test(payloads, threads_count_on_4_vcpus, .timeout = 120)
 
 Test(payloads, threads_bounded_by_vcpus, .timeout = 120)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	/* 4 threads on 2 vCPUs: the main thread and the first new thread hold
 	 * both vCPUs (waiting at the barrier), so the next pthread_create
 	 * fails with EAGAIN. */
@@ -69,7 +69,7 @@ Test(payloads, threads_bounded_by_vcpus, .timeout = 120)
 
 Test(payloads, syscall_surface_from_inside_the_guest, .timeout = 120)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	struct run r = run_payload("syscalls", "", "boot=1");
 	cr_assert_eq(r.status, 0, "status %d\nstdout:\n%s\nstderr:\n%s", r.status, r.out, r.err);
 	cr_assert(strstr(r.out, "0 failures"), "stdout:\n%s", r.out);
@@ -81,7 +81,7 @@ Test(payloads, syscall_surface_from_inside_the_guest, .timeout = 120)
 
 Test(payloads, argv_and_exit_status, .timeout = 60)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	struct run r = run_payload("hello", "one 'two words' three\\ four", "boot=1");
 	cr_assert_eq(r.status, 3, "status %d\n%s%s", r.status, r.out, r.err);
 	cr_assert(strstr(r.out, "argv[0]=hello\n"), "%s", r.out);
@@ -96,7 +96,7 @@ Test(payloads, argv_and_exit_status, .timeout = 60)
 
 static void expect_fault(const char *what, int status, const char *const needles[])
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	struct run r = run_payload("fault", what, "boot=1");
 	cr_assert_eq(r.status, status, "%s: status %d, stderr:\n%s", what, r.status, r.err);
 	for (int i = 0; needles[i]; i++)
@@ -188,7 +188,7 @@ Test(cli, kernel_not_an_elf)
 
 Test(cli, kernel_dynamically_linked)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	const char *a[] = { "--kernel", "/bin/true", NULL };
 	expect_cli_error(a, "dynamically linked");
 }
@@ -231,7 +231,7 @@ Test(cli, help_and_version)
 
 Test(console, serial_socket_and_log_file, .timeout = 60)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	char *dir = h_tmpdir(), *sock = h_join(dir, "serial.sock"), *logf = h_join(dir, "vmm.log");
 	char *bin = h_bin("forkvm"), *kernel = h_payload("blocking"), *serial;
 	struct h_proc p;
@@ -276,7 +276,7 @@ Test(cli, agent_socket_in_use_is_refused, .timeout = 60)
 {
 	struct h_vm vm;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	cr_assert_eq(h_vm_start(&vm, NULL, NULL), 0);
 	cr_assert(h_wait_path(vm.agent, 10000));
 	char *opt;

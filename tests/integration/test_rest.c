@@ -100,7 +100,7 @@ Test(rest, walkthrough_create_boot_pause_resume_shutdown, .fini = teardown, .tim
 {
 	char *out = NULL, *err = NULL, *s;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	start_empty_vmm();
 	cr_assert_eq(ctl(&out, NULL, "ping", NULL), 0);
 	cr_assert(strstr(out, "\"version\""), "%s", out);
@@ -244,7 +244,7 @@ Test(rest, forkctl_agent_commands, .fini = teardown, .timeout = 120)
 {
 	char *out = NULL, *err = NULL;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	start_empty_vmm();
 	char *cfg = write_config("1");
 	cr_assert_eq(ctl(NULL, NULL, "create", cfg), 0);

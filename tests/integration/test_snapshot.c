@@ -23,7 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/kvm.h>
 #include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -823,7 +825,7 @@ Test(snapshot, walkthrough_cli_api_and_resume_true, .fini = teardown, .timeout =
 	char *out = NULL, *err = NULL;
 	struct stat st;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *a = vm_boot(
 	    "a", NULL, (const char *const[]){ "--cpus", "boot=4", "--memory", "size=4G", NULL });
@@ -934,7 +936,7 @@ Test(snapshot, refusals_running_nonempty_file_and_empty_dir_ok, .fini = teardown
 {
 	char *out = NULL, *err = NULL, *body = NULL;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v = vm_boot("v", NULL, (const char *const[]){ "--cpus", "boot=2", NULL });
 	free(js(v, "var kept = 'still here'"));
@@ -1058,7 +1060,7 @@ Test(snapshot, refusals_running_nonempty_file_and_empty_dir_ok, .fini = teardown
 
 Test(snapshot, js_state_continues_in_a_new_process, .fini = teardown, .timeout = 180)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v = vm_boot("orig", NULL, (const char *const[]){ "--cpus", "boot=2", NULL });
 	js_build_state(v);
@@ -1105,6 +1107,135 @@ Test(snapshot, js_state_continues_in_a_new_process, .fini = teardown, .timeout =
 	free(snap);
 }
 
+/* ------------------------------------------------------------ platforms */
+
+/* vm.info's "platform". */
+static char *vm_platform_of(struct vmh *v)
+{
+	char *body = NULL;
+	int st = api(v->api, "GET", "/api/v1/vm.info", NULL, &body);
+	cr_assert_eq(st, 200, "%s: vm.info: %d %s", v->name, st, body);
+	json_t *j = json_loads(body, 0, NULL);
+	const char *p = json_string_value(json_object_get(j, "platform"));
+	cr_assert(p, "%s: vm.info has no platform: %s", v->name, body);
+	char *r = strdup(p);
+	json_decref(j);
+	free(body);
+	return r;
+}
+
+/* The XSAVE components a guest may use, found independently of forkvm:
+ * on the process platform the host CPU's XCR0 (less AMX, which needs a
+ * permission no guest can get); on KVM what KVM_GET_SUPPORTED_CPUID
+ * offers of x87, SSE, AVX and AVX-512 (what the KVM platform enables). */
+static uint64_t host_xcr0(void)
+{
+	unsigned a, b, c, d;
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+	if (!(c & (1u << 27)))
+		return 3;
+	__asm__ volatile("xgetbv" : "=a"(a), "=d"(d) : "c"(0));
+	return ((((uint64_t)d << 32) | a) & ~((1ULL << 17) | (1ULL << 18)));
+}
+
+static uint64_t kvm_xcr0(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + 256 * sizeof(struct kvm_cpuid_entry2));
+	uint64_t x = 0;
+	bool xsave = false;
+	cr_assert(fd >= 0 && c);
+	c->nent = 256;
+	cr_assert_eq(ioctl(fd, KVM_GET_SUPPORTED_CPUID, c), 0, "KVM_GET_SUPPORTED_CPUID: %s",
+		     strerror(errno));
+	for (unsigned i = 0; i < c->nent; i++) {
+		if (c->entries[i].function == 1)
+			xsave = c->entries[i].ecx & (1u << 26);
+		if (c->entries[i].function == 0xd && c->entries[i].index == 0)
+			x = c->entries[i].eax & 0xe7;
+	}
+	free(c);
+	close(fd);
+	return (xsave ? x : 0) | 3;
+}
+
+/* A snapshot taken on KVM restores on the process platform, and the
+ * reverse, with the JavaScript state intact (docs/snapshot-format.md,
+ * "Platforms"). The reverse needs the KVM vCPUs to offer every XSAVE
+ * component the host CPU offered the guest on the process platform;
+ * where they do not, the restore is refused with a message saying so. */
+Test(snapshot, js_state_crosses_platforms, .fini = teardown, .timeout = 300)
+{
+	if (!h_have_kvm())
+		cr_skip_test("cross-platform restore needs KVM beside the process platform: it runs "
+			     "where both exist (natively with /dev/kvm, or in the KVM lane)");
+	if (h_on_process())
+		cr_skip_test("cross-platform restore runs once, in the KVM pass");
+	setup_dir();
+	setenv("FORKVM_PLATFORM", "kvm", 1);
+	struct vmh *k = vm_boot("onkvm", NULL, (const char *const[]){ "--cpus", "boot=2", NULL });
+	char *p = vm_platform_of(k);
+	cr_assert_str_eq(p, "kvm");
+	free(p);
+	js_build_state(k);
+	char *digest = js(k, JS_DIGEST);
+	vm_pause(k);
+	char *snap = path_in("snap-kvm");
+	vm_snapshot(k, snap);
+	vm_stop(k);
+	json_t *sj = load_json(snap, "snapshot.json");
+	cr_assert_str_eq(json_string_value(json_object_get(sj, "platform")), "kvm");
+	json_decref(sj);
+
+	/* KVM -> process */
+	setenv("FORKVM_PLATFORM", "process", 1);
+	struct vmh *r = vm_restore("onproc", snap, R_AGENT | R_CONSOLE, NULL);
+	p = vm_platform_of(r);
+	cr_assert_str_eq(p, "process");
+	free(p);
+	vm_resume(r);
+	js_check_state(r, digest);
+	js_expect(r, "big.push(11); big.length", "1000001");
+	char *digest2 = js(r, JS_DIGEST);
+	vm_pause(r);
+	char *snap2 = path_in("snap-proc");
+	vm_snapshot(r, snap2);
+	vm_stop(r);
+	sj = load_json(snap2, "snapshot.json");
+	cr_assert_str_eq(json_string_value(json_object_get(sj, "platform")), "process");
+	json_decref(sj);
+
+	/* process -> KVM */
+	setenv("FORKVM_PLATFORM", "kvm", 1);
+	uint64_t need = host_xcr0(), have = kvm_xcr0();
+	if (need & ~have) {
+		char *bin = h_bin("forkvm"), *src = fmt("source_url=file://%s", snap2), *out = NULL,
+		     *err = NULL;
+		const char *argv[] = { bin, "--restore", src, NULL };
+		int st = h_run(e.dir, argv, T_MS, &out, &err);
+		cr_assert(st > 0 && st < 128, "the refused restore exited with %d:\n%s", st, err);
+		cr_assert(strstr(err, "which this kvm VM's vCPUs lack"),
+			  "the refusal does not say why (process XCR0 0x%llx, KVM 0x%llx):\n%s",
+			  (unsigned long long)need, (unsigned long long)have, err);
+		cr_log_info("process -> KVM refused as it must be here: the host offers XCR0 0x%llx, "
+			    "KVM 0x%llx (%s)",
+			    (unsigned long long)need, (unsigned long long)have, h_where());
+		free(bin), free(src), free(out), free(err);
+	} else {
+		struct vmh *b = vm_restore("back", snap2, R_AGENT | R_CONSOLE, NULL);
+		p = vm_platform_of(b);
+		cr_assert_str_eq(p, "kvm");
+		free(p);
+		vm_resume(b);
+		char *d = js(b, JS_DIGEST);
+		cr_assert_str_eq(d, digest2, "the JavaScript state changed on the way back to KVM");
+		free(d);
+		js_expect(b, "tick()", "28");
+		js_expect(b, "big[1000000]", "11");
+	}
+	free(digest), free(digest2), free(snap), free(snap2);
+}
+
 /* ------------------------------------------------------------ 4-6. payloads */
 
 struct counts {
@@ -1140,7 +1271,7 @@ Test(snapshot, counter_threads_continue_on_all_vcpus, .fini = teardown, .timeout
 {
 	static struct counts pre[4096], post[4096];
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v =
 	    vm_boot("cnt", "counter",
@@ -1206,7 +1337,7 @@ Test(snapshot, vector_registers_survive, .fini = teardown, .timeout = 180)
 	const int rounds = 16;
 	char cmdline[32];
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	snprintf(cmdline, sizeof(cmdline), "%d 100000000", rounds);
 	struct vmh *v =
@@ -1261,7 +1392,7 @@ Test(snapshot, blocking_ticks_continue_contiguously, .fini = teardown, .timeout 
 {
 	bool contiguous;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	uint64_t t_boot = now_ns();
 	struct vmh *v =
@@ -1326,7 +1457,7 @@ Test(snapshot, chain_of_five_generations, .fini = teardown, .timeout = 180)
 	long long mono_prev = -1, up_prev = 0;
 	uint64_t t_info_prev = 0, t_paused_prev = 0;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v = vm_boot("gen0", NULL, (const char *const[]){ "--cpus", "boot=4", NULL });
 	free(js(v, "var hist = []; var work = 0; var data = {};"
@@ -1439,7 +1570,7 @@ Test(snapshot, five_restores_are_independent, .fini = teardown, .timeout = 180)
 	struct vmh *r[N];
 	char *first[N], name[32];
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v = vm_boot(
 	    "base", NULL, (const char *const[]){ "--cpus", "boot=2", "--memory", "size=1G", NULL });
@@ -1609,7 +1740,7 @@ static void edit_config(const char *dir, void (*edit)(json_t *cfg))
 
 BAD_TEST(bad_missing_directory)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *dir = path_in("no-such-snapshot"), *url = url_of(dir);
 	expect_refused(url, NULL, NEEDLES(dir, "No such file"));
@@ -1620,7 +1751,7 @@ BAD_TEST(bad_missing_directory)
 
 BAD_TEST(bad_missing_memory_ranges)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot(), *mr = h_join(snap, "memory-ranges");
 	cr_assert_eq(unlink(mr), 0);
@@ -1631,7 +1762,7 @@ BAD_TEST(bad_missing_memory_ranges)
 
 BAD_TEST(bad_truncated_memory_ranges)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot(), *mr = h_join(snap, "memory-ranges");
 	cr_assert_eq(truncate(mr, 128 * (off_t)MiB), 0);
@@ -1642,7 +1773,7 @@ BAD_TEST(bad_truncated_memory_ranges)
 
 BAD_TEST(bad_altered_memory_byte)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot(), *mr = h_join(snap, "memory-ranges");
 	int fd = open(mr, O_RDWR);
@@ -1676,7 +1807,7 @@ static void set_memory_512m(json_t *cfg)
 
 BAD_TEST(bad_config_memory_size)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot();
 	edit_config(snap, set_memory_512m);
@@ -1693,7 +1824,7 @@ static void set_cpus_3(json_t *cfg)
 
 BAD_TEST(bad_config_cpus)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot();
 	edit_config(snap, set_cpus_3);
@@ -1708,7 +1839,7 @@ static void set_cmdline(json_t *cfg)
 
 BAD_TEST(bad_config_payload_changed)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot();
 	edit_config(snap, set_cmdline);
@@ -1723,7 +1854,7 @@ static void drop_agent(json_t *cfg)
 
 BAD_TEST(bad_config_agent_removed)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot();
 	edit_config(snap, drop_agent);
@@ -1735,7 +1866,7 @@ BAD_TEST(bad_agent_added_to_a_snapshot_without_one)
 {
 	char *err = NULL, *body = NULL;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v =
 	    vm_boot("nb", "blocking",
@@ -1783,7 +1914,7 @@ static void set_agent_path(json_t *cfg)
 
 BAD_TEST(config_agent_path_edit_is_accepted)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot();
 	moved_agent = path_in("moved.agent");
@@ -1810,7 +1941,7 @@ BAD_TEST(config_agent_path_edit_is_accepted)
 
 BAD_TEST(bad_config_malformed_json)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot(), *p = h_join(snap, "config.json");
 	cr_assert_eq(h_write_file(p, "{\"cpus\": {\"boot_vcpus\": 2,\n"), 0);
@@ -1821,7 +1952,7 @@ BAD_TEST(bad_config_malformed_json)
 
 BAD_TEST(bad_state_altered)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot(), *p = h_join(snap, "state.json");
 	char *text = h_read_file(p);
@@ -1841,7 +1972,7 @@ BAD_TEST(bad_state_altered)
 
 BAD_TEST(bad_manifest_version_99)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot();
 	json_t *man = load_json(snap, "snapshot.json");
@@ -1860,7 +1991,7 @@ static void add_bogus_unit(json_t *units)
 
 BAD_TEST(bad_unknown_unit)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot();
 	edit_state_units(snap, add_bogus_unit);
@@ -1875,7 +2006,7 @@ static void duplicate_clock_unit(json_t *units)
 
 BAD_TEST(bad_duplicate_unit)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot();
 	edit_state_units(snap, duplicate_clock_unit);
@@ -1890,7 +2021,7 @@ static void future_clock_unit(json_t *units)
 
 BAD_TEST(bad_future_unit_version)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot();
 	edit_state_units(snap, future_clock_unit);
@@ -1902,7 +2033,7 @@ BAD_TEST(restore_into_a_vmm_with_a_vm_is_409)
 {
 	char *body = NULL;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot(), *url = url_of(snap);
 	char *json = fmt("{\"source_url\": \"%s\"}", url), *fp = fingerprint(snap);
@@ -1944,7 +2075,7 @@ BAD_TEST(unsupported_scheme_is_400)
 {
 	char *out = NULL, *err = NULL;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	expect_refused("s3://x", NULL, NEEDLES("s3://x"));
 	struct vmh *m = empty_vmm_for_refusals;
@@ -1959,7 +2090,7 @@ BAD_TEST(restore_resume_true_after_a_failed_restore)
 {
 	char *body = NULL;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot(), *url = url_of(snap), *fp = fingerprint(snap);
 	char *missing = fmt("{\"source_url\": \"file://%s/nothing-here\"}", e.dir);
@@ -2019,7 +2150,7 @@ Test(snapshot, disk_full_leaves_nothing_and_the_vm_works, .fini = teardown, .tim
 	char *out = NULL, *err = NULL;
 	struct statvfs sv;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	char *mnt = path_in("small");
 	cr_assert_eq(mkdir(mnt, 0700), 0);
@@ -2094,7 +2225,7 @@ Test(snapshot, format_matches_the_documentation, .fini = teardown, .timeout = 18
 	char hex[33];
 	uint64_t pages;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v = vm_boot(
 	    "f", NULL, (const char *const[]){ "--cpus", "boot=2", "--memory", "size=256M", NULL });
@@ -2216,7 +2347,7 @@ Test(snapshot, request_sent_while_paused_runs_in_the_restore, .fini = teardown, 
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v = vm_boot("p", NULL, NULL);
 	free(js(v, "var base = 40; undefined"));
@@ -2322,7 +2453,7 @@ Test(snapshot, agent_reply_waiting_for_a_reader_survives, .fini = teardown, .tim
 	char name[32], *snap = NULL;
 	size_t pending = 0;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v = vm_boot("w", NULL, NULL);
 	free(js(v, "var n = 7; undefined"));
@@ -2381,7 +2512,7 @@ Test(snapshot, snapshot_of_a_restore_that_never_ran, .fini = teardown, .timeout 
 {
 	bool contiguous;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v =
 	    vm_boot("b0", "blocking",
@@ -2424,7 +2555,7 @@ Test(snapshot, refused_restore_leaves_a_live_vms_socket_alone, .fini = teardown,
 {
 	char *err = NULL, *body = NULL;
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *a = vm_boot("a", NULL, (const char *const[]){ "--cpus", "boot=2", NULL });
 	free(js(a, "var who = 'A'; undefined"));
@@ -2491,7 +2622,7 @@ static long long mapped_bytes(struct vmh *v)
  * written to it, also through a second snapshot. */
 Test(snapshot, memory_freed_and_reused_after_a_restore, .fini = teardown, .timeout = 180)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v = vm_boot("m0", NULL, NULL);
 	/* 24 MiB filled by doubling (fast in Duktape): its own mmap. */
@@ -2544,7 +2675,7 @@ Test(snapshot, symlink_destination_is_used_or_refused_up_front, .fini = teardown
 {
 	char *body = NULL, buf[8192];
 
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v = vm_boot("v", NULL, NULL);
 	vm_pause(v);

@@ -482,7 +482,7 @@ static int chunks_of(const char *ref)
 
 Test(store_vm, snapshot_to_the_store_and_restore_in_a_new_process)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	store_init();
 	struct vmh *a = vm_boot("a", true);
 	js_expect(a, "var counter = 41; var log = ['born']; counter", "41");
@@ -526,7 +526,7 @@ Test(store_vm, snapshot_to_the_store_and_restore_in_a_new_process)
 
 Test(store_vm, directory_snapshot_put_and_restored_by_id_prefix)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	store_init();
 	struct vmh *a = vm_boot("a", false);
 	js_expect(a, "var word = 'from a directory'; word.length", "16");
@@ -569,7 +569,7 @@ static bool log_has(struct vmh *v, const char *needle)
 
 Test(store_vm, incremental_chain_three_deep, .timeout = 180)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	store_init();
 	struct vmh *a = vm_boot("a", true);
 	js_expect(a,
@@ -649,7 +649,7 @@ Test(store_vm, incremental_chain_three_deep, .timeout = 180)
  * parent) and restores. */
 Test(store_vm, parent_removed_while_its_child_runs)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	store_init();
 	struct vmh *a = vm_boot("a", true);
 	js_expect(a, "var s = 'kept'; s", "\"kept\"");
@@ -782,7 +782,7 @@ static void expect_restore_refused(const char *id, const char *obj)
 
 Test(store_vm, restore_from_a_corrupt_chunk_is_refused)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	char *chunk, *id = snapshot_for_damage(&chunk), *p = obj_path(chunk);
 	struct stat s;
 	cr_assert_eq(stat(p, &s), 0);
@@ -795,7 +795,7 @@ Test(store_vm, restore_from_a_corrupt_chunk_is_refused)
 
 Test(store_vm, restore_with_a_missing_chunk_is_refused)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	char *chunk, *id = snapshot_for_damage(&chunk), *p = obj_path(chunk);
 	cr_assert_eq(unlink(p), 0);
 	expect_restore_refused(id, chunk);
@@ -806,7 +806,7 @@ Test(store_vm, restore_with_a_missing_chunk_is_refused)
 
 Test(store_vm, restore_from_a_corrupt_manifest_is_refused)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	char *chunk, *id = snapshot_for_damage(&chunk), *p = obj_path(id);
 	flip_byte(p, 30);
 	expect_restore_refused(id, id);
@@ -819,7 +819,7 @@ Test(store_vm, restore_from_a_corrupt_manifest_is_refused)
 
 Test(store_vm, rest_snapshot_to_the_store)
 {
-	H_NEED_KVM();
+	H_NEED_GUEST();
 	store_init();
 	struct vmh *a = vm_boot("a", true);
 	js_expect(a, "var n = 7; n", "7");

@@ -71,6 +71,26 @@ bool h_have_kvm(void)
 	return true;
 }
 
+const char *h_platform(void)
+{
+	const char *p = getenv("FORKVM_PLATFORM");
+	if (p && !strcmp(p, "kvm"))
+		return "kvm";
+	if (p && !strcmp(p, "process"))
+		return "process";
+	return h_have_kvm() ? "kvm" : "process";
+}
+
+bool h_on_process(void)
+{
+	return !strcmp(h_platform(), "process");
+}
+
+bool h_can_boot(void)
+{
+	return h_on_process() || h_have_kvm();
+}
+
 bool h_in_lane(void)
 {
 	const char *l = getenv("FORKVM_LANE");
@@ -84,6 +104,8 @@ int h_size(int native, int lane)
 
 const char *h_where(void)
 {
+	if (h_on_process())
+		return h_in_lane() ? "process platform in the KVM lane (under TCG)" : "process platform";
 	return h_in_lane() ? "KVM lane (nested SVM under TCG)" : "native KVM";
 }
 

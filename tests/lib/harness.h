@@ -21,11 +21,22 @@ char *h_payload(const char *name); /* "agent" or "payloads/NAME" */
 
 /* True if /dev/kvm can be opened read-write. */
 bool h_have_kvm(void);
-#define H_NEED_KVM()                                                                   \
+/* The platform the tests run guests on: "kvm" or "process". forkvm, forkd
+ * and forkbench take their --platform default from FORKVM_PLATFORM, which
+ * scripts/run-tests.sh sets for each pass; unset (or "auto"), it is "kvm"
+ * where /dev/kvm opens, else "process", as their auto. */
+const char *h_platform(void);
+/* True when h_platform() is "process". */
+bool h_on_process(void);
+/* Skips the test when its guests cannot run: the platform is KVM and
+ * /dev/kvm is absent (the message run-tests.sh counts as a failure). */
+#define H_NEED_GUEST()                                                                 \
 	do {                                                                           \
-		if (!h_have_kvm())                                                     \
-			cr_skip_test("/dev/kvm is absent or not accessible: this test boots a guest"); \
+		if (!h_on_process() && !h_have_kvm())                                  \
+			cr_skip_test("/dev/kvm is absent or not accessible: this test boots a guest on KVM"); \
 	} while (0)
+/* True when this test's guests can run (H_NEED_GUEST would not skip). */
+bool h_can_boot(void);
 
 /* True inside the KVM lane (scripts/lane.sh sets FORKVM_LANE=1): KVM is
  * nested SVM under QEMU TCG there, a KVM exit costs ~57 us and creating a
@@ -34,8 +45,8 @@ bool h_in_lane(void);
 /* A stress test's count: native on a host's own KVM, lane in the KVM lane
  * (both stated in the suite and the README; never 0). */
 int h_size(int native, int lane);
-/* Where the tests run, for messages: "native KVM" or "KVM lane (nested SVM
- * under TCG)". */
+/* Where the tests run, for messages: "native KVM", "KVM lane (nested SVM
+ * under TCG)" or "process platform". */
 const char *h_where(void);
 
 /* A fresh temporary directory (malloc'd path); h_rmtree removes it. */

@@ -168,9 +168,12 @@ int fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_size,
  * buf, which must be strlen(cmdline)+1 bytes. */
 int fg_split_cmdline(const char *cmdline, char *buf, char **words, int max_words);
 
-/* Guest memory access for system calls: NULL / -EFAULT unless the whole
- * range is mapped by the program. */
-void *fg_uptr(struct fguest *fg, uint64_t addr, uint64_t len);
+/* Guest memory access for system calls, the same on every platform (the
+ * guest's RAM may be the VMM's own mapping or another process's: gmem).
+ * fg_user_ok: whether the whole range is mapped by the program; the copies
+ * return -EFAULT unless it is. */
+#define FG_BOUNCE 65536 /* the most a read or write moves in one call */
+bool fg_user_ok(struct fguest *fg, uint64_t addr, uint64_t len);
 int fg_copy_from_user(struct fguest *fg, void *dst, uint64_t src, uint64_t len)
 	__attribute__((warn_unused_result));
 int fg_copy_to_user(struct fguest *fg, uint64_t dst, const void *src, uint64_t len)

@@ -268,11 +268,17 @@ static int fg_restore_finish(struct vm *vm, char *err, size_t errlen)
 	return rc;
 }
 
+static int fg_restore_foreign(struct vm *vm, char *err, size_t errlen)
+{
+	return vm->plat->fguest_setup(vm, err, errlen);
+}
+
 const struct vm_loader fguest_loader = {
 	.name = "function-guest",
 	.probe = fg_probe,
 	.load = fg_load,
 	.restore_prepare = fg_restore_prepare,
+	.restore_foreign = fg_restore_foreign,
 	.restore_finish = fg_restore_finish,
 	.set_identity = fg_identity_set_clone,
 	.units = fguest_units,

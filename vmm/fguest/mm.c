@@ -312,6 +312,26 @@ static long sys_madvise(struct fg_call *c)
 	return 0;
 }
 
+/* Copies len bytes of guest RAM from src to dst (disjoint ranges), in
+ * slices through a buffer: the RAM may be another process's. */
+static int copy_guest(struct gmem *m, uint64_t dst, uint64_t src, uint64_t len)
+{
+	uint8_t *buf = malloc(MIN(len, (uint64_t)(1 << 20)));
+	int rc = 0;
+
+	if (len && !buf)
+		return -ENOMEM;
+	for (uint64_t done = 0; rc == 0 && done < len;) {
+		uint64_t n = MIN(len - done, (uint64_t)(1 << 20));
+		rc = gmem_read(m, src + done, buf, n);
+		if (rc == 0)
+			rc = gmem_write(m, dst + done, buf, n);
+		done += n;
+	}
+	free(buf);
+	return rc;
+}
+
 static long sys_mremap(struct fg_call *c)
 {
 	struct fguest *fg = c->fg;
@@ -366,8 +386,9 @@ static long sys_mremap(struct fg_call *c)
 	rc = fg_mm_insert(&fg->mm, naddr, naddr + newlen, prot, kind);
 	if (rc < 0)
 		return -ENOMEM;
-	memmove(gmem_ptr(&fg->vm->mem, naddr, newlen), gmem_ptr(&fg->vm->mem, old, oldlen),
-		MIN(oldlen, newlen));
+	rc = copy_guest(&fg->vm->mem, naddr, old, MIN(oldlen, newlen));
+	if (rc < 0)
+		return rc;
 	rc = fg_mm_remove(&fg->mm, old, old + oldlen, discard_cb, fg->vm);
 	if (rc < 0)
 		return rc;
@@ -419,27 +440,21 @@ long fg_sys_mm(struct fg_call *c, bool *handled)
 
 /* ------------------------------------------------------------ uaccess */
 
-void *fg_uptr(struct fguest *fg, uint64_t addr, uint64_t len)
+bool fg_user_ok(struct fguest *fg, uint64_t addr, uint64_t len)
 {
-	if (!fg_mm_mapped(&fg->mm, addr, len))
-		return NULL;
-	return gmem_ptr(&fg->vm->mem, addr, len);
+	return fg_mm_mapped(&fg->mm, addr, len) && gmem_is_ram(&fg->vm->mem, addr, len);
 }
 
 int fg_copy_from_user(struct fguest *fg, void *dst, uint64_t src, uint64_t len)
 {
-	const void *p = fg_uptr(fg, src, len);
-	if (!p)
+	if (!fg_user_ok(fg, src, len))
 		return -EFAULT;
-	memcpy(dst, p, len);
-	return 0;
+	return gmem_read(&fg->vm->mem, src, dst, len);
 }
 
 int fg_copy_to_user(struct fguest *fg, uint64_t dst, const void *src, uint64_t len)
 {
-	void *p = fg_uptr(fg, dst, len);
-	if (!p)
+	if (!fg_user_ok(fg, dst, len))
 		return -EFAULT;
-	memcpy(p, src, len);
-	return 0;
+	return gmem_write(&fg->vm->mem, dst, src, len);
 }

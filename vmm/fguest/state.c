@@ -35,49 +35,53 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 
 /* ------------------------------------------------------------ identity */
 
+/* The identity page is guest memory (maybe another process's): read,
+ * changed here, written back. */
 int fg_identity_write(struct vm *vm, bool restored)
 {
-	struct forkvm_identity *id = gmem_ptr(&vm->mem, FG_IDENTITY_PAGE, sizeof(*id));
+	struct forkvm_identity id;
 	uint64_t gen = 0;
 
-	if (!id)
+	if (gmem_read(&vm->mem, FG_IDENTITY_PAGE, &id, sizeof(id)) < 0)
 		return -EFAULT;
 	if (restored) {
 		/* The guest can write this page (it is its memory): trust only
 		 * the magic and carry the counter on. */
-		gen = id->magic == FORKVM_IDENTITY_MAGIC ? id->generation + 1 : 1;
+		gen = id.magic == FORKVM_IDENTITY_MAGIC ? id.generation + 1 : 1;
 	} else {
-		memset(id, 0, sizeof(*id));
+		memset(&id, 0, sizeof(id));
 	}
-	id->magic = FORKVM_IDENTITY_MAGIC;
-	id->version = FORKVM_IDENTITY_VERSION;
-	id->size = sizeof(*id);
-	id->generation = gen;
-	id->restored_realtime_ns = restored ? time_real_ns() : 0;
-	if (getrandom(id->random, sizeof(id->random), 0) != sizeof(id->random))
+	id.magic = FORKVM_IDENTITY_MAGIC;
+	id.version = FORKVM_IDENTITY_VERSION;
+	id.size = sizeof(id);
+	id.generation = gen;
+	id.restored_realtime_ns = restored ? time_real_ns() : 0;
+	if (getrandom(id.random, sizeof(id.random), 0) != sizeof(id.random))
 		return -EIO;
-	id->clone_id[sizeof(id->clone_id) - 1] = '\0';
-	return 0;
+	id.clone_id[sizeof(id.clone_id) - 1] = '\0';
+	return gmem_write(&vm->mem, FG_IDENTITY_PAGE, &id, sizeof(id));
 }
 
 int fg_identity_set_clone(struct vm *vm, const char *clone_id)
 {
-	struct forkvm_identity *id = gmem_ptr(&vm->mem, FG_IDENTITY_PAGE, sizeof(*id));
+	struct forkvm_identity id;
 
-	if (!id)
+	if (gmem_read(&vm->mem, FG_IDENTITY_PAGE, &id, sizeof(id)) < 0)
 		return -EFAULT;
-	if (getrandom(id->random, sizeof(id->random), 0) != sizeof(id->random))
+	if (getrandom(id.random, sizeof(id.random), 0) != sizeof(id.random))
 		return -EIO;
-	memset(id->clone_id, 0, sizeof(id->clone_id));
-	snprintf(id->clone_id, sizeof(id->clone_id), "%s", clone_id);
-	id->restored_realtime_ns = time_real_ns();
-	return 0;
+	memset(id.clone_id, 0, sizeof(id.clone_id));
+	snprintf(id.clone_id, sizeof(id.clone_id), "%s", clone_id);
+	id.restored_realtime_ns = time_real_ns();
+	return gmem_write(&vm->mem, FG_IDENTITY_PAGE, &id, sizeof(id));
 }
 
 uint64_t fg_identity_generation(struct vm *vm)
 {
-	const struct forkvm_identity *id = gmem_ptr(&vm->mem, FG_IDENTITY_PAGE, sizeof(*id));
-	return id && id->magic == FORKVM_IDENTITY_MAGIC ? id->generation : 0;
+	struct forkvm_identity id;
+	if (gmem_read(&vm->mem, FG_IDENTITY_PAGE, &id, sizeof(id)) < 0)
+		return 0;
+	return id.magic == FORKVM_IDENTITY_MAGIC ? id.generation : 0;
 }
 
 /* ------------------------------------------------------------ save */
@@ -246,6 +250,54 @@ static int restore_mm(struct fguest *fg, const json_t *mm, char *err, size_t err
 	return 0;
 }
 
+/* XSAVE components no function guest can use: AMX (tile config and
+ * data) needs arch_prctl(ARCH_REQ_XCOMP_PERM), which is not served. */
+#define XF_NEVER_USED ((1ULL << 17) | (1ULL << 18))
+
+/* Names of the XSAVE components in mask, for messages. */
+static void xfeature_names(uint64_t mask, char *buf, size_t len)
+{
+	static const char *const names[] = { "x87", "SSE", "AVX", "MPX bounds", "MPX CSR",
+					     "AVX-512 opmask", "AVX-512 ZMM_Hi256",
+					     "AVX-512 Hi16_ZMM", "PT", "PKRU" };
+	size_t n = 0;
+	buf[0] = '\0';
+	for (unsigned b = 0; b < 64 && n < len; b++) {
+		if (!(mask & (1ULL << b)))
+			continue;
+		int w = b < sizeof(names) / sizeof(names[0])
+				? snprintf(buf + n, len - n, "%s%s", n ? ", " : "", names[b])
+				: snprintf(buf + n, len - n, "%sbit %u", n ? ", " : "", b);
+		if (w < 0)
+			break;
+		n += (size_t)w;
+	}
+}
+
+/* A thread's saved XSAVE state fits this VM's vCPUs: every component its
+ * guest could use (xcr0, what CPUID and XGETBV told it) exists here. A
+ * guest that saw AVX uses it without asking again. */
+static int check_xfeatures(struct vm *vm, size_t i, uint64_t xcr0, const uint8_t *area,
+			   size_t len, char *err, size_t errlen)
+{
+	uint64_t have, bv = 0, lack;
+	char names[256];
+
+	if (!vm->plat || !vm->plat->xfeatures)
+		return 0;
+	have = vm->plat->xfeatures(vm);
+	if (len >= 520)
+		memcpy(&bv, area + 512, 8);
+	lack = (xcr0 | bv) & ~have & ~XF_NEVER_USED;
+	if (!lack)
+		return 0;
+	xfeature_names(lack, names, sizeof(names));
+	return fail(err, errlen, "threads[%zu]: the guest ran where it could use %s (XCR0 0x%" PRIx64
+				 "), which this %s VM's vCPUs lack (XCR0 0x%" PRIx64
+				 "): restore it where the CPU and platform offer them",
+		    i, names, xcr0, vm->plat->name, have);
+}
+
 static int fg_restore(struct vm *vm, void *arg, const json_t *st, uint32_t version, char *err,
 		      size_t errlen)
 {
@@ -326,6 +378,11 @@ static int fg_restore(struct vm *vm, void *arg, const json_t *st, uint32_t versi
 			    start.xstate_len < 576) {
 				free(start.xstate);
 				rc = fail(err, errlen, "threads[%zu].xsave is malformed", i);
+				goto out;
+			}
+			if ((rc = check_xfeatures(vm, i, xcr0, start.xstate, start.xstate_len, err,
+						  errlen)) < 0) {
+				free(start.xstate);
 				goto out;
 			}
 			start.has_xstate = true;

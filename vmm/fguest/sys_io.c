@@ -42,19 +42,22 @@ static bool pred_writable(void *arg)
 /* Writes one guest buffer; blocks only when nothing at all could be taken. */
 static long write_buf(struct fg_call *c, struct fg_fd *f, uint64_t buf, uint64_t len)
 {
+	uint8_t bounce[FG_BOUNCE];
 	struct chan *ch;
-	const void *p;
 
 	if (len == 0)
 		return 0;
-	p = fg_uptr(c->fg, buf, len);
-	if (!p)
+	if (!fg_user_ok(c->fg, buf, len))
 		return -EFAULT;
 	ch = fd_chan(c->vm, f, true);
 	if (!ch)
 		return (long)len; /* FG_FD_NULL */
+	/* At most FG_BOUNCE bytes per call: a short write, as a pipe gives. */
+	len = MIN(len, (uint64_t)sizeof(bounce));
+	if (fg_copy_from_user(c->fg, bounce, buf, len) < 0)
+		return -EFAULT;
 	for (;;) {
-		size_t n = chan_write_locked(ch, p, len);
+		size_t n = chan_write_locked(ch, bounce, len);
 		if (n)
 			return (long)n;
 		if (f->nonblock)
@@ -131,11 +134,17 @@ static bool pred_input(void *arg)
 /* Reads into dst (a validated guest buffer); blocks when fd is blocking and
  * nothing is there: polling the client socket directly, or waiting for a
  * client to connect. */
-static long read_chan(struct fg_call *c, struct fg_fd *f, struct chan *ch, void *dst, size_t len,
+/* Reads at most FG_BOUNCE bytes of the channel into guest memory at dst. */
+static long read_chan(struct fg_call *c, struct fg_fd *f, struct chan *ch, uint64_t dst, size_t len,
 		      bool may_block)
 {
+	uint8_t bounce[FG_BOUNCE];
+
+	len = MIN(len, sizeof(bounce));
 	for (;;) {
-		long n = chan_read_locked(ch, dst, len);
+		long n = chan_read_locked(ch, bounce, len);
+		if (n > 0 && fg_copy_to_user(c->fg, dst, bounce, (uint64_t)n) < 0)
+			return -EFAULT;
 		if (n != -EAGAIN)
 			return n;
 		if (f->nonblock || !may_block)
@@ -152,7 +161,6 @@ static long sys_read(struct fg_call *c)
 	struct fg_fd *f = fd_get(c->fg, c->a[0]);
 	uint64_t len = c->a[2];
 	struct chan *ch;
-	void *dst;
 
 	if (!f)
 		return -EBADF;
@@ -160,13 +168,12 @@ static long sys_read(struct fg_call *c)
 		return -EINVAL;
 	if (len == 0)
 		return 0;
-	dst = fg_uptr(c->fg, c->a[1], len);
-	if (!dst)
+	if (!fg_user_ok(c->fg, c->a[1], len))
 		return -EFAULT;
 	ch = fd_chan(c->vm, f, false);
 	if (!ch || len == 0)
 		return 0;
-	return read_chan(c, f, ch, dst, len, true);
+	return read_chan(c, f, ch, c->a[1], len, true);
 }
 
 static long sys_readv(struct fg_call *c)
@@ -182,7 +189,7 @@ static long sys_readv(struct fg_call *c)
 	if (rc < 0)
 		return rc;
 	for (uint64_t i = 0; i < c->a[2]; i++)
-		if (iov[i].iov_len && !fg_uptr(c->fg, (uint64_t)iov[i].iov_base, iov[i].iov_len))
+		if (iov[i].iov_len && !fg_user_ok(c->fg, (uint64_t)iov[i].iov_base, iov[i].iov_len))
 			return -EFAULT;
 	ch = fd_chan(c->vm, f, false);
 	if (!ch)
@@ -191,8 +198,7 @@ static long sys_readv(struct fg_call *c)
 	for (uint64_t i = 0; i < c->a[2]; i++) {
 		if (!iov[i].iov_len)
 			continue;
-		rc = read_chan(c, f, ch, fg_uptr(c->fg, (uint64_t)iov[i].iov_base, iov[i].iov_len),
-			       iov[i].iov_len, total == 0);
+		rc = read_chan(c, f, ch, (uint64_t)iov[i].iov_base, iov[i].iov_len, total == 0);
 		if (rc <= 0)
 			return total ? total : rc;
 		total += rc;

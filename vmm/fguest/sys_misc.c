@@ -30,22 +30,24 @@ static long sys_uname(struct fg_call *c)
 static long sys_getrandom(struct fg_call *c)
 {
 	uint64_t len = MIN(c->a[1], GETRANDOM_MAX);
-	uint8_t *p;
+	uint8_t buf[4096];
 
 	if (c->a[2] & ~(uint64_t)(GRND_NONBLOCK | GRND_RANDOM | GRND_INSECURE))
 		return -EINVAL;
 	if (len == 0)
 		return 0;
-	p = fg_uptr(c->fg, c->a[0], len);
-	if (!p)
+	if (!fg_user_ok(c->fg, c->a[0], len))
 		return -EFAULT;
 	for (uint64_t done = 0; done < len;) {
-		ssize_t n = getrandom(p + done, len - done, 0);
+		size_t want = (size_t)MIN(len - done, sizeof(buf));
+		ssize_t n = getrandom(buf, want, 0);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			return done ? (long)done : -errno;
 		}
+		if (fg_copy_to_user(c->fg, c->a[0] + done, buf, (uint64_t)n) < 0)
+			return done ? (long)done : -EFAULT;
 		done += (uint64_t)n;
 	}
 	return (long)len;

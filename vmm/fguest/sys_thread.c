@@ -74,12 +74,13 @@ int fg_futex_wake(struct fguest *fg, uint64_t uaddr, uint32_t bitset, int n)
 	return woken;
 }
 
-static int futex_word(struct fg_call *c, uint64_t uaddr, uint32_t **p)
+/* The futex word's value (an aligned 4-byte read is atomic on either
+ * side of the guest's memory). */
+static int futex_word(struct fg_call *c, uint64_t uaddr, uint32_t *val)
 {
 	if (uaddr & 3)
 		return -EINVAL;
-	*p = fg_uptr(c->fg, uaddr, 4);
-	return *p ? 0 : -EFAULT;
+	return fg_copy_from_user(c->fg, val, uaddr, 4);
 }
 
 static long futex_wait(struct fg_call *c, uint64_t uaddr, uint32_t val, uint64_t tsaddr,
@@ -87,7 +88,7 @@ static long futex_wait(struct fg_call *c, uint64_t uaddr, uint32_t val, uint64_t
 {
 	struct fg_futex_waiter w = { .uaddr = uaddr, .bitset = bitset };
 	uint64_t deadline = 0;
-	uint32_t *word;
+	uint32_t word;
 	int rc;
 
 	if (!bitset)
@@ -118,7 +119,10 @@ static long futex_wait(struct fg_call *c, uint64_t uaddr, uint32_t val, uint64_t
 		if (deadline <= now)
 			return -ETIMEDOUT;
 	}
-	if (__atomic_load_n(word, __ATOMIC_SEQ_CST) != val)
+	/* Re-read now: the word may have changed since the checks above. */
+	if (futex_word(c, uaddr, &word) < 0)
+		return -EFAULT;
+	if (word != val)
 		return -EAGAIN;
 	w.next = c->fg->waiters;
 	c->fg->waiters = &w;
@@ -132,7 +136,7 @@ static long futex_wait(struct fg_call *c, uint64_t uaddr, uint32_t val, uint64_t
 static long futex_requeue(struct fg_call *c, uint64_t uaddr, int nwake, int nreq,
 			  uint64_t uaddr2, bool cmp, uint32_t val3)
 {
-	uint32_t *word, *word2;
+	uint32_t word, word2;
 	int rc, woken, moved = 0;
 
 	if (nwake < 0 || nreq < 0)
@@ -142,7 +146,7 @@ static long futex_requeue(struct fg_call *c, uint64_t uaddr, int nwake, int nreq
 		rc = futex_word(c, uaddr2, &word2);
 	if (rc < 0)
 		return rc;
-	if (cmp && __atomic_load_n(word, __ATOMIC_SEQ_CST) != val3)
+	if (cmp && word != val3)
 		return -EAGAIN;
 	woken = fg_futex_wake(c->fg, uaddr, FUTEX_BITSET_MATCH_ANY, nwake);
 	for (struct fg_futex_waiter *w = c->fg->waiters; w && moved < nreq; w = w->next) {
@@ -172,7 +176,7 @@ static long sys_futex(struct fg_call *c)
 		return futex_wait(c, uaddr, val, c->a[3], true, realtime, val3);
 	case FUTEX_WAKE:
 	case FUTEX_WAKE_BITSET: {
-		uint32_t *word;
+		uint32_t word;
 		int rc = futex_word(c, uaddr, &word);
 		if (rc < 0)
 			return rc;

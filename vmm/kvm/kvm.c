@@ -190,7 +190,7 @@ static int kvm_cpuid(struct kvm_vm *k, const struct snapshot *snap, char *err, s
 			k->osxsave = e->ecx & (1u << 26);
 		}
 		if (e->function == 0xd && e->index == 0)
-			k->xcr0 = e->eax & 0x7; /* x87, SSE, AVX */
+			k->xcr0 = e->eax & 0xe7; /* x87, SSE, AVX, AVX-512 */
 	}
 	if (!k->osxsave)
 		k->xcr0 = 0;
@@ -258,6 +258,11 @@ static int kvm_fguest_setup(struct vm *vm, char *err, size_t errlen)
 	if (rc < 0)
 		return fail(err, errlen, rc, "cannot build the system area: %s", strerror(-rc));
 	return 0;
+}
+
+static uint64_t kvm_xfeatures(struct vm *vm)
+{
+	return KV(vm)->xcr0 | 3;
 }
 
 static uint64_t kvm_hwcap(struct vm *vm)
@@ -766,6 +771,7 @@ const struct platform platform_kvm = {
 	.vm_destroy = kvm_vm_destroy,
 	.fguest_setup = kvm_fguest_setup,
 	.hwcap = kvm_hwcap,
+	.xfeatures = kvm_xfeatures,
 	.vcpu_create = kvm_vcpu_create,
 	.vcpu_enter = kvm_vcpu_enter,
 	.vcpu_run = kvm_vcpu_run,
