@@ -27,6 +27,8 @@ struct opts {
 	unsigned long long budget; /* density: stop once host memory used reaches this (0: none) */
 	const char *accel;      /* peer: QEMU's accelerator, "kvm", "tcg", or NULL/"auto" */
 	bool prepare;           /* peer: only fill the cache (QEMU, kernel, initramfs) */
+	const char *platform;   /* "kvm" or "process" (resolved; also in FORKVM_PLATFORM) */
+	const char *payloads;   /* the test payloads' directory (build/guest/payloads) */
 };
 
 #define FORKBENCH_VERSION "0.1.0"
@@ -72,5 +74,15 @@ int cmd_density(const struct opts *o);
 int cmd_boot_vs_fork(const struct opts *o);
 /* Raw-KVM floor of a fork's work (bench/floor.c). */
 int cmd_floor(const struct opts *o);
+/* Raw-ptrace floor of a process-platform fork's work (bench/floor_ptrace.c). */
+int cmd_floor_ptrace(const struct opts *o);
+/* n round trips of a guest system call's bare path, in ns[] (after warmup
+ * excluded ones): a KVM exit at a ring-0 `out` reached by `syscall` and
+ * the next KVM_RUN (bench/floor.c), or a PTRACE_SYSEMU stop served with
+ * GETREGS/SETREGS (bench/floor_ptrace.c). 0 or -1 (printed). */
+int kvm_floor_round_trips(const struct opts *o, uint64_t *ns, int n, int warmup);
+int ptrace_floor_round_trips(uint64_t *ns, int n, int warmup);
+/* guest system call round trip on the chosen platform, and its floor */
+int cmd_syscall(const struct opts *o);
 
 #endif

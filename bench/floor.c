@@ -490,6 +490,47 @@ static void floor_teardown(struct floor *f)
 		close(f->kvm_fd);
 }
 
+int kvm_floor_round_trips(const struct opts *o, uint64_t *ns, int n, int warmup)
+{
+	struct floor f = { .kvm_fd = -1, .mem_fd = -1 };
+	struct floor_vm v;
+	uint64_t s, r;
+	int rc = -1;
+
+	struct sigaction sa = { .sa_handler = floor_alarm }, old_sa;
+
+	(void)o;
+	f.mem_size = 2 << 20;
+	f.nr_vcpus = 1;
+	sigemptyset(&sa.sa_mask); /* no SA_RESTART: the alarm ends a stuck KVM_RUN */
+	sigaction(SIGALRM, &sa, &old_sa);
+	floor_vm_init(&v);
+	if (floor_setup(&f) < 0 || floor_vm_build(&f, &v, NULL) < 0 ||
+	    floor_state_run(&f, &v, &s, &r) < 0)
+		goto out;
+	/* What a VMM does to return from a guest system call: the thread's
+	 * registers set (KVM_SET_REGS: back in ring 3 at its `syscall`), then
+	 * KVM_RUN to the next exit at the ring-0 `out`. */
+	for (int i = 0; i < warmup + n; i++) {
+		alarm(FLOOR_RUN_TIMEOUT_S);
+		uint64_t t0 = time_mono_ns();
+		int k = FLOOR_IOCTL(v.vcpu_fd[0], KVM_SET_REGS, &f.regs) < 0 ? floor_fail("KVM_SET_REGS")
+									     : floor_run(&v);
+		uint64_t t1 = time_mono_ns();
+		alarm(0);
+		if (k < 0 || floor_check_exit(&v) < 0)
+			goto out;
+		if (i >= warmup)
+			ns[i - warmup] = t1 - t0;
+	}
+	rc = 0;
+out:
+	floor_vm_close(&f, &v);
+	floor_teardown(&f);
+	sigaction(SIGALRM, &old_sa, NULL);
+	return rc;
+}
+
 /* Cold VMs: every step, the total, the close apart, and a rerun. */
 static int floor_cold(const struct floor *f, const struct opts *o, uint64_t *ns[FS_NR],
 		      uint64_t *close_ns, uint64_t *rerun_ns)

@@ -2,7 +2,7 @@
  * own forkd and store in a temporary directory and one template (default
  * 256 MiB, the agent with a small warm-up):
  *   fork          fork latency, cold and from the warm pool: to the clone's
- *                 resume (forkd's figure), to its first KVM_RUN, and as the
+ *                 resume (forkd's figure), to its first entry into guest code, and as the
  *                 client sees it; where a cold fork's time goes
  *   e2e           fork -> first agent answer; invoke round trip
  *   fanout K      K concurrent forks, cold and from a pool of K
@@ -186,7 +186,7 @@ static const char *const cold_steps[] = { "request", "process", "jail", "vm_crea
 					  "state_replay", "vcpu_threads", NULL };
 
 /* Fork latency, n samples. fork: forkd's figure (to resume), to the first
- * KVM_RUN, the client's round trip, and the breakdown; e2e: request sent ->
+ * guest entry, the client's round trip, and the breakdown; e2e: request sent ->
  * eval answered by the new clone. */
 static int bench_forks(struct fb *b, bool pool, int n, bool e2e)
 {
@@ -243,7 +243,7 @@ static int bench_forks(struct fb *b, bool pool, int n, bool e2e)
 	} else if (got) {
 		snprintf(what, sizeof(what), "fork, %s: to resume (forkd)", mode);
 		report(what, srv, got, b->o);
-		snprintf(what, sizeof(what), "fork, %s: to first KVM_RUN", mode);
+		snprintf(what, sizeof(what), "fork, %s: to first guest entry", mode);
 		report(what, first, nfirst, b->o);
 		snprintf(what, sizeof(what), "fork, %s: client round trip", mode);
 		report(what, rtt, got, b->o);
@@ -349,6 +349,27 @@ static void smaps(pid_t pid, long long *pss, long long *priv)
 		fclose(f);
 }
 
+/* A clone's memory: its process and its children (on the process
+ * platform, the stub that holds the guest's pages). */
+static void clone_smaps(pid_t pid, long long *pss, long long *priv)
+{
+	char path[64], kids[512] = "";
+	smaps(pid, pss, priv);
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid, (int)pid);
+	FILE *f = fopen(path, "r");
+	if (f) {
+		if (!fgets(kids, sizeof(kids), f))
+			kids[0] = '\0';
+		fclose(f);
+	}
+	for (char *p = kids, *end; *p; p = end) {
+		long k = strtol(p, &end, 10);
+		if (end == p)
+			break;
+		smaps((pid_t)k, pss, priv);
+	}
+}
+
 static int bench_density(struct fb *b, int n)
 {
 	long long avail0 = meminfo_kb("MemAvailable"), pss = 0, priv = 0;
@@ -377,7 +398,7 @@ static int bench_density(struct fb *b, int n)
 	size_t i;
 	json_t *c;
 	json_array_foreach(all, i, c) {
-		smaps((pid_t)json_integer_value(json_object_get(c, "pid")), &pss, &priv);
+		clone_smaps((pid_t)json_integer_value(json_object_get(c, "pid")), &pss, &priv);
 		struct agent_client *ac = NULL;
 		json_t *reply = NULL;
 		if (agent_client_connect(json_string_value(json_object_get(c, "agent_socket")), 5000, &ac) == 0 &&

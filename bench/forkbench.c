@@ -23,6 +23,7 @@
 #include "common/http.h"
 #include "common/util.h"
 #include "bench/bench.h"
+#include "vmm/vmm.h"
 
 /* Starts forkvm with the agent on sock, and (when not NULL) an API socket
  * and a store for store:// snapshots; returns its pid. */
@@ -191,6 +192,80 @@ static int cmd_eval(const struct opts *o)
 	rmdir(dir);
 	free(ns);
 	return 0;
+}
+
+/* ------------------------------------------------------------ syscall */
+
+/* The guest's system call round trip: the sysbench payload reads the
+ * monotonic clock with back-to-back system calls, each served by the VMM
+ * (which reads the host clock while serving it), so consecutive readings
+ * are one round trip apart. Beside it, the same run's floor for the
+ * platform. */
+int cmd_syscall(const struct opts *o)
+{
+	char dir[] = "/tmp/forkbench-XXXXXX", out[128], payload[4300], n_arg[32], mem[64];
+	int n = o->samples, total = o->warmup + o->samples, st, got = 0;
+	uint64_t *ns = calloc((size_t)n, sizeof(*ns)), *fl = calloc((size_t)n, sizeof(*fl));
+	int rc = 1;
+
+	if (!ns || !fl || !mkdtemp(dir))
+		goto done;
+	snprintf(out, sizeof(out), "%s/out", dir);
+	snprintf(payload, sizeof(payload), "%s/sysbench", o->payloads);
+	snprintf(n_arg, sizeof(n_arg), "%d", total);
+	snprintf(mem, sizeof(mem), "size=%s", o->memory);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0 || dup2(fd, 1) < 0)
+			_exit(127);
+		execl(o->forkvm, "forkvm", "--kernel", payload, "--cmdline", n_arg, "--memory", mem,
+		      (char *)NULL);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		fprintf(stderr, "forkbench syscall: forkvm running %s failed (status 0x%x)\n", payload,
+			pid < 0 ? -1 : st);
+		goto done;
+	}
+	FILE *f = fopen(out, "r");
+	char line[128];
+	for (int i = 0; f && fgets(line, sizeof(line), f);) {
+		long long v;
+		if (sscanf(line, "d %lld", &v) != 1)
+			continue;
+		if (i >= o->warmup && got < n)
+			ns[got++] = v > 0 ? (uint64_t)v : 0;
+		i++;
+	}
+	if (f)
+		fclose(f);
+	if (got != n) {
+		fprintf(stderr, "forkbench syscall: %d round trips read, %d expected\n", got, n);
+		goto done;
+	}
+	bool process = !strcmp(o->platform, "process");
+	int frc = process ? ptrace_floor_round_trips(fl, n, o->warmup)
+			  : kvm_floor_round_trips(o, fl, n, o->warmup);
+	note(o, "guest: clock_gettime back to back (guest/payloads/sysbench), each served by the "
+		"VMM; a round trip is the time between two readings");
+	note(o, "floor, same run: %s",
+	     process ? "a traced child's system call stop served with GETREGS, SETREGS and "
+		       "PTRACE_SYSEMU (raw ptrace, no forkvm code)"
+		     : "KVM_SET_REGS (back at the `syscall`) and KVM_RUN to the next exit at "
+		       "the ring-0 `out` (raw ioctls, no forkvm code)");
+	report("guest system call round trip", ns, n, o);
+	if (frc == 0)
+		report(process ? "floor: ptrace round trip" : "floor: KVM exit round trip", fl, n, o);
+	else
+		note(o, "floor: could not be measured (see stderr)");
+	rc = 0;
+done:
+	unlink(out);
+	rmdir(dir);
+	free(ns);
+	free(fl);
+	return rc;
 }
 
 /* ------------------------------------------------------------ snapshot */
@@ -548,6 +623,8 @@ static void usage(FILE *f)
 		"\n"
 		"Subcommands:\n"
 		"  boot          cold boot of forkvm to the agent's ready event; idle VMM RSS\n"
+		"  syscall       a guest system call's round trip, beside the platform's floor\n"
+		"                (raw KVM exit or raw ptrace stop) from the same run\n"
 		"  eval          round trip of an agent eval request\n"
 		"  snapshot      snapshot of a paused agent VM to a directory (time, size on\n"
 		"                disk) and to a store, full and incremental (time, bytes)\n"
@@ -557,7 +634,8 @@ static void usage(FILE *f)
 		"                store put), materialize, verify, restore, incremental\n"
 		"                snapshot, dedup of clone snapshots; per chunk size\n"
 		"  fork          fork latency through forkd, cold and from a warm pool: to the\n"
-		"                clone's resume, to its first KVM_RUN, client round trip;\n"
+		"                clone's resume, to its first entry into guest code, client\n"
+		"                round trip;\n"
 		"                where a cold fork's time goes\n"
 		"  e2e           fork -> first agent answer (cold, warm pool); invoke round trip\n"
 		"  fanout [K]    K concurrent forks (default 16), cold and from a pool of K\n"
@@ -566,14 +644,20 @@ static void usage(FILE *f)
 		"                clone, host memory, whether all still answer\n"
 		"  boot-vs-fork  a template whose warm-up does real work: cold boot + warm-up\n"
 		"                versus a fork of its snapshot; the speed-up\n"
-		"  floor         the bare KVM cost of a fork's work with raw ioctls\n"
+		"  floor         the bare cost of a fork's work: raw KVM ioctls, or on the\n"
+		"                process platform raw ptrace\n"
 		"  peer          QEMU restoring a minimal Linux guest from a migration file\n"
 		"                versus forkvm, restore to first answer (docs/peer.md)\n"
 		"\n"
 		"Options:\n"
-		"  -n N             samples (defaults: boot 5, eval 1000, restore 10, fork and\n"
-		"                   e2e 50, boot-vs-fork 5, peer 5, store 5 restores)\n"
-		"  --warmup N       excluded warm-up runs (default: boot 1, eval 20, fork 3)\n"
+		"  --platform P     what runs the guests: kvm, process or auto (default:\n"
+		"                   $FORKVM_PLATFORM, else auto: kvm where /dev/kvm works,\n"
+		"                   else process); named in the header\n"
+		"  -n N             samples (defaults: boot 5, eval 1000, syscall 10000,\n"
+		"                   restore 10, fork and e2e 50, boot-vs-fork 5, peer 5,\n"
+		"                   store 5 restores)\n"
+		"  --warmup N       excluded warm-up runs (default: boot 1, eval 20,\n"
+		"                   syscall 100, fork 3)\n"
 		"  --cpus N         vCPUs (default 1)\n"
 		"  --memory SIZE    guest RAM (default 512M; store 4G; fork, e2e, fanout,\n"
 		"                   density, boot-vs-fork, floor 256M)\n"
@@ -601,7 +685,8 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	enum { O_WARMUP = 256, O_CPUS, O_MEMORY, O_CODE, O_JSON, O_TOUCH, O_CHUNK, O_DIRTY, O_CLONES,
-	       O_FANOUT, O_DENSITY, O_CSV, O_PLOT, O_BUDGET, O_ACCEL, O_JAIL, O_PREPARE };
+	       O_FANOUT, O_DENSITY, O_CSV, O_PLOT, O_BUDGET, O_ACCEL, O_JAIL, O_PREPARE,
+	       O_PLATFORM };
 	static const struct option lo[] = {
 		{ "warmup", required_argument, NULL, O_WARMUP }, { "cpus", required_argument, NULL, O_CPUS },
 		{ "memory", required_argument, NULL, O_MEMORY }, { "code", required_argument, NULL, O_CODE },
@@ -618,16 +703,24 @@ int main(int argc, char **argv)
 		{ "accel", required_argument, NULL, O_ACCEL },
 		{ "jail", required_argument, NULL, O_JAIL },
 		{ "prepare", no_argument, NULL, O_PREPARE },
+		{ "platform", required_argument, NULL, O_PLATFORM },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .samples = -1, .warmup = -1, .cpus = "1", .code = "1+1", .touch_mb = -1,
 			  .chunk_sizes = "256K", .dirty_mb = 16, .clones = 10, .fanout = 16,
 			  .density = 1000, .budget = 1ULL << 30, .jail = "on" };
-	static char forkvm[4200], agent[4200];
-	char self[4000];
+	static char forkvm[4200], agent[4200], payloads[4200];
+	char self[4000], why[512] = "";
 	int opt;
 	uint64_t v;
+	enum vm_platform platform = VM_PLATFORM_AUTO;
+	const char *env_platform = getenv("FORKVM_PLATFORM");
 
+	if (env_platform && *env_platform && vm_platform_parse(env_platform, &platform) < 0) {
+		fprintf(stderr, "forkbench: FORKVM_PLATFORM must be kvm, process or auto, not '%s'\n",
+			env_platform);
+		return 2;
+	}
 	while ((opt = getopt_long(argc, argv, "n:h", lo, NULL)) != -1) {
 		switch (opt) {
 		case 'n':
@@ -670,6 +763,12 @@ int main(int argc, char **argv)
 			break;
 		case O_PREPARE:
 			o.prepare = true;
+			break;
+		case O_PLATFORM:
+			if (vm_platform_parse(optarg, &platform) < 0) {
+				fprintf(stderr, "forkbench: --platform must be kvm, process or auto\n");
+				return 2;
+			}
 			break;
 		case O_JAIL:
 			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
@@ -733,10 +832,14 @@ int main(int argc, char **argv)
 		*slash = '\0';
 	snprintf(forkvm, sizeof(forkvm), "%s/forkvm", self);
 	snprintf(agent, sizeof(agent), "%s/../guest/agent", self);
-	if (access(agent, R_OK) != 0)
-		snprintf(agent, sizeof(agent), "%s/../../guest/agent", self); /* build/san/bin */
+	snprintf(payloads, sizeof(payloads), "%s/../guest/payloads", self);
+	if (access(agent, R_OK) != 0) { /* build/san/bin */
+		snprintf(agent, sizeof(agent), "%s/../../guest/agent", self);
+		snprintf(payloads, sizeof(payloads), "%s/../../guest/payloads", self);
+	}
 	o.forkvm = forkvm;
 	o.agent = agent;
+	o.payloads = payloads;
 	signal(SIGPIPE, SIG_IGN);
 
 	int (*fn)(const struct opts *) = NULL;
@@ -781,6 +884,14 @@ int main(int argc, char **argv)
 			o.samples = o.samples > 0 ? o.samples : 5;
 			o.warmup = o.warmup >= 0 ? o.warmup : 1;
 			fn = cmd_boot;
+		} else if (!strcmp(cmd, "syscall")) {
+			o.samples = o.samples > 0 ? o.samples : 10000;
+			o.warmup = o.warmup >= 0 ? o.warmup : 100;
+			if (o.samples + o.warmup > 1000000) {
+				fprintf(stderr, "forkbench: syscall takes at most 1000000 round trips\n");
+				return 2;
+			}
+			fn = cmd_syscall;
 		} else if (!strcmp(cmd, "eval")) {
 			o.samples = o.samples > 0 ? o.samples : 1000;
 			o.warmup = o.warmup >= 0 ? o.warmup : 20;
@@ -799,6 +910,21 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	/* The platform, resolved once, for this process (the floor) and every
+	 * forkvm and forkd it starts (FORKVM_PLATFORM). peer --prepare needs
+	 * none. */
+	if (!o.prepare) {
+		enum vm_platform got;
+		if (vm_platform_resolve(platform, &got, why, sizeof(why)) < 0) {
+			fprintf(stderr, "forkbench: platform %s cannot run here: %s\n",
+				vm_platform_name(platform), why);
+			return 1;
+		}
+		o.platform = vm_platform_name(got);
+		setenv("FORKVM_PLATFORM", o.platform, 1);
+	}
+	if (fn == cmd_floor && o.platform && !strcmp(o.platform, "process"))
+		fn = cmd_floor_ptrace;
 	if (o.prepare) {
 		if (fn != cmd_peer) {
 			fprintf(stderr, "forkbench: --prepare is for peer only\n");

@@ -119,9 +119,12 @@ void out_begin(const struct opts *o, const char *subcommand)
 	out.results = json_array();
 	out.notes = json_array();
 	out.machine = machine();
+	json_object_set_new(out.machine, "platform", json_string(o->platform ? o->platform : "none"));
 	if (out_text(o)) {
 		json_t *m = out.machine;
-		printf("# forkbench %s on %s, %d cores, %.1f GiB, kernel %s, %s, KVM: %s\n", subcommand,
+		printf("# forkbench %s on the %s platform; %s, %d cores, %.1f GiB, kernel %s, %s, "
+		       "KVM: %s\n",
+		       subcommand, o->platform ? o->platform : "(no)",
 		       json_string_value(json_object_get(m, "cpu")),
 		       (int)json_integer_value(json_object_get(m, "cores")),
 		       json_integer_value(json_object_get(m, "memory_bytes")) / 1073741824.0,

@@ -23,15 +23,10 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-if [ ! -c /dev/kvm ] || [ ! -w /dev/kvm ]; then
-	# No KVM here: the same pipeline in the KVM lane (scripts/lane.sh), a
-	# QEMU TCG VM whose emulated AMD SVM gives it a /dev/kvm.
-	echo "make run: this host has no usable /dev/kvm: running the demo in the KVM lane"
-	echo "make run: (nested SVM under QEMU TCG: about 10 s to boot it; its figures are not representative of hardware)"
-	trap - EXIT INT TERM
-	rm -rf "$dir"
-	exec bash "$(dirname "$0")/lane.sh" run -- sh "$0" "$build" "$agent"
-fi
+# Where the guests run: forkd's --platform default (FORKVM_PLATFORM, else
+# auto: KVM where /dev/kvm works, else the process platform, which needs
+# no /dev/kvm: a ptrace'd stub process runs the guest natively).
+platform=${FORKVM_PLATFORM:-auto}
 mkdir -p "$build/run"
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
@@ -64,8 +59,8 @@ if [ -n "${FORKVM_LANE:-}" ]; then
 	echo "NOTE: figures below are not representative of hardware (a KVM exit costs ~57 us here)."
 fi
 
-step "forkd --api-socket $sock --store $store --run-dir $dir/run &"
-"$bin/forkd" --api-socket "$sock" --store "$store" --run-dir "$dir/run" &
+step "forkd --api-socket $sock --store $store --run-dir $dir/run --platform $platform &"
+"$bin/forkd" --api-socket "$sock" --store "$store" --run-dir "$dir/run" --platform "$platform" &
 fpid=$!
 i=0
 until fctl ping >/dev/null 2>&1; do
@@ -73,6 +68,8 @@ until fctl ping >/dev/null 2>&1; do
 	[ $i -lt 500 ] || { echo "forkd did not start" >&2; exit 1; }
 	sleep 0.01
 done
+running_on=$(fctl ping | sed -n 's/.*"platform": *"\([a-z]*\)".*/\1/p')
+echo "guests run on the ${running_on:-?} platform"
 
 step "forkctl template add fn --boot vm.json --load handlers.js --pool 8   (boot once, warm up, snapshot into $store)"
 t0=$(ms)

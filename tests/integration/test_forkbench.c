@@ -58,6 +58,8 @@ static json_t *run_json(const char *const args[])
 		     "machine.representative is %s %s",
 		     json_is_true(json_object_get(m, "representative")) ? "true" : "false",
 		     h_in_lane() ? "in the KVM lane" : "on a host's own KVM");
+	/* the header names the platform the figures come from */
+	cr_assert_str_eq(json_string_value(json_object_get(m, "platform")), h_platform());
 	cr_assert(json_is_array(json_object_get(doc, "results")));
 	free(bin);
 	free(out);
@@ -134,10 +136,10 @@ Test(forkbench, fork_e2e_fanout_density)
 {
 	H_NEED_GUEST();
 	need((const char *const[]){ "fork", "-n", "3", "--warmup", "0", NULL },
-	     (const char *const[]){ "fork, cold: to resume", "fork, cold: to first KVM_RUN",
+	     (const char *const[]){ "fork, cold: to resume", "fork, cold: to first guest entry",
 				    "fork, cold: client round trip", "  cold step: vm_create",
 				    "  cold step: state_replay", "fork, pool: to resume",
-				    "fork, pool: to first KVM_RUN", NULL });
+				    "fork, pool: to first guest entry", NULL });
 	need((const char *const[]){ "e2e", "-n", "3", "--warmup", "0", NULL },
 	     (const char *const[]){ "fork -> first agent answer, cold", "fork -> first agent answer, pool",
 				    "invoke round trip", NULL });
@@ -165,10 +167,30 @@ Test(forkbench, boot_vs_fork)
 Test(forkbench, floor)
 {
 	H_NEED_GUEST();
-	need((const char *const[]){ "floor", "-n", "3", "--warmup", "1", NULL },
-	     (const char *const[]){ "floor: create VM", "floor: memory slot", "floor: irqchip + PIT",
-				    "floor: vCPUs + CPUID", "floor: first KVM_RUN", "floor: total (cold VM)",
-				    "floor precreated: total", NULL });
+	if (h_on_process())
+		need((const char *const[]){ "floor", "-n", "3", "--warmup", "1", NULL },
+		     (const char *const[]){ "floor: process (fork+map+stop)", "floor: set state",
+					    "floor: first trapped call", "floor: total",
+					    "floor precreated: total", "floor: system call round trip",
+					    NULL });
+	else
+		need((const char *const[]){ "floor", "-n", "3", "--warmup", "1", NULL },
+		     (const char *const[]){ "floor: create VM", "floor: memory slot",
+					    "floor: irqchip + PIT", "floor: vCPUs + CPUID",
+					    "floor: first KVM_RUN", "floor: total (cold VM)",
+					    "floor precreated: total", NULL });
+}
+
+/* A guest system call's round trip beside the same run's floor. */
+Test(forkbench, syscall)
+{
+	H_NEED_GUEST();
+	json_t *doc = run_json((const char *const[]){ "syscall", "-n", "200", "--warmup", "10", NULL });
+	json_t *r = result(doc, "guest system call round trip");
+	cr_assert_eq(json_integer_value(json_object_get(r, "samples")), 200);
+	cr_assert_gt(json_real_value(json_object_get(r, "min")), 0.0);
+	result(doc, h_on_process() ? "floor: ptrace round trip" : "floor: KVM exit round trip");
+	json_decref(doc);
 }
 
 /* QEMU restoring a Linux guest from a migration file (installed on demand;
