@@ -1126,8 +1126,9 @@ static char *vm_platform_of(struct vmh *v)
 
 /* The XSAVE components a guest may use, found independently of forkvm:
  * on the process platform the host CPU's XCR0 (less AMX, which needs a
- * permission no guest can get); on KVM what KVM_GET_SUPPORTED_CPUID
- * offers of x87, SSE, AVX and AVX-512 (what the KVM platform enables). */
+ * permission no guest can get, and deprecated MPX); on KVM what
+ * KVM_GET_SUPPORTED_CPUID offers of x87, SSE, AVX, AVX-512 and PKRU (what
+ * the KVM platform enables). */
 static uint64_t host_xcr0(void)
 {
 	unsigned a, b, c, d;
@@ -1135,7 +1136,7 @@ static uint64_t host_xcr0(void)
 	if (!(c & (1u << 27)))
 		return 3;
 	__asm__ volatile("xgetbv" : "=a"(a), "=d"(d) : "c"(0));
-	return ((((uint64_t)d << 32) | a) & ~((1ULL << 17) | (1ULL << 18)));
+	return ((((uint64_t)d << 32) | a) & ~((1ULL << 3) | (1ULL << 4) | (1ULL << 17) | (1ULL << 18)));
 }
 
 static uint64_t kvm_xcr0(void)
@@ -1143,7 +1144,7 @@ static uint64_t kvm_xcr0(void)
 	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + 256 * sizeof(struct kvm_cpuid_entry2));
 	uint64_t x = 0;
-	bool xsave = false;
+	bool xsave = false, pku = false;
 	cr_assert(fd >= 0 && c);
 	c->nent = 256;
 	cr_assert_eq(ioctl(fd, KVM_GET_SUPPORTED_CPUID, c), 0, "KVM_GET_SUPPORTED_CPUID: %s",
@@ -1151,11 +1152,15 @@ static uint64_t kvm_xcr0(void)
 	for (unsigned i = 0; i < c->nent; i++) {
 		if (c->entries[i].function == 1)
 			xsave = c->entries[i].ecx & (1u << 26);
+		if (c->entries[i].function == 7 && c->entries[i].index == 0)
+			pku = c->entries[i].ecx & (1u << 3);
 		if (c->entries[i].function == 0xd && c->entries[i].index == 0)
-			x = c->entries[i].eax & 0xe7;
+			x = c->entries[i].eax & 0x2e7;
 	}
 	free(c);
 	close(fd);
+	if (!pku)
+		x &= ~0x200ULL;
 	return (xsave ? x : 0) | 3;
 }
 

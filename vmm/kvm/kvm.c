@@ -189,9 +189,15 @@ static int kvm_cpuid(struct kvm_vm *k, const struct snapshot *snap, char *err, s
 			e->ecx |= 1u << 31; /* hypervisor present */
 			k->osxsave = e->ecx & (1u << 26);
 		}
+		if (e->function == 7 && e->index == 0)
+			k->pku = e->ecx & (1u << 3);
 		if (e->function == 0xd && e->index == 0)
-			k->xcr0 = e->eax & 0xe7; /* x87, SSE, AVX, AVX-512 */
+			k->xcr0 = e->eax & 0x2e7; /* x87, SSE, AVX, AVX-512, PKRU */
 	}
+	/* What a host process has (the process platform's guests), where KVM
+	 * offers it: snapshots move between the two. */
+	if (!k->pku)
+		k->xcr0 &= ~(uint64_t)0x200;
 	if (!k->osxsave)
 		k->xcr0 = 0;
 	return 0;
@@ -336,6 +342,8 @@ static int kvm_vcpu_create(struct vcpu *v, char *err, size_t errlen)
 	if (kvm_ioctl(c->fd, KVM_GET_SREGS, &s) < 0)
 		return fail(err, errlen, -errno, "KVM_GET_SREGS: %s", strerror(errno));
 	x86_sregs_ring3(&s, v->id, vm->nr_vcpus, k->osxsave);
+	if (k->pku && k->osxsave)
+		s.cr4 |= X86_CR4_PKE;
 	if (kvm_ioctl(c->fd, KVM_SET_SREGS, &s) < 0)
 		return fail(err, errlen, -errno, "KVM_SET_SREGS: %s", strerror(errno));
 	if (k->osxsave) {
@@ -618,6 +626,8 @@ static int kvm_set_regs(struct vcpu *v, const struct vregs *r)
 	if (kvm_ioctl(c->fd, KVM_GET_SREGS, &s) < 0)
 		return -errno;
 	x86_sregs_ring3(&s, v->id, vm->nr_vcpus, KV(vm)->osxsave);
+	if (KV(vm)->pku && KV(vm)->osxsave)
+		s.cr4 |= X86_CR4_PKE;
 	if (kvm_ioctl(c->fd, KVM_SET_SREGS, &s) < 0)
 		return -errno;
 	if (kvm_ioctl(c->fd, KVM_SET_REGS, k) < 0)

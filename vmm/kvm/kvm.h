@@ -20,6 +20,7 @@ struct kvm_vm {
 	int run_size;         /* 0: no bound known (unit tests) */
 	int kick_signal;
 	bool osxsave;
+	bool pku;             /* protection keys: CR4.PKE set, PKRU in XCR0 */
 	uint64_t xcr0;
 	struct kvm_cpuid2 *cpuid;
 	size_t xsave_size;    /* KVM_GET_XSAVE2's size, else sizeof(struct kvm_xsave) */

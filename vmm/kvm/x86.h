@@ -98,6 +98,8 @@ int x86_setup_system(struct gmem *m, unsigned nr_vcpus) __attribute__((warn_unus
 
 /* Fills the special registers of vCPU i for ring-3 execution. s must come
  * from KVM_GET_SREGS (apic_base and the interrupt bitmap are kept). */
+/* CR4.PKE: protection keys for user pages (PKRU; all keys open at 0). */
+#define X86_CR4_PKE (1ULL << 22)
 void x86_sregs_ring3(struct kvm_sregs *s, unsigned vcpu, unsigned nr_vcpus, bool osxsave);
 
 
