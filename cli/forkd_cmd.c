@@ -692,8 +692,8 @@ static int template_ls(struct forkd_cli *fc, int argc, char **argv)
 	}
 	json_array_foreach(list, i, t) width =
 	    MAX(width, (int)MIN(strlen(get_str(t, "name", "?")), (size_t)64));
-	printf("%-*s  %-12s  %9s  %5s  %9s  %6s  %6s\n", width, "NAME", "SNAPSHOT", "MEMORY",
-	       "VCPUS", "POOL", "CLONES", "FORKS");
+	printf("%-*s  %-12s  %9s  %5s  %9s  %6s  %6s  %s\n", width, "NAME", "SNAPSHOT", "MEMORY",
+	       "VCPUS", "POOL", "CLONES", "FORKS", "PLATFORM");
 	json_array_foreach(list, i, t)
 	{
 		const json_t *pool = json_object_get(t, "pool");
@@ -707,8 +707,9 @@ static int template_ls(struct forkd_cli *fc, int argc, char **argv)
 		fmt_int(t, "vcpus", vcpus, sizeof(vcpus));
 		fmt_int(t, "clones", clones, sizeof(clones));
 		fmt_int(t, "forks", forks, sizeof(forks));
-		printf("%-*s  %-12.12s  %9s  %5s  %9s  %6s  %6s\n", width, get_str(t, "name", "?"),
-		       get_str(t, "snapshot", "-"), mem, vcpus, poolbuf, clones, forks);
+		printf("%-*s  %-12.12s  %9s  %5s  %9s  %6s  %6s  %s\n", width, get_str(t, "name", "?"),
+		       get_str(t, "snapshot", "-"), mem, vcpus, poolbuf, clones, forks,
+		       get_str(t, "platform", "-"));
 	}
 	json_decref(j);
 	return 0;
@@ -980,8 +981,8 @@ static int cmd_clones(struct forkd_cli *fc, int argc, char **argv)
 	}
 	json_array_foreach(list, i, c) width =
 	    MAX(width, (int)MIN(strlen(get_str(c, "template", "?")), (size_t)64));
-	printf("%-12s  %-*s  %7s  %-14s  %-4s  %9s  %s\n", "ID", width, "TEMPLATE", "PID", "STATE",
-	       "FROM", "FORK_US", "AGE");
+	printf("%-12s  %-*s  %7s  %-14s  %-4s  %9s  %-8s  %s\n", "ID", width, "TEMPLATE", "PID",
+	       "STATE", "FROM", "FORK_US", "AGE", "PLATFORM");
 	json_array_foreach(list, i, c)
 	{
 		const json_t *from = json_object_get(c, "from_pool");
@@ -993,12 +994,12 @@ static int cmd_clones(struct forkd_cli *fc, int argc, char **argv)
 		fmt_state(c, state, sizeof(state));
 		if (get_int(c, "created_unix_ms", &created))
 			fmt_age(created, age, sizeof(age));
-		printf("%-12s  %-*s  %7s  %-14s  %-4s  %9s  %s\n", get_str(c, "id", "?"), width,
+		printf("%-12s  %-*s  %7s  %-14s  %-4s  %9s  %-8s  %s\n", get_str(c, "id", "?"), width,
 		       get_str(c, "template", "?"), pid, state,
 		       !json_is_boolean(from) ? "-"
 		       : json_is_true(from)   ? "pool"
 					      : "cold",
-		       us, age);
+		       us, age, get_str(c, "platform", "-"));
 	}
 	json_decref(j);
 	return 0;

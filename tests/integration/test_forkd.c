@@ -651,6 +651,7 @@ Test(forkd, ping_and_the_template_booted_once)
 	char *store = h_join(e.dir, "store"), *run = h_join(e.dir, "run");
 	cr_assert_str_eq(jstr(p, "store", "ping"), store);
 	cr_assert_str_eq(jstr(p, "run_dir", "ping"), run);
+	cr_assert_str_eq(jstr(p, "platform", "ping"), h_platform());
 	json_decref(p);
 
 	need_t();
@@ -671,6 +672,16 @@ Test(forkd, ping_and_the_template_booted_once)
 	}
 	cr_assert(found, "GET /v1/templates does not list t");
 	json_decref(all);
+
+	/* forkctl names the platform of templates (and the metrics do). */
+	char *fbin = h_bin("forkctl"), *fopt = NULL, *lout = NULL, *lerr = NULL;
+	cr_assert(asprintf(&fopt, "--forkd=%s", e.sock) > 0);
+	const char *largv[] = { fbin, fopt, "template", "ls", NULL };
+	int lst = h_run(e.dir, largv, T_MS, &lout, &lerr);
+	cr_assert_eq(lst, 0, "forkctl template ls: %d %s", lst, lerr);
+	cr_assert(strstr(lout, "PLATFORM") && strstr(lout, h_platform()),
+		  "forkctl template ls does not name the platform:\n%s", lout);
+	free(fbin), free(fopt), free(lout), free(lerr);
 
 	/* The snapshot is in forkd's store, tagged forkd.t. */
 	char *bin = h_bin("forkctl"), *out = NULL, *err = NULL;
@@ -1181,6 +1192,11 @@ Test(forkd, warm_pool_and_metrics)
 	char *text;
 	metrics_get(&m, &text);
 	expect_type(&m, "forkd_clones_live", "gauge");
+	expect_type(&m, "forkd_info", "gauge");
+	char plabel[64];
+	snprintf(plabel, sizeof(plabel), "platform=\"%s\"", h_platform());
+	cr_assert_eq(metric(&m, "forkd_info", plabel), 1, "forkd_info names no platform %s\n%s",
+		     h_platform(), text);
 	double live = metric(&m, "forkd_clones_live", NULL);
 	cr_assert(live >= 3, "forkd_clones_live is %g with 3 clones of pooled alive:\n%s", live,
 		  text);
