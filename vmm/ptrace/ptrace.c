@@ -754,6 +754,7 @@ static int pt_discard(void *arg, uint64_t gpa, uint64_t len)
  * it maps guest RAM executable, at fixed addresses below 1 TiB only. */
 static const struct sc_rule pt_sc_vmm[] = {
 	SC_ALLOW(vfork), SC_EQ(execveat, 4, AT_EMPTY_PATH), SC_EQ(prctl, 0, PR_SET_PDEATHSIG),
+	SC_EQ(prctl, 0, PR_SET_SPECULATION_CTRL),
 	SC_ALLOW(dup2), SC_ALLOW(pipe2), SC_ALLOW(wait4), SC_ALLOW(waitid), SC_ALLOW(kill),
 	SC_ALLOW(ptrace), SC_ALLOW(process_vm_readv), SC_ALLOW(close_range),
 	SC_ALLOW(sched_setaffinity), SC_ALLOW(getcpu),
