@@ -113,6 +113,19 @@ struct vm {
 int vm_create_nokvm(const struct vm_config *cfg, char *err, size_t errlen, struct vm **out)
 	__attribute__((warn_unused_result));
 
+struct snapshot;
+enum vm_platform;
+/* Builds a VM from cfg: booted from its payload (snap NULL) or restored
+ * from snap's state (vmm/snapshot.c). */
+int vm_create_from(const struct vm_config *cfg, struct snapshot *snap, struct loop *loop,
+		   vm_exit_cb *on_exit, void *arg, char *err, size_t errlen, struct vm **out)
+	__attribute__((warn_unused_result));
+/* Replays snap's state units into vm, being built (vmm/snapshot.c). */
+int vm_apply_snapshot(struct vm *vm, struct snapshot *snap, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+/* The operations of a resolved platform (KVM or PROCESS). */
+const struct platform *vm_platform_ops(enum vm_platform p);
+
 /* Starts a restored VM's vCPU threads, parked (paused) or straight into
  * the guest. */
 int vm_start_restored(struct vm *vm, bool paused) __attribute__((warn_unused_result));
