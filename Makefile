@@ -135,8 +135,15 @@ AGENT := $(GUEST_O)/agent
 PAYLOAD_SRC := $(wildcard guest/payloads/*.c)
 PAYLOADS := $(PAYLOAD_SRC:guest/payloads/%.c=$(GUEST_O)/payloads/%)
 
-.PHONY: guest
+.PHONY: guest linux-guest
 guest: $(AGENT) $(PAYLOADS)
+
+# The Linux test guest (docs/linux-guests.md): Debian's kernel and a
+# busybox initramfs, made from Debian packages by scripts/linux-guest.sh
+# (cached; the tests of Linux guests need it, nothing else does).
+LINUX_O := $(O)/linux
+linux-guest:
+	$(Q)sh scripts/linux-guest.sh $(LINUX_O)
 
 # Installed by deps: with -j, make must not look for it before deps ran.
 $(DUKTAPE_DIR)/duktape.c: | deps
@@ -268,17 +275,23 @@ $(O)/tests/lane-failing: tests/lane/failing.c | deps
 	@$(if $(Q),echo "  TEST    $@")
 	$(Q)$(CC) $(CFLAGS) -MF $(O)/obj/tests/lane/failing.d $< $(LDFLAGS) -lcriterion -o $@
 
-.PHONY: test test-unit test-integration test-lane
-test: all $(UNIT_BINS) $(INTEG_BINS) $(LANE_BINS)
+.PHONY: test test-unit test-integration test-lane test-linux-lane
+test: all linux-guest $(UNIT_BINS) $(INTEG_BINS) $(LANE_BINS)
 	$(Q)sh scripts/run-tests.sh $(O) $(GUEST_O) $(UNIT_BINS) -- $(INTEG_BINS)
 
-test-lane: all $(UNIT_BINS) $(INTEG_BINS) $(LANE_BINS)
+test-lane: all linux-guest $(UNIT_BINS) $(INTEG_BINS) $(LANE_BINS)
 	$(Q)FORKVM_TEST_WHERE=lane sh scripts/run-tests.sh $(O) $(GUEST_O) $(UNIT_BINS) -- $(INTEG_BINS)
+
+# The Linux guest suites' KVM pass in the lane (off by default there:
+# docs/linux-guests.md).
+test-linux-lane: all linux-guest $(filter %/test_linux,$(INTEG_BINS)) $(LANE_BINS)
+	$(Q)FORKVM_TEST_LINUX_LANE=1 FORKVM_TEST_WHERE=lane sh scripts/run-tests.sh $(O) $(GUEST_O) -- \
+		$(filter %/test_linux,$(INTEG_BINS))
 
 test-unit: all $(UNIT_BINS)
 	$(Q)sh scripts/run-tests.sh $(O) $(GUEST_O) $(UNIT_BINS) --
 
-test-integration: all $(INTEG_BINS) $(LANE_BINS)
+test-integration: all linux-guest $(INTEG_BINS) $(LANE_BINS)
 	$(Q)sh scripts/run-tests.sh $(O) $(GUEST_O) -- $(INTEG_BINS)
 
 # ---------------------------------------------------------------- misc

@@ -26,6 +26,7 @@
 #                       the other starves (2 of 3 runs of test_forkbench froze
 #                       or saw a guest triple fault; with one vCPU, 6 of 6 passed)
 #
+# FORKVM_LANE_APPEND: more words for the lane kernel's command line.
 # FORKVM_LANE_DEBUG=1: a root shell inside the lane (in the chroot) on a
 # second serial port, the Unix socket RUN_DIR/debug.sock (printed), e.g.
 # python3 -c 'import socket,sys,os;...' or socat - UNIX-CONNECT:PATH.
@@ -180,7 +181,7 @@ boot_once() {
 		-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 		-virtfs "local,path=$run,mount_tag=laneout,security_model=none" \
 		${rw:+-virtfs "local,path=$rw,mount_tag=lanerw,security_model=none"} \
-		-append "console=ttyS0 quiet loglevel=3 panic=-1 lane_out=$run${rw:+ lane_rw=$rw}${FORKVM_LANE_DEBUG:+ lane_debug=1}" \
+		-append "console=ttyS0 quiet loglevel=3 panic=-1 ${FORKVM_LANE_APPEND:+$FORKVM_LANE_APPEND }lane_out=$run${rw:+ lane_rw=$rw}${FORKVM_LANE_DEBUG:+ lane_debug=1}" \
 		</dev/null >"$run/qemu.log" 2>&1 &
 	qpid=$!
 	# the console is the job's output: from the init's first line on,

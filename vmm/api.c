@@ -36,6 +36,8 @@ int vmm_api_status(int rc)
 		return 400;
 	case ENOSPC:
 		return 507; /* Insufficient Storage */
+	case ENOTSUP: /* what forkvm cannot do for this VM (a Linux guest's snapshot) */
+		return 501;
 	default:
 		return 500;
 	}

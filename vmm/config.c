@@ -37,6 +37,7 @@ void vm_config_free(struct vm_config *cfg)
 {
 	free(cfg->kernel);
 	free(cfg->cmdline);
+	free(cfg->initramfs);
 	free(cfg->serial_path);
 	free(cfg->agent_socket);
 	free(cfg->hostname);
@@ -58,8 +59,9 @@ int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 {
 	struct vm_config c = *src;
 
-	c.kernel = c.cmdline = c.serial_path = c.agent_socket = c.hostname = NULL;
+	c.kernel = c.cmdline = c.initramfs = c.serial_path = c.agent_socket = c.hostname = NULL;
 	if (set_str(&c.kernel, src->kernel) || set_str(&c.cmdline, src->cmdline) ||
+	    set_str(&c.initramfs, src->initramfs) ||
 	    set_str(&c.serial_path, src->serial_path) || set_str(&c.agent_socket, src->agent_socket) ||
 	    set_str(&c.hostname, src->hostname)) {
 		vm_config_free(&c);
@@ -183,7 +185,7 @@ int vm_config_from_json(const json_t *j, struct vm_config *out, char *err, size_
 					   "hostname", NULL };
 	static const char *const cpus_k[] = { "boot_vcpus", "max_vcpus", NULL };
 	static const char *const mem_k[] = { "size", NULL };
-	static const char *const pay_k[] = { "kernel", "cmdline", NULL };
+	static const char *const pay_k[] = { "kernel", "cmdline", "initramfs", NULL };
 	static const char *const ser_k[] = { "mode", "file", "socket", NULL };
 	static const char *const agent_k[] = { "socket", NULL };
 	const json_t *o;
@@ -221,7 +223,8 @@ int vm_config_from_json(const json_t *j, struct vm_config *out, char *err, size_
 		goto out;
 	if (o && ((rc = only_keys(o, "payload", pay_k, err, errlen)) < 0 ||
 		  (rc = get_str(o, "payload", "kernel", &c.kernel, err, errlen)) < 0 ||
-		  (rc = get_str(o, "payload", "cmdline", &c.cmdline, err, errlen)) < 0))
+		  (rc = get_str(o, "payload", "cmdline", &c.cmdline, err, errlen)) < 0 ||
+		  (rc = get_str(o, "payload", "initramfs", &c.initramfs, err, errlen)) < 0))
 		goto out;
 	if ((rc = get_obj(j, "serial", &o, err, errlen)) < 0)
 		goto out;
@@ -274,10 +277,11 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 	if (serial && cfg->serial_mode == VM_SERIAL_SOCKET)
 		json_object_set_new(serial, "socket", json_string(cfg->serial_path));
 
-	json_t *j = json_pack("{s:{s:I,s:I},s:{s:I},s:{s:s?,s:s?},s:o?}", "cpus", "boot_vcpus",
-			      (json_int_t)cfg->boot_vcpus, "max_vcpus", (json_int_t)cfg->boot_vcpus,
-			      "memory", "size", (json_int_t)cfg->memory_size, "payload", "kernel",
-			      cfg->kernel, "cmdline", cfg->cmdline, "serial", serial);
+	json_t *j = json_pack("{s:{s:I,s:I},s:{s:I},s:{s:s?,s:s?,s:s?},s:o?}", "cpus",
+			      "boot_vcpus", (json_int_t)cfg->boot_vcpus, "max_vcpus",
+			      (json_int_t)cfg->boot_vcpus, "memory", "size",
+			      (json_int_t)cfg->memory_size, "payload", "kernel", cfg->kernel,
+			      "cmdline", cfg->cmdline, "initramfs", cfg->initramfs, "serial", serial);
 	if (!j)
 		return NULL;
 	if (cfg->agent_socket)

@@ -1,5 +1,5 @@
 /* vmm/loader.h - payload loaders: each knows one kind of payload (the
- * function guest today; a Linux kernel on hosts with VT-x later). vm.c
+ * function guest; a Linux kernel on KVM). vm.c
  * asks them in order and uses the first whose probe accepts the image. */
 #ifndef FORKVM_VMM_LOADER_H
 #define FORKVM_VMM_LOADER_H
@@ -13,6 +13,9 @@ struct state_unit;
 
 struct vm_loader {
 	const char *name; /* recorded in snapshots: restore finds the loader by it */
+	/* A full machine (a kernel in ring 0 with its devices): only on a
+	 * platform with machine_boot (KVM). */
+	bool machine;
 	/* True if image looks like this loader's payload. */
 	bool (*probe)(const uint8_t *image, size_t len);
 	/* Sets up guest memory, devices and the vCPUs' start state.
@@ -36,6 +39,8 @@ struct vm_loader {
 
 /* The function-guest loader (vmm/fguest/loader.c). */
 extern const struct vm_loader fguest_loader;
+/* The Linux loader: a bzImage (vmm/linux/loader.c). */
+extern const struct vm_loader linux_loader;
 
 /* The loader called name, or NULL. */
 const struct vm_loader *vm_loader_by_name(const char *name);

@@ -35,8 +35,12 @@ static void usage(FILE *f)
 		"  --api-socket PATH        REST API on this Unix socket (mode 0600);\n"
 		"                           also accepts path=PATH\n"
 		"  --kernel PATH            payload: a static x86-64 ELF (the function guest,\n"
-		"                           e.g. build/guest/agent)\n"
-		"  --cmdline ARGS           guest arguments argv[1..] (shell-like quoting)\n"
+		"                           e.g. build/guest/agent), or a Linux bzImage\n"
+		"                           (KVM only; docs/linux-guests.md)\n"
+		"  --cmdline ARGS           function guest: its arguments argv[1..]\n"
+		"                           (shell-like quoting); Linux: the kernel\n"
+		"                           command line (console=ttyS0 for the serial port)\n"
+		"  --initramfs PATH         Linux: an initramfs (cpio, compressed or not)\n"
 		"  --cpus boot=N            vCPUs, 1..254 (default 1); each guest thread\n"
 		"                           runs on its own vCPU\n"
 		"  --memory size=SIZE       guest RAM, e.g. 512M, 4G (default 512M;\n"
@@ -169,11 +173,12 @@ static int die_usage(const char *msg, const char *arg)
 int main(int argc, char **argv)
 {
 	enum { O_API = 256, O_KERNEL, O_CMDLINE, O_CPUS, O_MEMORY, O_SERIAL, O_AGENT, O_LOGFILE,
-	       O_RESTORE, O_STORE, O_SECCOMP, O_PLATFORM };
+	       O_RESTORE, O_STORE, O_SECCOMP, O_PLATFORM, O_INITRAMFS };
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, O_API },
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "cmdline", required_argument, NULL, O_CMDLINE },
+		{ "initramfs", required_argument, NULL, O_INITRAMFS },
 		{ "cpus", required_argument, NULL, O_CPUS },
 		{ "memory", required_argument, NULL, O_MEMORY },
 		{ "serial", required_argument, NULL, O_SERIAL },
@@ -219,6 +224,10 @@ int main(int argc, char **argv)
 		case O_CMDLINE:
 			free(cfg.cmdline);
 			cfg.cmdline = strdup(optarg);
+			break;
+		case O_INITRAMFS:
+			free(cfg.initramfs);
+			cfg.initramfs = strdup(optarg);
 			break;
 		case O_CPUS:
 			rc = vm_config_parse_cpus(&cfg, optarg, err, sizeof(err));
@@ -275,17 +284,17 @@ int main(int argc, char **argv)
 		return die_usage("unexpected argument: ", argv[optind]);
 	struct restore_arg ra = { 0 };
 	if (restore) {
-		if (cfg.kernel || cfg.cmdline || set_sizes)
+		if (cfg.kernel || cfg.cmdline || cfg.initramfs || set_sizes)
 			return die_usage("--restore takes the payload, vCPUs and memory from the snapshot: "
-					 "drop --kernel, --cmdline, --cpus and --memory", "");
+					 "drop --kernel, --cmdline, --initramfs, --cpus and --memory", "");
 		if (parse_restore(restore, &ra, err, sizeof(err)) < 0)
 			return die_usage(err, "");
 	}
 	if (!cfg.kernel && !api_path && !restore)
 		return die_usage("nothing to do: give --kernel PATH, --restore source_url=URL and/or "
 				 "--api-socket PATH", "");
-	if (!cfg.kernel && !restore && (cfg.cmdline || cfg.agent_socket))
-		return die_usage("--cmdline and --agent need --kernel (or --restore)", "");
+	if (!cfg.kernel && !restore && (cfg.cmdline || cfg.agent_socket || cfg.initramfs))
+		return die_usage("--cmdline, --initramfs and --agent need --kernel (or --restore)", "");
 
 	log_set_level(verbose >= 3 ? LOG_TRACE : verbose == 2 ? LOG_DEBUG : verbose == 1 ? LOG_INFO : LOG_WARN);
 	if (log_file && (rc = log_open_file(log_file)) < 0) {

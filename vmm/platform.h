@@ -60,6 +60,15 @@ struct vexit {
  * the components at their CPUID offsets. */
 #define PLATFORM_XSAVE_MAX 16384
 
+/* Where a full machine guest (a Linux kernel, vmm/linux/) starts: vCPU 0
+ * in 64-bit mode at entry with rsi = boot_params, flat __BOOT_CS (0x10)
+ * and __BOOT_DS (0x18) and the low 4 GiB identity mapped (the Linux
+ * 64-bit boot protocol); the other vCPUs wait for INIT/SIPI. */
+struct machine_entry {
+	uint64_t entry;
+	uint64_t boot_params;
+};
+
 struct platform {
 	const char *name; /* "kvm", "process": in snapshots, vm.info, metrics */
 
@@ -80,6 +89,16 @@ struct platform {
 	 * the system area; the process platform needs none). Called at boot
 	 * and when a restored snapshot was taken on another platform. */
 	int (*fguest_setup)(struct vm *vm, char *err, size_t errlen);
+	/* A full machine guest (vmm/linux/): writes what the entry needs
+	 * (page tables, GDT) below 1 MiB and sets vCPU 0's registers, before
+	 * the vCPU threads start. NULL: the platform runs function guests
+	 * only. Returns 0 or -errno with err set. */
+	int (*machine_boot)(struct vm *vm, const struct machine_entry *me, char *err,
+			    size_t errlen);
+	/* Sets interrupt line irq (an ISA IRQ / GSI) of a machine guest's
+	 * interrupt controllers to level (1 raised, 0 lowered); any thread.
+	 * Returns 0 or -errno. */
+	int (*irq_line)(struct vm *vm, unsigned irq, int level);
 	/* AT_HWCAP for the guest's auxiliary vector. */
 	uint64_t (*hwcap)(struct vm *vm);
 	/* The XSAVE components (XCR0 bits) the guest's threads can use; a

@@ -237,6 +237,12 @@ static enum vcpu_action vcpu_run(struct vcpu *v)
 		}
 		v->exits++;
 		enum vcpu_action a = VCPU_CONTINUE;
+		if (vm->mach && (e.kind == VEXIT_SYSCALL || e.kind == VEXIT_FAULT)) {
+			/* A machine's exits are its devices', handled by the platform. */
+			vm_terminate(vm, 1, true, "vCPU %u: a function-guest exit from a Linux guest",
+				     v->id);
+			return VCPU_STOP;
+		}
 		switch (e.kind) {
 		case VEXIT_SYSCALL:
 			a = fguest_exit_syscall(v);
@@ -286,7 +292,9 @@ void *vcpu_thread(void *arg)
 			vcpu_park_locked(v);
 			continue;
 		}
-		if (!v->gt) {
+		/* A function guest's vCPU runs while it holds a guest thread; a
+		 * machine's always does (its APs wait for SIPI inside KVM). */
+		if (!v->gt && !vm->mach) {
 			pthread_cond_wait(&vm->cond, &vm->lock);
 			continue;
 		}

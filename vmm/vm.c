@@ -26,7 +26,7 @@
 #define VM_MAX_PAYLOAD (256ULL << 20)
 
 /* Payload loaders, asked in this order. */
-static const struct vm_loader *const vm_loaders[] = { &fguest_loader };
+static const struct vm_loader *const vm_loaders[] = { &fguest_loader, &linux_loader };
 
 /* ------------------------------------------------------------ platforms */
 
@@ -638,6 +638,7 @@ void vm_destroy(struct vm *vm)
 	chan_close(&vm->agent, vm->loop);
 	chan_close(&vm->console, vm->loop);
 	fguest_destroy(vm->fg);
+	free(vm->mach);
 	vm->plat->vm_destroy(vm);
 	for (unsigned i = 0; vm->vcpus && i < vm->nr_vcpus; i++)
 		vcpu_state_free(&vm->vcpus[i]);

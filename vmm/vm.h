@@ -17,6 +17,7 @@
 
 struct fguest;
 struct fg_thread;
+struct machine;
 
 /* The register state a guest thread starts (or resumes after a restore)
  * with, loaded by the vCPU's own thread before it next runs. */
@@ -102,6 +103,7 @@ struct vm {
 	struct chan console;  /* guest fd 2 */
 
 	struct fguest *fg;    /* function-guest ABI state */
+	struct machine *mach; /* a Linux guest's devices (vmm/linux/); NULL otherwise */
 
 	uint64_t syscalls;    /* atomic counters */
 	uint64_t syscalls_enosys;

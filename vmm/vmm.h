@@ -55,8 +55,11 @@ enum vm_serial_mode {
 struct vm_config {
 	unsigned boot_vcpus;
 	uint64_t memory_size;
-	char *kernel;  /* payload: a static ELF64 function guest */
-	char *cmdline; /* guest argv[1..] (shell-like words) */
+	char *kernel;  /* payload: a static ELF64 function guest, or a Linux
+			* kernel (bzImage, KVM only: docs/linux-guests.md) */
+	char *cmdline; /* function guest: argv[1..] (shell-like words);
+			* Linux: the kernel command line */
+	char *initramfs; /* Linux: an initramfs loaded beside the kernel */
 	enum vm_serial_mode serial_mode;
 	char *serial_path;  /* FILE or SOCKET mode */
 	char *agent_socket; /* Unix socket for guest fd 0/1; NULL: fd 1 -> console, fd 0 EOF */

@@ -272,6 +272,7 @@ Test(config, json_round_trip)
 	a.memory_size = 6 * GiB;
 	a.kernel = strdup("/opt/guest/agent");
 	a.cmdline = strdup("--flag 'two words'");
+	a.initramfs = strdup("/boot/initrd.img");
 	a.serial_mode = VM_SERIAL_SOCKET;
 	a.serial_path = strdup("/tmp/serial.sock");
 	a.agent_socket = strdup("/tmp/agent.sock");
@@ -284,6 +285,7 @@ Test(config, json_round_trip)
 	cr_assert_eq(b.memory_size, 6 * GiB);
 	cr_assert_str_eq(b.kernel, a.kernel);
 	cr_assert_str_eq(b.cmdline, a.cmdline);
+	cr_assert_str_eq(b.initramfs, a.initramfs);
 	cr_assert_eq(b.serial_mode, VM_SERIAL_SOCKET);
 	cr_assert_str_eq(b.serial_path, a.serial_path);
 	cr_assert_str_eq(b.agent_socket, a.agent_socket);
@@ -338,8 +340,8 @@ Test(config, json_defaults)
 Test(config, json_unknown_fields)
 {
 	expect_err(from_json_str("{\"payload\": {\"kernel\": \"/k\"}, \"disks\": []}"), "unknown field disks");
-	expect_err(from_json_str("{\"payload\": {\"kernel\": \"/k\", \"initramfs\": \"/i\"}}"),
-		   "unknown field payload.initramfs");
+	expect_err(from_json_str("{\"payload\": {\"kernel\": \"/k\", \"firmware\": \"/f\"}}"),
+		   "unknown field payload.firmware");
 	expect_err(from_json_str("{\"payload\": {\"kernel\": \"/k\"}, \"cpus\": {\"boot_vcpus\": 1, \"topology\": {}}}"),
 		   "cpus.topology");
 	expect_err(from_json_str("{\"payload\": {\"kernel\": \"/k\"}, \"memory\": {\"size\": 33554432, \"shared\": true}}"),

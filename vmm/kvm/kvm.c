@@ -19,6 +19,7 @@
 #include "vmm/kvm/kvm.h"
 #include "vmm/kvm/kvmio.h"
 #include "vmm/kvm/x86.h"
+#include "vmm/loader.h"
 #include "vmm/snapshot.h"
 #include "vmm/vm.h"
 
@@ -214,6 +215,7 @@ static int kvm_vm_create(struct vm *vm, const struct snapshot *snap, char *err, 
 		return fail(err, errlen, -ENOMEM, "out of memory");
 	k->kvm_fd = k->vm_fd = -1;
 	k->kick_signal = SIGRTMIN + 3;
+	k->machine = vm->loader && vm->loader->machine;
 	vm->p = k;
 	/* No SA_RESTART: the kick must make KVM_RUN return EINTR. */
 	sigemptyset(&sa.sa_mask);
@@ -335,6 +337,10 @@ static int kvm_vcpu_create(struct vcpu *v, char *err, size_t errlen)
 	rc = vcpu_set_cpuid(k, v);
 	if (rc < 0)
 		return fail(err, errlen, rc, "KVM_SET_CPUID2: %s", strerror(-rc));
+	/* A machine's vCPUs keep their reset state: vCPU 0 gets its entry
+	 * from machine_boot, the others wait for INIT/SIPI. */
+	if (k->machine)
+		return 0;
 	msrs.h.nmsrs = x86_boot_msrs(e, 16);
 	memcpy(msrs.e, e, msrs.h.nmsrs * sizeof(e[0]));
 	if (kvm_ioctl(c->fd, KVM_SET_MSRS, &msrs) != (int)msrs.h.nmsrs)
@@ -434,8 +440,10 @@ void kvm_exit_decode(struct vcpu *v, int vcpu_fd, struct kvm_run *run, int run_s
 			vm_terminate(vm, 1, true, "malformed port I/O exit on vCPU %u", v->id);
 			return;
 		}
+		const struct kvm_vm *k = vm->p;
+		bool machine = k && k->machine;
 		/* The trampoline's ports: a system call, an exception. */
-		if (port == X86_PORT_SYSCALL && size == 1 && count == 1) {
+		if (!machine && port == X86_PORT_SYSCALL && size == 1 && count == 1) {
 			if (!out) {
 				vm_terminate(vm, 128 + SIGSEGV, true,
 					     "guest read the system call port (vCPU %u)", v->id);
@@ -444,12 +452,22 @@ void kvm_exit_decode(struct vcpu *v, int vcpu_fd, struct kvm_run *run, int run_s
 			e->kind = VEXIT_SYSCALL;
 			return;
 		}
-		if (port >= X86_PORT_EXC_BASE && port < X86_PORT_EXC_BASE + X86_NR_EXC && size == 1 &&
-		    count == 1) {
+		if (!machine && port >= X86_PORT_EXC_BASE && port < X86_PORT_EXC_BASE + X86_NR_EXC &&
+		    size == 1 && count == 1) {
 			decode_exception(v, vcpu_fd, run, port - X86_PORT_EXC_BASE, e);
 			return;
 		}
+		uint8_t *data = (uint8_t *)run + run->io.data_offset;
 		const struct bus_range *r = bus_find(&vm->pio, port, size);
+		if (!r && machine) {
+			/* A kernel probes ports where no device sits: on a PC an
+			 * empty port reads all ones and ignores writes. */
+			if (!out)
+				memset(data, 0xff, span);
+			e->kind = VEXIT_KICK;
+			*handled = true;
+			return;
+		}
 		if (!r) {
 			vm_terminate(vm, 128 + SIGSEGV, true,
 				     "guest %s port 0x%x (%u bytes), which no device handles; vCPU %u, "
@@ -458,7 +476,6 @@ void kvm_exit_decode(struct vcpu *v, int vcpu_fd, struct kvm_run *run, int run_s
 				     (unsigned long long)exit_rip(run));
 			return;
 		}
-		uint8_t *data = (uint8_t *)run + run->io.data_offset;
 		for (unsigned i = 0; i < count; i++) {
 			enum vcpu_action a = r->io(r->dev, v, port - r->base, data + i * size, size, out);
 			if (a != VCPU_CONTINUE)
@@ -469,6 +486,14 @@ void kvm_exit_decode(struct vcpu *v, int vcpu_fd, struct kvm_run *run, int run_s
 		return;
 	}
 	case KVM_EXIT_MMIO:
+		if (vm->p && ((const struct kvm_vm *)vm->p)->machine) {
+			/* No MMIO devices yet: empty space, as on a PC. */
+			if (!run->mmio.is_write)
+				memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
+			e->kind = VEXIT_KICK;
+			*handled = true;
+			return;
+		}
 		vm_terminate(vm, 128 + SIGSEGV, true,
 			     "guest %s MMIO address 0x%llx (%u bytes), which no device handles; vCPU "
 			     "%u, rip 0x%llx",
@@ -477,6 +502,12 @@ void kvm_exit_decode(struct vcpu *v, int vcpu_fd, struct kvm_run *run, int run_s
 			     (unsigned long long)exit_rip(run));
 		return;
 	case KVM_EXIT_SHUTDOWN:
+		if (vm->p && ((const struct kvm_vm *)vm->p)->machine) {
+			/* Linux's last resort for a reboot is a triple fault. */
+			vm_terminate(vm, 0, false, "guest reset the machine (triple fault) on vCPU %u",
+				     v->id);
+			return;
+		}
 		vm_terminate(vm, 128 + SIGSEGV, true,
 			     "guest triple fault (an exception while delivering an exception) on vCPU "
 			     "%u, rip 0x%llx",
@@ -750,6 +781,41 @@ static void kvm_template_cache(struct snapshot *snap)
 	close(fd);
 }
 
+/* ------------------------------------------------------------ machines */
+
+static int kvm_machine_boot(struct vm *vm, const struct machine_entry *me, char *err,
+			    size_t errlen)
+{
+	struct kvm_vcpu *c = KC(&vm->vcpus[0]);
+	struct kvm_sregs s;
+	int rc = x86_setup_linux(&vm->mem);
+
+	if (rc < 0)
+		return fail(err, errlen, rc, "cannot write the boot page tables: %s", strerror(-rc));
+	if (c->fd < 0)
+		return 0; /* a unit test's vCPU */
+	if (kvm_ioctl(c->fd, KVM_GET_SREGS, &s) < 0)
+		return fail(err, errlen, -errno, "KVM_GET_SREGS: %s", strerror(errno));
+	x86_sregs_linux(&s);
+	if (kvm_ioctl(c->fd, KVM_SET_SREGS, &s) < 0)
+		return fail(err, errlen, -errno, "KVM_SET_SREGS: %s", strerror(errno));
+	struct kvm_regs r = { .rip = me->entry, .rsi = me->boot_params, .rflags = 0x2 };
+	if (kvm_ioctl(c->fd, KVM_SET_REGS, &r) < 0)
+		return fail(err, errlen, -errno, "KVM_SET_REGS: %s", strerror(errno));
+	c->run->kvm_dirty_regs = 0;
+	c->regs_valid = false;
+	return 0;
+}
+
+static int kvm_irq_line(struct vm *vm, unsigned irq, int level)
+{
+	struct kvm_irq_level l = { .irq = irq, .level = (uint32_t)level };
+
+	if (kvm_ioctl(KV(vm)->vm_fd, KVM_IRQ_LINE, &l) < 0)
+		return -errno;
+	return 0;
+}
+
 /* ------------------------------------------------------------ seccomp */
 
 /* KVM's ioctls are _IO*(0xAE, n): the type byte is bits 8..15. */
@@ -771,6 +837,7 @@ static const struct sc_rule kvm_sc_vcpu[] = {
 	VCPU_IOCTL(KVM_GET_SREGS),   VCPU_IOCTL(KVM_SET_SREGS),	 VCPU_IOCTL(KVM_GET_MSRS),
 	VCPU_IOCTL(KVM_SET_MSRS),    VCPU_IOCTL(KVM_GET_MP_STATE), VCPU_IOCTL(KVM_SET_MP_STATE),
 	VCPU_IOCTL(KVM_GET_XSAVE),   VCPU_IOCTL(KVM_GET_XSAVE2), VCPU_IOCTL(KVM_SET_XSAVE),
+	VCPU_IOCTL(KVM_IRQ_LINE), /* a machine's devices interrupt (on the VM fd) */
 	SC_ALLOW(tgkill),
 };
 
@@ -780,6 +847,8 @@ const struct platform platform_kvm = {
 	.vm_create = kvm_vm_create,
 	.vm_destroy = kvm_vm_destroy,
 	.fguest_setup = kvm_fguest_setup,
+	.machine_boot = kvm_machine_boot,
+	.irq_line = kvm_irq_line,
 	.hwcap = kvm_hwcap,
 	.xfeatures = kvm_xfeatures,
 	.vcpu_create = kvm_vcpu_create,

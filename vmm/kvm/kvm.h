@@ -25,6 +25,8 @@ struct kvm_vm {
 	struct kvm_cpuid2 *cpuid;
 	size_t xsave_size;    /* KVM_GET_XSAVE2's size, else sizeof(struct kvm_xsave) */
 	bool has_xsave, has_xsave2;
+	bool machine;         /* a full machine guest (Linux): its port I/O and
+			       * MMIO go to devices, nothing to the trampoline */
 };
 
 /* vcpu->p */

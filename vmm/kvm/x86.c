@@ -252,3 +252,54 @@ int x86_read_exc_frame(const struct gmem *m, uint64_t rsp, unsigned vector,
 	f->ss = w[i];
 	return 0;
 }
+
+/* ------------------------------------------------------------ Linux guests */
+
+int x86_setup_linux(struct gmem *m)
+{
+	uint64_t *gdt = gmem_ptr(m, X86_LX_GDT, 4 * 8);
+	uint64_t *pml4 = gmem_ptr(m, X86_LX_PML4, 4096);
+	uint64_t *pdpt = gmem_ptr(m, X86_LX_PDPT, 4096);
+	uint64_t *pd = gmem_ptr(m, X86_LX_PD, 4 * 4096);
+
+	if (!gdt || !pml4 || !pdpt || !pd)
+		return -EFAULT;
+	/* null, null, __BOOT_CS (0x10, 64-bit code), __BOOT_DS (0x18) */
+	gdt[0] = gdt[1] = 0;
+	gdt[2] = gdt_seg(0x9b, 0xa);
+	gdt[3] = gdt_seg(0x93, 0xc);
+	/* The low 4 GiB identity mapped in 2 MiB pages, supervisor only. */
+	memset(pml4, 0, 4096);
+	memset(pdpt, 0, 4096);
+	pml4[0] = X86_LX_PDPT | PTE_P | PTE_RW;
+	for (unsigned g = 0; g < 4; g++) {
+		pdpt[g] = (X86_LX_PD + 4096ULL * g) | PTE_P | PTE_RW;
+		for (unsigned i = 0; i < 512; i++)
+			pd[512 * g + i] = ((uint64_t)g * GiB + (uint64_t)i * 2 * MiB) | PTE_P |
+					  PTE_RW | PTE_PS;
+	}
+	return 0;
+}
+
+static void seg_flat(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code64)
+{
+	*s = (struct kvm_segment){
+		.base = 0, .limit = 0xffffffff, .selector = sel, .type = type, .present = 1,
+		.dpl = 0, .db = code64 ? 0 : 1, .s = 1, .l = code64 ? 1 : 0, .g = 1,
+	};
+}
+
+void x86_sregs_linux(struct kvm_sregs *s)
+{
+	seg_flat(&s->cs, X86_LX_SEL_CODE, 0xb, true);
+	seg_flat(&s->ds, X86_LX_SEL_DATA, 0x3, false);
+	s->es = s->fs = s->gs = s->ss = s->ds;
+	s->gdt.base = X86_LX_GDT;
+	s->gdt.limit = 4 * 8 - 1;
+	s->idt.base = 0;
+	s->idt.limit = 0;
+	s->cr3 = X86_LX_PML4;
+	s->cr4 = 0x20;               /* PAE */
+	s->cr0 = 0x80000001 | 0x10; /* PG, PE, ET */
+	s->efer = 0x500;             /* LME, LMA */
+}

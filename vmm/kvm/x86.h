@@ -106,6 +106,23 @@ void x86_sregs_ring3(struct kvm_sregs *s, unsigned vcpu, unsigned nr_vcpus, bool
 /* Fills up to max MSR entries for the syscall path. Returns the count. */
 unsigned x86_boot_msrs(struct kvm_msr_entry *e, unsigned max);
 
+/* Linux guests (vmm/linux/): the 64-bit boot protocol's GDT and identity
+ * page tables below 1 MiB, clear of the loader's zero page (0x7000),
+ * command line (0x20000) and MP table (0x9fc00). */
+#define X86_LX_GDT 0x500ULL
+#define X86_LX_PML4 0x9000ULL
+#define X86_LX_PDPT 0xa000ULL
+#define X86_LX_PD 0xb000ULL /* four PDs: the low 4 GiB */
+#define X86_LX_SEL_CODE 0x10
+#define X86_LX_SEL_DATA 0x18
+
+/* Writes the GDT and page tables a Linux guest's 64-bit entry needs.
+ * Returns 0 or -EFAULT. */
+int x86_setup_linux(struct gmem *m) __attribute__((warn_unused_result));
+/* Fills s for the 64-bit entry: long mode, paging on the tables above,
+ * flat __BOOT_CS/__BOOT_DS. s comes from KVM_GET_SREGS. */
+void x86_sregs_linux(struct kvm_sregs *s);
+
 /* Writes the iret frame for a return to ring 3 (rip, rflags sanitized, rsp)
  * at the top of vCPU i's ring-0 stack and returns its address (the value
  * the trampoline's iretq expects in rsp), or 0 on a bad vCPU index. */

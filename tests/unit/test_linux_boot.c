@@ -1,0 +1,278 @@
+/* tests/unit/test_linux_boot.c - vmm/linux/boot.c: bzImage parsing, the
+ * zero page, the e820 map, the initramfs's place and the MP table, read
+ * back from guest memory the way the kernel reads them; and the KVM
+ * platform's 64-bit entry tables (vmm/kvm/x86.c). No KVM needed. */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmm/gmem.h"
+#include "vmm/kvm/x86.h"
+#include "vmm/linux/linux.h"
+
+#define MiB_ (1024ULL * 1024)
+
+static uint8_t *image;
+static size_t image_len;
+
+/* A bzImage: 1 setup sector after the boot sector, then kernel bytes. */
+static void make_image(uint16_t version, uint16_t xloadflags, size_t kernel_len)
+{
+	image_len = 1024 + kernel_len;
+	image = calloc(1, image_len);
+	cr_assert(image);
+	image[0x1f1] = 1;
+	image[0x1fe] = 0x55;
+	image[0x1ff] = 0xaa;
+	image[0x201] = 0x6a; /* setup header up to 0x26c */
+	memcpy(image + 0x202, "HdrS", 4);
+	image[0x206] = (uint8_t)version;
+	image[0x207] = (uint8_t)(version >> 8);
+	image[0x236] = (uint8_t)xloadflags;
+	image[0x238] = 0xff; /* cmdline_size 2047 */
+	image[0x239] = 0x07;
+	uint32_t init_size = 4 * MiB_;
+	memcpy(image + 0x260, &init_size, 4);
+	uint32_t max = 0x37ffffff;
+	memcpy(image + 0x22c, &max, 4);
+	for (size_t i = 1024; i < image_len; i++)
+		image[i] = (uint8_t)(i * 7);
+}
+
+static void fini(void)
+{
+	free(image);
+	image = NULL;
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+static uint64_t rd64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v;
+}
+
+Test(linux_boot, probe_and_parse_a_bzimage, .fini = fini)
+{
+	struct lx_image li;
+	char err[256];
+
+	make_image(0x020f, LX_XLF_KERNEL_64, 8192);
+	cr_assert(lx_probe(image, image_len));
+	cr_assert_eq(lx_parse(image, image_len, &li, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(li.version, 0x020f);
+	cr_assert_eq(li.setup_len, 1024);
+	cr_assert_eq(li.kernel_off, 1024);
+	cr_assert_eq(li.kernel_len, 8192);
+	cr_assert_eq(li.init_size, 4 * MiB_);
+	cr_assert_eq(li.cmdline_size, 2047);
+	/* an ELF is not a bzImage */
+	uint8_t elf[0x300] = {0x7f, 'E', 'L', 'F'};
+	cr_assert_not(lx_probe(elf, sizeof(elf)));
+	cr_assert_not(lx_probe(image, 0x100));
+}
+
+Test(linux_boot, old_protocols_32_bit_kernels_and_truncated_images_are_refused, .fini = fini)
+{
+	struct lx_image li;
+	char err[256];
+
+	make_image(0x020b, LX_XLF_KERNEL_64, 8192);
+	cr_assert_eq(lx_parse(image, image_len, &li, err, sizeof(err)), -ENOEXEC);
+	cr_assert(strstr(err, "2.11 is too old"), "%s", err);
+	fini();
+	make_image(0x020f, 0, 8192);
+	cr_assert_eq(lx_parse(image, image_len, &li, err, sizeof(err)), -ENOEXEC);
+	cr_assert(strstr(err, "no 64-bit entry point"), "%s", err);
+	/* the file ends inside its setup sectors */
+	image[0x236] = LX_XLF_KERNEL_64;
+	cr_assert_eq(lx_parse(image, 1000, &li, err, sizeof(err)), -ENOEXEC);
+	cr_assert(strstr(err, "truncated"), "%s", err);
+	/* setup_sects that runs past the file */
+	image[0x1f1] = 200;
+	cr_assert_eq(lx_parse(image, image_len, &li, err, sizeof(err)), -ENOEXEC);
+}
+
+Test(linux_boot, the_zero_page_holds_the_header_cmdline_initramfs_and_e820, .fini = fini)
+{
+	struct gmem m;
+	struct lx_image li;
+	char err[256];
+	uint64_t initrd;
+
+	make_image(0x020f, LX_XLF_KERNEL_64, 8192);
+	cr_assert_eq(lx_parse(image, image_len, &li, err, sizeof(err)), 0);
+	cr_assert_eq(gmem_init(&m, 64 * MiB_, GMEM_ANON), 0);
+	cr_assert_eq(lx_initrd_place(&m, &li, 3 * 4096 + 5, &initrd), 0);
+	cr_assert_eq(initrd % 4096, 0);
+	cr_assert_leq(initrd + 3 * 4096 + 5, 64 * MiB_);
+	cr_assert_geq(initrd, LX_KERNEL + li.init_size);
+	cr_assert_eq(lx_setup(&m, image, &li, "console=ttyS0 quiet", initrd, 3 * 4096 + 5, 2, err,
+			      sizeof(err)),
+		     0, "%s", err);
+	const uint8_t *zp = gmem_ptr(&m, LX_ZERO_PAGE, 4096);
+	cr_assert_eq(memcmp(zp + 0x202, "HdrS", 4), 0, "setup header copied");
+	cr_assert_eq(zp[LX_TYPE_OF_LOADER], 0xff);
+	cr_assert(zp[LX_LOADFLAGS] & LX_LOADED_HIGH);
+	cr_assert(zp[LX_LOADFLAGS] & LX_CAN_USE_HEAP);
+	cr_assert_eq(rd32(zp + LX_CMD_LINE_PTR), LX_CMDLINE);
+	cr_assert_str_eq((const char *)gmem_ptr(&m, LX_CMDLINE, 20), "console=ttyS0 quiet");
+	cr_assert_eq(rd32(zp + LX_RAMDISK_IMAGE), initrd);
+	cr_assert_eq(rd32(zp + LX_RAMDISK_SIZE), 3 * 4096 + 5);
+	/* the kernel is at 1 MiB, byte for byte */
+	cr_assert_eq(memcmp(gmem_ptr(&m, LX_KERNEL, 8192), image + 1024, 8192), 0);
+	/* e820: low RAM, the reserved EBDA and BIOS area, RAM from 1 MiB */
+	cr_assert_eq(zp[LX_E820_ENTRIES], 3);
+	const uint8_t *e = zp + LX_E820_TABLE;
+	cr_assert_eq(rd64(e), 0);
+	cr_assert_eq(rd64(e + 8), LX_MPTABLE);
+	cr_assert_eq(rd32(e + 16), LX_E820_RAM);
+	cr_assert_eq(rd64(e + 20), LX_MPTABLE);
+	cr_assert_eq(rd64(e + 28), LX_EBDA_END - LX_MPTABLE);
+	cr_assert_eq(rd32(e + 36), LX_E820_RESERVED);
+	cr_assert_eq(rd64(e + 40), LX_EBDA_END);
+	cr_assert_eq(rd64(e + 48), 64 * MiB_ - LX_EBDA_END);
+	cr_assert_eq(rd32(e + 56), LX_E820_RAM);
+	gmem_fini(&m);
+}
+
+Test(linux_boot, a_command_line_longer_than_the_kernel_takes_is_refused, .fini = fini)
+{
+	struct gmem m;
+	struct lx_image li;
+	char err[256], *cl = malloc(3000);
+
+	make_image(0x020f, LX_XLF_KERNEL_64, 8192);
+	cr_assert_eq(lx_parse(image, image_len, &li, err, sizeof(err)), 0);
+	cr_assert_eq(gmem_init(&m, 64 * MiB_, GMEM_ANON), 0);
+	memset(cl, 'a', 2999);
+	cl[2999] = 0;
+	cr_assert_eq(lx_setup(&m, image, &li, cl, 0, 0, 1, err, sizeof(err)), -E2BIG);
+	cr_assert(strstr(err, "takes at most 2047"), "%s", err);
+	free(cl);
+	gmem_fini(&m);
+}
+
+Test(linux_boot, an_initramfs_too_big_for_memory_has_no_place, .fini = fini)
+{
+	struct gmem m;
+	struct lx_image li;
+	char err[256];
+	uint64_t at;
+
+	make_image(0x020f, LX_XLF_KERNEL_64, 8192);
+	cr_assert_eq(lx_parse(image, image_len, &li, err, sizeof(err)), 0);
+	cr_assert_eq(gmem_init(&m, 16 * MiB_, GMEM_ANON), 0);
+	cr_assert_eq(lx_initrd_place(&m, &li, 14 * MiB_, &at), -E2BIG);
+	gmem_fini(&m);
+}
+
+static uint8_t sum(const uint8_t *p, size_t n)
+{
+	uint8_t s = 0;
+	for (size_t i = 0; i < n; i++)
+		s = (uint8_t)(s + p[i]);
+	return s;
+}
+
+Test(linux_boot, the_mp_table_lists_every_vcpu_the_ioapic_and_isa_irqs)
+{
+	struct gmem m;
+
+	cr_assert_eq(gmem_init(&m, 16 * MiB_, GMEM_ANON), 0);
+	cr_assert_eq(lx_write_mptable(&m, 4), 0);
+	const uint8_t *fp = gmem_ptr(&m, LX_MPTABLE, 16);
+	cr_assert_eq(memcmp(fp, "_MP_", 4), 0);
+	cr_assert_eq(sum(fp, 16), 0, "floating pointer checksum");
+	uint32_t cfg = rd32(fp + 4);
+	const uint8_t *t = gmem_ptr(&m, cfg, 44);
+	cr_assert_eq(memcmp(t, "PCMP", 4), 0);
+	uint16_t len = (uint16_t)(t[4] | t[5] << 8), count = (uint16_t)(t[34] | t[35] << 8);
+	t = gmem_ptr(&m, cfg, len);
+	cr_assert_eq(sum(t, len), 0, "configuration table checksum");
+	cr_assert_eq(rd32(t + 36), 0xfee00000u);
+	/* walk the entries */
+	const uint8_t *e = t + 44;
+	unsigned cpus = 0, bsp = 0, ioapics = 0, ints = 0, lints = 0, buses = 0;
+	for (unsigned i = 0; i < count; i++) {
+		switch (e[0]) {
+		case 0:
+			cr_assert_eq(e[1], cpus, "APIC IDs in order");
+			cpus++;
+			bsp += (e[3] & 2) ? 1 : 0;
+			e += 20;
+			continue;
+		case 1:
+			buses++;
+			cr_assert_eq(memcmp(e + 2, "ISA", 3), 0);
+			break;
+		case 2:
+			ioapics++;
+			cr_assert_eq(e[1], 4, "the IOAPIC's id follows the CPUs'");
+			cr_assert_eq(rd32(e + 4), 0xfec00000u);
+			break;
+		case 3:
+			cr_assert_eq(e[5], ints, "ISA IRQ n");
+			cr_assert_eq(e[7], ints, "on IOAPIC pin n");
+			ints++;
+			break;
+		case 4:
+			lints++;
+			break;
+		default:
+			cr_assert_fail("unknown MP entry type %u", e[0]);
+		}
+		e += 8;
+	}
+	cr_assert_eq(e - t, len);
+	cr_assert_eq(cpus, 4);
+	cr_assert_eq(bsp, 1);
+	cr_assert_eq(buses, 1);
+	cr_assert_eq(ioapics, 1);
+	cr_assert_eq(ints, 16);
+	cr_assert_eq(lints, 2);
+	cr_assert_eq(lx_write_mptable(&m, 0), -E2BIG);
+	cr_assert_eq(lx_write_mptable(&m, 255), -E2BIG);
+	gmem_fini(&m);
+}
+
+Test(linux_boot, the_64_bit_entry_maps_the_low_4_gib_and_has_boot_segments)
+{
+	struct gmem m;
+	struct kvm_sregs s;
+
+	cr_assert_eq(gmem_init(&m, 16 * MiB_, GMEM_ANON), 0);
+	cr_assert_eq(x86_setup_linux(&m), 0);
+	uint64_t pml4, pdpt, pd;
+	cr_assert_eq(gmem_read(&m, X86_LX_PML4, &pml4, 8), 0);
+	cr_assert_eq(pml4 & ~0xfffULL, X86_LX_PDPT);
+	for (unsigned g = 0; g < 4; g++) {
+		cr_assert_eq(gmem_read(&m, X86_LX_PDPT + 8 * g, &pdpt, 8), 0);
+		cr_assert_eq(pdpt & ~0xfffULL, X86_LX_PD + 4096ULL * g);
+		cr_assert_eq(gmem_read(&m, X86_LX_PD + 4096ULL * g + 8 * 511, &pd, 8), 0);
+		cr_assert_eq(pd & ~0x1fffffULL, (uint64_t)g * 1024 * MiB_ + 511 * 2 * MiB_);
+		cr_assert(pd & 0x80, "2 MiB page");
+	}
+	/* the tables stay clear of the zero page, command line and MP table */
+	cr_assert(X86_LX_PD + 4 * 4096 <= LX_CMDLINE);
+	cr_assert(X86_LX_PML4 >= LX_ZERO_PAGE + 4096);
+	memset(&s, 0, sizeof(s));
+	x86_sregs_linux(&s);
+	cr_assert_eq(s.cs.selector, 0x10);
+	cr_assert_eq(s.cs.l, 1);
+	cr_assert_eq(s.ds.selector, 0x18);
+	cr_assert_eq(s.cr3, X86_LX_PML4);
+	cr_assert(s.efer & 0x400, "LMA");
+	cr_assert(s.cr0 & 0x80000000u, "paging");
+	gmem_fini(&m);
+}

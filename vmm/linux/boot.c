@@ -1,0 +1,272 @@
+/* vmm/linux/boot.c - the Linux x86 boot protocol: bzImage parsing, the
+ * zero page, the e820 map, the initramfs's place and the MP tables. Pure
+ * functions on guest memory (see linux.h). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "vmm/linux/linux.h"
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+static uint16_t rd16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void wr16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void wr64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+bool lx_probe(const uint8_t *image, size_t len)
+{
+	return len >= 0x250 && rd16(image + LX_BOOT_FLAG) == 0xaa55 &&
+	       memcmp(image + LX_HEADER, "HdrS", 4) == 0;
+}
+
+int lx_parse(const uint8_t *image, size_t len, struct lx_image *out, char *err, size_t errlen)
+{
+	struct lx_image li = {0};
+
+	if (!lx_probe(image, len))
+		return fail(err, errlen, -ENOEXEC,
+			    "not a Linux bzImage (no boot sector flag or \"HdrS\" header)");
+	li.version = rd16(image + LX_VERSION);
+	/* 2.12: xloadflags, the 64-bit entry point (Linux 3.8 on). */
+	if (li.version < 0x20c)
+		return fail(
+		    err, errlen, -ENOEXEC,
+		    "boot protocol %u.%02u is too old: forkvm needs 2.12 or later (Linux 3.8)",
+		    li.version >> 8, li.version & 0xff);
+	if (!(rd16(image + LX_XLOADFLAGS) & LX_XLF_KERNEL_64))
+		return fail(err, errlen, -ENOEXEC,
+			    "the kernel has no 64-bit entry point (a 32-bit kernel?): forkvm boots "
+			    "x86-64 kernels only");
+	unsigned sects = image[LX_SETUP_SECTS] ? image[LX_SETUP_SECTS] : 4;
+	li.setup_len = ((size_t)sects + 1) * 512;
+	/* The setup header ends where the jump at 0x200 lands. */
+	size_t hdr_end = 0x202 + (size_t)image[0x201];
+	if (li.setup_len >= len || hdr_end > li.setup_len || hdr_end < LX_INIT_SIZE + 4)
+		return fail(err, errlen, -ENOEXEC,
+			    "bzImage truncated or malformed: setup of %zu bytes in a file of %zu",
+			    li.setup_len, len);
+	li.kernel_off = li.setup_len;
+	li.kernel_len = len - li.setup_len;
+	li.init_size = rd32(image + LX_INIT_SIZE);
+	li.initrd_addr_max = rd32(image + LX_INITRD_ADDR_MAX);
+	li.cmdline_size = rd32(image + LX_CMDLINE_SIZE);
+	if (li.init_size < li.kernel_len)
+		li.init_size = (uint32_t)MIN(li.kernel_len, (size_t)UINT32_MAX);
+	*out = li;
+	return 0;
+}
+
+/* e820 entry i of the zero page zp. */
+static void e820_set(uint8_t *zp, unsigned i, uint64_t addr, uint64_t size, uint32_t type)
+{
+	uint8_t *e = zp + LX_E820_TABLE + 20 * i;
+	wr64(e, addr);
+	wr64(e + 8, size);
+	wr32(e + 16, type);
+}
+
+/* The e820 map: low RAM below the EBDA, the EBDA and BIOS area reserved,
+ * then each RAM region (the MMIO hole between them stays unlisted). */
+static unsigned e820_fill(const struct gmem *m, uint8_t *zp)
+{
+	unsigned n = 0;
+
+	e820_set(zp, n++, 0, LX_MPTABLE, LX_E820_RAM);
+	e820_set(zp, n++, LX_MPTABLE, LX_EBDA_END - LX_MPTABLE, LX_E820_RESERVED);
+	for (unsigned i = 0; i < m->nr_regions && n < LX_E820_MAX; i++) {
+		uint64_t a = m->regions[i].gpa, end = a + m->regions[i].size;
+		if (a < LX_EBDA_END)
+			a = LX_EBDA_END;
+		if (a < end)
+			e820_set(zp, n++, a, end - a, LX_E820_RAM);
+	}
+	return n;
+}
+
+int lx_initrd_place(const struct gmem *m, const struct lx_image *li, uint64_t len, uint64_t *gpa)
+{
+	uint64_t max = li->initrd_addr_max ? (uint64_t)li->initrd_addr_max + 1 : 0x38000000ULL;
+	uint64_t lowest = LX_KERNEL + align_up((uint64_t)li->init_size, GMEM_PAGE_SIZE);
+
+	if (max > 1ULL << 32)
+		max = 1ULL << 32;
+	/* The highest RAM region that reaches below max. */
+	for (unsigned i = m->nr_regions; i-- > 0;) {
+		uint64_t a = m->regions[i].gpa, end = a + m->regions[i].size;
+		if (end > max)
+			end = max;
+		if (end <= a || len > end - a)
+			continue;
+		uint64_t at = (end - len) & ~(GMEM_PAGE_SIZE - 1);
+		if (at < a || at < lowest)
+			continue;
+		*gpa = at;
+		return 0;
+	}
+	return -E2BIG;
+}
+
+int lx_setup(struct gmem *m, const uint8_t *image, const struct lx_image *li, const char *cmdline,
+	     uint64_t initrd_gpa, uint64_t initrd_len, unsigned nr_vcpus, char *err, size_t errlen)
+{
+	uint8_t *zp = gmem_ptr(m, LX_ZERO_PAGE, GMEM_PAGE_SIZE);
+	uint8_t *k = gmem_ptr(m, LX_KERNEL, li->init_size);
+	size_t cl = cmdline ? strlen(cmdline) : 0;
+	int rc;
+
+	if (!zp)
+		return fail(err, errlen, -EFAULT, "guest memory has no room for the zero page");
+	if (!k)
+		return fail(err, errlen, -E2BIG,
+			    "the kernel needs %u MiB from 1 MiB on; the guest has less memory",
+			    (unsigned)(li->init_size >> 20) + 1);
+	if (li->cmdline_size && cl > li->cmdline_size)
+		return fail(err, errlen, -E2BIG,
+			    "kernel command line of %zu bytes; this kernel takes at most %u", cl,
+			    li->cmdline_size);
+	if (cl >= LX_CMDLINE_MAX)
+		return fail(err, errlen, -E2BIG, "kernel command line of %zu bytes is too long",
+			    cl);
+	memcpy(k, image + li->kernel_off, li->kernel_len);
+	if ((rc = gmem_write(m, LX_CMDLINE, cmdline ? cmdline : "", cl + 1)) < 0)
+		return fail(err, errlen, rc, "cannot write the command line: %s", strerror(-rc));
+
+	/* The zero page: zeroes, then the image's setup header as is, then
+	 * what the boot loader fills in. */
+	memset(zp, 0, GMEM_PAGE_SIZE);
+	size_t hdr_end = 0x202 + (size_t)image[0x201];
+	memcpy(zp + LX_SETUP_SECTS, image + LX_SETUP_SECTS, hdr_end - LX_SETUP_SECTS);
+	zp[LX_TYPE_OF_LOADER] = 0xff; /* undefined loader */
+	zp[LX_LOADFLAGS] |= LX_LOADED_HIGH | LX_CAN_USE_HEAP;
+	wr16(zp + LX_HEAP_END_PTR, 0xfe00);
+	wr32(zp + LX_CMD_LINE_PTR, (uint32_t)LX_CMDLINE);
+	wr32(zp + LX_RAMDISK_IMAGE, (uint32_t)initrd_gpa);
+	wr32(zp + LX_RAMDISK_SIZE, (uint32_t)initrd_len);
+	zp[LX_E820_ENTRIES] = (uint8_t)e820_fill(m, zp);
+	if ((rc = lx_write_mptable(m, nr_vcpus)) < 0)
+		return fail(err, errlen, rc, "cannot write the MP table for %u vCPUs: %s", nr_vcpus,
+			    strerror(-rc));
+	return 0;
+}
+
+/* ------------------------------------------------------------ MP tables */
+
+/* Intel MultiProcessor Specification 1.4, chapter 4. */
+#define MP_CPU_ENTRY 20
+#define MP_SMALL_ENTRY 8
+#define MP_HDR 44
+#define MP_APIC_VERSION 0x14
+#define MP_IOAPIC_VERSION 0x11
+#define MP_LAPIC_ADDR 0xfee00000U
+#define MP_IOAPIC_ADDR 0xfec00000U
+#define MP_ISA_IRQS 16
+
+static uint8_t checksum(const uint8_t *p, size_t n)
+{
+	uint8_t s = 0;
+	for (size_t i = 0; i < n; i++)
+		s = (uint8_t)(s + p[i]);
+	return (uint8_t)(0x100 - s);
+}
+
+int lx_write_mptable(struct gmem *m, unsigned nr_vcpus)
+{
+	size_t entries = (size_t)nr_vcpus + 1 + 1 + MP_ISA_IRQS + 2;
+	size_t table_len =
+	    MP_HDR + (size_t)nr_vcpus * MP_CPU_ENTRY + (1 + 1 + MP_ISA_IRQS + 2) * MP_SMALL_ENTRY;
+	uint64_t cfg_gpa = LX_MPTABLE + 16;
+	uint8_t *fp, *t, *e;
+	unsigned ioapic_id = nr_vcpus;
+
+	if (nr_vcpus < 1 || nr_vcpus > 254 || cfg_gpa + table_len > LX_EBDA_END)
+		return -E2BIG;
+	fp = gmem_ptr(m, LX_MPTABLE, 16 + table_len);
+	if (!fp)
+		return -EFAULT;
+	memset(fp, 0, 16 + table_len);
+	/* The floating pointer: the kernel finds it in the EBDA's first KiB. */
+	memcpy(fp, "_MP_", 4);
+	wr32(fp + 4, (uint32_t)cfg_gpa);
+	fp[8] = 1; /* length in 16-byte units */
+	fp[9] = 4; /* spec revision 1.4 */
+	fp[10] = checksum(fp, 16);
+
+	t = fp + 16;
+	memcpy(t, "PCMP", 4);
+	wr16(t + 4, (uint16_t)table_len);
+	t[6] = 4;
+	memcpy(t + 8, "FORKVM  ", 8);
+	memcpy(t + 16, "LINUX GUEST ", 12);
+	wr16(t + 34, (uint16_t)entries);
+	wr32(t + 36, MP_LAPIC_ADDR);
+	e = t + MP_HDR;
+	for (unsigned i = 0; i < nr_vcpus; i++, e += MP_CPU_ENTRY) {
+		e[0] = 0; /* processor */
+		e[1] = (uint8_t)i;
+		e[2] = MP_APIC_VERSION;
+		e[3] = (uint8_t)(1 | (i == 0 ? 2 : 0)); /* enabled; BSP */
+		wr32(e + 4, 0x600);			/* family 6 */
+		wr32(e + 8, 0x201);			/* FPU, APIC */
+	}
+	e[0] = 1; /* bus 0: ISA */
+	memcpy(e + 2, "ISA   ", 6);
+	e += MP_SMALL_ENTRY;
+	e[0] = 2; /* the IOAPIC */
+	e[1] = (uint8_t)ioapic_id;
+	e[2] = MP_IOAPIC_VERSION;
+	e[3] = 1; /* enabled */
+	wr32(e + 4, MP_IOAPIC_ADDR);
+	e += MP_SMALL_ENTRY;
+	for (unsigned irq = 0; irq < MP_ISA_IRQS; irq++, e += MP_SMALL_ENTRY) {
+		e[0] = 3; /* I/O interrupt: INT, conforming polarity and trigger */
+		e[4] = 0; /* ISA */
+		e[5] = (uint8_t)irq;
+		e[6] = (uint8_t)ioapic_id;
+		e[7] = (uint8_t)irq;
+	}
+	for (unsigned lint = 0; lint < 2; lint++, e += MP_SMALL_ENTRY) {
+		e[0] = 4;			/* local interrupt */
+		e[1] = (uint8_t)(lint ? 1 : 3); /* NMI on LINT1, ExtINT on LINT0 */
+		e[6] = 0xff;			/* every local APIC */
+		e[7] = (uint8_t)lint;
+	}
+	t[7] = checksum(t, table_len);
+	return 0;
+}

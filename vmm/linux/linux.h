@@ -1,0 +1,176 @@
+/* vmm/linux/linux.h - private: Linux guests, a kernel in ring 0 with the
+ * legacy PC devices it needs (KVM platform only; docs/linux-guests.md).
+ *
+ * The loader follows the Linux x86 boot protocol (Documentation/arch/x86/
+ * boot.rst), 64-bit entry: the bzImage's protected-mode kernel at 1 MiB,
+ * the zero page (struct boot_params) with the setup header copied from the
+ * image, the command line and the initramfs, an e820 memory map, and an
+ * Intel MultiProcessor table so that every vCPU of --cpus boot=N comes up
+ * (the in-kernel local APICs and IOAPIC take INIT/SIPI and interrupts).
+ *
+ * Guest-physical layout below 1 MiB:
+ *   0x000500  GDT (written by the platform: flat 64-bit __BOOT_CS/__BOOT_DS)
+ *   0x007000  zero page (boot_params)
+ *   0x009000  identity page tables (written by the platform)
+ *   0x020000  kernel command line
+ *   0x09fc00  MP floating pointer and configuration table (reserved in e820)
+ *   0x100000  the protected-mode kernel
+ * The initramfs sits page-aligned at the top of RAM below 4 GiB and below
+ * the kernel's initrd_addr_max. Pure functions on guest memory: unit tests
+ * run them without KVM. */
+#ifndef FORKVM_VMM_LINUX_LINUX_H
+#define FORKVM_VMM_LINUX_LINUX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmm/gmem.h"
+
+struct vm;
+
+#define LX_ZERO_PAGE 0x7000ULL
+#define LX_CMDLINE 0x20000ULL
+#define LX_CMDLINE_MAX 0x10000ULL /* our buffer; the kernel's cmdline_size may be less */
+#define LX_MPTABLE 0x9fc00ULL
+#define LX_EBDA_END 0x100000ULL
+#define LX_KERNEL 0x100000ULL
+
+/* The boot protocol's fields we read or write: offsets in the zero page
+ * (the setup header sits at 0x1f1 in both the image and the zero page). */
+#define LX_E820_ENTRIES 0x1e8 /* u8 */
+#define LX_SETUP_SECTS 0x1f1  /* u8 */
+#define LX_BOOT_FLAG 0x1fe    /* u16 0xaa55 */
+#define LX_HEADER 0x202	      /* u32 "HdrS" */
+#define LX_VERSION 0x206      /* u16 */
+#define LX_TYPE_OF_LOADER 0x210
+#define LX_LOADFLAGS 0x211
+#define LX_RAMDISK_IMAGE 0x218
+#define LX_RAMDISK_SIZE 0x21c
+#define LX_HEAP_END_PTR 0x224
+#define LX_CMD_LINE_PTR 0x228
+#define LX_INITRD_ADDR_MAX 0x22c
+#define LX_XLOADFLAGS 0x236
+#define LX_CMDLINE_SIZE 0x238
+#define LX_INIT_SIZE 0x260
+#define LX_E820_TABLE 0x2d0 /* 128 entries of 20 bytes */
+#define LX_E820_MAX 128
+
+#define LX_LOADED_HIGH 0x01
+#define LX_CAN_USE_HEAP 0x80
+#define LX_XLF_KERNEL_64 0x01
+
+#define LX_E820_RAM 1
+#define LX_E820_RESERVED 2
+
+/* The legacy devices' ports and interrupts. */
+#define LX_COM1_PORT 0x3f8
+#define LX_COM1_IRQ 4
+#define LX_I8042_PORT 0x60 /* 0x60 data, 0x64 status/command */
+
+/* A parsed bzImage: where its parts are in the file. */
+struct lx_image {
+	uint16_t version;  /* boot protocol version */
+	size_t setup_len;  /* real-mode setup code, (setup_sects + 1) * 512 */
+	size_t kernel_off; /* the protected-mode kernel's offset in the file */
+	size_t kernel_len;
+	uint32_t init_size; /* memory the kernel needs from its load address */
+	uint32_t initrd_addr_max;
+	uint32_t cmdline_size; /* longest command line, without the NUL */
+};
+
+/* True if image starts like a bzImage (boot sector flag and "HdrS"). */
+bool lx_probe(const uint8_t *image, size_t len);
+
+/* Parses and checks a bzImage: protocol 2.12 or later with the 64-bit
+ * entry point. Returns 0 or -errno with err set. */
+int lx_parse(const uint8_t *image, size_t len, struct lx_image *out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Writes the guest's boot structures into m: the kernel, the zero page
+ * (setup header from image, loader type, command line, initramfs at
+ * initrd_gpa/initrd_len (0: none), the e820 map of m's RAM) and the MP
+ * table for nr_vcpus. Returns 0 or -errno with err set. */
+int lx_setup(struct gmem *m, const uint8_t *image, const struct lx_image *li, const char *cmdline,
+	     uint64_t initrd_gpa, uint64_t initrd_len, unsigned nr_vcpus, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Where an initramfs of len bytes goes: page-aligned, as high as RAM,
+ * 4 GiB and initrd_addr_max allow, above the kernel's init_size.
+ * Returns 0 with *gpa set, or -E2BIG when it does not fit. */
+int lx_initrd_place(const struct gmem *m, const struct lx_image *li, uint64_t len, uint64_t *gpa)
+    __attribute__((warn_unused_result));
+
+/* The Intel MultiProcessor tables for nr_vcpus (1..254) at LX_MPTABLE:
+ * processors (vCPU 0 the BSP), the ISA bus, the IOAPIC (id nr_vcpus) with
+ * ISA IRQ n on its pin n, ExtINT on LINT0, NMI on LINT1. Returns 0 or
+ * -errno. */
+int lx_write_mptable(struct gmem *m, unsigned nr_vcpus) __attribute__((warn_unused_result));
+
+/* ------------------------------------------------------------ devices */
+
+/* A 16550A UART (the guest's ttyS0): its registers as plain data, the
+ * state a snapshot records. Output goes to the VM's console channel;
+ * the interrupt is raised and lowered through the platform's irq_line. */
+struct uart_state {
+	uint8_t ier, lcr, mcr, lsr_extra, msr, scr, dll, dlm, fcr;
+	bool thr_irq;	/* transmitter-empty interrupt pending */
+	bool irq_level; /* what the IRQ line was last set to */
+};
+
+struct uart {
+	struct vm *vm;
+	unsigned irq;
+	struct uart_state s;
+};
+
+/* Register offsets and bits we use. */
+#define UART_RBR 0
+#define UART_THR 0
+#define UART_DLL 0
+#define UART_IER 1
+#define UART_DLM 1
+#define UART_IIR 2
+#define UART_FCR 2
+#define UART_LCR 3
+#define UART_MCR 4
+#define UART_LSR 5
+#define UART_MSR 6
+#define UART_SCR 7
+#define UART_IER_RDI 0x01
+#define UART_IER_THRI 0x02
+#define UART_IIR_NO_INT 0x01
+#define UART_IIR_THRI 0x02
+#define UART_IIR_FIFO 0xc0
+#define UART_LCR_DLAB 0x80
+#define UART_MCR_LOOP 0x10
+#define UART_LSR_THRE 0x20
+#define UART_LSR_TEMT 0x40
+#define UART_FCR_ENABLE 0x01
+
+/* Registers the UART at port base (8 ports) with its interrupt line.
+ * Returns 0 or -errno. */
+int uart_register(struct vm *vm, struct uart *u, uint16_t base, unsigned irq)
+    __attribute__((warn_unused_result));
+
+/* The i8042 keyboard controller, enough for Linux's probe and reset: no
+ * keyboard, no mouse; the reset command (0xfe to port 0x64) ends the VM
+ * the way a reboot does in Firecracker (exit status 0). */
+struct i8042 {
+	struct vm *vm;
+	uint8_t cmd;   /* last command byte written to 0x64 (0: none) */
+	uint8_t ctr;   /* controller configuration byte */
+	bool out_full; /* a byte waits at 0x60 */
+	uint8_t out;
+};
+
+int i8042_register(struct vm *vm, struct i8042 *k) __attribute__((warn_unused_result));
+
+/* A Linux guest's machine (vm->mach): its devices, registered in this
+ * order by the loader. */
+struct machine {
+	struct uart com1;
+	struct i8042 kbd;
+};
+
+#endif

@@ -1,0 +1,146 @@
+/* vmm/linux/uart.c - a 16550A UART: the Linux guest's ttyS0. Transmits at
+ * once (the line is always empty), so the transmitter-empty interrupt
+ * follows every write; receives nothing yet (input stays with the console
+ * channel's host end). The interrupt line follows IIR: raised while an
+ * enabled interrupt is pending, lowered when none is (the ISA line is
+ * edge-triggered: the driver reads IIR until it says none). */
+#include <string.h>
+
+#include "vmm/linux/linux.h"
+#include "vmm/vm.h"
+
+static uint8_t uart_iir(const struct uart_state *s)
+{
+	uint8_t fifo = (s->fcr & UART_FCR_ENABLE) ? UART_IIR_FIFO : 0;
+	if ((s->ier & UART_IER_THRI) && s->thr_irq)
+		return fifo | UART_IIR_THRI;
+	return fifo | UART_IIR_NO_INT;
+}
+
+static void uart_update_irq(struct uart *u)
+{
+	bool level = !(uart_iir(&u->s) & UART_IIR_NO_INT);
+	if (level == u->s.irq_level)
+		return;
+	u->s.irq_level = level;
+	if (u->vm->plat->irq_line)
+		u->vm->plat->irq_line(u->vm, u->irq, level ? 1 : 0);
+}
+
+/* The modem status a loopback test expects: DCD, RI, DSR, CTS from OUT2,
+ * OUT1, DTR, RTS. Outside loopback: carrier, DSR and CTS up. */
+static uint8_t uart_msr(const struct uart_state *s)
+{
+	if (s->mcr & UART_MCR_LOOP) {
+		uint8_t m = s->mcr;
+		return (uint8_t)(((m & 0x08) << 4) | ((m & 0x04) << 4) | ((m & 0x01) << 5) |
+				 ((m & 0x02) << 3));
+	}
+	return 0xb0;
+}
+
+static void uart_transmit(struct uart *u, uint8_t b)
+{
+	struct vm *vm = u->vm;
+
+	if (!(u->s.mcr & UART_MCR_LOOP)) {
+		pthread_mutex_lock(&vm->lock);
+		(void)chan_write_locked(&vm->console, &b, 1);
+		pthread_mutex_unlock(&vm->lock);
+	}
+	u->s.thr_irq = true;
+}
+
+static enum vcpu_action uart_io(void *dev, struct vcpu *v, uint64_t off, void *data, unsigned len,
+				bool is_write)
+{
+	struct uart *u = dev;
+	struct uart_state *s = &u->s;
+	uint8_t *b = data;
+	bool dlab = s->lcr & UART_LCR_DLAB;
+
+	(void)v;
+	if (len != 1) {
+		/* Wider accesses: bytes beyond the first read as all ones. */
+		if (!is_write)
+			memset(b, 0xff, len);
+	}
+	if (is_write) {
+		switch (off) {
+		case UART_THR:
+			if (dlab)
+				s->dll = b[0];
+			else
+				uart_transmit(u, b[0]);
+			break;
+		case UART_IER:
+			if (dlab) {
+				s->dlm = b[0];
+			} else {
+				/* Enabling THRI with the line empty interrupts at once. */
+				if (!(s->ier & UART_IER_THRI) && (b[0] & UART_IER_THRI))
+					s->thr_irq = true;
+				s->ier = b[0] & 0x0f;
+			}
+			break;
+		case UART_FCR:
+			s->fcr = b[0] & 0xc9;
+			break;
+		case UART_LCR:
+			s->lcr = b[0];
+			break;
+		case UART_MCR:
+			s->mcr = b[0] & 0x1f;
+			break;
+		case UART_LSR:
+		case UART_MSR:
+			break; /* read-only */
+		case UART_SCR:
+			s->scr = b[0];
+			break;
+		}
+	} else {
+		switch (off) {
+		case UART_RBR:
+			b[0] = dlab ? s->dll : 0;
+			break;
+		case UART_IER:
+			b[0] = dlab ? s->dlm : s->ier;
+			break;
+		case UART_IIR:
+			b[0] = uart_iir(s);
+			/* Reading IIR acknowledges the transmitter-empty interrupt. */
+			if ((b[0] & 0x0f) == UART_IIR_THRI)
+				s->thr_irq = false;
+			break;
+		case UART_LCR:
+			b[0] = s->lcr;
+			break;
+		case UART_MCR:
+			b[0] = s->mcr;
+			break;
+		case UART_LSR:
+			b[0] = UART_LSR_THRE | UART_LSR_TEMT;
+			break;
+		case UART_MSR:
+			b[0] = uart_msr(s);
+			break;
+		case UART_SCR:
+			b[0] = s->scr;
+			break;
+		}
+	}
+	uart_update_irq(u);
+	return VCPU_CONTINUE;
+}
+
+int uart_register(struct vm *vm, struct uart *u, uint16_t base, unsigned irq)
+{
+	memset(u, 0, sizeof(*u));
+	u->vm = vm;
+	u->irq = irq;
+	u->s.lcr = 0x03; /* 8N1 */
+	u->s.mcr = 0x08; /* OUT2 */
+	u->s.dll = 12;	 /* 9600 baud */
+	return bus_register(&vm->pio, base, 8, "uart", uart_io, u);
+}
