@@ -186,6 +186,9 @@ struct http_server {
 	struct http_conn *conns;
 	unsigned nconns;
 	uint64_t timer_deadline;        /* armed deadline (ns), 0 when disarmed */
+	int spare_fd;                   /* kept for EMFILE: closed to accept and refuse one */
+	uint64_t accept_paused_until;   /* ns: accepting stopped (no descriptor at all), 0: not */
+	uint64_t accept_fails;          /* connections refused for want of descriptors */
 	bool in_cb;                     /* inside one of our loop callbacks */
 	bool close_requested;           /* http_server_close() called from a callback */
 };

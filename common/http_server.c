@@ -4,6 +4,7 @@
 #include "http_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -52,6 +53,8 @@ static void conn_update_events(struct http_conn *c)
 	c->events = ev;
 }
 
+static void srv_accept_resume(struct http_server *srv);
+
 /* Unregisters, closes and frees c (its pending exchange is orphaned). */
 static void conn_close(struct http_conn *c)
 {
@@ -69,6 +72,9 @@ static void conn_close(struct http_conn *c)
 	srv->nconns--;
 	http_conn_release(c);
 	free(c);
+	/* a descriptor is free again */
+	if (srv->accept_paused_until)
+		srv_accept_resume(srv);
 }
 
 /* Reads what is available (up to the input cap); notes EOF and errors. */
@@ -128,18 +134,64 @@ static void conn_cb(void *arg, uint32_t events)
 	srv_leave(srv);
 }
 
-/* Sends a best-effort 503 on a connection beyond max_conns. */
-static void srv_reject(int fd)
+/* Sends a best-effort 503 on a connection we cannot serve. */
+static void srv_reject(int fd, const char *why)
 {
 	char *resp;
 	size_t len;
 
-	if (http_render_error(503, "too many connections", false, false, false, &resp, &len) < 0)
+	if (http_render_error(503, why, false, false, false, &resp, &len) < 0)
 		return;
 	if (send(fd, resp, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
 		/* best effort: the peer may be gone already */
 	}
 	free(resp);
+}
+
+/* How long accepting pauses when not even the spare descriptor frees one
+ * (the process or the system is out of files). */
+#define ACCEPT_PAUSE_NS (100ULL * 1000000ULL)
+
+/* Re-arms the listening socket after a pause. */
+static void srv_accept_resume(struct http_server *srv)
+{
+	if (loop_mod(srv->loop, srv->lfd, EPOLLIN) < 0)
+		return; /* stays paused: the timer retries */
+	srv->accept_paused_until = 0;
+	if (srv->spare_fd < 0)
+		srv->spare_fd = fcntl(srv->lfd, F_DUPFD_CLOEXEC, 0);
+}
+
+/* accept4 failed with EMFILE or ENFILE: the listening socket stays
+ * readable, so without this the loop would spin. The classic answer: give
+ * the spare descriptor back, accept the connection, refuse it with a 503
+ * and close it, take the spare again. Without a spare (ENFILE, or the
+ * spare is gone), stop watching the socket for a while. Returns true when
+ * the loop may try accepting again. */
+static bool srv_out_of_files(struct http_server *srv, int err)
+{
+	srv->accept_fails++;
+	log_warn("http: %s: out of file descriptors (%s): refusing new connections "
+		 "(%llu so far)",
+		 srv->path, strerror(err), (unsigned long long)srv->accept_fails);
+	if (srv->spare_fd >= 0) {
+		close(srv->spare_fd);
+		srv->spare_fd = -1;
+		int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			srv_reject(fd, "out of file descriptors");
+			close(fd);
+		}
+		srv->spare_fd = fcntl(srv->lfd, F_DUPFD_CLOEXEC, 0);
+		if (fd >= 0 && srv->spare_fd >= 0)
+			return true;
+	}
+	/* pause: no descriptor to spare */
+	if (loop_mod(srv->loop, srv->lfd, 0) == 0) {
+		srv->accept_paused_until = time_mono_ns() + ACCEPT_PAUSE_NS;
+		http_srv_timer_kick(srv, srv->accept_paused_until);
+	}
+	return false;
 }
 
 /* Loop callback of the listening socket: accepts every pending connection. */
@@ -156,13 +208,16 @@ static void listen_cb(void *arg, uint32_t events)
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
+			if ((errno == EMFILE || errno == ENFILE) && srv_out_of_files(srv, errno))
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EMFILE &&
+			    errno != ENFILE)
 				log_warn("http: accept on %s: %s", srv->path, strerror(errno));
 			break;
 		}
 		if (srv->nconns >= srv->lim.max_conns) {
 			log_debug("http: %s: too many connections", srv->path);
-			srv_reject(fd);
+			srv_reject(fd, "too many connections");
 			close(fd);
 			continue;
 		}
@@ -202,6 +257,10 @@ static void timer_cb(void *arg, uint32_t events)
 		/* EAGAIN: already drained */
 	}
 	srv->timer_deadline = 0;
+	if (srv->accept_paused_until && now >= srv->accept_paused_until)
+		srv_accept_resume(srv);
+	if (srv->accept_paused_until)
+		next = srv->accept_paused_until;
 	for (c = srv->conns; c; c = cn) {
 		cn = c->next;
 		if (c->pending)
@@ -271,7 +330,7 @@ int http_server_listen(struct loop *loop, const char *socket_path, const struct 
 	srv->loop = loop;
 	srv->handler = handler;
 	srv->arg = arg;
-	srv->lfd = srv->tfd = -1;
+	srv->lfd = srv->tfd = srv->spare_fd = -1;
 	http_limits_resolve(cfg, &srv->lim);
 	srv->path = strdup(socket_path);
 	if (!srv->path) {
@@ -296,6 +355,7 @@ int http_server_listen(struct loop *loop, const char *socket_path, const struct 
 	if (rc < 0)
 		goto err_timer;
 	srv->lfd = srv->sock.fd;
+	srv->spare_fd = fcntl(srv->lfd, F_DUPFD_CLOEXEC, 0); /* best effort */
 	rc = loop_add(loop, srv->lfd, EPOLLIN, listen_cb, srv);
 	if (rc < 0)
 		goto err_unlink;
@@ -312,6 +372,8 @@ err_del_timer:
 err_del_listen:
 	loop_del(loop, srv->lfd);
 err_unlink:
+	if (srv->spare_fd >= 0)
+		close(srv->spare_fd);
 	unixsock_close(&srv->sock);
 err_timer:
 	close(srv->tfd);
@@ -330,6 +392,10 @@ static void srv_destroy(struct http_server *srv)
 	struct http_exchange *done, *next;
 	
 	loop_del(srv->loop, srv->lfd);
+	if (srv->spare_fd >= 0)
+		close(srv->spare_fd);
+	srv->spare_fd = -1;
+	srv->accept_paused_until = 0;
 	unixsock_close(&srv->sock);
 	while (srv->conns)
 		conn_close(srv->conns);

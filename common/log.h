@@ -26,6 +26,9 @@ int log_open_file(const char *path) __attribute__((warn_unused_result));
 /* Prefix for every line, e.g. the program name (not copied). */
 void log_set_ident(const char *ident);
 
+/* One line. Error, warn and info lines are rate-limited per call site:
+ * at most 10 in 5 s; the site's next line after that says how many were
+ * dropped. Debug and trace lines are not limited. */
 void log_msg(enum log_level level, const char *file, int line, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 

@@ -63,8 +63,9 @@ static int r_ping(struct vmm_api *api, const struct http_request *req, struct ht
 {
 	(void)api;
 	(void)req;
-	json_t *j = json_pack("{s:s,s:s,s:i,s:[s]}", "build_version", FORKVM_VERSION, "version",
-			      FORKVM_VERSION, "pid", (int)getpid(), "features", "function-guest");
+	json_t *j = json_pack("{s:s,s:s,s:i,s:[s,s]}", "build_version", FORKVM_VERSION, "version",
+			      FORKVM_VERSION, "pid", (int)getpid(), "features", "function-guest",
+			      "linux-guest");
 	http_respond_json(ex, 200, j);
 	json_decref(j);
 	return 0;

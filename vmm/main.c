@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -297,6 +298,16 @@ int main(int argc, char **argv)
 		return die_usage("--cmdline, --initramfs and --agent need --kernel (or --restore)", "");
 
 	log_set_level(verbose >= 3 ? LOG_TRACE : verbose == 2 ? LOG_DEBUG : verbose == 1 ? LOG_INFO : LOG_WARN);
+	/* API clients, channels and the store's files each take a descriptor:
+	 * the soft limit goes up to the hard one, as forkd's does (a server
+	 * that still runs out refuses connections: common/http_server.c). */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_info("cannot raise the file limit to %llu: %s",
+				 (unsigned long long)rl.rlim_max, strerror(errno));
+	}
 	if (log_file && (rc = log_open_file(log_file)) < 0) {
 		fprintf(stderr, "forkvm: cannot open log file %s: %s\n", log_file, strerror(-rc));
 		return 1;

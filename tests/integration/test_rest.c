@@ -283,3 +283,80 @@ Test(rest, forkctl_agent_commands, .fini = teardown, .timeout = 120)
 	free(err);
 	free(bin);
 }
+
+/* utime + stime of pid, in clock ticks. */
+static long cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	cr_assert(f);
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	cr_assert(p);
+	long ut = 0, st = 0;
+	/* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt
+	 * majflt cmajflt utime stime */
+	cr_assert_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &ut, &st),
+		     2);
+	return ut + st;
+}
+
+static int connect_api(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	cr_assert(fd >= 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", e.api);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Issue 15, failure 1: with its file limit at 24 and 40 idle connections
+ * held open, accept fails with EMFILE. The VMM must neither spin on the
+ * readable listening socket nor flood its log, and must answer again once
+ * the connections go. */
+Test(rest, out_of_descriptors_neither_spins_nor_floods_the_log, .fini = teardown, .timeout = 60)
+{
+	e.dir = h_tmpdir();
+	e.api = h_join(e.dir, "api.sock");
+	char *bin = h_bin("forkvm"), *log = h_join(e.dir, "vmm.log");
+	const char *argv[] = { "/usr/bin/prlimit", "--nofile=24:24", "--", bin, "--api-socket",
+			       e.api, "--log-file", log, NULL };
+	if (access(argv[0], X_OK) != 0)
+		cr_skip_test("prlimit (util-linux) is missing");
+	cr_assert_eq(h_spawn(&e.vmm, e.dir, argv), 0);
+	cr_assert(h_wait_path(e.api, 10000), "no API socket");
+	int fds[40];
+	for (int i = 0; i < 40; i++)
+		fds[i] = connect_api();
+	h_sleep_ms(300);
+	long t0 = cpu_ticks(e.vmm.pid);
+	h_sleep_ms(2000);
+	long used = cpu_ticks(e.vmm.pid) - t0;
+	/* spinning burns the whole 2 s (about 200 ticks) */
+	cr_assert_lt(used, 40, "forkvm used %ld ticks of CPU in 2 s with no descriptors left", used);
+	char *text = h_read_file(log);
+	int lines = h_count(text ? text : "", "\n");
+	cr_assert_lt(lines, 100, "%d log lines in 2 s:\n%.2000s", lines, text ? text : "");
+	cr_assert(text && strstr(text, "out of file descriptors"), "%s", text ? text : "");
+	free(text);
+	for (int i = 0; i < 40; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	/* serving again */
+	int st = -1;
+	for (int i = 0; i < 50 && st != 200; i++) {
+		st = h_http(e.api, "GET", "/api/v1/vmm.ping", NULL, 2000, NULL);
+		if (st != 200)
+			h_sleep_ms(100);
+	}
+	cr_assert_eq(st, 200, "vmm.ping after the connections closed: %d", st);
+	free(bin);
+	free(log);
+}
