@@ -15,7 +15,8 @@
 
 static const char store_usage[] =
 	"usage: forkctl [--store DIR] store COMMAND [ARGS]\n"
-	"  init [--chunk-size SIZE]          create the store (default chunk 256K)\n"
+	"  init [--chunk-size SIZE]          create the store (default chunk 256K; a power\n"
+	"                                    of two, 4K..64M)\n"
 	"  put file:///DIR [--tag TAG]       import a snapshot directory; prints its id\n"
 	"  export REF file:///DIR            write a snapshot back as a directory\n"
 	"  ls                                list snapshots\n"
@@ -27,8 +28,8 @@ static const char store_usage[] =
 	"  verify [REF]                      check every object (and cached image)\n"
 	"  du                                space used, dedup and compression ratios\n"
 	"REF: a tag, or any unique prefix of a snapshot id (hex digits).\n"
-	"The store: --store DIR, else $FORKVM_STORE, else /var/lib/forkvm/store (root)\n"
-	"or ~/.local/share/forkvm/store.\n";
+	"The store: --store DIR (before or after COMMAND), else $FORKVM_STORE, else\n"
+	"/var/lib/forkvm/store (root) or ~/.local/share/forkvm/store.\n";
 
 static int usage_error(const char *msg)
 {
@@ -386,7 +387,46 @@ static int cmd_du(struct store *st, int argc, char **argv)
 	return 0;
 }
 
+static int cli_store_run(const char *root, int argc, char **argv);
+
 int cli_store_main(const char *root, int argc, char **argv)
+{
+	int rc;
+
+	/* --store DIR is taken anywhere among the store command's words
+	 * (forkctl store du --store DIR, forkctl store --store DIR du): a
+	 * store option is never ignored, and none acts on another store. */
+	char **args = calloc((size_t)argc + 1, sizeof(*args));
+	int n = 0;
+	if (!args)
+		return fail("store", "out of memory");
+	for (int i = 0; i < argc; i++) {
+		const char *v = NULL;
+		if (!strcmp(argv[i], "--store")) {
+			if (i + 1 >= argc) {
+				free(args);
+				return usage_error("--store needs a directory");
+			}
+			v = argv[++i];
+		} else if (!strncmp(argv[i], "--store=", 8)) {
+			v = argv[i] + 8;
+		} else {
+			args[n++] = argv[i];
+			continue;
+		}
+		if (!*v || (root && strcmp(root, v))) {
+			free(args);
+			return usage_error(*v ? "--store given twice, with different directories"
+					      : "--store needs a directory");
+		}
+		root = v;
+	}
+	rc = cli_store_run(root, n, args);
+	free(args);
+	return rc;
+}
+
+static int cli_store_run(const char *root, int argc, char **argv)
 {
 	char defroot[4096], err[512];
 	struct store *st = NULL;
@@ -397,6 +437,8 @@ int cli_store_main(const char *root, int argc, char **argv)
 	if (!root)
 		root = store_default_root(defroot, sizeof(defroot));
 	const char *cmd = argv[0];
+	if (cmd[0] == '-' && strcmp(cmd, "--help"))
+		return usage_error("unknown option before the store command");
 	if (!strcmp(cmd, "help") || !strcmp(cmd, "--help")) {
 		fputs(store_usage, stdout);
 		return 0;
@@ -411,8 +453,11 @@ int cli_store_main(const char *root, int argc, char **argv)
 				v = argv[i] + 13;
 			else
 				return usage_error("init: unexpected argument");
-			if (parse_size(v, &chunk) < 0 || chunk == 0 || chunk > UINT32_MAX)
+			if (parse_size(v, &chunk) < 0)
 				return usage_error("init: --chunk-size needs a size (e.g. 256K)");
+			if (chunk < 4096 || chunk > (64 << 20) || (chunk & (chunk - 1)))
+				return usage_error("init: --chunk-size must be a power of two between "
+						   "4K and 64M");
 		}
 		if (store_open(root, true, (uint32_t)chunk, &st, err, sizeof(err)) < 0)
 			return fail("init", err);

@@ -914,3 +914,39 @@ Test(store_vm, rest_snapshot_to_the_store)
 	free(tagfile);
 	free(first);
 }
+
+/* Issue 15, failure 7: an option after the store command is honoured, never
+ * ignored: `store du --store DIR` works on DIR, not on the default store
+ * ($FORKVM_STORE here), which stays untouched; conflicting --store options
+ * and an out-of-range chunk size are usage errors (exit 2). */
+Test(store_vm, store_options_anywhere_are_honoured_never_ignored)
+{
+	char *def = h_join(e.dir, "default-store"), *out = NULL, *er = NULL;
+	setenv("FORKVM_STORE", def, 1);
+	cr_assert_eq(forkctl(NULL, &er, "store", "init", "--store", e.store, "--chunk-size", "64K",
+			     NULL),
+		     0, "%s", er);
+	free(er);
+	cr_assert_eq(forkctl(&out, &er, "store", "du", "--store", e.store, NULL), 0, "%s", er);
+	cr_assert(strstr(out, "snapshots"), "%s", out);
+	free(out);
+	free(er);
+	cr_assert_eq(forkctl(&out, &er, "store", "--store", e.store, "ls", NULL), 0, "%s", er);
+	free(out);
+	free(er);
+	cr_assert_eq(forkctl(&out, &er, "store", "gc", "--store=" "/nonexistent/x", NULL), 1);
+	cr_assert(strstr(er, "/nonexistent/x"), "the error names the store it was given: %s", er);
+	free(out);
+	free(er);
+	cr_assert_eq(forkctl(NULL, &er, "--store", e.store, "store", "ls", "--store", def, NULL), 2);
+	cr_assert(strstr(er, "--store given twice"), "%s", er);
+	free(er);
+	cr_assert_eq(forkctl(NULL, &er, "store", "--bogus", "ls", NULL), 2);
+	free(er);
+	cr_assert_eq(forkctl(NULL, &er, "store", "init", "--store", def, "--chunk-size", "1T", NULL), 2);
+	cr_assert(strstr(er, "power of two between 4K and 64M"), "%s", er);
+	free(er);
+	cr_assert(access(def, F_OK) != 0, "the default store %s was touched", def);
+	unsetenv("FORKVM_STORE");
+	free(def);
+}
