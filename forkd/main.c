@@ -278,6 +278,12 @@ int main(int argc, char **argv)
 			}
 		}
 	}
+	if (cfg.forkvm) {
+		/* Given: it must be there now, not at the first template build. */
+		struct stat fst;
+		if (stat(cfg.forkvm, &fst) < 0 || !S_ISREG(fst.st_mode) || access(cfg.forkvm, X_OK) < 0)
+			return die_usage("--forkvm: not an executable file: ", cfg.forkvm);
+	}
 	if (!cfg.forkvm) {
 		char self[4096];
 		ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);

@@ -1246,3 +1246,24 @@ Test(forkd, warm_pool_and_metrics)
 	clone_delete(&b[1]);
 	json_decref(req_expect("DELETE", "/v1/templates/pooled", NULL, T_MS, 204));
 }
+
+/* Issue 15, failure 6: a --forkvm that is not an executable file is a
+ * usage error at start (exit 2), not a failure at the first template. */
+Test(forkd_cli, a_missing_forkvm_binary_is_refused_at_start, .timeout = 30)
+{
+	char *dir = h_tmpdir(), *bin = h_bin("forkd"), *sock = h_join(dir, "f.sock"), *err = NULL;
+	const char *argv[] = { bin, "--api-socket", sock, "--forkvm", "/nonexistent/forkvm", NULL };
+	int st = h_run(dir, argv, 20000, NULL, &err);
+	cr_assert_eq(st, 2, "forkd exited %d: %s", st, err);
+	cr_assert(strstr(err, "--forkvm: not an executable file: /nonexistent/forkvm"), "%s", err);
+	cr_assert(access(sock, F_OK) != 0, "forkd started serving");
+	/* a directory is not an executable file either */
+	free(err);
+	const char *argv2[] = { bin, "--api-socket", sock, "--forkvm", dir, NULL };
+	cr_assert_eq(h_run(dir, argv2, 20000, NULL, &err), 2, "%s", err);
+	free(err);
+	free(sock);
+	free(bin);
+	h_rmtree(dir);
+	free(dir);
+}
