@@ -277,7 +277,9 @@ static void builder_done(struct builder *b)
 		struct template *t;
 		int rc = forkd_template_add(d, b->name, id, b->pool, &t, err, sizeof(err));
 		if (rc < 0) {
-			http_respond_error(b->ex, 500, "template %s: %s", b->name, err);
+			/* -EINVAL: the snapshot is unfit for a template (400) */
+			http_respond_error(b->ex, rc == -EINVAL ? 400 : 500, "template %s: %s", b->name,
+					   err);
 		} else {
 			json_t *tj = forkd_template_json(t);
 			http_respond_json(b->ex, 201, tj);

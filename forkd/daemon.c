@@ -26,6 +26,8 @@
 
 #define MAX_EXITED_KEPT 256U
 #define REFILL_DELAY_MS 20 /* pools refill this long after a hand-out */
+#define POOL_BACKOFF_MIN_MS 100ULL  /* after a pool shell's first failure */
+#define POOL_BACKOFF_MAX_MS 30000ULL
 #define MAX_SHELLS_STARTING 2U /* restores of pool shells in flight (CPU for the hot path) */
 
 /* ------------------------------------------------------------ fork requests */
@@ -143,11 +145,13 @@ json_t *forkd_template_json(const struct template *t)
 {
 	struct forkd *d = t->d;
 	const struct vm_config *cfg = vm_template_config(t->vt);
-	return json_pack("{s:s,s:s,s:I,s:i,s:{s:i,s:i},s:i,s:I,s:s}", "name", t->name, "snapshot",
-			 t->id, "memory_size", (json_int_t)cfg->memory_size, "vcpus",
+	return json_pack("{s:s,s:s,s:I,s:i,s:{s:i,s:i,s:b,s:I,s:s?},s:i,s:I,s:s}", "name", t->name,
+			 "snapshot", t->id, "memory_size", (json_int_t)cfg->memory_size, "vcpus",
 			 (int)cfg->boot_vcpus, "pool", "size", (int)t->pool_size, "ready",
-			 (int)shells(d, t, CLONE_READY), "clones", (int)live_clones(d, t), "forks",
-			 (json_int_t)t->forks, "platform", vm_platform_name(d->cfg.platform));
+			 (int)shells(d, t, CLONE_READY), "failing", t->fail_streak > 0, "failures",
+			 (json_int_t)t->shell_failures, "last_failure",
+			 t->last_failure[0] ? t->last_failure : NULL, "clones", (int)live_clones(d, t),
+			 "forks", (json_int_t)t->forks, "platform", vm_platform_name(d->cfg.platform));
 }
 
 json_t *forkd_clone_json(const struct clone *c)
@@ -341,6 +345,23 @@ void forkd_clone_forget(struct forkd *d, struct clone *c)
 
 static void on_clone_ctl(void *arg, uint32_t events);
 
+/* Arms the refill timer to fire in ns (sooner wins over later). */
+static void refill_in(struct forkd *d, uint64_t ns)
+{
+	struct itimerspec its = { .it_value = { .tv_sec = (time_t)(ns / 1000000000ULL),
+						.tv_nsec = (long)(ns % 1000000000ULL) } };
+	struct itimerspec cur;
+
+	if (d->refill_armed && d->refill_tfd >= 0 && timerfd_gettime(d->refill_tfd, &cur) == 0) {
+		uint64_t left = (uint64_t)cur.it_value.tv_sec * 1000000000ULL +
+				(uint64_t)cur.it_value.tv_nsec;
+		if (left && left <= ns)
+			return;
+	}
+	if (d->refill_tfd >= 0 && timerfd_settime(d->refill_tfd, 0, &its, NULL) == 0)
+		d->refill_armed = true;
+}
+
 static void refill_later(struct forkd *d)
 {
 	struct itimerspec its = { .it_value = { .tv_nsec = REFILL_DELAY_MS * 1000000L } };
@@ -529,8 +550,11 @@ static void on_clone_ctl(void *arg, uint32_t events)
 				if (d->jail.on)
 					forkd_sched_threads(c->pid, SCHED_OTHER);
 				c->state = CLONE_READY;
-				if (c->tpl)
+				if (c->tpl) {
+					c->tpl->fail_streak = 0;
+					c->tpl->retry_at = 0;
 					forkd_pool_fill(d, c->tpl);
+				}
 			}
 			break;
 		case CTL_RUNNING:
@@ -619,6 +643,22 @@ static void clone_reaped(struct forkd *d, struct clone *c, int wstatus)
 		}
 	}
 	struct template *t = c->tpl;
+	if (t && c->shell && was == CLONE_STARTING && !c->killed) {
+		/* A pool shell died before it was ready: count it, and back off
+		 * before the next one (issue 15: a template whose clones cannot
+		 * start made 73 failing processes a second). */
+		t->shell_failures++;
+		t->fail_streak++;
+		snprintf(t->last_failure, sizeof(t->last_failure), "%s", c->exit_reason);
+		unsigned shift = t->fail_streak - 1 < 16 ? t->fail_streak - 1 : 16;
+		uint64_t ms = POOL_BACKOFF_MIN_MS << shift;
+		if (ms > POOL_BACKOFF_MAX_MS)
+			ms = POOL_BACKOFF_MAX_MS;
+		t->retry_at = time_mono_ns() + ms * 1000000ULL;
+		log_warn("template %s: a pool shell failed to start (%s); %u in a row, next try in "
+			 "%llu ms",
+			 t->name, c->exit_reason, t->fail_streak, (unsigned long long)ms);
+	}
 	if (c->shell || c->hidden) {
 		forkd_clone_forget(d, c);
 	} else {
@@ -679,7 +719,20 @@ static void on_refill(void *arg, uint32_t events)
 void forkd_pool_fill(struct forkd *d, struct template *t)
 {
 	unsigned ready = shells(d, t, CLONE_READY), starting = shells(d, t, CLONE_STARTING);
+	uint64_t now = time_mono_ns();
 
+	/* Failing: one shell at a time, after the back-off. */
+	if (t->fail_streak && ready + starting < t->pool_size) {
+		if (starting || now < t->retry_at) {
+			if (!starting)
+				refill_in(d, t->retry_at - now);
+			goto trim;
+		}
+		struct clone *c = clone_spawn(d, t, false);
+		if (c)
+			c->shell = true;
+		goto trim;
+	}
 	while (ready + starting < t->pool_size && shells(d, NULL, CLONE_STARTING) < MAX_SHELLS_STARTING) {
 		struct clone *c = clone_spawn(d, t, false);
 		if (!c) {
@@ -689,6 +742,7 @@ void forkd_pool_fill(struct forkd *d, struct template *t)
 		c->shell = true;
 		starting++;
 	}
+trim:
 	for (struct clone *c = d->clones; c && ready + starting > t->pool_size; c = c->next) {
 		if (c->tpl == t && c->shell && !c->killed && c->state == CLONE_READY) {
 			forkd_clone_kill(d, c);
@@ -837,6 +891,16 @@ int forkd_template_add(struct forkd *d, const char *name, const char *ref, unsig
 	if (rc < 0) {
 		free(t);
 		return rc;
+	}
+	/* What every clone's restore would refuse, refused once here. */
+	if (!vm_template_config(t->vt)->agent_socket) {
+		snprintf(err, errlen,
+			 "snapshot %s has no agent channel, so forkd could not talk to its clones "
+			 "(boot the template VM with --agent socket=PATH)",
+			 ref);
+		vm_template_close(t->vt);
+		free(t);
+		return -EINVAL;
 	}
 	snprintf(t->name, sizeof(t->name), "%s", name);
 	vm_template_id(t->vt, t->id);
@@ -1005,6 +1069,18 @@ char *forkd_metrics(struct forkd *d)
 		"# HELP forkd_pool_size Warm clone shells wanted.\n# TYPE forkd_pool_size gauge\n");
 	for (struct template *t = d->templates; t; t = t->next)
 		appendf(&b, &len, &cap, "forkd_pool_size{template=\"%s\"} %u\n", t->name, t->pool_size);
+	appendf(&b, &len, &cap,
+		"# HELP forkd_pool_failing 1 while a template's pool shells keep failing to start.\n"
+		"# TYPE forkd_pool_failing gauge\n");
+	for (struct template *t = d->templates; t; t = t->next)
+		appendf(&b, &len, &cap, "forkd_pool_failing{template=\"%s\"} %d\n", t->name,
+			t->fail_streak > 0);
+	appendf(&b, &len, &cap,
+		"# HELP forkd_pool_shell_failures_total Pool shells that died before they were ready.\n"
+		"# TYPE forkd_pool_shell_failures_total counter\n");
+	for (struct template *t = d->templates; t; t = t->next)
+		appendf(&b, &len, &cap, "forkd_pool_shell_failures_total{template=\"%s\"} %llu\n",
+			t->name, (unsigned long long)t->shell_failures);
 	appendf(&b, &len, &cap,
 		"# HELP forkd_clone_memory_private_bytes Memory only one clone maps, summed.\n"
 		"# TYPE forkd_clone_memory_private_bytes gauge\nforkd_clone_memory_private_bytes %llu\n"

@@ -64,6 +64,12 @@ struct template {
 	struct vm_template *vt;
 	unsigned pool_size;
 	uint64_t forks;
+	/* Pool shells that died before they were ready: the pool backs off
+	 * (exponentially, up to POOL_BACKOFF_MAX_MS) while they keep failing. */
+	unsigned fail_streak;       /* failures since the last ready shell */
+	uint64_t retry_at;          /* monotonic ns: no new shell before; 0: none */
+	uint64_t shell_failures;    /* all of them, for the API and /metrics */
+	char last_failure[512];
 	struct forkd *d;
 	struct template *next;
 };

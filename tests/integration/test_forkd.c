@@ -1267,3 +1267,35 @@ Test(forkd_cli, a_missing_forkvm_binary_is_refused_at_start, .timeout = 30)
 	h_rmtree(dir);
 	free(dir);
 }
+
+/* Issue 15, failure 2: a snapshot whose clones can never start (it has no
+ * agent channel) is refused when it is added as a template, with the
+ * reason; no pool shell is ever started for it. */
+Test(forkd, a_template_whose_clones_cannot_start_is_refused_when_added, .timeout = 120)
+{
+	H_NEED_GUEST();
+	use_shared();
+	struct h_vm vm;
+	char *payload = h_payload("counter"), *store = h_join(e.dir, "store");
+	char store_opt[4200];
+	snprintf(store_opt, sizeof(store_opt), "%s", store);
+	const char *extra[] = { "--cmdline", "1 600 1000", "--cpus", "boot=2", "--store", store_opt,
+				NULL };
+	cr_assert_eq(h_vm_start(&vm, payload, extra), 0, "forkvm: %s", h_stderr(&vm.proc));
+	cr_assert_eq(h_api(&vm, "PUT", "/api/v1/vm.pause", NULL, NULL), 204);
+	char *body = NULL;
+	int st = h_api(&vm, "PUT", "/api/v1/vm.snapshot", "{\"destination_url\": \"store://noagent\"}",
+		       &body);
+	cr_assert_eq(st, 200, "snapshot into forkd's store: %d %s", st, body);
+	free(body);
+	h_vm_stop(&vm);
+	char *raw = NULL;
+	st = req("POST", "/v1/templates", "{\"name\": \"noagent\", \"snapshot\": \"noagent\", \"pool\": 3}",
+		 T_MS, NULL, &raw);
+	cr_assert_eq(st, 400, "%d %s", st, raw);
+	cr_assert(strstr(raw, "no agent channel"), "%s", raw);
+	free(raw);
+	cr_assert_eq(req("GET", "/v1/templates/noagent", NULL, T_MS, NULL, NULL), 404);
+	free(payload);
+	free(store);
+}
