@@ -6,13 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "common/agent_client.h"
 #include "common/util.h"
 
-#define AGENT_CMD_TIMEOUT_S 30.0
+#define AGENT_CMD_TIMEOUT_S 60.0 /* forkctl's --timeout default, as documented */
 
 static const char agent_usage_line[] =
 	"usage: forkctl --agent=PATH {eval JS | load FILE.js | call NAME [JSON-ARGS] | info | ping"
@@ -20,14 +21,14 @@ static const char agent_usage_line[] =
 
 static const char agent_usage[] =
 	"usage: forkctl --agent=PATH COMMAND [ARGS] [--timeout SECONDS]\n"
-	"  --timeout SECONDS       limit for connecting plus the request (default 30, 0: none)\n"
+	"  --timeout SECONDS       limit for connecting plus the request (default 60, 0: none)\n"
 	"commands:\n"
 	"  eval 'JS'               evaluate JS in the global scope, print the result as JSON\n"
 	"  load FILE.js            run a script once (define handlers), print what it defined\n"
 	"  call NAME ['JSON-ARGS'] call a global function; an args array is spread\n"
 	"  info                    print agent and memory information\n"
 	"  ping                    print pong when the agent answers\n"
-	"  wait-ready              wait until the agent answers (default timeout 30 s)\n";
+	"  wait-ready              wait until the agent answers (default timeout 60 s)\n";
 
 struct agent_cmd {
 	const char *path;
@@ -36,6 +37,10 @@ struct agent_cmd {
 	int npos;
 	int timeout_ms;
 	uint64_t deadline_ns;
+	/* Read and checked before connecting (bad input fails at once). */
+	json_t *args;       /* call's JSON-ARGS */
+	char *src;          /* load's script */
+	size_t src_len;
 };
 
 /* Prints "forkctl: MESSAGE" and the usage line. Returns 2. */
@@ -178,25 +183,39 @@ static int print_reply(const json_t *reply, size_t flags)
 	return print_json(result, flags);
 }
 
+/* load FILE.js and call NAME JSON-ARGS: the file read, the arguments
+ * parsed, before connecting: bad input fails at once, not after the
+ * agent socket's wait. Returns 0 or the exit status. */
+static int prepare(struct agent_cmd *cmd)
+{
+	if (strcmp(cmd->name, "load") == 0) {
+		const char *file = cmd->pos[0];
+		int rc = file_read_all(file, AGENT_FRAME_MAX, &cmd->src, &cmd->src_len);
+		if (rc < 0) {
+			fprintf(stderr, "forkctl: load: cannot read %s: %s\n", file, strerror(-rc));
+			return 1;
+		}
+		if (memchr(cmd->src, '\0', cmd->src_len)) {
+			fprintf(stderr, "forkctl: load: %s contains NUL bytes\n", file);
+			return 1;
+		}
+	}
+	if (strcmp(cmd->name, "call") == 0 && cmd->npos == 2) {
+		json_error_t jerr;
+		cmd->args = json_loads(cmd->pos[1], JSON_DECODE_ANY, &jerr);
+		if (!cmd->args)
+			return usage_error("call: JSON-ARGS is not valid JSON: %s (at column %d)",
+					   jerr.text, jerr.column);
+	}
+	return 0;
+}
+
 static int cmd_load(struct agent_cmd *cmd, struct agent_client *c, json_t **reply)
 {
 	const char *file = cmd->pos[0];
 	const char *base = strrchr(file, '/');
-	char *src;
-	size_t len;
-	int rc = file_read_all(file, AGENT_FRAME_MAX, &src, &len);
+	int rc = agent_client_load(c, cmd->src, base ? base + 1 : file, ms_left(cmd), reply);
 
-	if (rc < 0) {
-		fprintf(stderr, "forkctl: load: cannot read %s: %s\n", file, strerror(-rc));
-		return 1;
-	}
-	if (memchr(src, '\0', len)) {
-		fprintf(stderr, "forkctl: load: %s contains NUL bytes\n", file);
-		free(src);
-		return 1;
-	}
-	rc = agent_client_load(c, src, base ? base + 1 : file, ms_left(cmd), reply);
-	free(src);
 	if (rc == -EINVAL) {
 		fprintf(stderr, "forkctl: load: %s is not valid UTF-8\n", file);
 		return 1;
@@ -206,20 +225,7 @@ static int cmd_load(struct agent_cmd *cmd, struct agent_client *c, json_t **repl
 
 static int cmd_call(struct agent_cmd *cmd, struct agent_client *c, json_t **reply)
 {
-	json_t *args = NULL;
-	json_error_t jerr;
-	int rc;
-
-	if (cmd->npos == 2) {
-		args = json_loads(cmd->pos[1], JSON_DECODE_ANY, &jerr);
-		if (!args) {
-			fprintf(stderr, "forkctl: call: JSON-ARGS is not valid JSON: %s (at column %d)\n",
-				jerr.text, jerr.column);
-			return 2;
-		}
-	}
-	rc = agent_client_call(c, cmd->pos[0], args, ms_left(cmd), reply);
-	json_decref(args);
+	int rc = agent_client_call(c, cmd->pos[0], cmd->args, ms_left(cmd), reply);
 	return rc < 0 ? request_failed(cmd, rc) : 0;
 }
 
@@ -267,12 +273,31 @@ int cli_agent_main(const char *agent_path, int argc, char **argv)
 	status = parse_args(&cmd, argc, argv);
 	if (status == 0)
 		status = check_arity(&cmd);
-	if (status != 0)
+	if (status == 0)
+		status = prepare(&cmd);
+	if (status != 0) {
+		json_decref(cmd.args);
+		free(cmd.src);
 		return status;
+	}
 
+	/* Say what is awaited: the socket may come later (a VM booting). */
+	if (access(agent_path, F_OK) != 0 && cmd.timeout_ms != 0) {
+		if (cmd.timeout_ms < 0)
+			fprintf(stderr, "forkctl: waiting for the agent socket %s to appear (no "
+					"time limit)\n",
+				agent_path);
+		else
+			fprintf(stderr, "forkctl: waiting up to %.1f s for the agent socket %s to "
+					"appear (--timeout)\n",
+				cmd.timeout_ms / 1000.0, agent_path);
+	}
 	rc = agent_client_connect(agent_path, cmd.timeout_ms, &c);
-	if (rc < 0)
+	if (rc < 0) {
+		json_decref(cmd.args);
+		free(cmd.src);
 		return connect_failed(&cmd, rc);
+	}
 
 	if (strcmp(cmd.name, "eval") == 0) {
 		rc = agent_client_eval(c, cmd.pos[0], ms_left(&cmd), &reply);
@@ -298,6 +323,8 @@ int cli_agent_main(const char *agent_path, int argc, char **argv)
 	if (status == 0 && reply)
 		status = print_reply(reply, strcmp(cmd.name, "info") == 0 ? JSON_INDENT(2) : JSON_COMPACT);
 	json_decref(reply);
+	json_decref(cmd.args);
+	free(cmd.src);
 	agent_client_close(c);
 	if (fflush(stdout) != 0 && status == 0) {
 		perror("forkctl: stdout");

@@ -3,12 +3,14 @@
  * the VMM serving, socket permissions, vmm.shutdown. */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tests/lib/harness.h"
@@ -359,4 +361,47 @@ Test(rest, out_of_descriptors_neither_spins_nor_floods_the_log, .fini = teardown
 	cr_assert_eq(st, 200, "vmm.ping after the connections closed: %d", st);
 	free(bin);
 	free(log);
+}
+
+/* Issue 15, failure 6: agent commands check their input before they wait
+ * for the agent socket, say what they wait for, and use the documented
+ * --timeout default (60 s, as forkctl's help says). */
+Test(rest, agent_commands_check_input_first_and_say_what_they_wait_for, .fini = teardown,
+     .timeout = 60)
+{
+	e.dir = h_tmpdir();
+	e.agent = h_join(e.dir, "missing.sock");
+	char *out = NULL, *err = NULL;
+	uint64_t t0 = 0;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	t0 = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	cr_assert_eq(agentctl(&out, &err, "call", "f", "notjson"), 2, "%s", err);
+	cr_assert(strstr(err, "not valid JSON"), "%s", err);
+	free(out);
+	free(err);
+	cr_assert_eq(agentctl(&out, &err, "load", "/nonexistent/handlers.js", NULL), 1, "%s", err);
+	cr_assert(strstr(err, "cannot read /nonexistent/handlers.js"), "%s", err);
+	free(out);
+	free(err);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t t1 = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	cr_assert_lt(t1 - t0, 10000, "bad input waited for the socket (%llu ms)",
+		     (unsigned long long)(t1 - t0));
+	cr_assert_eq(agentctl(&out, &err, "eval", "1", "--timeout=1"), 1, "%s", err);
+	cr_assert(strstr(err, "waiting up to 1.0 s for the agent socket"), "%s", err);
+	free(out);
+	free(err);
+	/* the documented default */
+	char *bin = h_bin("forkctl");
+	const char *help[] = { bin, "--agent=/x", "help", NULL };
+	cr_assert_eq(h_run(e.dir, help, 10000, &out, NULL), 0);
+	cr_assert(strstr(out, "default 60"), "%s", out);
+	free(out);
+	const char *mainhelp[] = { bin, "--help", NULL };
+	cr_assert_eq(h_run(e.dir, mainhelp, 10000, &out, NULL), 0);
+	cr_assert(strstr(out, "--timeout SECONDS   request timeout (default 60"), "%s", out);
+	free(out);
+	free(bin);
 }
