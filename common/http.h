@@ -21,7 +21,9 @@ struct http_server_config {
 	size_t max_header_bytes; /* default 16 KiB when 0 */
 	size_t max_body_bytes;   /* default 1 MiB when 0 */
 	unsigned max_conns;      /* default 64 when 0; beyond it new connections get 503 and are closed */
-	int idle_timeout_ms;     /* 0: default 30000; a connection idle (or stuck mid-request) that long is closed */
+	int idle_timeout_ms;     /* 0: default 30000; a connection idle that long is closed */
+	int request_timeout_ms;  /* 0: default 5000; a request begun but not received whole
+				  * that long is answered 408 and closed (slow clients) */
 };
 
 struct http_request { /* valid until the exchange is responded to */

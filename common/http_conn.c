@@ -18,6 +18,7 @@
 #define HTTP_DEFAULT_MAX_BODY (1024 * 1024)
 #define HTTP_DEFAULT_MAX_CONNS 64
 #define HTTP_DEFAULT_IDLE_MS 30000
+#define HTTP_DEFAULT_REQUEST_MS 5000
 
 /* ---------------------------------------------------------------- connections */
 
@@ -29,6 +30,12 @@ void http_limits_resolve(const struct http_server_config *cfg, struct http_limit
 	lim->max_body = cfg && cfg->max_body_bytes ? cfg->max_body_bytes : HTTP_DEFAULT_MAX_BODY;
 	lim->max_conns = cfg && cfg->max_conns ? cfg->max_conns : HTTP_DEFAULT_MAX_CONNS;
 	lim->idle_ms = cfg && cfg->idle_timeout_ms > 0 ? cfg->idle_timeout_ms : HTTP_DEFAULT_IDLE_MS;
+	lim->request_ms = cfg && cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms
+							     : HTTP_DEFAULT_REQUEST_MS;
+	if (lim->request_ms > lim->idle_ms)
+		lim->request_ms = lim->idle_ms;
+	/* a quarter of the slots, at least 4: one process cannot take all */
+	lim->max_conns_per_peer = lim->max_conns / 4 > 4 ? lim->max_conns / 4 : 4;
 }
 
 void http_conn_init(struct http_conn *c, struct http_server *srv, int fd, const struct http_limits *lim,
@@ -303,6 +310,9 @@ static int cb_message_begin(http_parser *p)
 	c->hdr_bytes = 16; /* request line overhead */
 	c->hdr_state = HDR_NONE;
 	c->since = time_mono_ns();
+	/* the whole request must now arrive within request_ms */
+	if (c->srv)
+		http_srv_timer_kick(c->srv, c->since + (uint64_t)c->lim->request_ms * 1000000ULL);
 	return 0;
 }
 

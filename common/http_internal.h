@@ -125,6 +125,8 @@ struct http_limits {
 	size_t max_body;
 	unsigned max_conns;
 	int idle_ms;
+	int request_ms;                 /* a begun request must arrive whole within it */
+	unsigned max_conns_per_peer;    /* connections one process may hold */
 };
 
 enum hdr_state { HDR_NONE, HDR_FIELD, HDR_VALUE };
@@ -152,6 +154,7 @@ struct http_conn {
 	bool dead;                      /* close now */
 	uint32_t events;                /* current epoll interest */
 	uint64_t since;                 /* start of the current idle period or request (ns) */
+	pid_t peer_pid;                 /* SO_PEERCRED of the client (0: unknown) */
 };
 
 /* Fills lim from cfg (NULL: all defaults). */

@@ -148,6 +148,63 @@ static void srv_reject(int fd, const char *why)
 	free(resp);
 }
 
+/* When c's current wait ends (ns): a begun request must arrive whole
+ * within request_ms; an idle connection may wait idle_ms. A connection
+ * whose request is being served has no deadline (0). */
+static uint64_t conn_deadline(const struct http_conn *c)
+{
+	if (c->pending)
+		return 0;
+	if (c->cur)
+		return c->since + (uint64_t)c->lim->request_ms * 1000000ULL;
+	return c->since + (uint64_t)c->lim->idle_ms * 1000000ULL;
+}
+
+/* Closes c for being too slow: a begun request gets a 408 first. */
+static void conn_expire(struct http_conn *c, const char *what)
+{
+	log_info("http: %s: closing %s connection fd %d (pid %d)", c->srv->path, what, c->fd,
+		 (int)c->peer_pid);
+	if (c->cur && !http_hbuf_len(&c->out)) {
+		char *resp;
+		size_t len;
+		if (http_render_error(408, "the request did not arrive in time", false, false, false,
+				      &resp, &len) == 0) {
+			if (send(c->fd, resp, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+				/* best effort */
+			}
+			free(resp);
+		}
+	}
+	conn_close(c);
+}
+
+/* At the connection limit, a new client still gets in if some connection
+ * is only waiting (idle, or a request trickling in): the one waiting the
+ * longest goes. Returns true when a slot was freed. */
+static bool srv_evict_waiting(struct http_server *srv)
+{
+	struct http_conn *victim = NULL;
+
+	for (struct http_conn *c = srv->conns; c; c = c->next)
+		if (!c->pending && !http_hbuf_len(&c->out) && (!victim || c->since < victim->since))
+			victim = c;
+	if (!victim)
+		return false;
+	conn_expire(victim, victim->cur ? "a slow (evicted for a new client)" :
+					  "an idle (evicted for a new client)");
+	return true;
+}
+
+/* Connections from process pid. */
+static unsigned srv_peer_conns(const struct http_server *srv, pid_t pid)
+{
+	unsigned n = 0;
+	for (const struct http_conn *c = srv->conns; c; c = c->next)
+		n += c->peer_pid == pid;
+	return n;
+}
+
 /* How long accepting pauses when not even the spare descriptor frees one
  * (the process or the system is out of files). */
 #define ACCEPT_PAUSE_NS (100ULL * 1000000ULL)
@@ -215,7 +272,18 @@ static void listen_cb(void *arg, uint32_t events)
 				log_warn("http: accept on %s: %s", srv->path, strerror(errno));
 			break;
 		}
-		if (srv->nconns >= srv->lim.max_conns) {
+		struct ucred cred = { 0 };
+		socklen_t cl = sizeof(cred);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0)
+			cred.pid = 0;
+		if (cred.pid && srv_peer_conns(srv, cred.pid) >= srv->lim.max_conns_per_peer) {
+			log_info("http: %s: process %d holds %u connections already: refused",
+				 srv->path, (int)cred.pid, srv->lim.max_conns_per_peer);
+			srv_reject(fd, "too many connections from this process");
+			close(fd);
+			continue;
+		}
+		if (srv->nconns >= srv->lim.max_conns && !srv_evict_waiting(srv)) {
 			log_debug("http: %s: too many connections", srv->path);
 			srv_reject(fd, "too many connections");
 			close(fd);
@@ -227,6 +295,7 @@ static void listen_cb(void *arg, uint32_t events)
 			continue;
 		}
 		http_conn_init(c, srv, fd, &srv->lim, srv->handler, srv->arg, srv->hub);
+		c->peer_pid = cred.pid;
 		c->events = EPOLLIN;
 		if (loop_add(srv->loop, fd, EPOLLIN, conn_cb, c) < 0) {
 			free(c);
@@ -248,7 +317,6 @@ static void timer_cb(void *arg, uint32_t events)
 {
 	struct http_server *srv = arg;
 	uint64_t now = time_mono_ns(), next = 0, expirations;
-	uint64_t idle = (uint64_t)srv->lim.idle_ms * 1000000ULL;
 	struct http_conn *c, *cn;
 
 	(void)events;
@@ -263,15 +331,15 @@ static void timer_cb(void *arg, uint32_t events)
 		next = srv->accept_paused_until;
 	for (c = srv->conns; c; c = cn) {
 		cn = c->next;
-		if (c->pending)
+		uint64_t due = conn_deadline(c);
+		if (!due)
 			continue;
-		if (now >= c->since + idle) {
-			log_debug("http: %s: closing idle connection fd %d", srv->path, c->fd);
-			conn_close(c);
+		if (now >= due) {
+			conn_expire(c, c->cur ? "a slow" : "an idle");
 			continue;
 		}
-		if (!next || c->since + idle < next)
-			next = c->since + idle;
+		if (!next || due < next)
+			next = due;
 	}
 	if (next)
 		http_srv_timer_kick(srv, next);
