@@ -90,7 +90,9 @@ static int write_object_file(struct store *st, int dfd, const char *name, const 
 	int rc = store_read_object(st, id, &data, &len, err, errlen);
 	if (rc < 0)
 		return rc;
-	rc = st_write_file(dfd, name, data, len, err, errlen);
+	rc = st_check_json_object(name, data, len, err, errlen);
+	if (rc == 0)
+		rc = st_write_file(dfd, name, data, len, err, errlen);
 	free(data);
 	return rc;
 }

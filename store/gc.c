@@ -401,10 +401,14 @@ static int verify_one(struct store *st, const struct store_id *id,
 	for (int i = 0; i < 3; i++) {
 		char *data;
 		size_t len;
-		if (files[i] && store_read_object(st, files[i], &data, &len, why, sizeof(why)) < 0)
+		if (files[i] && store_read_object(st, files[i], &data, &len, why, sizeof(why)) < 0) {
 			problem(&v, "%s of snapshot %s: %s", names[i], v.snap, why);
-		else if (files[i])
+		} else if (files[i]) {
+			/* what a restore or an export would reject */
+			if (st_check_json_object(names[i], data, len, why, sizeof(why)) < 0)
+				problem(&v, "snapshot %s: %s", v.snap, why);
 			free(data);
+		}
 	}
 	int rc = st_engine_run(st, m.nr_stored, 64, ver_step, &v);
 	if (rc == 0)

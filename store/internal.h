@@ -15,6 +15,11 @@
 /* err formatting: returns rc. */
 int st_fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* 0 when text (len bytes) is one JSON object, else -EINVAL with err
+ * saying "WHAT is not a JSON object: ..." (what restore would reject). */
+int st_check_json_object(const char *what, const char *text, size_t len, char *err,
+			 size_t errlen);
+
 /* Canonical hex of a hash (33 bytes with the NUL). */
 void st_hash_hex(XXH128_hash_t h, char out[33]);
 void st_hash_id(XXH128_hash_t h, struct store_id *id);

@@ -199,6 +199,9 @@ int store_load(struct store *st, const struct store_id *id, struct store_snapsho
 	char *state = NULL;
 	rc = store_read_object(st, &m.config, &out->config, &out->config_len, err, errlen);
 	if (rc == 0)
+		rc = st_check_json_object("its config.json", out->config, out->config_len, err,
+					  errlen);
+	if (rc == 0)
 		rc = store_read_object(st, &m.state, &state, &len, err, errlen);
 	if (rc < 0) {
 		char why[400];

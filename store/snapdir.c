@@ -392,6 +392,12 @@ int snapdir_open(const char *dir, struct snapdir *s, char *err, size_t errlen)
 	if (rc < 0)
 		goto fail;
 	s->config_edited = !same;
+	/* an edit is allowed; one that is not even JSON is not */
+	char what[4200];
+	snprintf(what, sizeof(what), "%s/config.json", dir);
+	rc = st_check_json_object(what, s->config, s->config_len, err, errlen);
+	if (rc < 0)
+		goto fail;
 
 	/* state.json */
 	rc = read_checked(dir, "state.json", json_object_get(files, "state.json"), false, &s->state,

@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -9,6 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "common/util.h"
 #include "store/internal.h"
@@ -22,6 +25,23 @@ int st_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 		va_end(ap);
 	}
 	return rc;
+}
+
+int st_check_json_object(const char *what, const char *text, size_t len, char *err,
+			 size_t errlen)
+{
+	json_error_t je;
+	json_t *j = json_loadb(text, len, 0, &je);
+
+	if (!j)
+		return st_fail(err, errlen, -EINVAL,
+			       "%s is not a JSON object: bad JSON at line %d column %d: %s", what,
+			       je.line, je.column, je.text);
+	bool obj = json_is_object(j);
+	json_decref(j);
+	if (!obj)
+		return st_fail(err, errlen, -EINVAL, "%s is not a JSON object", what);
+	return 0;
 }
 
 void st_hash_hex(XXH128_hash_t h, char out[33])

@@ -2756,7 +2756,7 @@ Test(store, bad_command_lines)
 	    (const char *const[]){"--store", fresh, "store", "init", "--chunk-size", "128M", NULL},
 	    (const char *const[]){"--store", fresh, "store", "init", "--chunk-size", "2K", NULL},
 	};
-	static const int fresh_status[] = { 1, 2, 2, 2, 1, 1, 1 };
+	static const int fresh_status[] = { 1, 2, 2, 2, 2, 2, 2 }; /* bad sizes: usage errors */
 	for (size_t i = 0; i < ARRAY_SIZE(fresh_cases); i++) {
 		int st = run_argv(&out, &er, fresh_cases[i]);
 		cr_assert_eq(st, fresh_status[i], "case %zu: exit %d: %s", i, st, er);
@@ -2783,5 +2783,37 @@ Test(store, bad_command_lines)
 	free(plainfile);
 	free(url);
 	free(da);
+	img_free(&m);
+}
+
+/* Issue 15, failure 3: a config.json that is not JSON used to pass as an
+ * allowed edit (its checksum differs) and fail only at restore. store put
+ * now refuses it, with the reason, and the store holds nothing of it; the
+ * same directory with a valid config goes in. */
+Test(store, put_refuses_a_config_that_is_not_json)
+{
+	struct img m = varied_memory();
+	char *src = write_dir("badcfg", &m, 1), *cfg = fmt("%s/config.json", src);
+	char err[512] = "";
+	struct store_id id;
+	struct store_put_stats s;
+	FILE *f = fopen(cfg, "w");
+	cr_assert_not_null(f);
+	fputs("this is not { JSON", f);
+	fclose(f);
+	int rc = store_put_dir(open_store(CS), src, "bad", &id, &s, err, sizeof(err));
+	cr_assert_eq(rc, -EINVAL, "put of a non-JSON config: %d %s", rc, err);
+	cr_assert(strstr(err, "config.json is not a JSON object"), "%s", err);
+	struct store_id none;
+	cr_assert_lt(store_resolve(open_store(CS), "bad", &none, err, sizeof(err)), 0,
+		     "a tag was left for the refused snapshot");
+	/* an edit that is JSON (a valid object) is still the caller's to judge */
+	f = fopen(cfg, "w");
+	cr_assert_not_null(f);
+	fputs("{\"kernel\": \"/opt/forkvm/agent\"}", f);
+	fclose(f);
+	(void)put(src, "edited", NULL);
+	free(cfg);
+	free(src);
 	img_free(&m);
 }
