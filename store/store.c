@@ -491,6 +491,16 @@ int st_manifest_read(struct store *st, const struct store_id *id, struct st_mani
 	const char *loader = json_string_value(json_object_get(j, "loader"));
 	const json_t *ver = json_object_get(j, "version"), *size = json_object_get(mem, "size"),
 		     *cs = json_object_get(mem, "chunk_size"), *vcpus = json_object_get(j, "vcpus");
+	/* A newer format first: say so rather than "malformed". */
+	if (j && format && !strcmp(format, "forkvm-store-snapshot") && json_is_integer(ver) &&
+	    json_integer_value(ver) > 1) {
+		long long v = (long long)json_integer_value(ver);
+		st_manifest_free(m);
+		return st_fail(err, errlen, -EPROTONOSUPPORT,
+			       "snapshot %s: manifest version %lld is newer than this forkvm's 1 "
+			       "(written by a newer forkvm: use that one)",
+			       hex, v);
+	}
 	if (!j || !format || strcmp(format, "forkvm-store-snapshot") || !json_is_integer(ver) ||
 	    json_integer_value(ver) != 1 || !loader || strlen(loader) >= sizeof(m->loader) ||
 	    !json_is_integer(size) || json_integer_value(size) <= 0 || !json_is_integer(cs) ||

@@ -45,6 +45,7 @@
 #include <zstd.h>
 
 #include "common/util.h"
+#include "store/internal.h"
 #include "store/store.h"
 #include "tests/lib/harness.h"
 #include "tests/lib/unit.h"
@@ -2814,6 +2815,37 @@ Test(store, put_refuses_a_config_that_is_not_json)
 	fclose(f);
 	(void)put(src, "edited", NULL);
 	free(cfg);
+	free(src);
+	img_free(&m);
+}
+
+/* Issue 15, failure 4: a manifest of a newer format version says so, not
+ * "malformed". The snapshot is made by hand: the manifest of a real one
+ * with "version": 2, stored as an object and committed. */
+Test(store, a_newer_manifest_version_says_so)
+{
+	struct img m = varied_memory();
+	char *src = write_dir("v2", &m, 1), err[512] = "";
+	struct store_id id = put(src, NULL, NULL), id2;
+	struct store *st = open_store(CS);
+	char *text = NULL;
+	size_t len = 0;
+	cr_assert_eq(store_read_object(st, &id, &text, &len, err, sizeof(err)), 0, "%s", err);
+	json_t *j = json_loadb(text, len, 0, NULL);
+	cr_assert_not_null(j);
+	json_object_set_new(j, "version", json_integer(2));
+	char *v2 = json_dumps(j, JSON_COMPACT);
+	cr_assert_eq(st_obj_put(st, v2, strlen(v2), &id2, err, sizeof(err)), 0, "%s", err);
+	char *snaps = fmt("%s/snapshots", e.root);
+	free(ut_write_file(snaps, H(&id2).s, "", 0));
+	struct st_manifest man;
+	int rc = st_manifest_read(st, &id2, &man, err, sizeof(err));
+	cr_assert_eq(rc, -EPROTONOSUPPORT, "%d %s", rc, err);
+	cr_assert(strstr(err, "manifest version 2 is newer than this forkvm's 1"), "%s", err);
+	free(snaps);
+	free(v2);
+	json_decref(j);
+	free(text);
 	free(src);
 	img_free(&m);
 }
