@@ -15,6 +15,10 @@
 /* err formatting: returns rc. */
 int st_fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* Makes the object fan-out directories objects/00..ff that are missing
+ * (someone deleted one): puts then go on. Returns 0 or -errno. */
+int st_fanout_repair(struct store *st, char *err, size_t errlen);
+
 /* 0 when text (len bytes) is one JSON object, else -EINVAL with err
  * saying "WHAT is not a JSON object: ..." (what restore would reject). */
 int st_check_json_object(const char *what, const char *text, size_t len, char *err,

@@ -308,10 +308,16 @@ int store_put_snapshot(struct store *st, const struct store_snapshot_in *in, con
 		return st_fail(err, errlen, -EINVAL,
 			       "bad tag name '%s' (letters, digits, '.', '_', '-'; at most 128)", tag);
 	if (in->mem->size == 0 || in->mem->size % STORE_PAGE)
-		return st_fail(err, errlen, -EINVAL, "bad memory size");
+		return st_fail(err, errlen, -EINVAL,
+			       "memory size %llu is not a whole number of %u-byte pages",
+			       (unsigned long long)in->mem->size, (unsigned)STORE_PAGE);
 	rc = st_lock(st, false);
 	if (rc < 0)
 		return st_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
+	if ((rc = st_fanout_repair(st, err, errlen)) < 0) {
+		st_unlock(st);
+		return rc;
+	}
 	pthread_mutex_init(&p.mu, NULL);
 	p.nr_chunks = (in->mem->size + p.cs - 1) / p.cs;
 	p.state = calloc(p.nr_chunks, 1);

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/util.h"
 #include "store/internal.h"
 
@@ -51,6 +52,19 @@ static int mkdir_p(const char *path, mode_t mode)
 	}
 	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
 		return -errno;
+	return 0;
+}
+
+int st_fanout_repair(struct store *st, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < 256; i++) {
+		char d[16];
+		snprintf(d, sizeof(d), "objects/%02x", i);
+		if (mkdirat(st->root_fd, d, 0700) == 0)
+			log_warn("store %s: %s was missing: made again", st->root, d);
+		else if (errno != EEXIST)
+			return st_fail(err, errlen, -errno, "%s/%s: %s", st->root, d, strerror(errno));
+	}
 	return 0;
 }
 

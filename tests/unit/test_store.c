@@ -2849,3 +2849,24 @@ Test(store, a_newer_manifest_version_says_so)
 	free(src);
 	img_free(&m);
 }
+
+/* Issue 15, failure 4: deleted object fan-out directories (objects/xx)
+ * are made again by the next put, instead of failing it. */
+Test(store, a_put_remakes_deleted_fan_out_directories)
+{
+	struct img m = varied_memory();
+	char *src = write_dir("fan", &m, 1), err[512] = "";
+	struct store *st = open_store(CS);
+	for (unsigned i = 0; i < 256; i++) {
+		char *d = fmt("%s/objects/%02x", e.root, i);
+		cr_assert_eq(rmdir(d), 0, "%s: %s", d, strerror(errno));
+		free(d);
+	}
+	struct store_id id = put(src, "fan", NULL);
+	cr_assert_eq(store_verify(st, &id, NULL, NULL, err, sizeof(err)), 0, "%s", err);
+	char *d = fmt("%s/objects/ff", e.root);
+	cr_assert_eq(access(d, F_OK), 0, "objects/ff was not made again");
+	free(d);
+	free(src);
+	img_free(&m);
+}
