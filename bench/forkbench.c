@@ -679,7 +679,8 @@ static void usage(FILE *f)
 		"  --json           one JSON document: machine, results, notes\n"
 		"  --csv            CSV: metric,unit,samples,min,p50,p90,p99,max,value\n"
 		"  --plot FILE.svg  the latency distributions as CDFs, one per mode\n"
-		"  -h, --help       this help\n");
+		"  -h, --help       this help\n"
+		"  -V, --version    the version\n");
 }
 
 int main(int argc, char **argv)
@@ -691,6 +692,7 @@ int main(int argc, char **argv)
 		{ "warmup", required_argument, NULL, O_WARMUP }, { "cpus", required_argument, NULL, O_CPUS },
 		{ "memory", required_argument, NULL, O_MEMORY }, { "code", required_argument, NULL, O_CODE },
 		{ "json", no_argument, NULL, O_JSON },           { "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ "touch", required_argument, NULL, O_TOUCH },
 		{ "chunk-size", required_argument, NULL, O_CHUNK },
 		{ "dirty", required_argument, NULL, O_DIRTY },
@@ -721,7 +723,7 @@ int main(int argc, char **argv)
 			env_platform);
 		return 2;
 	}
-	while ((opt = getopt_long(argc, argv, "n:h", lo, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "n:hV", lo, NULL)) != -1) {
 		switch (opt) {
 		case 'n':
 			o.samples = atoi(optarg);
@@ -797,6 +799,9 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
+			return 0;
+		case 'V':
+			printf("forkbench %s\n", FORKVM_VERSION);
 			return 0;
 		default:
 			usage(stderr);

@@ -229,6 +229,11 @@ static int cmd_call(struct agent_cmd *cmd, struct agent_client *c, json_t **repl
 	return rc < 0 ? request_failed(cmd, rc) : 0;
 }
 
+void cli_agent_usage(FILE *f)
+{
+	fputs(agent_usage, f);
+}
+
 /* Checks the positional argument count of the command. Returns 0 or 2. */
 static int check_arity(const struct agent_cmd *cmd)
 {

@@ -28,5 +28,8 @@ int cli_forkd_main(const char *socket, int timeout_ms, bool timeout_given, int a
 
 /* Prints the fork daemon commands' lines of the usage text to f. */
 void cli_forkd_usage(FILE *f);
+/* The agent and store commands' usage texts. */
+void cli_agent_usage(FILE *f);
+void cli_store_usage(FILE *f);
 
 #endif

@@ -46,7 +46,7 @@ static void usage(FILE *f)
 	      "       forkctl --agent=PATH AGENT-COMMAND [ARGS]\n"
 	      "       forkctl [--store DIR] store STORE-COMMAND [ARGS]\n"
 	      "       forkctl [--forkd=SOCK] [--timeout SECONDS] FORKD-COMMAND [ARGS]\n"
-	      "       forkctl --help | --version\n"
+	      "       forkctl help [COMMAND] | COMMAND --help | --version\n"
 	      "\n"
 	      "Controls a forkvm VMM through its REST API (Cloud Hypervisor's ch-remote\n"
 	      "syntax), talks to the guest agent, manages the snapshot store, or drives\n"
@@ -65,7 +65,7 @@ static void usage(FILE *f)
 	      "                      /tmp/forkd-UID/forkd.sock)\n"
 	      "  --timeout SECONDS   request timeout (default 60, 0: wait forever)\n"
 	      "  -h, --help          show this help\n"
-	      "  --version           show the version\n"
+	      "  -V, --version       show the version\n"
 	      "\n"
 	      "API commands:\n"
 	      "  ping                         check the VMM answers (GET vmm.ping)\n"
@@ -92,14 +92,102 @@ static void usage(FILE *f)
 	      "Store commands (local, no VMM needed; 'forkctl store help' for details):\n"
 	      "  init, put, export, ls, show, tag, rm, gc, verify, du\n"
 	      "\n"
-	      "Fork daemon commands (with --forkd=SOCK or the default socket; the\n"
-	      "--timeout SECONDS before the command bounds each request, default 60):\n",
+	      "Fork daemon commands:\n"
+	      "  (with --forkd=SOCK or the default socket; the --timeout SECONDS before\n"
+	      "  the command bounds each request, default 60)\n",
 	      f);
 	cli_forkd_usage(f);
 	fputs("\n"
 	      "Exit status: 0 on success, 1 on failure (an error reply, an unreachable\n"
 	      "socket, a function that threw), 2 on a usage error.\n",
 	      f);
+}
+
+/* Prints from text the entries of command cmd (a line "  CMD ..." and the
+ * more indented lines that continue it), each under a heading: prefix when
+ * given, else the last line before it that ends with ':' (its section).
+ * Returns how many entries it printed. */
+static int help_entries(const char *text, const char *cmd, const char *prefix, FILE *f)
+{
+	size_t clen = strlen(cmd);
+	const char *line = text, *heading = NULL;
+	size_t heading_len = 0;
+	int found = 0;
+
+	while (*line) {
+		const char *nl = strchr(line, '\n');
+		size_t len = nl ? (size_t)(nl - line) : strlen(line);
+		const char *next = nl ? nl + 1 : line + len;
+		if (len && line[len - 1] == ':' && line[0] != ' ') {
+			heading = line;
+			heading_len = len;
+		} else if (len >= 2 + clen && !strncmp(line, "  ", 2) &&
+			   !strncmp(line + 2, cmd, clen) &&
+			   (len == 2 + clen || line[2 + clen] == ' ')) {
+			if (found)
+				fputc('\n', f);
+			if (prefix)
+				fprintf(f, "%s\n", prefix);
+			else if (heading)
+				fprintf(f, "%.*s\n", (int)heading_len, heading);
+			fprintf(f, "%.*s\n", (int)len, line);
+			/* its continuation lines */
+			while (*next && !strncmp(next, "    ", 4)) {
+				const char *e = strchr(next, '\n');
+				size_t l = e ? (size_t)(e - next) : strlen(next);
+				fprintf(f, "%.*s\n", (int)l, next);
+				next = e ? e + 1 : next + l;
+			}
+			found++;
+		}
+		line = next;
+	}
+	return found;
+}
+
+/* forkctl help CMD, forkctl CMD --help: what every section says of CMD
+ * (API, agent, store and fork daemon commands share some names). */
+static int help_command(const char *cmd)
+{
+	const struct {
+		void (*fn)(FILE *);
+		const char *prefix;
+	} sections[] = {
+		{ usage, NULL },
+		{ cli_agent_usage, "Agent command (forkctl --agent=PATH COMMAND [ARGS] [--timeout SECONDS]):" },
+		{ cli_store_usage, "Store command (forkctl [--store DIR] store COMMAND [ARGS]):" },
+	};
+	int found = 0;
+
+	for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++) {
+		char *text = NULL, *out = NULL;
+		size_t tlen = 0, olen = 0;
+		FILE *t = open_memstream(&text, &tlen), *o = NULL;
+		if (!t)
+			return EXIT_FAILURE;
+		sections[i].fn(t);
+		fclose(t);
+		o = open_memstream(&out, &olen);
+		if (!o) {
+			free(text);
+			return EXIT_FAILURE;
+		}
+		int n = help_entries(text, cmd, sections[i].prefix, o);
+		fclose(o);
+		if (n) {
+			if (found)
+				putchar('\n');
+			fputs(out, stdout);
+		}
+		found += n;
+		free(text);
+		free(out);
+	}
+	if (!found) {
+		fprintf(stderr, "forkctl: no command '%s' (forkctl --help lists them)\n", cmd);
+		return EXIT_USAGE;
+	}
+	return EXIT_SUCCESS;
 }
 
 /* Prints "forkctl: <message>" and a hint to stderr; returns EXIT_USAGE. */
@@ -408,7 +496,7 @@ int main(int argc, char **argv)
 
 	opterr = 0;
 	/* '+': stop at the command, whose own arguments may look like options. */
-	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case OPT_API_SOCKET:
 			if (!optarg[0])
@@ -439,6 +527,7 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return EXIT_SUCCESS;
+		case 'V':
 		case OPT_VERSION:
 			printf("forkctl %s\n", FORKVM_VERSION);
 			return EXIT_SUCCESS;
@@ -452,9 +541,17 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind < argc && !strcmp(argv[optind], "help")) {
+		if (optind + 1 < argc)
+			return help_command(argv[optind + 1]);
 		usage(stdout);
 		return EXIT_SUCCESS;
 	}
+	/* forkctl COMMAND --help (or -h), wherever it comes */
+	for (int i = optind + 1; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return help_command(!strcmp(argv[optind], "store") && optind + 1 < i ?
+						    argv[optind + 1] :
+						    argv[optind]);
 	if (!!fc.api_socket + !!fc.agent_socket + !!fc.forkd_socket > 1)
 		return usage_error("use one of --api-socket, --agent and --forkd");
 	if (optind >= argc)

@@ -387,6 +387,11 @@ static int cmd_du(struct store *st, int argc, char **argv)
 	return 0;
 }
 
+void cli_store_usage(FILE *f)
+{
+	fputs(store_usage, f);
+}
+
 static int cli_store_run(const char *root, int argc, char **argv);
 
 int cli_store_main(const char *root, int argc, char **argv)
