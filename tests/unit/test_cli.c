@@ -4,6 +4,7 @@
  * exit codes: 0 success, 1 failure, 2 usage. */
 #include <criterion/criterion.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,4 +82,77 @@ Test(cli, forkctl_help_for_each_kind_of_command)
 	/* unknown */
 	cr_assert_eq(help(&out, "help", "frobnicate", NULL), 2);
 	free(out);
+}
+
+/* The options a text names: every "--word" and "-x" at a word start. */
+static void options_of(const char *text, char set[][32], int *n)
+{
+	*n = 0;
+	for (const char *p = text; *p; p++) {
+		if (*p != '-' || (p > text && p[-1] != ' ' && p[-1] != '[' && p[-1] != '\n' &&
+				  p[-1] != '|' && p[-1] != '`'))
+			continue;
+		const char *q = p + (p[1] == '-' ? 2 : 1);
+		size_t len = 0;
+		while (q[len] && (q[len] == '-' || (q[len] >= 'a' && q[len] <= 'z') ||
+				  (q[len] >= 'A' && q[len] <= 'Z')))
+			len++;
+		if (!len || (p[1] != '-' && len != 1))
+			continue;
+		char opt[32];
+		snprintf(opt, sizeof(opt), "%.*s", (int)(q + len - p), p);
+		bool seen = false;
+		for (int i = 0; i < *n; i++)
+			seen = seen || !strcmp(set[i], opt);
+		if (!seen && *n < 64)
+			snprintf(set[(*n)++], 32, "%s", opt);
+		p = q + len - 1;
+	}
+}
+
+/* The README's forkd synopsis names exactly the options forkd --help
+ * lists (issue 15: it omitted --forkvm and -v). */
+Test(cli, readme_forkd_synopsis_matches_forkd_help)
+{
+	char *bin = h_bin("forkd"), *out = NULL, *readme = h_join(h_src_dir(), "README.md");
+	const char *argv[] = { bin, "--help", NULL };
+	cr_assert_eq(run(argv, &out, NULL), 0);
+	/* the option column of --help: lines that start with "  -" */
+	char help[8192] = "";
+	for (char *l = out; l && *l;) {
+		char *nl = strchr(l, '\n');
+		if (!strncmp(l, "  -", 3)) {
+			char *end = strstr(l + 2, "  ");
+			size_t n = (size_t)((end && (!nl || end < nl) ? end : nl ? nl : l + strlen(l)) - l);
+			strncat(help, l, n);
+			strcat(help, "\n");
+		}
+		l = nl ? nl + 1 : NULL;
+	}
+	char *text = h_read_file(readme);
+	cr_assert_not_null(text, "%s", readme);
+	char *start = strstr(text, "```sh\nforkd [");
+	cr_assert_not_null(start, "no forkd synopsis in the README");
+	char *end = strstr(start + 6, "```");
+	*end = 0;
+	char a[64][32], b[64][32];
+	int na, nb;
+	options_of(help, a, &na);
+	options_of(start + 6, b, &nb);
+	for (int i = 0; i < na; i++) {
+		bool in = false;
+		for (int j = 0; j < nb; j++)
+			in = in || !strcmp(a[i], b[j]);
+		cr_assert(in, "forkd --help has %s, the README's synopsis does not", a[i]);
+	}
+	for (int j = 0; j < nb; j++) {
+		bool in = false;
+		for (int i = 0; i < na; i++)
+			in = in || !strcmp(a[i], b[j]);
+		cr_assert(in, "the README's synopsis has %s, forkd --help does not", b[j]);
+	}
+	free(text);
+	free(out);
+	free(readme);
+	free(bin);
 }
