@@ -503,8 +503,8 @@ int chan_save(struct chan *c, json_t **out, char *err, size_t errlen)
 				nin += (size_t)n;
 		}
 	}
-	*out = json_pack("{s:o,s:o,s:I,s:I,s:I}", "output", json_blob(outb, nout), "input",
-			 json_blob(in, nin), "dropped", (json_int_t)c->dropped, "rx_bytes",
+	*out = json_pack("{s:o,s:o,s:I,s:I,s:I}", "output", state_json_blob(outb, nout), "input",
+			 state_json_blob(in, nin), "dropped", (json_int_t)c->dropped, "rx_bytes",
 			 (json_int_t)c->rx_bytes, "tx_bytes", (json_int_t)c->tx_bytes);
 	pthread_mutex_unlock(&c->vm->lock);
 	if (!*out) {

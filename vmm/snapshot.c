@@ -225,8 +225,8 @@ void snapshot_close(struct snapshot *s)
 static int clock_save(struct vm *vm, void *arg, json_t **out, char *err, size_t errlen)
 {
 	(void)arg;
-	*out = json_pack("{s:o,s:o}", "monotonic_ns", json_u64(vm_guest_now(vm)), "realtime_ns",
-			 json_u64(time_real_ns()));
+	*out = json_pack("{s:o,s:o}", "monotonic_ns", state_json_u64(vm_guest_now(vm)), "realtime_ns",
+			 state_json_u64(time_real_ns()));
 	if (!*out)
 		return fail(err, errlen, -ENOMEM, "out of memory");
 	return 0;

@@ -22,7 +22,7 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 	return rc;
 }
 
-json_t *json_u64(uint64_t v)
+json_t *state_json_u64(uint64_t v)
 {
 	char s[24];
 	snprintf(s, sizeof(s), "0x%" PRIx64, v);
@@ -82,7 +82,7 @@ int state_get_bool(const json_t *obj, const char *key, bool *v, char *err, size_
 	return 0;
 }
 
-json_t *json_blob(const void *data, size_t len)
+json_t *state_json_blob(const void *data, size_t len)
 {
 	char *s = malloc(2 * len + 1);
 	json_t *j;

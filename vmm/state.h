@@ -48,7 +48,7 @@ int state_restore(struct vm *vm, const struct state_unit *units, size_t n, const
 /* JSON helpers for state: 64-bit values as "0x..." strings (JSON numbers
  * lose precision beyond 2^53), binary blobs as hex strings. The getters
  * return 0 or -EINVAL with err naming the key. */
-json_t *json_u64(uint64_t v);
+json_t *state_json_u64(uint64_t v);
 /* Parses a JSON integer >= 0 or a "0x..."/decimal string. Returns 0 or -EINVAL. */
 int state_parse_u64(const json_t *j, uint64_t *v) __attribute__((warn_unused_result));
 int state_get_u64(const json_t *obj, const char *key, uint64_t *v, char *err, size_t errlen)
@@ -67,7 +67,7 @@ int state_get_u32(const json_t *obj, const char *key, uint32_t *v, char *err, si
 	__attribute__((warn_unused_result));
 int state_get_bool(const json_t *obj, const char *key, bool *v, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
-json_t *json_blob(const void *data, size_t len);
+json_t *state_json_blob(const void *data, size_t len);
 /* Decodes a blob of exactly len bytes. */
 int state_get_blob(const json_t *obj, const char *key, void *data, size_t len, char *err,
 		   size_t errlen) __attribute__((warn_unused_result));

@@ -397,7 +397,7 @@ Test(json, u64_round_trip)
 	char err[256];
 
 	for (size_t i = 0; i < ARRAY_SIZE(vals); i++) {
-		json_t *j = json_u64(vals[i]);
+		json_t *j = state_json_u64(vals[i]);
 		char want[32];
 		uint64_t got = 12345;
 
@@ -520,8 +520,8 @@ Test(json, blob_round_trip)
 
 	for (size_t i = 0; i < sizeof(data); i++)
 		data[i] = (uint8_t)(i * 37 + 11);
-	json_t *o = json_pack("{s:o,s:o}", "b", json_blob(data, sizeof(data)), "empty",
-			      json_blob(data, 0));
+	json_t *o = json_pack("{s:o,s:o}", "b", state_json_blob(data, sizeof(data)), "empty",
+			      state_json_blob(data, 0));
 	const char *hex = json_string_value(json_object_get(o, "b"));
 	cr_assert_eq(strlen(hex), 2 * sizeof(data));
 	for (const char *p = hex; *p; p++)
@@ -715,7 +715,7 @@ Test(vmunits, console_file_restore_writes_saved_output)
 {
 	char err[512] = "";
 	const char text[] = "bytes a client never read\n";
-	json_t *st = json_pack("{s:o,s:s,s:i,s:i,s:i}", "output", json_blob(text, strlen(text)),
+	json_t *st = json_pack("{s:o,s:s,s:i,s:i,s:i}", "output", state_json_blob(text, strlen(text)),
 			       "input", "696e707574", "dropped", 5, "rx_bytes", 0, "tx_bytes", 0);
 	json_t *saved = json_pack("[{s:s,s:i,s:o}]", "name", "console", "version", 1, "state", st);
 
@@ -778,7 +778,7 @@ Test(vmunits, socket_channel_rings_round_trip)
 	cr_assert_eq(chan_write_locked(&vm->agent, out, strlen(out)), strlen(out));
 	pthread_mutex_unlock(&vm->lock);
 	/* Input can only come from a client or a restore: restore some. */
-	json_t *st = json_pack("{s:s,s:o,s:i}", "output", "", "input", json_blob(in, strlen(in)),
+	json_t *st = json_pack("{s:s,s:o,s:i}", "output", "", "input", state_json_blob(in, strlen(in)),
 			       "dropped", 0);
 	json_t *saved = json_pack("[{s:s,s:i,s:o}]", "name", "agent", "version", 1, "state", st);
 	cr_assert_eq(restore_all(vm, saved, err, sizeof(err)), 0, "%s", err);
@@ -1116,7 +1116,7 @@ static void vma_overlaps_partly(json_t *st)
 	/* [s - P, s + P) where s starts the first mapping: half inside it */
 	uint64_t s = strtoull(json_string_value(json_array_get(json_array_get(vmas_of(st), 0), 0)),
 			      NULL, 0);
-	json_array_append_new(vmas_of(st), json_pack("[o,o,i,i]", json_u64(s - P), json_u64(s + P),
+	json_array_append_new(vmas_of(st), json_pack("[o,o,i,i]", state_json_u64(s - P), state_json_u64(s + P),
 						     RW, FG_VMA_MMAP));
 }
 

@@ -105,7 +105,7 @@ static json_t *regs_json(const struct vregs *r)
 	struct vregs c = *r;
 	json_t *j = json_object();
 	for (size_t i = 0; j && i < 18; i++)
-		json_object_set_new(j, reg_names[i], json_u64(*reg_slot(&c, i)));
+		json_object_set_new(j, reg_names[i], state_json_u64(*reg_slot(&c, i)));
 	return j;
 }
 
@@ -125,7 +125,7 @@ static json_t *u64s(const uint64_t *v, size_t n)
 {
 	json_t *a = json_array();
 	for (size_t i = 0; a && i < n; i++)
-		json_array_append_new(a, json_u64(v[i]));
+		json_array_append_new(a, state_json_u64(v[i]));
 	return a;
 }
 
@@ -141,7 +141,7 @@ static int fg_save(struct vm *vm, void *arg, json_t **out, char *err, size_t err
 		const struct fg_vma *v = &fg->mm.v[i];
 		if (v->kind == FG_VMA_RESERVED)
 			continue; /* rebuilt from the memory layout */
-		json_array_append_new(vmas, json_pack("[o,o,I,I]", json_u64(v->start), json_u64(v->end),
+		json_array_append_new(vmas, json_pack("[o,o,I,I]", state_json_u64(v->start), state_json_u64(v->end),
 						      (json_int_t)v->prot, (json_int_t)v->kind));
 	}
 	for (int i = 0; i < FG_MAX_FDS; i++) {
@@ -171,28 +171,28 @@ static int fg_save(struct vm *vm, void *arg, json_t **out, char *err, size_t err
 			return -EIO;
 		}
 		th = json_pack("{s:I,s:i,s:o,s:o,s:o,s:o,s:o,s:o}", "vcpu", (json_int_t)i, "tid", t->tid,
-			       "clear_child_tid", json_u64(t->clear_child_tid), "sigmask",
-			       json_u64(t->sigmask), "fs_base", json_u64(t->fs_base), "gs_base",
-			       json_u64(t->gs_base), "regs", regs, "restart_deadline_ns",
-			       json_u64(v->in_syscall ? v->sys_deadline : 0));
+			       "clear_child_tid", state_json_u64(t->clear_child_tid), "sigmask",
+			       state_json_u64(t->sigmask), "fs_base", state_json_u64(t->fs_base), "gs_base",
+			       state_json_u64(t->gs_base), "regs", regs, "restart_deadline_ns",
+			       state_json_u64(v->in_syscall ? v->sys_deadline : 0));
 		if (th && v->saved_valid)
 			json_object_set_new(th, "xsave",
-					    json_pack("{s:o,s:o}", "xcr0", json_u64(v->saved_xcr0),
-						      "area", json_blob(v->saved_xstate,
+					    json_pack("{s:o,s:o}", "xcr0", state_json_u64(v->saved_xcr0),
+						      "area", state_json_blob(v->saved_xstate,
 									v->saved_xstate_len)));
 		json_array_append_new(threads, th);
 		if (v->in_syscall)
 			json_array_append_new(in_calls, json_integer(i));
 	}
 	for (const struct fg_futex_waiter *w = fg->waiters; w; w = w->next)
-		json_array_append_new(waiters, json_pack("[o,I]", json_u64(w->uaddr), (json_int_t)w->bitset));
+		json_array_append_new(waiters, json_pack("[o,I]", state_json_u64(w->uaddr), (json_int_t)w->bitset));
 	*out = json_pack("{s:{s:o,s:o,s:o,s:o,s:o,s:o},s:o,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:o}", "mm",
-			 "user_start", json_u64(fg->mm.user_start), "user_end",
-			 json_u64(fg->mm.user_end), "mmap_top", json_u64(fg->mm.mmap_top),
-			 "brk_start", json_u64(fg->mm.brk_start), "brk_cur", json_u64(fg->mm.brk_cur),
+			 "user_start", state_json_u64(fg->mm.user_start), "user_end",
+			 state_json_u64(fg->mm.user_end), "mmap_top", state_json_u64(fg->mm.mmap_top),
+			 "brk_start", state_json_u64(fg->mm.brk_start), "brk_cur", state_json_u64(fg->mm.brk_cur),
 			 "vmas", vmas, "fds", fds, "threads", threads, "next_tid", fg->next_tid, "entry",
-			 json_u64(fg->entry), "stack_top", json_u64(fg->stack_top), "auxv_random",
-			 json_u64(fg->auxv_random), "enosys_seen",
+			 state_json_u64(fg->entry), "stack_top", state_json_u64(fg->stack_top), "auxv_random",
+			 state_json_u64(fg->auxv_random), "enosys_seen",
 			 u64s(fg->enosys_seen, sizeof(fg->enosys_seen) / sizeof(fg->enosys_seen[0])),
 			 "futex_waiters", waiters, "vcpus_in_syscall", in_calls);
 	pthread_mutex_unlock(&fg->vm->lock);
