@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/util.h"
+#include "vmm/fail.h"
 #include "vmm/state.h"
 #include "vmm/vm.h"
 
@@ -69,18 +70,6 @@ static void ring_drop(struct chan_ring *r, size_t n)
 
 /* ------------------------------------------------------------ open */
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
-
 int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mode,
 	      const char *path, bool flow_control, bool takeover, char *err, size_t errlen)
 {
@@ -102,7 +91,7 @@ int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mo
 	case CHAN_FILE:
 		c->out_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 		if (c->out_fd < 0)
-			return fail(err, errlen, -errno, "%s: cannot open %s: %s", name, path,
+			return vmm_fail(err, errlen, -errno, "%s: cannot open %s: %s", name, path,
 				    strerror(errno));
 		struct stat st;
 		c->file_bytes = fstat(c->out_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
@@ -113,18 +102,18 @@ int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mo
 	}
 	c->path = strdup(path);
 	if (!c->path)
-		return fail(err, errlen, -ENOMEM, "out of memory");
+		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
 	rc = ring_init(&c->in, CHAN_RING_SIZE);
 	if (rc == 0)
 		rc = ring_init(&c->out, CHAN_RING_SIZE);
 	if (rc < 0) {
-		fail(err, errlen, rc, "out of memory");
+		vmm_fail(err, errlen, rc, "out of memory");
 		goto err;
 	}
 	bool stale;
 	rc = unixsock_check(path, takeover, &stale);
 	if (rc < 0) {
-		fail(err, errlen, rc, "%s: %s", path,
+		vmm_fail(err, errlen, rc, "%s: %s", path,
 		     rc == -EADDRINUSE ? "in use by another process" :
 		     rc == -EEXIST ? "exists and is not a socket" :
 		     rc == -ENAMETOOLONG ? "socket path too long" : strerror(-rc));
@@ -136,7 +125,7 @@ int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mo
 	 * chan_publish(). */
 	rc = unixsock_listen(&c->sock, path, !takeover);
 	if (rc < 0) {
-		fail(err, errlen, rc, "cannot listen on %s: %s", path, strerror(-rc));
+		vmm_fail(err, errlen, rc, "cannot listen on %s: %s", path, strerror(-rc));
 		goto err;
 	}
 	c->listen_fd = c->sock.fd;
