@@ -103,4 +103,11 @@ int http_client_request(const char *socket_path, const char *method, const char 
 /* Frees what a successful http_client_request() stored in resp. */
 void http_client_response_free(struct http_client_response *resp);
 
+/* Parses a whole response held in memory (the peer closed after it), fed
+ * to the parser piece bytes at a time (0: all at once), as
+ * http_client_request parses what it receives. Returns 0 with resp set,
+ * or -errno (-EPROTO: malformed or truncated). For tests and fuzzing. */
+int http_client_parse_response(const char *data, size_t len, size_t piece,
+			       struct http_client_response *resp);
+
 #endif

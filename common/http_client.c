@@ -186,6 +186,65 @@ WUR static int client_send(int fd, const char *req, size_t len, uint64_t deadlin
 	return 0;
 }
 
+/* Moves a complete response from s into resp. Returns 0 or -ENOMEM. */
+static int client_finish(struct client_state *s, struct http_client_response *resp)
+{
+	if (http_hbuf_append(&s->body, "", 0) < 0)
+		return -ENOMEM;
+	resp->status = s->status;
+	resp->body_len = http_hbuf_len(&s->body);
+	resp->body = s->body.p;
+	if (s->body.start)
+		memmove(resp->body, resp->body + s->body.start, resp->body_len + 1);
+	s->body.p = NULL;
+	if (s->ctype.p) {
+		resp->content_type = strdup(http_hbuf_data(&s->ctype));
+		if (!resp->content_type) {
+			http_client_response_free(resp);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+/* Feeds n bytes (n == 0: the peer closed) to the parser. Returns 1 when
+ * the response is complete, 0 for more, or -errno. */
+static int client_feed(http_parser *parser, struct client_state *s, const char *buf, size_t n)
+{
+	http_parser_execute(parser, &client_settings, buf, n);
+	if (s->done)
+		return 1;
+	if (HTTP_PARSER_ERRNO(parser) != HPE_OK)
+		return s->err ? s->err : -EPROTO;
+	if (n == 0) /* EOF: a close-delimited body ends here, else truncated */
+		return s->done ? 1 : -EPROTO;
+	return 0;
+}
+
+int http_client_parse_response(const char *data, size_t len, size_t piece,
+			       struct http_client_response *resp)
+{
+	struct client_state s;
+	http_parser parser;
+	int rc = 0;
+
+	memset(resp, 0, sizeof(*resp));
+	memset(&s, 0, sizeof(s));
+	http_parser_init(&parser, HTTP_RESPONSE);
+	parser.data = &s;
+	if (!piece)
+		piece = len ? len : 1;
+	for (size_t off = 0; rc == 0 && off < len; off += piece)
+		rc = client_feed(&parser, &s, data + off, MIN(piece, len - off));
+	if (rc == 0)
+		rc = client_feed(&parser, &s, NULL, 0);
+	if (rc > 0)
+		rc = client_finish(&s, resp);
+	http_hbuf_free(&s.body);
+	http_hbuf_free(&s.ctype);
+	return rc;
+}
+
 /* Reads and parses the response into s. Returns 0 or -errno. */
 WUR static int client_recv(int fd, struct client_state *s, uint64_t deadline)
 {
@@ -214,13 +273,11 @@ WUR static int client_recv(int fd, struct client_state *s, uint64_t deadline)
 				return -ECONNRESET;
 			return -errno;
 		}
-		http_parser_execute(&parser, &client_settings, buf, (size_t)n);
-		if (s->done)
+		int fr = client_feed(&parser, s, buf, (size_t)n);
+		if (fr < 0)
+			return fr;
+		if (fr > 0)
 			break;
-		if (HTTP_PARSER_ERRNO(&parser) != HPE_OK)
-			return s->err ? s->err : -EPROTO;
-		if (n == 0) /* EOF: a close-delimited body ends here, else truncated */
-			return s->done ? 0 : -EPROTO;
 	}
 	return 0;
 }
@@ -277,25 +334,7 @@ int http_client_request(const char *socket_path, const char *method, const char 
 	rc = client_recv(fd, &s, deadline);
 	if (rc < 0)
 		goto out_state;
-	if (http_hbuf_append(&s.body, "", 0) < 0) {
-		rc = -ENOMEM;
-		goto out_state;
-	}
-	resp->status = s.status;
-	resp->body_len = http_hbuf_len(&s.body);
-	resp->body = s.body.p;
-	if (s.body.start)
-		memmove(resp->body, resp->body + s.body.start, resp->body_len + 1);
-	s.body.p = NULL;
-	if (s.ctype.p) {
-		resp->content_type = strdup(http_hbuf_data(&s.ctype));
-		if (!resp->content_type) {
-			http_client_response_free(resp);
-			rc = -ENOMEM;
-			goto out_state;
-		}
-	}
-	rc = 0;
+	rc = client_finish(&s, resp);
 out_state:
 	http_hbuf_free(&s.body);
 	http_hbuf_free(&s.ctype);
