@@ -28,6 +28,8 @@ static const char store_usage[] =
 	"  verify [REF]                      check every object (and cached image)\n"
 	"  du                                space used, dedup and compression ratios\n"
 	"REF: a tag, or any unique prefix of a snapshot id (hex digits).\n"
+	"--json: one line of JSON on stdout instead of the text (every command;\n"
+	"docs/store-format.md lists the fields).\n"
 	"The store: --store DIR (before or after COMMAND), else $FORKVM_STORE, else\n"
 	"/var/lib/forkvm/store (root) or ~/.local/share/forkvm/store.\n";
 
@@ -77,6 +79,20 @@ static void human(uint64_t b, char *out, size_t len)
 
 /* put's arguments, checked before the store is opened (put creates it):
  * returns 0 or the exit status of the error, printed. */
+/* Prints j (stolen) as one line of JSON: --json's output. Returns 0 or 1. */
+static int print_json_line(json_t *j)
+{
+	char *text = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(j);
+	if (!text) {
+		fputs("forkctl store: out of memory\n", stderr);
+		return EXIT_FAILURE;
+	}
+	puts(text);
+	free(text);
+	return 0;
+}
+
 static int put_args(int argc, char **argv, const char **tag, char *dir, size_t len)
 {
 	const char *url = NULL;
@@ -99,7 +115,7 @@ static int put_args(int argc, char **argv, const char **tag, char *dir, size_t l
 	return dir_of(url, dir, len, "put");
 }
 
-static int cmd_put(struct store *st, int argc, char **argv)
+static int cmd_put(struct store *st, int argc, char **argv, bool json)
 {
 	const char *tag;
 	char dir[4096], err[512], hex[33], a[32], b[32];
@@ -112,6 +128,14 @@ static int cmd_put(struct store *st, int argc, char **argv)
 	if (store_put_dir(st, dir, tag, &id, &s, err, sizeof(err)) < 0)
 		return fail("put", err);
 	store_id_hex(&id, hex);
+	if (json)
+		return print_json_line(json_pack(
+			"{s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "id", hex, "tag", tag,
+			"logical_bytes", (json_int_t)s.logical_bytes, "data_chunks",
+			(json_int_t)s.data_chunks, "new_chunks", (json_int_t)s.new_chunks,
+			"reused_chunks", (json_int_t)s.reused_chunks, "new_raw_bytes",
+			(json_int_t)s.new_raw_bytes, "new_stored_bytes", (json_int_t)s.new_stored_bytes,
+			"seconds", s.seconds));
 	printf("%s\n", hex);
 	human(s.new_raw_bytes, a, sizeof(a));
 	human(s.new_stored_bytes, b, sizeof(b));
@@ -131,7 +155,7 @@ static int resolve(struct store *st, const char *ref, struct store_id *id, const
 	return 0;
 }
 
-static int cmd_export(struct store *st, int argc, char **argv)
+static int cmd_export(struct store *st, int argc, char **argv, bool json)
 {
 	char dir[4096], err[512];
 	struct store_id id;
@@ -142,6 +166,11 @@ static int cmd_export(struct store *st, int argc, char **argv)
 		return EXIT_FAILURE;
 	if (store_export(st, &id, dir, err, sizeof(err)) < 0)
 		return fail("export", err);
+	if (json) {
+		char hex[33];
+		store_id_hex(&id, hex);
+		return print_json_line(json_pack("{s:s,s:s}", "id", hex, "dir", dir));
+	}
 	return 0;
 }
 
@@ -156,11 +185,13 @@ static void fmt_time(uint64_t ns, char *out, size_t len)
 struct ls_row {
 	char line[600];
 	uint64_t created;
+	json_t *j; /* --json */
 };
 
 struct ls_ctx {
 	struct ls_row *rows;
 	size_t n, cap;
+	bool json;
 };
 
 static int ls_cb(void *arg, const struct store_entry *e)
@@ -196,6 +227,21 @@ static int ls_cb(void *arg, const struct store_entry *e)
 	}
 	struct ls_row *r = &c->rows[c->n++];
 	r->created = created;
+	r->j = NULL;
+	if (c->json) {
+		json_t *tl = json_array();
+		for (size_t i = 0; e->tags && e->tags[i]; i++)
+			json_array_append_new(tl, json_string(e->tags[i]));
+		const json_t *mm = json_object_get(m, "memory");
+		uint64_t cs = (uint64_t)json_integer_value(json_object_get(mm, "chunk_size"));
+		r->j = json_pack("{s:s,s:I,s:I,s:I,s:s?,s:o,s:b}", "id", hex, "created_realtime_ns",
+				 (json_int_t)created, "memory_size",
+				 (json_int_t)json_integer_value(json_object_get(mm, "size")),
+				 "data_bytes",
+				 (json_int_t)(cs * json_array_size(json_object_get(mm, "chunks"))),
+				 "parent", json_string_value(json_object_get(m, "parent")), "tags", tl,
+				 "damaged", m == NULL);
+	}
 	snprintf(r->line, sizeof(r->line), "%-12.12s  %-19s  %9s  %9s  %-12s  %s%s", hex, when, mem,
 		 data, parent, m ? "" : "(damaged) ", tags[0] ? tags : "-");
 	return 0;
@@ -207,9 +253,9 @@ static int cmp_rows(const void *a, const void *b)
 	return x->created < y->created ? -1 : x->created > y->created;
 }
 
-static int cmd_ls(struct store *st, int argc, char **argv)
+static int cmd_ls(struct store *st, int argc, char **argv, bool json)
 {
-	struct ls_ctx c = { 0 };
+	struct ls_ctx c = { .json = json };
 	char err[512];
 
 	(void)argv;
@@ -221,6 +267,13 @@ static int cmd_ls(struct store *st, int argc, char **argv)
 	}
 	if (c.n) /* qsort's base must not be NULL, even for no rows */
 		qsort(c.rows, c.n, sizeof(*c.rows), cmp_rows);
+	if (json) {
+		json_t *arr = json_array();
+		for (size_t i = 0; i < c.n; i++)
+			json_array_append_new(arr, c.rows[i].j);
+		free(c.rows);
+		return print_json_line(json_pack("{s:o}", "snapshots", arr));
+	}
 	printf("%-12s  %-19s  %9s  %9s  %-12s  %s\n", "ID", "CREATED (UTC)", "MEMORY", "DATA",
 	       "PARENT", "TAGS");
 	for (size_t i = 0; i < c.n; i++)
@@ -249,7 +302,7 @@ static int show_cb(void *arg, const struct store_entry *e)
 	return 0;
 }
 
-static int cmd_show(struct store *st, int argc, char **argv)
+static int cmd_show(struct store *st, int argc, char **argv, bool json)
 {
 	struct store_id id;
 	char err[512];
@@ -268,14 +321,14 @@ static int cmd_show(struct store *st, int argc, char **argv)
 		size_t n = json_array_size(json_object_get(mem, "chunks"));
 		json_object_set_new(mem, "chunks", json_sprintf("%zu non-zero chunks", n));
 	}
-	char *text = json_dumps(c.out, JSON_INDENT(2));
+	char *text = json_dumps(c.out, json ? JSON_COMPACT | JSON_SORT_KEYS : JSON_INDENT(2));
 	printf("%s\n", text ? text : "{}");
 	free(text);
 	json_decref(c.out);
 	return 0;
 }
 
-static int cmd_tag(struct store *st, int argc, char **argv)
+static int cmd_tag(struct store *st, int argc, char **argv, bool json)
 {
 	struct store_id id;
 	char err[512];
@@ -287,10 +340,15 @@ static int cmd_tag(struct store *st, int argc, char **argv)
 		return EXIT_FAILURE;
 	if (store_tag(st, &id, argv[2], err, sizeof(err)) < 0)
 		return fail("tag", err);
+	if (json) {
+		char hex[33];
+		store_id_hex(&id, hex);
+		return print_json_line(json_pack("{s:s,s:s}", "id", hex, "tag", argv[2]));
+	}
 	return 0;
 }
 
-static int cmd_rm(struct store *st, int argc, char **argv)
+static int cmd_rm(struct store *st, int argc, char **argv, bool json)
 {
 	struct store_id id;
 	char err[512], hex[33];
@@ -301,11 +359,13 @@ static int cmd_rm(struct store *st, int argc, char **argv)
 	if (store_rm(st, &id, err, sizeof(err)) < 0)
 		return fail("rm", err);
 	store_id_hex(&id, hex);
+	if (json)
+		return print_json_line(json_pack("{s:s}", "removed", hex));
 	fprintf(stderr, "removed snapshot %.12s (its space is freed by forkctl store gc)\n", hex);
 	return 0;
 }
 
-static int cmd_gc(struct store *st, int argc, char **argv)
+static int cmd_gc(struct store *st, int argc, char **argv, bool json)
 {
 	uint64_t budget = UINT64_MAX;
 	struct store_gc_stats s;
@@ -324,6 +384,13 @@ static int cmd_gc(struct store *st, int argc, char **argv)
 	}
 	if (store_gc(st, budget, &s, err, sizeof(err)) < 0)
 		return fail("gc", err);
+	if (json)
+		return print_json_line(json_pack(
+			"{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "objects_kept", (json_int_t)s.objects_kept,
+			"objects_removed", (json_int_t)s.objects_removed, "bytes_removed",
+			(json_int_t)s.bytes_removed, "temp_removed", (json_int_t)s.temp_removed,
+			"images_removed", (json_int_t)s.images_removed, "image_bytes_removed",
+			(json_int_t)s.image_bytes_removed, "images_in_use", (json_int_t)s.images_in_use));
 	human(s.bytes_removed, a, sizeof(a));
 	human(s.image_bytes_removed, b, sizeof(b));
 	printf("gc: %" PRIu64 " objects kept, %" PRIu64 " removed (%s), %" PRIu64
@@ -336,11 +403,13 @@ static int cmd_gc(struct store *st, int argc, char **argv)
 
 static void print_problem(void *arg, const char *problem)
 {
-	(void)arg;
-	printf("CORRUPT: %s\n", problem);
+	if (arg) /* --json: collected */
+		json_array_append_new(arg, json_string(problem));
+	else
+		printf("CORRUPT: %s\n", problem);
 }
 
-static int cmd_verify(struct store *st, int argc, char **argv)
+static int cmd_verify(struct store *st, int argc, char **argv, bool json)
 {
 	struct store_id id;
 	char err[512];
@@ -348,9 +417,16 @@ static int cmd_verify(struct store *st, int argc, char **argv)
 		return usage_error("verify takes at most one REF");
 	if (argc == 2 && resolve(st, argv[1], &id, "verify"))
 		return EXIT_FAILURE;
-	int n = store_verify(st, argc == 2 ? &id : NULL, print_problem, NULL, err, sizeof(err));
-	if (n < 0)
+	json_t *problems = json ? json_array() : NULL;
+	int n = store_verify(st, argc == 2 ? &id : NULL, print_problem, problems, err, sizeof(err));
+	if (n < 0) {
+		json_decref(problems);
 		return fail("verify", err);
+	}
+	if (json) {
+		int rc = print_json_line(json_pack("{s:b,s:o}", "intact", n == 0, "problems", problems));
+		return rc ? rc : n ? EXIT_FAILURE : 0;
+	}
 	if (n) {
 		fprintf(stderr, "forkctl store verify: %d problem%s\n", n, n == 1 ? "" : "s");
 		return EXIT_FAILURE;
@@ -359,7 +435,7 @@ static int cmd_verify(struct store *st, int argc, char **argv)
 	return 0;
 }
 
-static int cmd_du(struct store *st, int argc, char **argv)
+static int cmd_du(struct store *st, int argc, char **argv, bool json)
 {
 	struct store_du d;
 	char err[512], l[32], r[32], u[32], s[32], im[32];
@@ -369,6 +445,13 @@ static int cmd_du(struct store *st, int argc, char **argv)
 		return usage_error("du takes no argument");
 	if (store_du(st, &d, err, sizeof(err)) < 0)
 		return fail("du", err);
+	if (json)
+		return print_json_line(json_pack(
+			"{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "snapshots", (json_int_t)d.snapshots,
+			"logical_bytes", (json_int_t)d.logical_bytes, "referenced_bytes",
+			(json_int_t)d.referenced_bytes, "unique_bytes", (json_int_t)d.unique_bytes,
+			"stored_bytes", (json_int_t)d.stored_bytes, "objects", (json_int_t)d.objects,
+			"image_bytes", (json_int_t)d.image_bytes, "images", (json_int_t)d.images));
 	human(d.logical_bytes, l, sizeof(l));
 	human(d.referenced_bytes, r, sizeof(r));
 	human(d.unique_bytes, u, sizeof(u));
@@ -392,7 +475,7 @@ void cli_store_usage(FILE *f)
 	fputs(store_usage, f);
 }
 
-static int cli_store_run(const char *root, int argc, char **argv);
+static int cli_store_run(const char *root, int argc, char **argv, bool json);
 
 int cli_store_main(const char *root, int argc, char **argv)
 {
@@ -405,8 +488,13 @@ int cli_store_main(const char *root, int argc, char **argv)
 	int n = 0;
 	if (!args)
 		return fail("store", "out of memory");
+	bool json = false;
 	for (int i = 0; i < argc; i++) {
 		const char *v = NULL;
+		if (!strcmp(argv[i], "--json")) {
+			json = true;
+			continue;
+		}
 		if (!strcmp(argv[i], "--store")) {
 			if (i + 1 >= argc) {
 				free(args);
@@ -426,12 +514,12 @@ int cli_store_main(const char *root, int argc, char **argv)
 		}
 		root = v;
 	}
-	rc = cli_store_run(root, n, args);
+	rc = cli_store_run(root, n, args, json);
 	free(args);
 	return rc;
 }
 
-static int cli_store_run(const char *root, int argc, char **argv)
+static int cli_store_run(const char *root, int argc, char **argv, bool json)
 {
 	char defroot[4096], err[512];
 	struct store *st = NULL;
@@ -466,13 +554,19 @@ static int cli_store_run(const char *root, int argc, char **argv)
 		}
 		if (store_open(root, true, (uint32_t)chunk, &st, err, sizeof(err)) < 0)
 			return fail("init", err);
+		if (json) {
+			rc = print_json_line(json_pack("{s:s,s:i}", "store", root, "chunk_size",
+						       (int)store_chunk_size(st)));
+			store_close(st);
+			return rc;
+		}
 		printf("store %s: chunk size %u\n", root, store_chunk_size(st));
 		store_close(st);
 		return 0;
 	}
 	static const struct {
 		const char *name;
-		int (*fn)(struct store *st, int argc, char **argv);
+		int (*fn)(struct store *st, int argc, char **argv, bool json);
 		bool create;
 	} cmds[] = {
 		{ "put", cmd_put, true },   { "export", cmd_export, false }, { "ls", cmd_ls, false },
@@ -488,7 +582,7 @@ static int cli_store_run(const char *root, int argc, char **argv)
 			return rc;
 		if (open_store(root, cmds[i].create, 0, &st, cmd))
 			return EXIT_FAILURE;
-		rc = cmds[i].fn(st, argc, argv);
+		rc = cmds[i].fn(st, argc, argv, json);
 		store_close(st);
 		return rc;
 	}

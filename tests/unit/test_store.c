@@ -2870,3 +2870,65 @@ Test(store, a_put_remakes_deleted_fan_out_directories)
 	free(src);
 	img_free(&m);
 }
+
+/* Every store command takes --json and prints one line of JSON with the
+ * documented fields (docs/store-format.md), before or after its words. */
+static json_t *ctl_json(int want, const char *a1, const char *a2, const char *a3)
+{
+	char *out = NULL, *er = NULL;
+	int st = ctl(&out, &er, a1, "--json", a2, a3, NULL);
+	cr_assert_eq(st, want, "store %s --json: %d %s", a1, st, er);
+	json_error_t je;
+	json_t *j = json_loads(out, 0, &je);
+	cr_assert_not_null(j, "store %s --json printed no JSON line: '%s' (%s)", a1, out, je.text);
+	cr_assert_eq(h_count(out, "\n"), 1, "one line: '%s'", out);
+	free(out);
+	free(er);
+	return j;
+}
+
+Test(store, every_store_command_speaks_json)
+{
+	struct img m = varied_memory();
+	char *src = write_dir("js", &m, 1), *url = fmt("file://%s", src), *dst = in_dir("js-out"),
+	     *durl = fmt("file://%s", dst);
+	(void)open_store(CS);
+	json_t *put = ctl_json(0, "put", url, NULL);
+	const char *id = json_string_value(json_object_get(put, "id"));
+	cr_assert(id && strlen(id) == 32);
+	cr_assert_eq(json_integer_value(json_object_get(put, "data_chunks")), 13);
+	json_t *j = ctl_json(0, "ls", NULL, NULL);
+	const json_t *snaps = json_object_get(j, "snapshots");
+	cr_assert_eq(json_array_size(snaps), 1);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(snaps, 0), "id")), id);
+	cr_assert_eq(json_integer_value(json_object_get(json_array_get(snaps, 0), "memory_size")),
+		     (json_int_t)m.size);
+	json_decref(j);
+	j = ctl_json(0, "tag", id, "js1");
+	cr_assert_str_eq(json_string_value(json_object_get(j, "tag")), "js1");
+	json_decref(j);
+	j = ctl_json(0, "show", "js1", NULL);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "id")), id);
+	json_decref(j);
+	j = ctl_json(0, "export", "js1", durl);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "id")), id);
+	json_decref(j);
+	j = ctl_json(0, "verify", NULL, NULL);
+	cr_assert(json_is_true(json_object_get(j, "intact")));
+	json_decref(j);
+	j = ctl_json(0, "du", NULL, NULL);
+	cr_assert_eq(json_integer_value(json_object_get(j, "snapshots")), 1);
+	json_decref(j);
+	j = ctl_json(0, "rm", "js1", NULL);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "removed")), id);
+	json_decref(j);
+	j = ctl_json(0, "gc", NULL, NULL);
+	cr_assert_gt(json_integer_value(json_object_get(j, "objects_removed")), 0);
+	json_decref(j);
+	json_decref(put);
+	free(src);
+	free(url);
+	free(dst);
+	free(durl);
+	img_free(&m);
+}
