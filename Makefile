@@ -38,7 +38,7 @@ LDLIBS := -ljansson -lhttp_parser -lxxhash -lzstd -luring -lseccomp -lpthread
 GUEST_CFLAGS := -std=c11 -O2 -g -D_GNU_SOURCE -Wall -Wextra -Werror -static
 DUKTAPE_DIR := /usr/share/duktape
 
-all: bins guest
+all: bins guest man
 
 # ---------------------------------------------------------------- deps
 # Installs what is missing (apt-get) and does nothing when all is present.
@@ -293,6 +293,27 @@ test-unit: all $(UNIT_BINS)
 
 test-integration: all linux-guest $(INTEG_BINS) $(LANE_BINS)
 	$(Q)sh scripts/run-tests.sh $(O) $(GUEST_O) -- $(INTEG_BINS)
+
+# ---------------------------------------------------------------- man, install
+# Man pages: written once in scdoc (docs/man/NAME.1.scd), built here; the
+# tests keep their option lists equal to --help's (tests/unit/test_cli.c).
+MAN_SRC := $(wildcard docs/man/*.1.scd)
+MAN_PAGES := $(MAN_SRC:docs/man/%.scd=$(O)/man/%)
+.PHONY: man install uninstall
+man: $(MAN_PAGES)
+$(O)/man/%: docs/man/%.scd | deps
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  SCDOC   $@")
+	$(Q)scdoc < $< > $@.tmp && mv $@.tmp $@
+
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the four binaries, the
+# default guest, the man pages and bash completion (scripts/install.sh);
+# make uninstall removes exactly what it installed.
+PREFIX ?= /usr/local
+install: all
+	$(Q)sh scripts/install.sh $(O) $(GUEST_O) "$(DESTDIR)$(PREFIX)"
+uninstall:
+	$(Q)sh scripts/install.sh --uninstall "$(DESTDIR)$(PREFIX)"
 
 # ---------------------------------------------------------------- misc
 .PHONY: clean format

@@ -17,6 +17,7 @@ duktape-dev:/usr/share/duktape/duktape.c
 libjansson-dev:/usr/include/jansson.h
 libhttp-parser-dev:/usr/include/http_parser.h
 libseccomp-dev:/usr/include/seccomp.h
+scdoc:/usr/bin/scdoc
 "
 
 missing=""

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tests/lib/harness.h"
 #include "vmm/vmm.h"
@@ -171,4 +172,129 @@ Test(cli, readme_forkd_synopsis_matches_forkd_help)
 	free(out);
 	free(readme);
 	free(bin);
+}
+
+/* The long options a text names ("--word"), unescaping scdoc's \_ and \*. */
+static void long_options(const char *text, char set[][32], int *n)
+{
+	*n = 0;
+	for (const char *p = text; (p = strstr(p, "--")); p += 2) {
+		if (p > text && (p[-1] == '-' || (p[-1] >= 'a' && p[-1] <= 'z')))
+			continue;
+		size_t len = 2;
+		while (p[len] == '-' || (p[len] >= 'a' && p[len] <= 'z'))
+			len++;
+		if (len < 4)
+			continue;
+		char opt[32];
+		snprintf(opt, sizeof(opt), "%.*s", (int)len, p);
+		bool seen = false;
+		for (int i = 0; i < *n; i++)
+			seen = seen || !strcmp(set[i], opt);
+		if (!seen && *n < 128)
+			snprintf(set[(*n)++], 32, "%s", opt);
+	}
+}
+
+static char *help_of(const char *name, const char *a, const char *b)
+{
+	char *bin = h_bin(name), *out = NULL;
+	const char *argv[] = { bin, a, b, NULL };
+	run(argv, &out, NULL);
+	free(bin);
+	return out;
+}
+
+/* Each man page source (docs/man/NAME.1.scd) names exactly the long
+ * options its program's help does (for forkctl: its own, its agent
+ * commands' and its store commands' help). */
+Test(cli, man_pages_and_help_name_the_same_options)
+{
+	static const char *const names[] = { "forkvm", "forkctl", "forkd", "forkbench" };
+	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+		char path[512];
+		snprintf(path, sizeof(path), "%s/docs/man/%s.1.scd", h_src_dir(), names[k]);
+		char *man = h_read_file(path);
+		cr_assert_not_null(man, "%s", path);
+		/* scdoc escapes */
+		for (char *s = man, *d = man;; s++) {
+			if (*s == '\\' && s[1])
+				s++;
+			*d++ = *s;
+			if (!*s)
+				break;
+		}
+		char *help = help_of(names[k], "--help", NULL);
+		if (!strcmp(names[k], "forkctl")) {
+			char *agent = help_of("forkctl", "--agent=/x", "help");
+			char *store = help_of("forkctl", "store", "help");
+			char *all = malloc(strlen(help) + strlen(agent) + strlen(store) + 1);
+			strcpy(all, help);
+			strcat(all, agent);
+			strcat(all, store);
+			free(help);
+			free(agent);
+			free(store);
+			help = all;
+		}
+		static char a[128][32], b[128][32];
+		int na, nb;
+		long_options(help, a, &na);
+		long_options(man, b, &nb);
+		for (int i = 0; i < na; i++) {
+			bool in = false;
+			for (int j = 0; j < nb; j++)
+				in = in || !strcmp(a[i], b[j]);
+			cr_assert(in, "%s --help has %s, its man page does not", names[k], a[i]);
+		}
+		for (int j = 0; j < nb; j++) {
+			bool in = false;
+			for (int i = 0; i < na; i++)
+				in = in || !strcmp(a[i], b[j]);
+			cr_assert(in, "the %s man page has %s, its --help does not", names[k], b[j]);
+		}
+		free(help);
+		free(man);
+	}
+}
+
+/* make install's script into a temporary prefix, the installed programs
+ * run, and uninstall leaves the prefix empty. */
+Test(cli, install_and_uninstall_in_a_temporary_prefix, .timeout = 60)
+{
+	char *prefix = h_tmpdir(), *script = h_join(h_src_dir(), "scripts/install.sh"), *err = NULL;
+	const char *inst[] = { "/bin/sh", script, h_build_dir(), h_guest_dir(), prefix, NULL };
+	cr_assert_eq(run(inst, NULL, &err), 0, "install: %s", err);
+	free(err);
+	static const char *const files[] = {
+		"bin/forkvm", "bin/forkctl", "bin/forkd", "bin/forkbench", "lib/forkvm/agent",
+		"share/man/man1/forkvm.1", "share/man/man1/forkctl.1", "share/man/man1/forkd.1",
+		"share/man/man1/forkbench.1", "share/bash-completion/completions/forkctl",
+	};
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		char *f = h_join(prefix, files[i]);
+		cr_assert_eq(access(f, R_OK), 0, "%s was not installed", f);
+		free(f);
+	}
+	char *ctl = h_join(prefix, "bin/forkctl"), *out = NULL;
+	const char *ver[] = { ctl, "--version", NULL };
+	cr_assert_eq(run(ver, &out, NULL), 0);
+	cr_assert(strstr(out, "forkctl "), "%s", out);
+	free(out);
+	free(ctl);
+	const char *un[] = { "/bin/sh", script, "--uninstall", prefix, NULL };
+	cr_assert_eq(run(un, NULL, &err), 0, "uninstall: %s", err);
+	free(err);
+	char *left = NULL;
+	const char *ls[] = { "/usr/bin/find", prefix, "-mindepth", "1", NULL };
+	cr_assert_eq(run(ls, &left, NULL), 0);
+	cr_assert_str_eq(left, "", "uninstall left: %s", left);
+	free(left);
+	/* uninstalling twice is an error that says why */
+	cr_assert_eq(run(un, NULL, &err), 1);
+	cr_assert(strstr(err, "nothing installed"), "%s", err);
+	free(err);
+	free(script);
+	h_rmtree(prefix);
+	free(prefix);
 }
