@@ -23,15 +23,13 @@
 #include "common/forkd_socket.h"
 #include "common/http.h"
 #include "common/util.h"
+#include "forkd/forkd.h"
 #include "store/store.h"
 
 #define EXIT_USAGE 2
 #define DEFAULT_TIMEOUT_MS 60000
 /* Limits of docs/forkd-api.md, checked here to fail early with a usage error. */
 #define BODY_MAX (1024 * 1024)
-#define TEMPLATE_NAME_MAX 32
-#define POOL_MAX 256
-#define COUNT_MAX 1024
 #define INVOKE_TIMEOUT_DEFAULT_MS 10000
 #define INVOKE_TIMEOUT_MAX_MS 600000
 #define CLONE_ID_MAX 32
@@ -213,25 +211,6 @@ static int parse_args(const struct forkd_cli *fc, int argc, char **argv, int fir
 	return 0;
 }
 
-/* Template names as docs/forkd-api.md defines them: 1..32 of
- * [A-Za-z0-9_.-], not starting with '.' or '-'. They go into URL paths, so
- * nothing else may pass. */
-static bool template_name_valid(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > TEMPLATE_NAME_MAX || s[0] == '.' || s[0] == '-')
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '_' || c == '.' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 /* Clone ids are hex digits (12 from forkd). */
 static bool clone_id_valid(const char *s)
 {
@@ -248,7 +227,7 @@ static bool clone_id_valid(const char *s)
 
 static int check_template_name(const struct forkd_cli *fc, const char *name)
 {
-	if (template_name_valid(name))
+	if (forkd_template_name_valid(name))
 		return 0;
 	return usage_error(fc,
 			   "bad template name '%s' (1 to 32 letters, digits, '_', '.', '-'; not "
@@ -644,7 +623,7 @@ static int template_add(struct forkd_cli *fc, int argc, char **argv)
 				   "--load goes with --boot (a snapshot has its handlers already)");
 	if (opts[0].seen && !opts[0].value[0])
 		return usage_error(fc, "--snapshot needs a snapshot id or tag");
-	if (opts[3].seen && (rc = parse_int_arg(fc, "--pool", opts[3].value, 0, POOL_MAX, &pool)))
+	if (opts[3].seen && (rc = parse_int_arg(fc, "--pool", opts[3].value, 0, FORKD_MAX_POOL, &pool)))
 		return rc;
 
 	body = json_pack("{s:s}", "name", name);
@@ -773,7 +752,7 @@ static int template_pool(struct forkd_cli *fc, int argc, char **argv)
 	fc->synopsis = "template pool NAME K [--json]";
 	rc = parse_args(fc, argc, argv, 2, opts, names, 2, 2, pos);
 	if (rc || (rc = check_template_name(fc, pos[0])) ||
-	    (rc = parse_int_arg(fc, "the pool size", pos[1], 0, POOL_MAX, &k)))
+	    (rc = parse_int_arg(fc, "the pool size", pos[1], 0, FORKD_MAX_POOL, &k)))
 		return rc;
 	snprintf(path, sizeof(path), "/v1/templates/%s/pool", pos[0]);
 	body = json_pack("{s:I}", "size", (json_int_t)k);
@@ -834,7 +813,7 @@ static int cmd_fork(struct forkd_cli *fc, int argc, char **argv)
 	rc = parse_args(fc, argc, argv, 1, opts, names, 1, 1, &name);
 	if (rc || (rc = check_template_name(fc, name)))
 		return rc;
-	if (opts[0].seen && (rc = parse_int_arg(fc, "-n", opts[0].value, 1, COUNT_MAX, &count)))
+	if (opts[0].seen && (rc = parse_int_arg(fc, "-n", opts[0].value, 1, FORKD_MAX_COUNT, &count)))
 		return rc;
 	snprintf(path, sizeof(path), "/v1/templates/%s/clones", name);
 	body = json_pack("{s:I}", "count", (json_int_t)count);

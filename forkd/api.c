@@ -9,7 +9,6 @@
 #include "common/log.h"
 #include "forkd/internal.h"
 
-#define MAX_COUNT 1024
 
 /* Splits "/v1/a/b/c" into at most 4 segments (modifies buf). */
 static int split(char *buf, char *seg[4])
@@ -54,19 +53,6 @@ static bool query_value(const char *query, const char *name, char *out, size_t l
 	return false;
 }
 
-static bool name_ok(const char *s)
-{
-	size_t n = strlen(s);
-	if (n == 0 || n > FORKD_NAME_MAX || s[0] == '.' || s[0] == '-')
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char ch = s[i];
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-		      ch == '_' || ch == '.' || ch == '-'))
-			return false;
-	}
-	return true;
-}
 
 /* Parses the body as a JSON object; on failure responds 400 and returns NULL. */
 static json_t *body_object(const struct http_request *req, struct http_exchange *ex, bool allow_empty)
@@ -147,7 +133,7 @@ static void templates_post(struct forkd *d, const struct http_request *req, stru
 			goto out;
 		}
 	}
-	if (!name || !name_ok(name)) {
+	if (!name || !forkd_template_name_valid(name)) {
 		http_respond_error(ex, 400,
 				   "a template needs a name of 1..%d characters [A-Za-z0-9_.-], not starting "
 				   "with '.' or '-'",
@@ -250,8 +236,8 @@ static void template_clones(struct forkd *d, struct template *t, const struct ht
 		}
 	}
 	json_decref(j);
-	if (count < 1 || count > MAX_COUNT) {
-		http_respond_error(ex, 400, "count must be 1..%d", MAX_COUNT);
+	if (count < 1 || count > FORKD_MAX_COUNT) {
+		http_respond_error(ex, 400, "count must be 1..%d", FORKD_MAX_COUNT);
 		return;
 	}
 	int st = forkd_capacity_check(d, (unsigned)count, err, sizeof(err));

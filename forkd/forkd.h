@@ -46,6 +46,30 @@ struct forkd_config {
 
 #define FORKD_DEFAULT_MAX_CLONES 1024U
 #define FORKD_MAX_POOL 256U
+
+/* What the API accepts (docs/forkd-api.md), the one source for forkd and
+ * for forkctl, which checks the same before it sends a request. */
+#define FORKD_NAME_MAX 32        /* a template name's length */
+#define FORKD_CLONE_ID_LEN 12    /* hex digits of a clone id forkd makes */
+#define FORKD_MAX_COUNT 1024     /* clones of one fork request */
+
+/* Template names: 1..FORKD_NAME_MAX of [A-Za-z0-9_.-], not starting with
+ * '.' or '-' (they go into URL paths and file names). */
+static inline bool forkd_template_name_valid(const char *s)
+{
+	size_t n = 0;
+
+	if (!s || s[0] == '.' || s[0] == '-')
+		return false;
+	for (; s[n]; n++) {
+		char c = s[n];
+		if (n >= FORKD_NAME_MAX ||
+		    !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '.' || c == '-'))
+			return false;
+	}
+	return n > 0;
+}
 #define FORKD_DEFAULT_MEM_RESERVE (256ULL << 20)
 
 struct forkd;

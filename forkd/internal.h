@@ -52,8 +52,6 @@ struct ctl_msg {
 
 /* ------------------------------------------------------------ objects */
 
-#define FORKD_NAME_MAX 32
-#define FORKD_CLONE_ID_LEN 12
 
 struct fork_req;
 struct invoke;
