@@ -354,6 +354,16 @@ int store_resolve(struct store *st, const char *ref, struct store_id *id, char *
 		return st_fail(err, errlen, -EINVAL, "a snapshot reference (tag or id) is required");
 	if (store_tag_valid(ref)) {
 		rc = read_tag(st, ref, id);
+		/* The commit marker is the one truth (ls, show, gc go by it): a
+		 * tag of a snapshot without one names nothing usable. */
+		if (rc == 0 && !st_snapshot_committed(st, id)) {
+			char h[33];
+			store_id_hex(id, h);
+			return st_fail(err, errlen, -ENOENT,
+				       "tag %s names snapshot %.12s, which is not committed in the store "
+				       "%s (its marker snapshots/%s is missing: put it again)",
+				       ref, h, st->root, h);
+		}
 		if (rc == 0)
 			return 0;
 		if (rc == -EBADMSG)

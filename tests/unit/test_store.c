@@ -2932,3 +2932,33 @@ Test(store, every_store_command_speaks_json)
 	free(durl);
 	img_free(&m);
 }
+
+/* Issue 15, failure 4: with its commit marker deleted, a snapshot is gone
+ * for every command alike: ls does not list it, and its tag no longer
+ * resolves for export or restore (it used to, while ls called it gone). */
+Test(store, a_snapshot_without_its_commit_marker_is_gone_for_everyone)
+{
+	struct img m = varied_memory();
+	char *src = write_dir("nomark", &m, 1), err[512] = "", *dst = in_dir("nomark-out");
+	struct store_id id = put(src, "nomark", NULL), got;
+	char *marker = fmt("%s/snapshots/%s", e.root, H(&id).s);
+	cr_assert_eq(unlink(marker), 0, "%s: %s", marker, strerror(errno));
+	int rc = store_resolve(open_store(CS), "nomark", &got, err, sizeof(err));
+	cr_assert_eq(rc, -ENOENT, "%d %s", rc, err);
+	cr_assert(strstr(err, "not committed"), "%s", err);
+	char *out = NULL, *er = NULL, *url = fmt("file://%s", dst);
+	cr_assert_eq(ctl(&out, &er, "export", "nomark", url, NULL), 1, "%s", er);
+	free(out);
+	free(er);
+	cr_assert_eq(ctl(&out, &er, "ls", NULL), 0);
+	char short_id[13];
+	snprintf(short_id, sizeof(short_id), "%.12s", H(&id).s);
+	cr_assert_null(strstr(out, short_id), "ls lists it: %s", out);
+	free(out);
+	free(er);
+	free(url);
+	free(marker);
+	free(src);
+	free(dst);
+	img_free(&m);
+}
