@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "common/log.h"
 #include "common/util.h"
 #include "store/internal.h"
 
@@ -133,6 +134,13 @@ static int open_image(struct store *st, const char *hex)
 	return fd;
 }
 
+/* True when the image behind fd has the snapshot's memory size. */
+static bool image_size_ok(int fd, uint64_t size)
+{
+	struct stat s;
+	return fstat(fd, &s) == 0 && (uint64_t)s.st_size == size;
+}
+
 static int materialize(struct store *st, const struct st_manifest *m, const char *hex, char *err,
 		       size_t errlen)
 {
@@ -220,9 +228,14 @@ int store_load(struct store *st, const struct store_id *id, struct store_snapsho
 	out->units = json_incref(json_object_get(sj, "units"));
 	json_decref(sj);
 
-	/* The image: cached, or made now (once, whoever asks first). */
+	/* The image: cached, or made now (once, whoever asks first). A cached
+	 * image of the wrong size (truncated, damaged) is made again. */
 	rc = open_image(st, hex);
-	if (rc == -ENOENT) {
+	if (rc >= 0 && !image_size_ok(rc, m.memory_size)) {
+		close(rc);
+		rc = -ESTALE;
+	}
+	if (rc == -ENOENT || rc == -ESTALE) {
 		snprintf(lockrel, sizeof(lockrel), "images/%s.lock", hex);
 		lockfd = openat(st->root_fd, lockrel, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 		if (lockfd < 0 || flock(lockfd, LOCK_EX) < 0) {
@@ -230,6 +243,16 @@ int store_load(struct store *st, const struct store_id *id, struct store_snapsho
 			goto out;
 		}
 		rc = open_image(st, hex);
+		if (rc >= 0 && !image_size_ok(rc, m.memory_size)) {
+			char rel[64];
+			close(rc);
+			snprintf(rel, sizeof(rel), "images/%s.img", hex);
+			log_warn("store %s: the cached image of snapshot %.12s has the wrong size: "
+				 "making it again",
+				 st->root, hex);
+			unlinkat(st->root_fd, rel, 0);
+			rc = -ENOENT;
+		}
 		if (rc == -ENOENT) {
 			rc = materialize(st, &m, hex, err, errlen);
 			if (rc == 0)

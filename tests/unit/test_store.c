@@ -2962,3 +2962,31 @@ Test(store, a_snapshot_without_its_commit_marker_is_gone_for_everyone)
 	free(dst);
 	img_free(&m);
 }
+
+/* Issue 15, failure 4: a damaged (truncated) cached image is not used: the
+ * next load makes it again from the objects. */
+Test(store, a_truncated_cached_image_is_made_again)
+{
+	struct img m = varied_memory();
+	char *src = write_dir("trunc", &m, 1), err[512] = "";
+	struct store_id id = put(src, NULL, NULL);
+	struct store_snapshot s;
+	cr_assert_eq(store_load(open_store(CS), &id, &s, err, sizeof(err)), 0, "%s", err);
+	store_snapshot_free(&s);
+	char *img = fmt("%s/images/%s.img", e.root, H(&id).s);
+	cr_assert_eq(truncate(img, 4096), 0, "%s: %s", img, strerror(errno));
+	cr_assert_eq(store_load(open_store(CS), &id, &s, err, sizeof(err)), 0,
+		     "a truncated image failed the load: %s", err);
+	struct stat st;
+	cr_assert_eq(fstat(s.mem_fd, &st), 0);
+	cr_assert_eq((uint64_t)st.st_size, m.size);
+	/* and its bytes are the snapshot's again */
+	uint8_t *p = mmap(NULL, m.size, PROT_READ, MAP_PRIVATE, s.mem_fd, 0);
+	cr_assert_neq(p, MAP_FAILED);
+	cr_assert_eq(memcmp(p, m.p, m.size), 0);
+	munmap(p, m.size);
+	store_snapshot_free(&s);
+	free(img);
+	free(src);
+	img_free(&m);
+}
