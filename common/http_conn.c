@@ -34,8 +34,6 @@ void http_limits_resolve(const struct http_server_config *cfg, struct http_limit
 							     : HTTP_DEFAULT_REQUEST_MS;
 	if (lim->request_ms > lim->idle_ms)
 		lim->request_ms = lim->idle_ms;
-	/* a quarter of the slots, at least 4: one process cannot take all */
-	lim->max_conns_per_peer = lim->max_conns / 4 > 4 ? lim->max_conns / 4 : 4;
 }
 
 void http_conn_init(struct http_conn *c, struct http_server *srv, int fd, const struct http_limits *lim,

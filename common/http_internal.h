@@ -126,7 +126,6 @@ struct http_limits {
 	unsigned max_conns;
 	int idle_ms;
 	int request_ms;                 /* a begun request must arrive whole within it */
-	unsigned max_conns_per_peer;    /* connections one process may hold */
 };
 
 enum hdr_state { HDR_NONE, HDR_FIELD, HDR_VALUE };

@@ -180,29 +180,32 @@ static void conn_expire(struct http_conn *c, const char *what)
 }
 
 /* At the connection limit, a new client still gets in if some connection
- * is only waiting (idle, or a request trickling in): the one waiting the
- * longest goes. Returns true when a slot was freed. */
+ * is only waiting (idle, or a request trickling in): of the client process
+ * (SO_PEERCRED) holding the most waiting connections, the one waiting the
+ * longest goes. One slow client thus makes room for others before anyone
+ * else loses a connection. Returns true when a slot was freed. */
 static bool srv_evict_waiting(struct http_server *srv)
 {
 	struct http_conn *victim = NULL;
+	unsigned victim_peer_waiting = 0;
 
-	for (struct http_conn *c = srv->conns; c; c = c->next)
-		if (!c->pending && !http_hbuf_len(&c->out) && (!victim || c->since < victim->since))
+	for (struct http_conn *c = srv->conns; c; c = c->next) {
+		if (c->pending || http_hbuf_len(&c->out))
+			continue;
+		unsigned waiting = 0;
+		for (struct http_conn *o = srv->conns; o; o = o->next)
+			waiting += o->peer_pid == c->peer_pid && !o->pending && !http_hbuf_len(&o->out);
+		if (!victim || waiting > victim_peer_waiting ||
+		    (waiting == victim_peer_waiting && c->since < victim->since)) {
 			victim = c;
+			victim_peer_waiting = waiting;
+		}
+	}
 	if (!victim)
 		return false;
 	conn_expire(victim, victim->cur ? "a slow (evicted for a new client)" :
 					  "an idle (evicted for a new client)");
 	return true;
-}
-
-/* Connections from process pid. */
-static unsigned srv_peer_conns(const struct http_server *srv, pid_t pid)
-{
-	unsigned n = 0;
-	for (const struct http_conn *c = srv->conns; c; c = c->next)
-		n += c->peer_pid == pid;
-	return n;
 }
 
 /* How long accepting pauses when not even the spare descriptor frees one
@@ -276,13 +279,6 @@ static void listen_cb(void *arg, uint32_t events)
 		socklen_t cl = sizeof(cred);
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0)
 			cred.pid = 0;
-		if (cred.pid && srv_peer_conns(srv, cred.pid) >= srv->lim.max_conns_per_peer) {
-			log_info("http: %s: process %d holds %u connections already: refused",
-				 srv->path, (int)cred.pid, srv->lim.max_conns_per_peer);
-			srv_reject(fd, "too many connections from this process");
-			close(fd);
-			continue;
-		}
 		if (srv->nconns >= srv->lim.max_conns && !srv_evict_waiting(srv)) {
 			log_debug("http: %s: too many connections", srv->path);
 			srv_reject(fd, "too many connections");
