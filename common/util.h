@@ -42,6 +42,11 @@ static inline bool add_overflows(uint64_t a, uint64_t b, uint64_t *out)
  * optional trailing 'B' / "iB"). Returns 0 or -EINVAL / -ERANGE. */
 int parse_size(const char *s, uint64_t *out) WUR;
 
+/* The error convention of store/ and vmm/: formats fmt into err (errlen
+ * bytes; NULL or 0: no message) and returns rc, a negative errno. */
+int err_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 /* Parses a decimal unsigned integer in [min, max]. Returns 0 or -EINVAL/-ERANGE. */
 int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out) WUR;
 

@@ -122,7 +122,7 @@ int store_export(struct store *st, const struct store_id *id, const char *dir, c
 		return rc;
 	rc = st_lock(st, false);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
 	rc = st_manifest_read(st, id, &m, err, errlen);
 	if (rc < 0) {
 		st_unlock(st);
@@ -134,7 +134,7 @@ int store_export(struct store *st, const struct store_id *id, const char *dir, c
 		goto out;
 	dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0) {
-		rc = st_fail(err, errlen, -errno, "%s: %s", tmp, strerror(errno));
+		rc = err_fail(err, errlen, -errno, "%s: %s", tmp, strerror(errno));
 		goto out;
 	}
 	rc = write_object_file(st, dfd, "config.json", &m.config, err, errlen);
@@ -146,18 +146,18 @@ int store_export(struct store *st, const struct store_id *id, const char *dir, c
 	pthread_mutex_init(&x.mu, NULL);
 	x.fd = openat(dfd, "memory-ranges", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (x.fd < 0 || ftruncate(x.fd, (off_t)m.memory_size) < 0) {
-		rc = st_fail(err, errlen, -errno, "memory-ranges: %s", strerror(errno));
+		rc = err_fail(err, errlen, -errno, "memory-ranges: %s", strerror(errno));
 		goto out;
 	}
 	rc = st_engine_run(st, m.nr_stored, 64, exp_step, &x);
 	if (rc == 0)
 		rc = x.rc;
 	if (rc < 0) {
-		st_fail(err, errlen, rc, "snapshot %s: %s", hex, x.rc ? x.err : strerror(-rc));
+		err_fail(err, errlen, rc, "snapshot %s: %s", hex, x.rc ? x.err : strerror(-rc));
 		goto out;
 	}
 	if (fsync(x.fd) < 0) {
-		rc = st_fail(err, errlen, -errno, "memory-ranges: %s", strerror(errno));
+		rc = err_fail(err, errlen, -errno, "memory-ranges: %s", strerror(errno));
 		goto out;
 	}
 	if (m.has_snapshot_json) {
@@ -175,7 +175,7 @@ int store_export(struct store *st, const struct store_id *id, const char *dir, c
 			rc = store_read_object(st, &m.state, &state, &slen, err, errlen);
 		json_t *cobj = config ? json_loadb(config, clen, 0, NULL) : NULL;
 		if (rc == 0 && !cobj)
-			rc = st_fail(err, errlen, -EBADMSG, "snapshot %s: config is not JSON", hex);
+			rc = err_fail(err, errlen, -EBADMSG, "snapshot %s: config is not JSON", hex);
 		if (rc == 0) {
 			struct mem_extents me = { x.fd, m.memory_size };
 			struct store_mem sm = { .base = mem, .size = m.memory_size, .populated = exp_populated, .arg = &me };

@@ -53,14 +53,14 @@ static int mark(struct store *st, struct idset *live, char *err, size_t errlen)
 	int rc = st_snapshots(st, &ids, &n);
 
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "%s/snapshots: %s", st->root, strerror(-rc));
+		return err_fail(err, errlen, rc, "%s/snapshots: %s", st->root, strerror(-rc));
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		struct st_manifest m;
 		char why[400];
 		if (st_manifest_read(st, &ids[i], &m, why, sizeof(why)) < 0) {
 			char hex[33];
 			store_id_hex(&ids[i], hex);
-			rc = st_fail(err, errlen, -EBADMSG,
+			rc = err_fail(err, errlen, -EBADMSG,
 				     "snapshot %s cannot be read (%s): gc stops rather than lose data; "
 				     "see forkctl store verify",
 				     hex, why);
@@ -80,7 +80,7 @@ static int mark(struct store *st, struct idset *live, char *err, size_t errlen)
 	free(ids);
 	if (rc == 0 && live->n) /* no snapshot: v is NULL, which qsort must not get */
 		qsort(live->v, live->n, sizeof(*live->v), cmp_id);
-	return rc == -ENOMEM ? st_fail(err, errlen, rc, "out of memory") : rc;
+	return rc == -ENOMEM ? err_fail(err, errlen, rc, "out of memory") : rc;
 }
 
 /* Calls fn for each entry of ROOT/rel (not . or ..). */
@@ -246,7 +246,7 @@ int store_gc(struct store *st, uint64_t image_budget, struct store_gc_stats *sta
 	im.stats = stats;
 	rc = st_lock(st, true);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
 	rc = mark(st, &live, err, errlen);
 	if (rc < 0)
 		goto out;
@@ -427,12 +427,12 @@ int store_verify(struct store *st, const struct store_id *id,
 	int problems = 0, rc = st_lock(st, false);
 
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
 	if (!id) {
 		rc = st_snapshots(st, &ids, &n);
 		if (rc < 0) {
 			st_unlock(st);
-			return st_fail(err, errlen, rc, "%s/snapshots: %s", st->root, strerror(-rc));
+			return err_fail(err, errlen, rc, "%s/snapshots: %s", st->root, strerror(-rc));
 		}
 	}
 	for (size_t i = 0; i < n && rc == 0; i++)
@@ -440,7 +440,7 @@ int store_verify(struct store *st, const struct store_id *id,
 	free(ids);
 	st_unlock(st);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "verify: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "verify: %s", strerror(-rc));
 	return problems;
 }
 
@@ -490,7 +490,7 @@ int store_du(struct store *st, struct store_du *du, char *err, size_t errlen)
 
 	memset(du, 0, sizeof(*du));
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
 	rc = st_snapshots(st, &ids, &n);
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		struct st_manifest m;
@@ -521,6 +521,6 @@ int store_du(struct store *st, struct store_du *du, char *err, size_t errlen)
 		(void)each_entry(st, "images", du_image, &s);
 	st_unlock(st);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "du: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "du: %s", strerror(-rc));
 	return 0;
 }

@@ -13,7 +13,6 @@
 #define STORE_PAGE 4096ULL
 
 /* err formatting: returns rc. */
-int st_fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Makes the object fan-out directories objects/00..ff that are missing
  * (someone deleted one): puts then go on. Returns 0 or -errno. */

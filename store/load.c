@@ -154,23 +154,23 @@ static int materialize(struct store *st, const struct st_manifest *m, const char
 	unlinkat(st->root_fd, tmp, 0);
 	x.fd = openat(st->root_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (x.fd < 0)
-		return st_fail(err, errlen, -errno, "cannot create an image in %s/tmp: %s", st->root,
+		return err_fail(err, errlen, -errno, "cannot create an image in %s/tmp: %s", st->root,
 			       strerror(errno));
 	pthread_mutex_init(&x.mu, NULL);
 	if (ftruncate(x.fd, (off_t)m->memory_size) < 0) {
-		rc = st_fail(err, errlen, -errno, "image of %s: %s", hex, strerror(errno));
+		rc = err_fail(err, errlen, -errno, "image of %s: %s", hex, strerror(errno));
 		goto out;
 	}
 	rc = st_engine_run(st, m->nr_stored, 64, mat_step, &x);
 	if (rc == 0)
 		rc = x.rc;
 	if (rc < 0) {
-		st_fail(err, errlen, rc, "%s", x.rc ? x.err : strerror(-rc));
+		err_fail(err, errlen, rc, "%s", x.rc ? x.err : strerror(-rc));
 		goto out;
 	}
 	if (fsync(x.fd) < 0 || fchmod(x.fd, 0400) < 0 ||
 	    renameat(st->root_fd, tmp, st->root_fd, rel) < 0) {
-		rc = st_fail(err, errlen, -errno, "image of %s: %s", hex, strerror(errno));
+		rc = err_fail(err, errlen, -errno, "image of %s: %s", hex, strerror(errno));
 		goto out;
 	}
 	char dir[4200];
@@ -200,7 +200,7 @@ int store_load(struct store *st, const struct store_id *id, struct store_snapsho
 	store_id_hex(id, hex);
 	rc = st_lock(st, false);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
 	rc = st_manifest_read(st, id, &m, err, errlen);
 	if (rc < 0)
 		goto out_unlock;
@@ -214,7 +214,7 @@ int store_load(struct store *st, const struct store_id *id, struct store_snapsho
 	if (rc < 0) {
 		char why[400];
 		snprintf(why, sizeof(why), "%s", err);
-		st_fail(err, errlen, rc, "snapshot %s: %s", hex, why);
+		err_fail(err, errlen, rc, "snapshot %s: %s", hex, why);
 		goto out;
 	}
 	json_error_t je;
@@ -222,7 +222,7 @@ int store_load(struct store *st, const struct store_id *id, struct store_snapsho
 	free(state);
 	if (!sj || !json_is_array(json_object_get(sj, "units"))) {
 		json_decref(sj);
-		rc = st_fail(err, errlen, -EBADMSG, "snapshot %s: its state is malformed", hex);
+		rc = err_fail(err, errlen, -EBADMSG, "snapshot %s: its state is malformed", hex);
 		goto out;
 	}
 	out->units = json_incref(json_object_get(sj, "units"));
@@ -239,7 +239,7 @@ int store_load(struct store *st, const struct store_id *id, struct store_snapsho
 		snprintf(lockrel, sizeof(lockrel), "images/%s.lock", hex);
 		lockfd = openat(st->root_fd, lockrel, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 		if (lockfd < 0 || flock(lockfd, LOCK_EX) < 0) {
-			rc = st_fail(err, errlen, -errno, "%s/%s: %s", st->root, lockrel, strerror(errno));
+			rc = err_fail(err, errlen, -errno, "%s/%s: %s", st->root, lockrel, strerror(errno));
 			goto out;
 		}
 		rc = open_image(st, hex);
@@ -263,14 +263,14 @@ int store_load(struct store *st, const struct store_id *id, struct store_snapsho
 	if (rc < 0) {
 		char why[400];
 		snprintf(why, sizeof(why), "%s", err && err[0] ? err : strerror(-rc));
-		st_fail(err, errlen, rc, "snapshot %s: %s", hex, why);
+		err_fail(err, errlen, rc, "snapshot %s: %s", hex, why);
 		goto out;
 	}
 	out->mem_fd = rc;
 	rc = 0;
 	struct stat s;
 	if (fstat(out->mem_fd, &s) < 0 || (uint64_t)s.st_size != m.memory_size) {
-		rc = st_fail(err, errlen, -EBADMSG, "snapshot %s: its image has the wrong size", hex);
+		rc = err_fail(err, errlen, -EBADMSG, "snapshot %s: its image has the wrong size", hex);
 		goto out;
 	}
 	out->id = *id;
@@ -284,7 +284,7 @@ int store_load(struct store *st, const struct store_id *id, struct store_snapsho
 	out->chunk_nonzero = calloc(m.nr_chunks, sizeof(bool));
 	out->chunk_ids = calloc(m.nr_chunks, sizeof(*out->chunk_ids));
 	if (!out->chunk_nonzero || !out->chunk_ids) {
-		rc = st_fail(err, errlen, -ENOMEM, "out of memory");
+		rc = err_fail(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
 	for (uint64_t k = 0; k < m.nr_stored; k++) {

@@ -216,7 +216,7 @@ int st_obj_put(struct store *st, const void *raw, size_t len, struct store_id *i
 		return 0;
 	rc = st_obj_encode(NULL, raw, len, st->zstd_level, &file, &flen);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "out of memory");
+		return err_fail(err, errlen, rc, "out of memory");
 	store_id_hex(id, hex);
 	snprintf(tmp, sizeof(tmp), "tmp/%s.%d.%d", hex, (int)getpid(), (int)gettid());
 	fd = openat(st->root_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0400);
@@ -243,7 +243,7 @@ int st_obj_put(struct store *st, const void *raw, size_t len, struct store_id *i
 out:
 	free(file);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "cannot write object %s: %s", hex, strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot write object %s: %s", hex, strerror(-rc));
 	return 0;
 }
 
@@ -259,12 +259,12 @@ int store_read_object(struct store *st, const struct store_id *id, char **data, 
 	store_id_hex(id, hex);
 	rc = file_read_all(path, OBJ_MAX_RAW + OBJ_HDR, &file, &flen);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "object %s: %s", hex,
+		return err_fail(err, errlen, rc, "object %s: %s", hex,
 			       rc == -ENOENT ? "missing" : strerror(-rc));
 	rc = st_obj_decode(id, (const uint8_t *)file, flen, (uint8_t **)data, len);
 	free(file);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "object %s: %s", hex,
+		return err_fail(err, errlen, rc, "object %s: %s", hex,
 			       rc == -EBADMSG ? "corrupt (its content does not match its name)" :
 						strerror(-rc));
 	return 0;

@@ -272,7 +272,7 @@ static int commit(struct store *st, const struct store_snapshot_in *in, struct p
 	snprintf(rel, sizeof(rel), "snapshots/%s", hex);
 	int fd = openat(st->root_fd, rel, O_WRONLY | O_CREAT | O_CLOEXEC, 0400);
 	if (fd < 0 || fsync(fd) < 0) {
-		rc = st_fail(err, errlen, -errno, "cannot commit snapshot %s: %s", hex, strerror(errno));
+		rc = err_fail(err, errlen, -errno, "cannot commit snapshot %s: %s", hex, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		goto out;
@@ -285,7 +285,7 @@ static int commit(struct store *st, const struct store_snapshot_in *in, struct p
 		rc = st_tag_locked(st, id, tag, err, errlen);
 out:
 	if (rc == -ENOMEM)
-		st_fail(err, errlen, rc, "out of memory");
+		err_fail(err, errlen, rc, "out of memory");
 	free(ctext);
 	free(stext);
 	free(mtext);
@@ -305,15 +305,15 @@ int store_put_snapshot(struct store *st, const struct store_snapshot_in *in, con
 
 	memset(&parent, 0, sizeof(parent));
 	if (tag && !store_tag_valid(tag))
-		return st_fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			       "bad tag name '%s' (letters, digits, '.', '_', '-'; at most 128)", tag);
 	if (in->mem->size == 0 || in->mem->size % STORE_PAGE)
-		return st_fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			       "memory size %llu is not a whole number of %u-byte pages",
 			       (unsigned long long)in->mem->size, (unsigned)STORE_PAGE);
 	rc = st_lock(st, false);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
 	if ((rc = st_fanout_repair(st, err, errlen)) < 0) {
 		st_unlock(st);
 		return rc;
@@ -327,7 +327,7 @@ int store_put_snapshot(struct store *st, const struct store_snapshot_in *in, con
 	p.todo = calloc(p.nr_chunks, sizeof(*p.todo));
 	p.newc = calloc(p.nr_chunks, sizeof(*p.newc));
 	if (!p.state || !p.candidate || !p.is_new || !p.ids || !p.todo || !p.newc) {
-		rc = st_fail(err, errlen, -ENOMEM, "out of memory");
+		rc = err_fail(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
 
@@ -359,7 +359,7 @@ int store_put_snapshot(struct store *st, const struct store_snapshot_in *in, con
 	else
 		rc = mark_populated(&p, 0, in->mem->size);
 	if (rc < 0) {
-		st_fail(err, errlen, rc, "cannot find the populated memory: %s", strerror(-rc));
+		err_fail(err, errlen, rc, "cannot find the populated memory: %s", strerror(-rc));
 		goto out;
 	}
 	for (uint64_t c = 0; c < p.nr_chunks; c++) {
@@ -372,7 +372,7 @@ int store_put_snapshot(struct store *st, const struct store_snapshot_in *in, con
 	if (rc == 0)
 		rc = p.rc;
 	if (rc < 0) {
-		st_fail(err, errlen, rc, "%s", p.rc ? p.err : strerror(-rc));
+		err_fail(err, errlen, rc, "%s", p.rc ? p.err : strerror(-rc));
 		goto out;
 	}
 	/* New chunks are durable (fsynced by the engine): put them in place,
@@ -395,7 +395,7 @@ int store_put_snapshot(struct store *st, const struct store_snapshot_in *in, con
 	if (rc == 0)
 		rc = p.rc;
 	if (rc < 0) {
-		st_fail(err, errlen, rc, "%s", p.rc ? p.err : strerror(-rc));
+		err_fail(err, errlen, rc, "%s", p.rc ? p.err : strerror(-rc));
 		goto out;
 	}
 	rc = commit(st, in, &p, tag, id, err, errlen);
@@ -447,7 +447,7 @@ int store_put_dir(struct store *st, const char *dir, const char *tag, struct sto
 		return rc;
 	void *mem = mmap(NULL, sd.memory_size, PROT_READ, MAP_SHARED, sd.mem_fd, 0);
 	if (mem == MAP_FAILED) {
-		rc = st_fail(err, errlen, -errno, "cannot map %s/memory-ranges: %s", dir, strerror(errno));
+		rc = err_fail(err, errlen, -errno, "cannot map %s/memory-ranges: %s", dir, strerror(errno));
 		snapdir_close(&sd);
 		return rc;
 	}

@@ -124,7 +124,7 @@ json_t *snapdir_manifest(const char *config, size_t config_len, const char *stat
 
 	if (rc < 0) {
 		json_decref(files);
-		st_fail(err, errlen, rc, "cannot checksum the memory: %s", strerror(-rc));
+		err_fail(err, errlen, rc, "cannot checksum the memory: %s", strerror(-rc));
 		return NULL;
 	}
 	json_object_set_new(files, "config.json", file_entry(config, config_len));
@@ -132,7 +132,7 @@ json_t *snapdir_manifest(const char *config, size_t config_len, const char *stat
 	json_object_set_new(files, "memory-ranges", mentry);
 	json_t *m = manifest_of(files, meta, config_obj);
 	if (!m)
-		st_fail(err, errlen, -ENOMEM, "out of memory");
+		err_fail(err, errlen, -ENOMEM, "out of memory");
 	return m;
 }
 
@@ -154,7 +154,7 @@ int snapdir_write(const char *dir, const json_t *config, const json_t *units,
 		return rc;
 	dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0) {
-		rc = st_fail(err, errlen, -errno, "%s: %s", tmp, strerror(errno));
+		rc = err_fail(err, errlen, -errno, "%s: %s", tmp, strerror(errno));
 		goto out;
 	}
 	state = json_pack("{s:s,s:i,s:O}", "format", SNAPDIR_STATE_FORMAT, "version",
@@ -163,7 +163,7 @@ int snapdir_write(const char *dir, const json_t *config, const json_t *units,
 	ctext = st_json_text(config, JSON_INDENT(2) | JSON_SORT_KEYS, &clen);
 	stext = state ? st_json_text(state, JSON_COMPACT, &slen) : NULL;
 	if (!state || !files || !ctext || !stext) {
-		rc = st_fail(err, errlen, -ENOMEM, "out of memory");
+		rc = err_fail(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
 	rc = st_write_file(dfd, "config.json", ctext, clen, err, errlen);
@@ -194,7 +194,7 @@ int snapdir_write(const char *dir, const json_t *config, const json_t *units,
 	files = NULL; /* owned by manifest (or freed with it) */
 	mtext = manifest ? st_json_text(manifest, JSON_INDENT(2), &mlen) : NULL;
 	if (!mtext) {
-		rc = st_fail(err, errlen, -ENOMEM, "out of memory");
+		rc = err_fail(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
 	/* The manifest last: a directory without it is not a snapshot. */
@@ -205,7 +205,7 @@ int snapdir_write(const char *dir, const json_t *config, const json_t *units,
 		tmp[0] = '\0';
 	goto out;
 mem_fail:
-	st_fail(err, errlen, rc, "cannot write memory-ranges: %s", strerror(-rc));
+	err_fail(err, errlen, rc, "cannot write memory-ranges: %s", strerror(-rc));
 out:
 	if (mfd >= 0)
 		close(mfd);
@@ -236,21 +236,21 @@ static int read_checked(const char *dir, const char *name, const json_t *entry, 
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	rc = file_read_all(path, SMALL_FILE_MAX, text, len);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "%s: %s", path,
+		return err_fail(err, errlen, rc, "%s: %s", path,
 			       rc == -EFBIG ? "larger than 64 MiB" : strerror(-rc));
 	const char *want = json_string_value(json_object_get(entry, "xxh3_128"));
 	const json_t *size = json_object_get(entry, "size");
 	if (!want || !json_is_integer(size)) {
 		free(*text);
 		*text = NULL;
-		return st_fail(err, errlen, -EINVAL, "snapshot.json has no checksum for %s", name);
+		return err_fail(err, errlen, -EINVAL, "snapshot.json has no checksum for %s", name);
 	}
 	st_hash_hex(XXH3_128bits(*text, *len), hex);
 	*same = strcmp(hex, want) == 0 && (json_int_t)*len == json_integer_value(size);
 	if (!*same && !allow_edit) {
 		free(*text);
 		*text = NULL;
-		return st_fail(err, errlen, -EBADMSG,
+		return err_fail(err, errlen, -EBADMSG,
 			       "%s: checksum mismatch (the file is damaged or was changed)", path);
 	}
 	return 0;
@@ -298,22 +298,22 @@ static int verify_memory(const char *dir, int fd, const json_t *entry, uint64_t 
 	int rc;
 
 	if (!r.hash || !r.buf) {
-		rc = st_fail(err, errlen, -ENOMEM, "out of memory");
+		rc = err_fail(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
 	if (!want || !json_is_integer(pages)) {
-		rc = st_fail(err, errlen, -EINVAL, "snapshot.json has no checksum for memory-ranges");
+		rc = err_fail(err, errlen, -EINVAL, "snapshot.json has no checksum for memory-ranges");
 		goto out;
 	}
 	XXH3_128bits_reset(r.hash);
 	rc = st_data_extents(fd, size, verify_range, &r);
 	if (rc < 0) {
-		st_fail(err, errlen, rc, "%s/memory-ranges: %s", dir, strerror(-rc));
+		err_fail(err, errlen, rc, "%s/memory-ranges: %s", dir, strerror(-rc));
 		goto out;
 	}
 	st_hash_hex(XXH3_128bits_digest(r.hash), hex);
 	if (strcmp(hex, want) || (json_int_t)r.data_pages != json_integer_value(pages))
-		rc = st_fail(err, errlen, -EBADMSG,
+		rc = err_fail(err, errlen, -EBADMSG,
 			     "%s/memory-ranges: checksum mismatch (the file is damaged or was changed)",
 			     dir);
 out:
@@ -334,34 +334,34 @@ int snapdir_open(const char *dir, struct snapdir *s, char *err, size_t errlen)
 	memset(s, 0, sizeof(*s));
 	s->mem_fd = -1;
 	if (stat(dir, &st) < 0)
-		return st_fail(err, errlen, -errno, "%s is not a snapshot directory: %s", dir,
+		return err_fail(err, errlen, -errno, "%s is not a snapshot directory: %s", dir,
 			       strerror(errno));
 	if (!S_ISDIR(st.st_mode))
-		return st_fail(err, errlen, -ENOTDIR, "%s is not a snapshot directory: not a directory",
+		return err_fail(err, errlen, -ENOTDIR, "%s is not a snapshot directory: not a directory",
 			       dir);
 
 	/* snapshot.json: format, version, checksums. */
 	snprintf(path, sizeof(path), "%s/snapshot.json", dir);
 	rc = file_read_all(path, SMALL_FILE_MAX, &text, &len);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "%s: %s", path, strerror(-rc));
+		return err_fail(err, errlen, rc, "%s: %s", path, strerror(-rc));
 	s->manifest = json_loadb(text, len, 0, &je);
 	s->manifest_text = text;
 	s->manifest_len = len;
 	text = NULL;
 	if (!s->manifest) {
-		rc = st_fail(err, errlen, -EINVAL, "%s: bad JSON at line %d column %d: %s", path,
+		rc = err_fail(err, errlen, -EINVAL, "%s: bad JSON at line %d column %d: %s", path,
 			     je.line, je.column, je.text);
 		goto fail;
 	}
 	const char *format = json_string_value(json_object_get(s->manifest, "format"));
 	const json_t *ver = json_object_get(s->manifest, "version");
 	if (!format || strcmp(format, SNAPDIR_FORMAT) || !json_is_integer(ver)) {
-		rc = st_fail(err, errlen, -EINVAL, "%s: not a forkvm snapshot manifest", path);
+		rc = err_fail(err, errlen, -EINVAL, "%s: not a forkvm snapshot manifest", path);
 		goto fail;
 	}
 	if (json_integer_value(ver) > SNAPDIR_VERSION || json_integer_value(ver) < 1) {
-		rc = st_fail(err, errlen, -EINVAL,
+		rc = err_fail(err, errlen, -EINVAL,
 			     "%s: snapshot format version %lld; this forkvm reads version %d", path,
 			     (long long)json_integer_value(ver), SNAPDIR_VERSION);
 		goto fail;
@@ -373,13 +373,13 @@ int snapdir_open(const char *dir, struct snapdir *s, char *err, size_t errlen)
 	if (!json_is_object(files) || !loader || strlen(loader) >= sizeof(s->loader) ||
 	    !json_is_integer(msize) || json_integer_value(msize) <= 0 || !json_is_integer(vcpus) ||
 	    json_integer_value(vcpus) < 1 || json_integer_value(vcpus) > 1024) {
-		rc = st_fail(err, errlen, -EINVAL, "%s: incomplete manifest", path);
+		rc = err_fail(err, errlen, -EINVAL, "%s: incomplete manifest", path);
 		goto fail;
 	}
 	strcpy(s->loader, loader);
 	const char *platform = json_string_value(json_object_get(s->manifest, "platform"));
 	if (platform && strcmp(platform, "kvm") && strcmp(platform, "process")) {
-		rc = st_fail(err, errlen, -EINVAL, "%s: unknown platform '%.32s'", path, platform);
+		rc = err_fail(err, errlen, -EINVAL, "%s: unknown platform '%.32s'", path, platform);
 		goto fail;
 	}
 	snprintf(s->platform, sizeof(s->platform), "%s", platform ? platform : "kvm");
@@ -406,7 +406,7 @@ int snapdir_open(const char *dir, struct snapdir *s, char *err, size_t errlen)
 		goto fail;
 	json_t *state = json_loadb(s->state, s->state_len, 0, &je);
 	if (!state) {
-		rc = st_fail(err, errlen, -EINVAL, "%s/state.json: bad JSON at line %d column %d: %s",
+		rc = err_fail(err, errlen, -EINVAL, "%s/state.json: bad JSON at line %d column %d: %s",
 			     dir, je.line, je.column, je.text);
 		goto fail;
 	}
@@ -416,7 +416,7 @@ int snapdir_open(const char *dir, struct snapdir *s, char *err, size_t errlen)
 	    json_integer_value(sv) > SNAPDIR_STATE_VERSION || json_integer_value(sv) < 1 ||
 	    !json_is_array(json_object_get(state, "units"))) {
 		json_decref(state);
-		rc = st_fail(err, errlen, -EINVAL,
+		rc = err_fail(err, errlen, -EINVAL,
 			     "%s/state.json: not a forkvm state file of a version this forkvm reads (%d)",
 			     dir, SNAPDIR_STATE_VERSION);
 		goto fail;
@@ -428,15 +428,15 @@ int snapdir_open(const char *dir, struct snapdir *s, char *err, size_t errlen)
 	snprintf(path, sizeof(path), "%s/memory-ranges", dir);
 	s->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (s->mem_fd < 0) {
-		rc = st_fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+		rc = err_fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
 		goto fail;
 	}
 	if (fstat(s->mem_fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		rc = st_fail(err, errlen, -EINVAL, "%s is not a regular file", path);
+		rc = err_fail(err, errlen, -EINVAL, "%s is not a regular file", path);
 		goto fail;
 	}
 	if ((uint64_t)st.st_size != s->memory_size) {
-		rc = st_fail(err, errlen, -EINVAL,
+		rc = err_fail(err, errlen, -EINVAL,
 			     "%s: %lld bytes, but the VM has %llu bytes of memory (truncated or wrong "
 			     "file)",
 			     path, (long long)st.st_size, (unsigned long long)s->memory_size);

@@ -63,7 +63,7 @@ int st_fanout_repair(struct store *st, char *err, size_t errlen)
 		if (mkdirat(st->root_fd, d, 0700) == 0)
 			log_warn("store %s: %s was missing: made again", st->root, d);
 		else if (errno != EEXIST)
-			return st_fail(err, errlen, -errno, "%s/%s: %s", st->root, d, strerror(errno));
+			return err_fail(err, errlen, -errno, "%s/%s: %s", st->root, d, strerror(errno));
 	}
 	return 0;
 }
@@ -76,13 +76,13 @@ static int create_layout(struct store *st, uint32_t chunk_size, char *err, size_
 
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
 		if (mkdirat(st->root_fd, dirs[i], 0700) < 0 && errno != EEXIST)
-			return st_fail(err, errlen, -errno, "%s/%s: %s", st->root, dirs[i], strerror(errno));
+			return err_fail(err, errlen, -errno, "%s/%s: %s", st->root, dirs[i], strerror(errno));
 	for (unsigned i = 0; i < 256; i++) {
 		char d[16];
 		snprintf(hex, sizeof(hex), "%02x", i);
 		snprintf(d, sizeof(d), "objects/%s", hex);
 		if (mkdirat(st->root_fd, d, 0700) < 0 && errno != EEXIST)
-			return st_fail(err, errlen, -errno, "%s/%s: %s", st->root, d, strerror(errno));
+			return err_fail(err, errlen, -errno, "%s/%s: %s", st->root, d, strerror(errno));
 	}
 	json_t *j = json_pack("{s:s,s:i,s:I}", "format", STORE_FORMAT, "version", STORE_VERSION,
 			      "chunk_size", (json_int_t)chunk_size);
@@ -90,13 +90,13 @@ static int create_layout(struct store *st, uint32_t chunk_size, char *err, size_
 	char *text = j ? st_json_text(j, JSON_INDENT(2), &len) : NULL;
 	json_decref(j);
 	if (!text)
-		return st_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	/* store.json last: its presence means the layout is complete. */
 	unlinkat(st->root_fd, "tmp/store.json", 0);
 	rc = st_write_file(st->root_fd, "tmp/store.json", text, len, err, errlen);
 	free(text);
 	if (rc == 0 && renameat(st->root_fd, "tmp/store.json", st->root_fd, "store.json") < 0)
-		rc = st_fail(err, errlen, -errno, "%s/store.json: %s", st->root, strerror(errno));
+		rc = err_fail(err, errlen, -errno, "%s/store.json: %s", st->root, strerror(errno));
 	if (rc == 0)
 		(void)st_fsync_dir(st->root);
 	return rc;
@@ -111,7 +111,7 @@ static int read_config(struct store *st, char *err, size_t errlen)
 	snprintf(path, sizeof(path), "%s/store.json", st->root);
 	rc = file_read_all(path, 1 << 20, &text, NULL);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "%s: %s", path,
+		return err_fail(err, errlen, rc, "%s: %s", path,
 			       rc == -ENOENT ? "not a forkvm store (no store.json)" : strerror(-rc));
 	json_t *j = json_loads(text, 0, &je);
 	free(text);
@@ -120,10 +120,10 @@ static int read_config(struct store *st, char *err, size_t errlen)
 	if (!j || !format || strcmp(format, STORE_FORMAT) || !json_is_integer(ver) ||
 	    !json_is_integer(cs)) {
 		json_decref(j);
-		return st_fail(err, errlen, -EINVAL, "%s: not a forkvm store description", path);
+		return err_fail(err, errlen, -EINVAL, "%s: not a forkvm store description", path);
 	}
 	if (json_integer_value(ver) != STORE_VERSION) {
-		rc = st_fail(err, errlen, -EINVAL, "%s: store format version %lld; this forkvm reads %d",
+		rc = err_fail(err, errlen, -EINVAL, "%s: store format version %lld; this forkvm reads %d",
 			     path, (long long)json_integer_value(ver), STORE_VERSION);
 		json_decref(j);
 		return rc;
@@ -131,7 +131,7 @@ static int read_config(struct store *st, char *err, size_t errlen)
 	json_int_t c = json_integer_value(cs);
 	json_decref(j);
 	if (c < (json_int_t)STORE_PAGE || c > (64 << 20) || (c & (c - 1)))
-		return st_fail(err, errlen, -EINVAL, "%s: bad chunk size %lld", path, (long long)c);
+		return err_fail(err, errlen, -EINVAL, "%s: bad chunk size %lld", path, (long long)c);
 	st->chunk_size = (uint32_t)c;
 	return 0;
 }
@@ -169,42 +169,42 @@ int store_open(const char *root, bool create, uint32_t chunk_size, struct store 
 	int rc;
 
 	if (!root || !*root || strlen(root) >= sizeof(st->root))
-		return st_fail(err, errlen, -EINVAL, "bad store path");
+		return err_fail(err, errlen, -EINVAL, "bad store path");
 	if (chunk_size && (chunk_size < STORE_PAGE || chunk_size > (64 << 20) ||
 			   (chunk_size & (chunk_size - 1))))
-		return st_fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			       "chunk size must be a power of two between 4 KiB and 64 MiB");
 	st = calloc(1, sizeof(*st));
 	if (!st)
-		return st_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	snprintf(st->root, sizeof(st->root), "%s", root);
 	st->root_fd = st->lock_fd = -1;
 	st->zstd_level = 1;
 	if (stat(root, &s) < 0) {
 		if (errno != ENOENT || !create) {
-			rc = st_fail(err, errlen, -errno, "store %s: %s", root, strerror(errno));
+			rc = err_fail(err, errlen, -errno, "store %s: %s", root, strerror(errno));
 			goto err;
 		}
 		rc = mkdir_p(root, 0700);
 		if (rc < 0) {
-			st_fail(err, errlen, rc, "cannot create the store %s: %s", root, strerror(-rc));
+			err_fail(err, errlen, rc, "cannot create the store %s: %s", root, strerror(-rc));
 			goto err;
 		}
 	}
 	st->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (st->root_fd < 0) {
-		rc = st_fail(err, errlen, -errno, "store %s: %s", root, strerror(errno));
+		rc = err_fail(err, errlen, -errno, "store %s: %s", root, strerror(errno));
 		goto err;
 	}
 	if (fstatat(st->root_fd, "store.json", &s, 0) < 0) {
 		if (!create) {
-			rc = st_fail(err, errlen, -ENOENT,
+			rc = err_fail(err, errlen, -ENOENT,
 				     "%s is not a forkvm store (no store.json; forkctl store put creates one)",
 				     root);
 			goto err;
 		}
 		if (!only_layout(st->root_fd)) {
-			rc = st_fail(err, errlen, -EEXIST,
+			rc = err_fail(err, errlen, -EEXIST,
 				     "%s is not a forkvm store (no store.json) and not empty: a store is "
 				     "only created in a new or empty directory",
 				     root);
@@ -219,7 +219,7 @@ int store_open(const char *root, bool create, uint32_t chunk_size, struct store 
 		goto err;
 	st->lock_fd = openat(st->root_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (st->lock_fd < 0) {
-		rc = st_fail(err, errlen, -errno, "%s/lock: %s", root, strerror(errno));
+		rc = err_fail(err, errlen, -errno, "%s/lock: %s", root, strerror(errno));
 		goto err;
 	}
 	*out = st;
@@ -351,7 +351,7 @@ int store_resolve(struct store *st, const char *ref, struct store_id *id, char *
 	int rc;
 
 	if (!len)
-		return st_fail(err, errlen, -EINVAL, "a snapshot reference (tag or id) is required");
+		return err_fail(err, errlen, -EINVAL, "a snapshot reference (tag or id) is required");
 	if (store_tag_valid(ref)) {
 		rc = read_tag(st, ref, id);
 		/* The commit marker is the one truth (ls, show, gc go by it): a
@@ -359,7 +359,7 @@ int store_resolve(struct store *st, const char *ref, struct store_id *id, char *
 		if (rc == 0 && !st_snapshot_committed(st, id)) {
 			char h[33];
 			store_id_hex(id, h);
-			return st_fail(err, errlen, -ENOENT,
+			return err_fail(err, errlen, -ENOENT,
 				       "tag %s names snapshot %.12s, which is not committed in the store "
 				       "%s (its marker snapshots/%s is missing: put it again)",
 				       ref, h, st->root, h);
@@ -367,18 +367,18 @@ int store_resolve(struct store *st, const char *ref, struct store_id *id, char *
 		if (rc == 0)
 			return 0;
 		if (rc == -EBADMSG)
-			return st_fail(err, errlen, rc, "tag %s is damaged", ref);
+			return err_fail(err, errlen, rc, "tag %s is damaged", ref);
 	}
 	bool hex = len <= 32;
 	for (size_t i = 0; hex && i < len; i++)
 		hex = (ref[i] >= '0' && ref[i] <= '9') || (ref[i] >= 'a' && ref[i] <= 'f');
 	if (!hex)
-		return st_fail(err, errlen, -ENOENT,
+		return err_fail(err, errlen, -ENOENT,
 			       "no tag %s in the store %s (and it is not a snapshot id prefix of hex digits)",
 			       ref, st->root);
 	rc = st_snapshots(st, &all, &n);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "%s/snapshots: %s", st->root, strerror(-rc));
+		return err_fail(err, errlen, rc, "%s/snapshots: %s", st->root, strerror(-rc));
 	for (size_t i = 0; i < n; i++) {
 		char h[33];
 		store_id_hex(&all[i], h);
@@ -389,9 +389,9 @@ int store_resolve(struct store *st, const char *ref, struct store_id *id, char *
 	}
 	free(all);
 	if (hits == 0)
-		return st_fail(err, errlen, -ENOENT, "no snapshot %s in the store %s", ref, st->root);
+		return err_fail(err, errlen, -ENOENT, "no snapshot %s in the store %s", ref, st->root);
 	if (hits > 1)
-		return st_fail(err, errlen, -EINVAL, "the prefix %s names %zu snapshots: give more digits",
+		return err_fail(err, errlen, -EINVAL, "the prefix %s names %zu snapshots: give more digits",
 			       ref, hits);
 	return 0;
 }
@@ -402,7 +402,7 @@ int store_tag(struct store *st, const struct store_id *id, const char *name, cha
 	/* Shared: gc (exclusive) sweeps tmp/, where the tag is written first. */
 	int rc = st_lock(st, false);
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
 	rc = st_tag_locked(st, id, name, err, errlen);
 	st_unlock(st);
 	return rc;
@@ -415,11 +415,11 @@ int st_tag_locked(struct store *st, const struct store_id *id, const char *name,
 	int rc;
 
 	if (!store_tag_valid(name))
-		return st_fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			       "bad tag name '%s' (letters, digits, '.', '_', '-'; at most 128)", name);
 	if (!st_snapshot_committed(st, id)) {
 		store_id_hex(id, hex);
-		return st_fail(err, errlen, -ENOENT, "no snapshot %s in the store", hex);
+		return err_fail(err, errlen, -ENOENT, "no snapshot %s in the store", hex);
 	}
 	store_id_hex(id, hex);
 	snprintf(line, sizeof(line), "%s\n", hex);
@@ -428,7 +428,7 @@ int st_tag_locked(struct store *st, const struct store_id *id, const char *name,
 	unlinkat(st->root_fd, tmp, 0);
 	rc = st_write_file(st->root_fd, tmp, line, 33, err, errlen);
 	if (rc == 0 && renameat(st->root_fd, tmp, st->root_fd, rel) < 0)
-		rc = st_fail(err, errlen, -errno, "tag %s: %s", name, strerror(errno));
+		rc = err_fail(err, errlen, -errno, "tag %s: %s", name, strerror(errno));
 	if (rc == 0) {
 		char tags[4200];
 		snprintf(tags, sizeof(tags), "%s/tags", st->root);
@@ -505,7 +505,7 @@ int st_manifest_read(struct store *st, const struct store_id *id, struct st_mani
 	if (rc < 0) {
 		char why[400];
 		snprintf(why, sizeof(why), "%s", err && errlen ? err : "");
-		return st_fail(err, errlen, rc, "snapshot %s: its manifest: %s", hex, why);
+		return err_fail(err, errlen, rc, "snapshot %s: its manifest: %s", hex, why);
 	}
 	m->json = json_loadb(text, len, 0, &je);
 	free(text);
@@ -520,7 +520,7 @@ int st_manifest_read(struct store *st, const struct store_id *id, struct st_mani
 	    json_integer_value(ver) > 1) {
 		long long v = (long long)json_integer_value(ver);
 		st_manifest_free(m);
-		return st_fail(err, errlen, -EPROTONOSUPPORT,
+		return err_fail(err, errlen, -EPROTONOSUPPORT,
 			       "snapshot %s: manifest version %lld is newer than this forkvm's 1 "
 			       "(written by a newer forkvm: use that one)",
 			       hex, v);
@@ -532,24 +532,24 @@ int st_manifest_read(struct store *st, const struct store_id *id, struct st_mani
 	    id_of(json_object_get(files, "config.json"), &m->config) < 0 ||
 	    id_of(json_object_get(files, "state.json"), &m->state) < 0) {
 		st_manifest_free(m);
-		return st_fail(err, errlen, -EBADMSG, "snapshot %s: its manifest is malformed", hex);
+		return err_fail(err, errlen, -EBADMSG, "snapshot %s: its manifest is malformed", hex);
 	}
 	json_int_t c = json_integer_value(cs);
 	if (c < (json_int_t)STORE_PAGE || c > (64 << 20) || (c & (c - 1))) {
 		st_manifest_free(m);
-		return st_fail(err, errlen, -EBADMSG, "snapshot %s: bad chunk size", hex);
+		return err_fail(err, errlen, -EBADMSG, "snapshot %s: bad chunk size", hex);
 	}
 	json_int_t bytes = json_integer_value(size);
 	if ((uint64_t)bytes > MANIFEST_MAX_MEMORY) {
 		st_manifest_free(m);
-		return st_fail(err, errlen, -EBADMSG, "snapshot %s: memory size %lld is over %llu GiB",
+		return err_fail(err, errlen, -EBADMSG, "snapshot %s: memory size %lld is over %llu GiB",
 			       hex, (long long)bytes, MANIFEST_MAX_MEMORY >> 30);
 	}
 	strcpy(m->loader, loader);
 	const char *platform = json_string_value(json_object_get(j, "platform"));
 	if (platform && strcmp(platform, "kvm") && strcmp(platform, "process")) {
 		st_manifest_free(m);
-		return st_fail(err, errlen, -EBADMSG, "snapshot %s: unknown platform '%.32s'", hex,
+		return err_fail(err, errlen, -EBADMSG, "snapshot %s: unknown platform '%.32s'", hex,
 			       platform);
 	}
 	snprintf(m->platform, sizeof(m->platform), "%s", platform ? platform : "kvm");
@@ -566,7 +566,7 @@ int st_manifest_read(struct store *st, const struct store_id *id, struct st_mani
 	m->chunk_id = calloc(m->nr_stored ? m->nr_stored : 1, sizeof(*m->chunk_id));
 	if (!m->chunk_index || !m->chunk_id) {
 		st_manifest_free(m);
-		return st_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	}
 	for (size_t i = 0; i < m->nr_stored; i++) {
 		const json_t *e = json_array_get(chunks, i);
@@ -576,7 +576,7 @@ int st_manifest_read(struct store *st, const struct store_id *id, struct st_mani
 		    id_of(json_array_get(e, 1), &m->chunk_id[i]) < 0 ||
 		    (i && (uint64_t)json_integer_value(ix) <= m->chunk_index[i - 1])) {
 			st_manifest_free(m);
-			return st_fail(err, errlen, -EBADMSG, "snapshot %s: chunk entry %zu is malformed",
+			return err_fail(err, errlen, -EBADMSG, "snapshot %s: chunk entry %zu is malformed",
 				       hex, i);
 		}
 		m->chunk_index[i] = (uint64_t)json_integer_value(ix);
@@ -602,7 +602,7 @@ int store_list(struct store *st, int (*cb)(void *arg, const struct store_entry *
 	int rc = st_snapshots(st, &ids, &n);
 
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "%s/snapshots: %s", st->root, strerror(-rc));
+		return err_fail(err, errlen, rc, "%s/snapshots: %s", st->root, strerror(-rc));
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		struct st_manifest m;
 		char why[512];
@@ -628,11 +628,11 @@ int store_rm(struct store *st, const struct store_id *id, char *err, size_t errl
 	int rc = st_lock(st, false);
 
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "store lock: %s", strerror(-rc));
 	store_id_hex(id, hex);
 	if (!st_snapshot_committed(st, id)) {
 		st_unlock(st);
-		return st_fail(err, errlen, -ENOENT, "no snapshot %s in the store", hex);
+		return err_fail(err, errlen, -ENOENT, "no snapshot %s in the store", hex);
 	}
 	/* Tags first: a tag never names a removed snapshot. */
 	tags = st_tags_of(st, id);
@@ -643,7 +643,7 @@ int store_rm(struct store *st, const struct store_id *id, char *err, size_t errl
 	st_free_strv(tags);
 	snprintf(rel, sizeof(rel), "snapshots/%s", hex);
 	if (unlinkat(st->root_fd, rel, 0) < 0)
-		rc = st_fail(err, errlen, -errno, "%s/%s: %s", st->root, rel, strerror(errno));
+		rc = err_fail(err, errlen, -errno, "%s/%s: %s", st->root, rel, strerror(errno));
 	st_unlock(st);
 	return rc;
 }

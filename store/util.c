@@ -16,17 +16,6 @@
 #include "common/util.h"
 #include "store/internal.h"
 
-int st_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
-
 int st_check_json_object(const char *what, const char *text, size_t len, char *err,
 			 size_t errlen)
 {
@@ -34,13 +23,13 @@ int st_check_json_object(const char *what, const char *text, size_t len, char *e
 	json_t *j = json_loadb(text, len, 0, &je);
 
 	if (!j)
-		return st_fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			       "%s is not a JSON object: bad JSON at line %d column %d: %s", what,
 			       je.line, je.column, je.text);
 	bool obj = json_is_object(j);
 	json_decref(j);
 	if (!obj)
-		return st_fail(err, errlen, -EINVAL, "%s is not a JSON object", what);
+		return err_fail(err, errlen, -EINVAL, "%s is not a JSON object", what);
 	return 0;
 }
 
@@ -95,14 +84,14 @@ int st_write_file(int dirfd, const char *name, const void *data, size_t len, cha
 	int rc;
 
 	if (fd < 0)
-		return st_fail(err, errlen, -errno, "cannot create %s: %s", name, strerror(errno));
+		return err_fail(err, errlen, -errno, "cannot create %s: %s", name, strerror(errno));
 	rc = write_full(fd, data, len);
 	if (rc == 0 && fsync(fd) < 0)
 		rc = -errno;
 	if (close(fd) < 0 && rc == 0)
 		rc = -errno;
 	if (rc < 0)
-		return st_fail(err, errlen, rc, "cannot write %s: %s", name, strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot write %s: %s", name, strerror(-rc));
 	return 0;
 }
 
@@ -142,27 +131,27 @@ int st_check_destination(const char **dirp, char real[4096], char *err, size_t e
 	struct dirent *e;
 
 	if (!*dir)
-		return st_fail(err, errlen, -EINVAL, "an empty snapshot path");
+		return err_fail(err, errlen, -EINVAL, "an empty snapshot path");
 	if (strlen(dir) >= 4096)
-		return st_fail(err, errlen, -ENAMETOOLONG, "path too long: %s", dir);
+		return err_fail(err, errlen, -ENAMETOOLONG, "path too long: %s", dir);
 	/* A symbolic link to a directory: the snapshot goes into its target
 	 * (rename() would not follow the link). */
 	if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode)) {
 		if (!realpath(dir, real))
-			return st_fail(err, errlen, -ENOTDIR, "%s is a dangling symbolic link", dir);
+			return err_fail(err, errlen, -ENOTDIR, "%s is a dangling symbolic link", dir);
 		*dirp = dir = real;
 	}
 	if (stat(dir, &st) < 0)
-		return errno == ENOENT ? 0 : st_fail(err, errlen, -errno, "%s: %s", dir, strerror(errno));
+		return errno == ENOENT ? 0 : err_fail(err, errlen, -errno, "%s: %s", dir, strerror(errno));
 	if (!S_ISDIR(st.st_mode))
-		return st_fail(err, errlen, -ENOTDIR, "%s exists and is not a directory", dir);
+		return err_fail(err, errlen, -ENOTDIR, "%s exists and is not a directory", dir);
 	d = opendir(dir);
 	if (!d)
-		return st_fail(err, errlen, -errno, "%s: %s", dir, strerror(errno));
+		return err_fail(err, errlen, -errno, "%s: %s", dir, strerror(errno));
 	while ((e = readdir(d))) {
 		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
 			closedir(d);
-			return st_fail(err, errlen, -EEXIST,
+			return err_fail(err, errlen, -EEXIST,
 				       "%s is not empty: a snapshot never overwrites anything", dir);
 		}
 	}
@@ -180,7 +169,7 @@ int st_make_sibling(const char *dir, char parent[4096], char tmp[8400], char *er
 	snprintf(base, sizeof(base), "%s", basename(work));
 	snprintf(tmp, 8400, "%s/.%s.tmp-XXXXXX", parent, base);
 	if (!mkdtemp(tmp))
-		return st_fail(err, errlen, -errno, "cannot create a directory next to %s: %s", dir,
+		return err_fail(err, errlen, -errno, "cannot create a directory next to %s: %s", dir,
 			       strerror(errno));
 	return 0;
 }
@@ -189,14 +178,14 @@ int st_commit_sibling(const char *tmp, const char *dir, const char *parent, char
 		      size_t errlen)
 {
 	if (st_fsync_dir(tmp) < 0)
-		return st_fail(err, errlen, -errno, "fsync %s: %s", tmp, strerror(errno));
+		return err_fail(err, errlen, -errno, "fsync %s: %s", tmp, strerror(errno));
 	/* Replaces dir only if it is missing or an empty directory. */
 	if (rename(tmp, dir) < 0) {
 		int rc = -errno;
 		if (rc == -ENOTEMPTY || rc == -EEXIST)
-			return st_fail(err, errlen, -EEXIST,
+			return err_fail(err, errlen, -EEXIST,
 				       "%s is not empty: a snapshot never overwrites anything", dir);
-		return st_fail(err, errlen, rc, "cannot rename into %s: %s", dir, strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot rename into %s: %s", dir, strerror(-rc));
 	}
 	(void)st_fsync_dir(parent);
 	return 0;
@@ -247,24 +236,24 @@ int store_url_parse(const char *url, enum store_url_kind *kind, char *out, size_
 		    size_t errlen)
 {
 	if (!url || !*url)
-		return st_fail(err, errlen, -EINVAL, "a snapshot URL is required (file:///DIR or store://TAG)");
+		return err_fail(err, errlen, -EINVAL, "a snapshot URL is required (file:///DIR or store://TAG)");
 	if (!strncmp(url, "store://", 8)) {
 		if (strlen(url + 8) >= len)
-			return st_fail(err, errlen, -EINVAL, "reference too long in %s", url);
+			return err_fail(err, errlen, -EINVAL, "reference too long in %s", url);
 		strcpy(out, url + 8);
 		*kind = STORE_URL_STORE;
 		return 0;
 	}
 	if (strncmp(url, "file://", 7) != 0) {
 		if (strstr(url, "://"))
-			return st_fail(err, errlen, -EPROTONOSUPPORT,
+			return err_fail(err, errlen, -EPROTONOSUPPORT,
 				       "unsupported URL scheme in %s (use file:///DIR or store://TAG)", url);
-		return st_fail(err, errlen, -EINVAL, "'%s' is not a URL (use file:///DIR or store://TAG)",
+		return err_fail(err, errlen, -EINVAL, "'%s' is not a URL (use file:///DIR or store://TAG)",
 			       url);
 	}
 	const char *p = url + 7;
 	if (!*p || strlen(p) >= len)
-		return st_fail(err, errlen, -EINVAL, "bad path in %s", url);
+		return err_fail(err, errlen, -EINVAL, "bad path in %s", url);
 	strcpy(out, p);
 	for (size_t n = strlen(out); n > 1 && out[n - 1] == '/'; n--)
 		out[n - 1] = '\0';

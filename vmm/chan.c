@@ -16,7 +16,6 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/util.h"
-#include "vmm/fail.h"
 #include "vmm/state.h"
 #include "vmm/vm.h"
 
@@ -91,7 +90,7 @@ int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mo
 	case CHAN_FILE:
 		c->out_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 		if (c->out_fd < 0)
-			return vmm_fail(err, errlen, -errno, "%s: cannot open %s: %s", name, path,
+			return err_fail(err, errlen, -errno, "%s: cannot open %s: %s", name, path,
 				    strerror(errno));
 		struct stat st;
 		c->file_bytes = fstat(c->out_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
@@ -102,18 +101,18 @@ int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mo
 	}
 	c->path = strdup(path);
 	if (!c->path)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	rc = ring_init(&c->in, CHAN_RING_SIZE);
 	if (rc == 0)
 		rc = ring_init(&c->out, CHAN_RING_SIZE);
 	if (rc < 0) {
-		vmm_fail(err, errlen, rc, "out of memory");
+		err_fail(err, errlen, rc, "out of memory");
 		goto err;
 	}
 	bool stale;
 	rc = unixsock_check(path, takeover, &stale);
 	if (rc < 0) {
-		vmm_fail(err, errlen, rc, "%s: %s", path,
+		err_fail(err, errlen, rc, "%s: %s", path,
 		     rc == -EADDRINUSE ? "in use by another process" :
 		     rc == -EEXIST ? "exists and is not a socket" :
 		     rc == -ENAMETOOLONG ? "socket path too long" : strerror(-rc));
@@ -125,7 +124,7 @@ int chan_open(struct chan *c, struct vm *vm, const char *name, enum chan_mode mo
 	 * chan_publish(). */
 	rc = unixsock_listen(&c->sock, path, !takeover);
 	if (rc < 0) {
-		vmm_fail(err, errlen, rc, "cannot listen on %s: %s", path, strerror(-rc));
+		err_fail(err, errlen, rc, "cannot listen on %s: %s", path, strerror(-rc));
 		goto err;
 	}
 	c->listen_fd = c->sock.fd;

@@ -10,7 +10,6 @@
 
 #include "common/unixsock.h"
 #include "common/util.h"
-#include "vmm/fail.h"
 #include "vmm/gmem.h"
 #include "vmm/vmm.h"
 #include "vmm/fguest/fguest.h"
@@ -64,9 +63,9 @@ int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 static int check_socket_path(const char *what, const char *path, char *err, size_t errlen)
 {
 	if (!path || !*path)
-		return vmm_fail(err, errlen, -EINVAL, "%s: a socket path is required", what);
+		return err_fail(err, errlen, -EINVAL, "%s: a socket path is required", what);
 	if (strlen(path) > UNIXSOCK_PATH_MAX)
-		return vmm_fail(err, errlen, -EINVAL, "%s: socket path longer than %d bytes: %s", what,
+		return err_fail(err, errlen, -EINVAL, "%s: socket path longer than %d bytes: %s", what,
 			    UNIXSOCK_PATH_MAX, path);
 	return 0;
 }
@@ -76,20 +75,20 @@ int vm_config_validate(const struct vm_config *cfg, char *err, size_t errlen)
 	int rc;
 
 	if (cfg->boot_vcpus < 1 || cfg->boot_vcpus > FG_MAX_VCPUS)
-		return vmm_fail(err, errlen, -EINVAL, "cpus: boot_vcpus must be between 1 and %u (got %u)",
+		return err_fail(err, errlen, -EINVAL, "cpus: boot_vcpus must be between 1 and %u (got %u)",
 			    FG_MAX_VCPUS, cfg->boot_vcpus);
 	rc = gmem_check_size(cfg->memory_size);
 	if (rc == -EINVAL)
-		return vmm_fail(err, errlen, -EINVAL, "memory: size %llu is not a multiple of 2 MiB",
+		return err_fail(err, errlen, -EINVAL, "memory: size %llu is not a multiple of 2 MiB",
 			    (unsigned long long)cfg->memory_size);
 	if (rc < 0)
-		return vmm_fail(err, errlen, -EINVAL, "memory: size must be between %llu MiB and %llu GiB (got %llu bytes)",
+		return err_fail(err, errlen, -EINVAL, "memory: size must be between %llu MiB and %llu GiB (got %llu bytes)",
 			    GMEM_MIN_SIZE / MiB, GMEM_MAX_SIZE / GiB,
 			    (unsigned long long)cfg->memory_size);
 	if (!cfg->kernel || !*cfg->kernel)
-		return vmm_fail(err, errlen, -EINVAL, "payload: kernel is required");
+		return err_fail(err, errlen, -EINVAL, "payload: kernel is required");
 	if (cfg->serial_mode == VM_SERIAL_FILE && (!cfg->serial_path || !*cfg->serial_path))
-		return vmm_fail(err, errlen, -EINVAL, "serial: file mode needs a path");
+		return err_fail(err, errlen, -EINVAL, "serial: file mode needs a path");
 	if (cfg->serial_mode == VM_SERIAL_SOCKET &&
 	    check_socket_path("serial", cfg->serial_path, err, errlen) < 0)
 		return -EINVAL;
@@ -97,10 +96,10 @@ int vm_config_validate(const struct vm_config *cfg, char *err, size_t errlen)
 		return -EINVAL;
 	if (cfg->agent_socket && cfg->serial_mode == VM_SERIAL_SOCKET &&
 	    strcmp(cfg->agent_socket, cfg->serial_path) == 0)
-		return vmm_fail(err, errlen, -EINVAL, "agent and serial cannot share the socket %s",
+		return err_fail(err, errlen, -EINVAL, "agent and serial cannot share the socket %s",
 			    cfg->agent_socket);
 	if (cfg->hostname && (strlen(cfg->hostname) > 64 || !*cfg->hostname))
-		return vmm_fail(err, errlen, -EINVAL, "hostname must have 1 to 64 characters");
+		return err_fail(err, errlen, -EINVAL, "hostname must have 1 to 64 characters");
 	return 0;
 }
 
@@ -123,7 +122,7 @@ static int only_keys(const json_t *obj, const char *where, const char *const *al
 		for (const char *const *a = allowed; *a; a++)
 			ok |= strcmp(key, *a) == 0;
 		if (!ok)
-			return vmm_fail(err, errlen, -EINVAL, "unknown field %s%s%s", where, *where ? "." : "", key);
+			return err_fail(err, errlen, -EINVAL, "unknown field %s%s%s", where, *where ? "." : "", key);
 	}
 	return 0;
 }
@@ -135,7 +134,7 @@ static int get_obj(const json_t *j, const char *key, const json_t **out, char *e
 	if (!v || json_is_null(v))
 		return 0;
 	if (!json_is_object(v))
-		return vmm_fail(err, errlen, -EINVAL, "%s must be an object", key);
+		return err_fail(err, errlen, -EINVAL, "%s must be an object", key);
 	*out = v;
 	return 0;
 }
@@ -148,7 +147,7 @@ static int get_uint(const json_t *obj, const char *where, const char *key, uint6
 		return 0;
 	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
 	    (uint64_t)json_integer_value(v) > max)
-		return vmm_fail(err, errlen, -EINVAL, "%s.%s must be an integer between 0 and %llu", where, key,
+		return err_fail(err, errlen, -EINVAL, "%s.%s must be an integer between 0 and %llu", where, key,
 			    (unsigned long long)max);
 	*out = (uint64_t)json_integer_value(v);
 	return 0;
@@ -161,7 +160,7 @@ static int get_str(const json_t *obj, const char *where, const char *key, char *
 	if (!v || json_is_null(v))
 		return 0;
 	if (!json_is_string(v))
-		return vmm_fail(err, errlen, -EINVAL, "%s%s%s must be a string", where, *where ? "." : "", key);
+		return err_fail(err, errlen, -EINVAL, "%s%s%s must be a string", where, *where ? "." : "", key);
 	if (set_str(out, json_string_value(v)) < 0) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -184,7 +183,7 @@ int vm_config_from_json(const json_t *j, struct vm_config *out, char *err, size_
 
 	vm_config_init(&c);
 	if (!json_is_object(j)) {
-		rc = vmm_fail(err, errlen, -EINVAL, "the VM configuration must be a JSON object");
+		rc = err_fail(err, errlen, -EINVAL, "the VM configuration must be a JSON object");
 		goto out;
 	}
 	if ((rc = only_keys(j, "", top, err, errlen)) < 0)
@@ -199,7 +198,7 @@ int vm_config_from_json(const json_t *j, struct vm_config *out, char *err, size_
 		    (rc = get_uint(o, "cpus", "max_vcpus", FG_MAX_VCPUS, &max, err, errlen)) < 0)
 			goto out;
 		if (max && max != boot) {
-			rc = vmm_fail(err, errlen, -EINVAL, "cpus.max_vcpus must equal cpus.boot_vcpus (no CPU hotplug)");
+			rc = err_fail(err, errlen, -EINVAL, "cpus.max_vcpus must equal cpus.boot_vcpus (no CPU hotplug)");
 			goto out;
 		}
 		c.boot_vcpus = (unsigned)boot;
@@ -233,7 +232,7 @@ int vm_config_from_json(const json_t *j, struct vm_config *out, char *err, size_
 			else if (!strcasecmp(mode, "Socket"))
 				c.serial_mode = VM_SERIAL_SOCKET;
 			else
-				rc = vmm_fail(err, errlen, -EINVAL, "serial.mode must be Off, Null, Tty, File or Socket (got %s)", mode);
+				rc = err_fail(err, errlen, -EINVAL, "serial.mode must be Off, Null, Tty, File or Socket (got %s)", mode);
 			free(mode);
 			if (rc < 0)
 				goto out;
@@ -291,7 +290,7 @@ static int each_kv(char *s, const char *opt, int (*fn)(void *arg, const char *k,
 	for (char *tok = strtok_r(s, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		char *eq = strchr(tok, '=');
 		if (!eq)
-			return vmm_fail(err, errlen, -EINVAL, "%s: expected key=value, got '%s'", opt, tok);
+			return err_fail(err, errlen, -EINVAL, "%s: expected key=value, got '%s'", opt, tok);
 		*eq = '\0';
 		int rc = fn(arg, tok, eq + 1, err, errlen);
 		if (rc < 0)
@@ -308,7 +307,7 @@ static int with_kv(const char *arg, const char *opt,
 	int rc;
 
 	if (!arg || !*arg)
-		return vmm_fail(err, errlen, -EINVAL, "%s: a value is required", opt);
+		return err_fail(err, errlen, -EINVAL, "%s: a value is required", opt);
 	s = strdup(arg);
 	if (!s)
 		return -ENOMEM;
@@ -327,9 +326,9 @@ static int cpus_kv(void *arg, const char *k, const char *v, char *err, size_t er
 	uint64_t n;
 
 	if (strcmp(k, "boot") && strcmp(k, "max"))
-		return vmm_fail(err, errlen, -EINVAL, "--cpus: unknown option '%s' (supported: boot, max)", k);
+		return err_fail(err, errlen, -EINVAL, "--cpus: unknown option '%s' (supported: boot, max)", k);
 	if (parse_u64(v, 1, FG_MAX_VCPUS, &n) < 0)
-		return vmm_fail(err, errlen, -EINVAL, "--cpus: %s must be a number between 1 and %u (got '%s')", k,
+		return err_fail(err, errlen, -EINVAL, "--cpus: %s must be a number between 1 and %u (got '%s')", k,
 			    FG_MAX_VCPUS, v);
 	if (!strcmp(k, "boot"))
 		a->boot = n;
@@ -348,7 +347,7 @@ int vm_config_parse_cpus(struct vm_config *cfg, const char *arg, char *err, size
 	if (!a.boot)
 		a.boot = a.max ? a.max : cfg->boot_vcpus;
 	if (a.max && a.max != a.boot)
-		return vmm_fail(err, errlen, -EINVAL, "--cpus: max must equal boot (no CPU hotplug)");
+		return err_fail(err, errlen, -EINVAL, "--cpus: max must equal boot (no CPU hotplug)");
 	cfg->boot_vcpus = (unsigned)a.boot;
 	return 0;
 }
@@ -360,14 +359,14 @@ static int mem_kv(void *arg, const char *k, const char *v, char *err, size_t err
 	int rc;
 
 	if (strcmp(k, "size"))
-		return vmm_fail(err, errlen, -EINVAL, "--memory: unknown option '%s' (supported: size)", k);
+		return err_fail(err, errlen, -EINVAL, "--memory: unknown option '%s' (supported: size)", k);
 	if (parse_size(v, &size) < 0)
-		return vmm_fail(err, errlen, -EINVAL, "--memory: size '%s' is not a size (use e.g. 512M or 4G)", v);
+		return err_fail(err, errlen, -EINVAL, "--memory: size '%s' is not a size (use e.g. 512M or 4G)", v);
 	rc = gmem_check_size(size);
 	if (rc == -EINVAL)
-		return vmm_fail(err, errlen, -EINVAL, "--memory: size %s is not a multiple of 2 MiB", v);
+		return err_fail(err, errlen, -EINVAL, "--memory: size %s is not a multiple of 2 MiB", v);
 	if (rc < 0)
-		return vmm_fail(err, errlen, -EINVAL, "--memory: size %s is outside %llu MiB .. %llu GiB", v,
+		return err_fail(err, errlen, -EINVAL, "--memory: size %s is outside %llu MiB .. %llu GiB", v,
 			    GMEM_MIN_SIZE / MiB, GMEM_MAX_SIZE / GiB);
 	cfg->memory_size = size;
 	return 0;
@@ -381,7 +380,7 @@ int vm_config_parse_memory(struct vm_config *cfg, const char *arg, char *err, si
 int vm_config_parse_serial(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
 {
 	if (!arg || !*arg)
-		return vmm_fail(err, errlen, -EINVAL, "--serial: a value is required (tty, off, file=PATH or socket=PATH)");
+		return err_fail(err, errlen, -EINVAL, "--serial: a value is required (tty, off, file=PATH or socket=PATH)");
 	if (!strcmp(arg, "tty")) {
 		cfg->serial_mode = VM_SERIAL_TTY;
 		return set_str(&cfg->serial_path, NULL);
@@ -400,13 +399,13 @@ int vm_config_parse_serial(struct vm_config *cfg, const char *arg, char *err, si
 			return -EINVAL;
 		return set_str(&cfg->serial_path, arg + 7);
 	}
-	return vmm_fail(err, errlen, -EINVAL, "--serial: '%s' is not tty, off, file=PATH or socket=PATH", arg);
+	return err_fail(err, errlen, -EINVAL, "--serial: '%s' is not tty, off, file=PATH or socket=PATH", arg);
 }
 
 int vm_config_parse_agent(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
 {
 	if (!arg || strncmp(arg, "socket=", 7) || !arg[7])
-		return vmm_fail(err, errlen, -EINVAL, "--agent: expected socket=PATH (got '%s')", arg ? arg : "");
+		return err_fail(err, errlen, -EINVAL, "--agent: expected socket=PATH (got '%s')", arg ? arg : "");
 	if (check_socket_path("--agent", arg + 7, err, errlen) < 0)
 		return -EINVAL;
 	return set_str(&cfg->agent_socket, arg + 7);

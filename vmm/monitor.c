@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "common/log.h"
 #include "store/store.h"
-#include "vmm/fail.h"
 #include "vmm/vm.h"
 #include "vmm/vmm.h"
 
@@ -69,12 +69,12 @@ int vmm_vm_create(struct vmm *vmm, const struct vm_config *cfg, char *err, size_
 	int rc;
 
 	if (vmm->have_config)
-		return vmm_fail(err, errlen, -EBUSY, "a VM is already created (delete it first)");
+		return err_fail(err, errlen, -EBUSY, "a VM is already created (delete it first)");
 	rc = vm_config_validate(cfg, err, errlen);
 	if (rc < 0)
 		return rc;
 	if (vm_config_copy(&vmm->cfg, cfg) < 0)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	vmm->have_config = true;
 	vmm->shut_down = false;
 	return 0;
@@ -83,7 +83,7 @@ int vmm_vm_create(struct vmm *vmm, const struct vm_config *cfg, char *err, size_
 int vmm_vm_delete(struct vmm *vmm, char *err, size_t errlen)
 {
 	if (!vmm->have_config)
-		return vmm_fail(err, errlen, -EBUSY, "no VM is created");
+		return err_fail(err, errlen, -EBUSY, "no VM is created");
 	if (vmm->vm) {
 		vm_destroy(vmm->vm);
 		vmm->vm = NULL;
@@ -99,9 +99,9 @@ int vmm_vm_boot(struct vmm *vmm, char *err, size_t errlen)
 	int rc;
 
 	if (!vmm->have_config)
-		return vmm_fail(err, errlen, -EBUSY, "no VM is created (PUT /api/v1/vm.create first)");
+		return err_fail(err, errlen, -EBUSY, "no VM is created (PUT /api/v1/vm.create first)");
 	if (vmm->vm)
-		return vmm_fail(err, errlen, -EBUSY, "the VM is already booted (state %s)",
+		return err_fail(err, errlen, -EBUSY, "the VM is already booted (state %s)",
 			    vm_state_name(vm_get_state(vmm->vm)));
 	memset(&vmm->last_exit, 0, sizeof(vmm->last_exit));
 	if (vmm->cfg.platform == VM_PLATFORM_AUTO)
@@ -114,7 +114,7 @@ int vmm_vm_boot(struct vmm *vmm, char *err, size_t errlen)
 	if (rc < 0) {
 		vm_destroy(vmm->vm);
 		vmm->vm = NULL;
-		return vmm_fail(err, errlen, rc, "cannot start the vCPUs: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot start the vCPUs: %s", strerror(-rc));
 	}
 	vmm->shut_down = false;
 	log_info("VM booted on %s: %u vCPUs, %llu MiB, %s", vm_get_platform(vmm->vm),
@@ -126,7 +126,7 @@ int vmm_vm_boot(struct vmm *vmm, char *err, size_t errlen)
 static int need_vm(struct vmm *vmm, char *err, size_t errlen)
 {
 	if (!vmm->vm)
-		return vmm_fail(err, errlen, -EBUSY, "the VM is not booted");
+		return err_fail(err, errlen, -EBUSY, "the VM is not booted");
 	return 0;
 }
 
@@ -137,10 +137,10 @@ int vmm_vm_pause(struct vmm *vmm, char *err, size_t errlen)
 		return rc;
 	rc = vm_pause(vmm->vm);
 	if (rc == -EBUSY)
-		return vmm_fail(err, errlen, rc, "the VM is not running (state %s)",
+		return err_fail(err, errlen, rc, "the VM is not running (state %s)",
 			    vm_state_name(vm_get_state(vmm->vm)));
 	if (rc < 0)
-		return vmm_fail(err, errlen, rc, "the VM stopped while pausing");
+		return err_fail(err, errlen, rc, "the VM stopped while pausing");
 	return 0;
 }
 
@@ -151,7 +151,7 @@ int vmm_vm_resume(struct vmm *vmm, char *err, size_t errlen)
 		return rc;
 	rc = vm_resume(vmm->vm);
 	if (rc < 0)
-		return vmm_fail(err, errlen, rc, "the VM is not paused (state %s)",
+		return err_fail(err, errlen, rc, "the VM is not paused (state %s)",
 			    vm_state_name(vm_get_state(vmm->vm)));
 	return 0;
 }
@@ -214,7 +214,7 @@ int vmm_vm_snapshot(struct vmm *vmm, const char *url, char id_hex[33], char *err
 		return rc == -EPROTONOSUPPORT ? -EINVAL : rc;
 	if (kind == STORE_URL_STORE) {
 		if (where[0] && !store_tag_valid(where))
-			return vmm_fail(err, errlen, -EINVAL,
+			return err_fail(err, errlen, -EINVAL,
 				    "bad tag '%s' in %s (letters, digits, '.', '_', '-')", where, url);
 		return vm_snapshot_store(vmm->vm, store_root_of(vmm), where, id_hex, err, errlen);
 	}
@@ -229,14 +229,14 @@ int vmm_vm_restore(struct vmm *vmm, const char *url, const struct vm_restore_opt
 	int rc;
 
 	if (vmm->have_config)
-		return vmm_fail(err, errlen, -EBUSY,
+		return err_fail(err, errlen, -EBUSY,
 			    "this VMM already has a VM: restore into a VMM started with only "
 			    "--api-socket (or delete the VM first)");
 	rc = store_url_parse(url, &kind, where, sizeof(where), err, errlen);
 	if (rc < 0)
 		return rc == -EPROTONOSUPPORT ? -EINVAL : rc;
 	if (kind == STORE_URL_STORE && !where[0])
-		return vmm_fail(err, errlen, -EINVAL, "store:// needs a tag or an id: store://TAG");
+		return err_fail(err, errlen, -EINVAL, "store:// needs a tag or an id: store://TAG");
 	memset(&vmm->last_exit, 0, sizeof(vmm->last_exit));
 	struct vm_restore_opts o = { 0 };
 	if (opts)
@@ -254,12 +254,12 @@ int vmm_vm_restore(struct vmm *vmm, const char *url, const struct vm_restore_opt
 	if (vm_config_copy(&vmm->cfg, vm_get_config(vmm->vm)) < 0) {
 		vm_destroy(vmm->vm);
 		vmm->vm = NULL;
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	}
 	vmm->have_config = true;
 	vmm->shut_down = false;
 	if (resume && (rc = vm_resume(vmm->vm)) < 0)
-		return vmm_fail(err, errlen, rc, "restored, but cannot resume: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "restored, but cannot resume: %s", strerror(-rc));
 	return 0;
 }
 

@@ -2,6 +2,7 @@
  * objects they are made of; a VM's state units; vm_snapshot and
  * vm_snapshot_store; restores from a directory, the store or a template
  * (vm_restore*, vm_template_*). */
+#include "common/util.h"
 #include "snapshot.h"
 
 #include <errno.h>
@@ -14,7 +15,6 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "vmm/fail.h"
 #include "vmm/fguest/fguest.h"
 #include "vmm/loader.h"
 #include "vmm/platform.h"
@@ -42,7 +42,7 @@ int snapshot_write_dir(const char *dir, const struct vm_config *cfg, const json_
 	int rc;
 
 	if (!config)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	snapshot_mem_of(mem, &sm);
 	rc = snapdir_write(dir, config, units, &sm, meta, err, errlen);
 	json_decref(config);
@@ -55,21 +55,21 @@ static int check_config_edit(const struct vm_config *now, const struct vm_config
 {
 #define SAME_STR(a, b) (((a) == NULL && (b) == NULL) || ((a) && (b) && !strcmp((a), (b))))
 	if (now->boot_vcpus != was->boot_vcpus)
-		return vmm_fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			    "config.json: cpus.boot_vcpus is %u but the snapshot has %u vCPUs: the vCPU "
 			    "count cannot change across a restore",
 			    now->boot_vcpus, was->boot_vcpus);
 	if (now->memory_size != was->memory_size)
-		return vmm_fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			    "config.json: memory.size is %llu but the snapshot has %llu bytes: memory "
 			    "size cannot change across a restore",
 			    (unsigned long long)now->memory_size, (unsigned long long)was->memory_size);
 	if (!SAME_STR(now->kernel, was->kernel) || !SAME_STR(now->cmdline, was->cmdline))
-		return vmm_fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			    "config.json: the payload (kernel, cmdline) cannot change: it is already in "
 			    "the snapshot's memory");
 	if (!now->agent_socket != !was->agent_socket)
-		return vmm_fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			    "config.json: the agent channel cannot be added or removed (its socket "
 			    "path can change)");
 	return 0;
@@ -85,12 +85,12 @@ static int parse_config(const char *text, size_t len, const char *what, struct v
 	int rc;
 
 	if (!j)
-		return vmm_fail(err, errlen, -EINVAL, "%s: bad JSON at line %d column %d: %s", what, je.line,
+		return err_fail(err, errlen, -EINVAL, "%s: bad JSON at line %d column %d: %s", what, je.line,
 			    je.column, je.text);
 	rc = vm_config_from_json(j, cfg, why, sizeof(why));
 	json_decref(j);
 	if (rc < 0)
-		return vmm_fail(err, errlen, rc, "%s: %s", what, why);
+		return err_fail(err, errlen, rc, "%s: %s", what, why);
 	return 0;
 }
 
@@ -99,12 +99,12 @@ static int check_config_fits(const struct vm_config *cfg, unsigned vcpus, uint64
 			     char *err, size_t errlen)
 {
 	if (cfg->boot_vcpus != vcpus)
-		return vmm_fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			    "config.json: %u vCPUs, but the snapshot has %u: the vCPU count cannot "
 			    "change across a restore",
 			    cfg->boot_vcpus, vcpus);
 	if (cfg->memory_size != memory_size)
-		return vmm_fail(err, errlen, -EINVAL,
+		return err_fail(err, errlen, -EINVAL,
 			    "config.json: memory size %llu does not match the snapshot (%llu)",
 			    (unsigned long long)cfg->memory_size, (unsigned long long)memory_size);
 	return 0;
@@ -217,7 +217,7 @@ static int clock_save(struct vm *vm, void *arg, json_t **out, char *err, size_t 
 	*out = json_pack("{s:o,s:o}", "monotonic_ns", state_json_u64(vm_guest_now(vm)), "realtime_ns",
 			 state_json_u64(time_real_ns()));
 	if (!*out)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	return 0;
 }
 
@@ -263,10 +263,10 @@ int vm_apply_snapshot(struct vm *vm, struct snapshot *snap, char *err, size_t er
 	int rc;
 
 	if (!units)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	vm->loader = vm_loader_by_name(snap->loader);
 	if (!vm->loader || !vm->loader->restore_prepare) {
-		rc = vmm_fail(err, errlen, -EINVAL, "the snapshot's payload kind '%s' is unknown here",
+		rc = err_fail(err, errlen, -EINVAL, "the snapshot's payload kind '%s' is unknown here",
 			  snap->loader);
 		goto out;
 	}
@@ -298,19 +298,19 @@ static int vm_save_units(struct vm *vm, json_t **out, char *err, size_t errlen)
 	int rc;
 
 	if (vm_get_state(vm) != VM_STATE_PAUSED)
-		return vmm_fail(err, errlen, -EBUSY, "the VM is %s: pause it before a snapshot",
+		return err_fail(err, errlen, -EBUSY, "the VM is %s: pause it before a snapshot",
 			    vm_state_name(vm_get_state(vm)));
 	if (!vm->loader)
-		return vmm_fail(err, errlen, -EINVAL, "this VM has no payload to snapshot");
+		return err_fail(err, errlen, -EINVAL, "this VM has no payload to snapshot");
 	if (vm->loader->machine)
-		return vmm_fail(err, errlen, -ENOTSUP,
+		return err_fail(err, errlen, -ENOTSUP,
 			    "snapshots of Linux guests are not supported yet (their vCPU, interrupt "
 			    "controller and device state is not saved)");
 	if ((rc = gmem_sync(&vm->mem)) < 0)
-		return vmm_fail(err, errlen, rc, "cannot read the guest's memory: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot read the guest's memory: %s", strerror(-rc));
 	units = calloc(STATE_MAX_UNITS, sizeof(*units));
 	if (!units)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	size_t n = vm_state_units(vm, units, STATE_MAX_UNITS);
 	rc = state_save(vm, units, n, out, err, errlen);
 	free(units);
@@ -380,7 +380,7 @@ int vm_snapshot_store(struct vm *vm, const char *store_root, const char *tag, ch
 		goto out;
 	config = vm_config_to_json(&vm->cfg);
 	if (!config) {
-		rc = vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		rc = err_fail(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
 	struct snap_meta meta = {
@@ -396,7 +396,7 @@ int vm_snapshot_store(struct vm *vm, const char *store_root, const char *tag, ch
 		rc = gmem_changed_pages(&vm->mem, &changed);
 		ca.pages = changed;
 		if (rc < 0) {
-			vmm_fail(err, errlen, rc, "cannot tell what changed since the restore: %s", strerror(-rc));
+			err_fail(err, errlen, rc, "cannot tell what changed since the restore: %s", strerror(-rc));
 			goto out;
 		}
 		ca.nr_pages = vm->mem.size / GMEM_PAGE_SIZE;
@@ -430,24 +430,24 @@ static int apply_restore_opts(struct vm_config *cfg, const struct vm_restore_opt
 
 	if (o->agent_socket) {
 		if (!cfg->agent_socket)
-			return vmm_fail(err, errlen, -EINVAL,
+			return err_fail(err, errlen, -EINVAL,
 				    "the snapshot has no agent channel: one cannot be added on restore");
 		if (!(s = strdup(o->agent_socket)))
-			return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+			return err_fail(err, errlen, -ENOMEM, "out of memory");
 		free(cfg->agent_socket);
 		cfg->agent_socket = s;
 	}
 	if (o->set_serial) {
 		s = o->serial_path ? strdup(o->serial_path) : NULL;
 		if (o->serial_path && !s)
-			return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+			return err_fail(err, errlen, -ENOMEM, "out of memory");
 		free(cfg->serial_path);
 		cfg->serial_path = s;
 		cfg->serial_mode = o->serial_mode;
 	}
 	if (o->hostname) {
 		if (!(s = strdup(o->hostname)))
-			return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+			return err_fail(err, errlen, -ENOMEM, "out of memory");
 		free(cfg->hostname);
 		cfg->hostname = s;
 	}
@@ -475,7 +475,7 @@ static int vm_restore_from(struct snapshot *snap, const char *what, const struct
 	}
 	if (opts && opts->clone_id && (*out)->loader && (*out)->loader->set_identity &&
 	    (rc = (*out)->loader->set_identity(*out, opts->clone_id)) < 0) {
-		vmm_fail(err, errlen, rc, "cannot set the clone identity: %s", strerror(-rc));
+		err_fail(err, errlen, rc, "cannot set the clone identity: %s", strerror(-rc));
 		vm_destroy(*out);
 		*out = NULL;
 		return rc;
@@ -487,14 +487,14 @@ static int vm_restore_from(struct snapshot *snap, const char *what, const struct
 	uint64_t t3 = time_mono_ns();
 	(*out)->timings.threads_ns = t3 - t2;
 	if (rc < 0) {
-		vmm_fail(err, errlen, rc, "cannot start the vCPU threads: %s", strerror(-rc));
+		err_fail(err, errlen, rc, "cannot start the vCPU threads: %s", strerror(-rc));
 		vm_destroy(*out);
 		*out = NULL;
 		return rc;
 	}
 	/* Only now, with everything restored, the sockets take their paths. */
 	if ((rc = chan_publish(&(*out)->agent)) < 0 || (rc = chan_publish(&(*out)->console)) < 0) {
-		vmm_fail(err, errlen, rc, "cannot put the channel sockets in place: %s", strerror(-rc));
+		err_fail(err, errlen, rc, "cannot put the channel sockets in place: %s", strerror(-rc));
 		vm_destroy(*out);
 		*out = NULL;
 		return rc;
@@ -552,7 +552,7 @@ int vm_template_open(const char *store_root, const char *ref, enum vm_platform p
 	int rc;
 
 	if (!t)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	rc = snapshot_open_store(store_root, ref, &t->snap, err, errlen);
 	if (rc < 0) {
 		free(t);
@@ -611,10 +611,10 @@ int vm_restore_template(const struct vm_template *t, const struct vm_restore_opt
 	int rc;
 
 	if (vm_config_copy(&s.cfg, &t->snap.cfg) < 0)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	s.mem_fd = fcntl(t->snap.mem_fd, F_DUPFD_CLOEXEC, 0);
 	if (s.mem_fd < 0) {
-		rc = vmm_fail(err, errlen, -errno, "cannot use the template's memory image: %s",
+		rc = err_fail(err, errlen, -errno, "cannot use the template's memory image: %s",
 			  strerror(errno));
 		vm_config_free(&s.cfg);
 		return rc;

@@ -10,7 +10,6 @@
 
 #include "common/util.h"
 
-#include "vmm/fail.h"
 
 json_t *state_json_u64(uint64_t v)
 {
@@ -47,7 +46,7 @@ int state_parse_u64(const json_t *j, uint64_t *v)
 int state_get_u64(const json_t *obj, const char *key, uint64_t *v, char *err, size_t errlen)
 {
 	if (state_parse_u64(json_object_get(obj, key), v) < 0)
-		return vmm_fail(err, errlen, -EINVAL, "%s: missing or not a 64-bit number", key);
+		return err_fail(err, errlen, -EINVAL, "%s: missing or not a 64-bit number", key);
 	return 0;
 }
 
@@ -58,7 +57,7 @@ int state_get_u32(const json_t *obj, const char *key, uint32_t *v, char *err, si
 	if (rc < 0)
 		return rc;
 	if (x > UINT32_MAX)
-		return vmm_fail(err, errlen, -EINVAL, "%s: out of range", key);
+		return err_fail(err, errlen, -EINVAL, "%s: out of range", key);
 	*v = (uint32_t)x;
 	return 0;
 }
@@ -67,7 +66,7 @@ int state_get_bool(const json_t *obj, const char *key, bool *v, char *err, size_
 {
 	const json_t *j = json_object_get(obj, key);
 	if (!json_is_boolean(j))
-		return vmm_fail(err, errlen, -EINVAL, "%s: missing or not a boolean", key);
+		return err_fail(err, errlen, -EINVAL, "%s: missing or not a boolean", key);
 	*v = json_is_true(j);
 	return 0;
 }
@@ -90,7 +89,7 @@ int state_get_blob(const json_t *obj, const char *key, void *data, size_t len, c
 {
 	const json_t *j = json_object_get(obj, key);
 	if (!json_is_string(j) || hex_decode(json_string_value(j), data, len) < 0)
-		return vmm_fail(err, errlen, -EINVAL, "%s: missing or not %zu bytes of hex", key, len);
+		return err_fail(err, errlen, -EINVAL, "%s: missing or not %zu bytes of hex", key, len);
 	return 0;
 }
 
@@ -101,17 +100,17 @@ int state_get_blob_any(const json_t *obj, const char *key, size_t max, uint8_t *
 	size_t n;
 
 	if (!json_is_string(j) || json_string_length(j) % 2)
-		return vmm_fail(err, errlen, -EINVAL, "%s: missing or not hex", key);
+		return err_fail(err, errlen, -EINVAL, "%s: missing or not hex", key);
 	n = json_string_length(j) / 2;
 	if (n > max)
-		return vmm_fail(err, errlen, -EINVAL, "%s: %zu bytes, more than %zu", key, n, max);
+		return err_fail(err, errlen, -EINVAL, "%s: %zu bytes, more than %zu", key, n, max);
 	*data = malloc(n ? n : 1);
 	if (!*data)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	if (hex_decode(json_string_value(j), *data, n) < 0) {
 		free(*data);
 		*data = NULL;
-		return vmm_fail(err, errlen, -EINVAL, "%s: not hex", key);
+		return err_fail(err, errlen, -EINVAL, "%s: not hex", key);
 	}
 	*len = n;
 	return 0;
@@ -123,14 +122,14 @@ int state_save(struct vm *vm, const struct state_unit *units, size_t n, json_t *
 	json_t *arr = json_array();
 
 	if (!arr)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < n; i++) {
 		json_t *st = NULL;
 		char why[400] = "";
 		int rc = units[i].save(vm, units[i].arg, &st, why, sizeof(why));
 		if (rc < 0) {
 			json_decref(arr);
-			return vmm_fail(err, errlen, rc, "saving %s: %s", units[i].name, why);
+			return err_fail(err, errlen, rc, "saving %s: %s", units[i].name, why);
 		}
 		if (!st)
 			continue; /* nothing to save: restore keeps its defaults */
@@ -138,7 +137,7 @@ int state_save(struct vm *vm, const struct state_unit *units, size_t n, json_t *
 				      (json_int_t)units[i].version, "state", st);
 		if (!u || json_array_append_new(arr, u) < 0) {
 			json_decref(arr);
-			return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+			return err_fail(err, errlen, -ENOMEM, "out of memory");
 		}
 	}
 	*out = arr;
@@ -154,11 +153,11 @@ int state_restore(struct vm *vm, const struct state_unit *units, size_t n, const
 	int rc = 0;
 
 	if (!match || !versions) {
-		rc = vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		rc = err_fail(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
 	if (!json_is_array(saved)) {
-		rc = vmm_fail(err, errlen, -EINVAL, "state.json: \"units\" must be an array");
+		rc = err_fail(err, errlen, -EINVAL, "state.json: \"units\" must be an array");
 		goto out;
 	}
 	/* Check everything before changing anything. */
@@ -170,27 +169,27 @@ int state_restore(struct vm *vm, const struct state_unit *units, size_t n, const
 		size_t k;
 
 		if (!json_is_object(u) || !name || !json_is_object(st)) {
-			rc = vmm_fail(err, errlen, -EINVAL,
+			rc = err_fail(err, errlen, -EINVAL,
 				  "state.json: unit %zu needs a name, a version and a state object", i);
 			goto out;
 		}
 		if (state_get_u32(u, "version", &version, err, errlen) < 0) {
-			rc = vmm_fail(err, errlen, -EINVAL, "state.json: unit %s has no valid version", name);
+			rc = err_fail(err, errlen, -EINVAL, "state.json: unit %s has no valid version", name);
 			goto out;
 		}
 		for (k = 0; k < n && strcmp(units[k].name, name); k++)
 			;
 		if (k == n) {
-			rc = vmm_fail(err, errlen, -EINVAL,
+			rc = err_fail(err, errlen, -EINVAL,
 				  "state.json: unknown state unit '%s' (this VM has no such unit)", name);
 			goto out;
 		}
 		if (match[k]) {
-			rc = vmm_fail(err, errlen, -EINVAL, "state.json: duplicate state unit '%s'", name);
+			rc = err_fail(err, errlen, -EINVAL, "state.json: duplicate state unit '%s'", name);
 			goto out;
 		}
 		if (version > units[k].version) {
-			rc = vmm_fail(err, errlen, -EINVAL,
+			rc = err_fail(err, errlen, -EINVAL,
 				  "state.json: unit '%s' has version %u, newer than this forkvm "
 				  "understands (%u)",
 				  name, version, units[k].version);
@@ -205,7 +204,7 @@ int state_restore(struct vm *vm, const struct state_unit *units, size_t n, const
 			continue; /* power-on defaults */
 		rc = units[k].restore(vm, units[k].arg, match[k], versions[k], why, sizeof(why));
 		if (rc < 0) {
-			vmm_fail(err, errlen, rc, "restoring %s: %s", units[k].name, why);
+			err_fail(err, errlen, rc, "restoring %s: %s", units[k].name, why);
 			goto out;
 		}
 	}

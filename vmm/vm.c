@@ -15,8 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/util.h"
 #include "common/log.h"
-#include "vmm/fail.h"
 #include "vmm/fguest/fguest.h"
 #include "vmm/loader.h"
 #include "vmm/platform.h"
@@ -251,27 +251,27 @@ static int map_payload(const char *path, const uint8_t **image, size_t *len, cha
 	int rc;
 
 	if (fd < 0)
-		return vmm_fail(err, errlen, -errno, "cannot read kernel %s: %s", path, strerror(errno));
+		return err_fail(err, errlen, -errno, "cannot read kernel %s: %s", path, strerror(errno));
 	if (fstat(fd, &st) < 0) {
-		rc = vmm_fail(err, errlen, -errno, "cannot read kernel %s: %s", path, strerror(errno));
+		rc = err_fail(err, errlen, -errno, "cannot read kernel %s: %s", path, strerror(errno));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		rc = vmm_fail(err, errlen, S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL,
+		rc = err_fail(err, errlen, S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL,
 			  "kernel %s is not a regular file", path);
 		goto out;
 	}
 	if (st.st_size == 0) {
-		rc = vmm_fail(err, errlen, -ENOEXEC, "kernel %s is an empty file", path);
+		rc = err_fail(err, errlen, -ENOEXEC, "kernel %s is an empty file", path);
 		goto out;
 	}
 	if ((uint64_t)st.st_size > VM_MAX_PAYLOAD) {
-		rc = vmm_fail(err, errlen, -EFBIG, "kernel %s is larger than 256 MiB", path);
+		rc = err_fail(err, errlen, -EFBIG, "kernel %s is larger than 256 MiB", path);
 		goto out;
 	}
 	void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
 	if (p == MAP_FAILED) {
-		rc = vmm_fail(err, errlen, -errno, "cannot map kernel %s: %s", path, strerror(errno));
+		rc = err_fail(err, errlen, -errno, "cannot map kernel %s: %s", path, strerror(errno));
 		goto out;
 	}
 	*image = p;
@@ -292,7 +292,7 @@ static int vm_probe_payload(struct vm *vm, const uint8_t *image, size_t len, cha
 			return 0;
 		}
 	}
-	return vmm_fail(err, errlen, -ENOEXEC, "%s: not a payload forkvm can load (a static x86-64 ELF)",
+	return err_fail(err, errlen, -ENOEXEC, "%s: not a payload forkvm can load (a static x86-64 ELF)",
 		    vm->cfg.kernel);
 }
 
@@ -327,7 +327,7 @@ static int vm_build_in(struct vm *vm, struct snapshot *snap, const uint8_t **ima
 
 	vm->vcpus = calloc(vm->nr_vcpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
 		vm->vcpus[i].vm = vm;
 		vm->vcpus[i].id = i;
@@ -346,12 +346,12 @@ static int vm_build_in(struct vm *vm, struct snapshot *snap, const uint8_t **ima
 		rc = gmem_init_file(&vm->mem, snap->mem_fd, vm->cfg.memory_size);
 		snap->mem_fd = -1; /* gmem owns it now, even on failure */
 		if (rc < 0)
-			return vmm_fail(err, errlen, rc, "cannot map the snapshot's memory: %s",
+			return err_fail(err, errlen, rc, "cannot map the snapshot's memory: %s",
 				    strerror(-rc));
 	} else {
 		rc = gmem_init(&vm->mem, vm->cfg.memory_size, GMEM_MEMFD);
 		if (rc < 0)
-			return vmm_fail(err, errlen, rc, "cannot allocate %llu bytes of guest memory: %s",
+			return err_fail(err, errlen, rc, "cannot allocate %llu bytes of guest memory: %s",
 				    (unsigned long long)vm->cfg.memory_size, strerror(-rc));
 	}
 	t1 = time_mono_ns();
@@ -403,10 +403,10 @@ int vm_create_from(const struct vm_config *cfg, struct snapshot *snap, struct lo
 		return rc;
 	rc = vm_platform_resolve(cfg->platform, &want, why, sizeof(why));
 	if (rc < 0)
-		return vmm_fail(err, errlen, rc, "platform %s: %s", vm_platform_name(cfg->platform), why);
+		return err_fail(err, errlen, rc, "platform %s: %s", vm_platform_name(cfg->platform), why);
 	vm = vm_alloc(cfg, vm_platform_ops(want));
 	if (!vm)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	vm->loop = loop;
 	vm->on_exit = on_exit;
 	vm->on_exit_arg = arg;
@@ -416,7 +416,7 @@ int vm_create_from(const struct vm_config *cfg, struct snapshot *snap, struct lo
 		goto err;
 	vm->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->notify_fd < 0) {
-		rc = vmm_fail(err, errlen, -errno, "eventfd: %s", strerror(errno));
+		rc = err_fail(err, errlen, -errno, "eventfd: %s", strerror(errno));
 		goto err;
 	}
 	rc = loop_add(loop, vm->notify_fd, EPOLLIN, on_notify, vm);
@@ -425,7 +425,7 @@ int vm_create_from(const struct vm_config *cfg, struct snapshot *snap, struct lo
 	if (rc == 0)
 		rc = chan_attach(&vm->console, loop);
 	if (rc < 0) {
-		vmm_fail(err, errlen, rc, "event loop: %s", strerror(-rc));
+		err_fail(err, errlen, rc, "event loop: %s", strerror(-rc));
 		goto err;
 	}
 	*out = vm;
@@ -450,7 +450,7 @@ int vm_create_nokvm(const struct vm_config *cfg, char *err, size_t errlen, struc
 		return rc;
 	vm = vm_alloc(cfg, &platform_none);
 	if (!vm)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	rc = vm_build(vm, NULL, err, errlen);
 	if (rc < 0) {
 		vm_destroy(vm);

@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 
+#include "common/util.h"
 #include "common/log.h"
 #include "guest/abi/forkvm_identity.h"
 #include "vmm/cpu.h"
@@ -62,18 +63,6 @@ int fg_split_cmdline(const char *cmdline, char *buf, char **words, int max_words
 	}
 }
 
-static int stack_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int stack_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
-
 int fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_size,
 		   const struct elf_info *elf, const char *argv0, const char *cmdline,
 		   const uint8_t random16[16], uint64_t hwcap, uint64_t *sp_out, char *err,
@@ -88,14 +77,14 @@ int fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_size,
 	int nw = 0;
 
 	if (cl + strlen(argv0) + 2 > sizeof(wordbuf))
-		return stack_fail(err, errlen, -E2BIG, "command line too long (%zu bytes, at most %llu)", cl,
+		return err_fail(err, errlen, -E2BIG, "command line too long (%zu bytes, at most %llu)", cl,
 				  FG_ARGS_MAX_BYTES - 1);
 	if (cmdline) {
 		nw = fg_split_cmdline(cmdline, wordbuf, words, FG_MAX_ARGS);
 		if (nw == -EINVAL)
-			return stack_fail(err, errlen, -EINVAL, "command line has an unterminated quote");
+			return err_fail(err, errlen, -EINVAL, "command line has an unterminated quote");
 		if (nw < 0)
-			return stack_fail(err, errlen, -E2BIG, "command line has too many words");
+			return err_fail(err, errlen, -E2BIG, "command line has too many words");
 	}
 	int argc = nw + 1;
 	size_t nenv = sizeof(fg_envp) / sizeof(fg_envp[0]);
@@ -104,10 +93,10 @@ int fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_size,
 #define PUSH_BYTES(src, n)                                    \
 	do {                                                  \
 		if (sp - limit < (n) + 64)                     \
-			return stack_fail(err, errlen, -E2BIG, "initial stack overflow"); \
+			return err_fail(err, errlen, -E2BIG, "initial stack overflow"); \
 		sp -= (n);                                    \
 		if (gmem_write(m, sp, (src), (n)) < 0)        \
-			return stack_fail(err, errlen, -EFAULT, "stack outside RAM"); \
+			return err_fail(err, errlen, -EFAULT, "stack outside RAM"); \
 	} while (0)
 
 	const char *platform = "x86_64";
@@ -142,11 +131,11 @@ int fg_build_stack(struct fguest *fg, uint64_t stack_top, uint64_t stack_size,
 	uint64_t bytes = words_total * 8;
 
 	if (sp - limit < bytes + 64)
-		return stack_fail(err, errlen, -E2BIG, "initial stack overflow");
+		return err_fail(err, errlen, -E2BIG, "initial stack overflow");
 	sp = (sp - bytes) & ~15ULL;
 	uint64_t *w = gmem_ptr(m, sp, bytes);
 	if (!w)
-		return stack_fail(err, errlen, -EFAULT, "stack outside RAM");
+		return err_fail(err, errlen, -EFAULT, "stack outside RAM");
 	size_t k = 0;
 	w[k++] = (uint64_t)argc;
 	for (int i = 0; i < argc; i++)

@@ -14,8 +14,8 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "common/util.h"
 #include "guest/abi/forkvm_identity.h"
-#include "vmm/fail.h"
 #include "vmm/fguest/fguest.h"
 #include "vmm/state.h"
 #include "vmm/vm.h"
@@ -102,12 +102,12 @@ static json_t *regs_json(const struct vregs *r)
 static int regs_from_json(const json_t *j, struct vregs *r, char *err, size_t errlen)
 {
 	if (!json_is_object(j))
-		return vmm_fail(err, errlen, -EINVAL, "regs must be an object");
+		return err_fail(err, errlen, -EINVAL, "regs must be an object");
 	for (size_t i = 0; i < 18; i++)
 		if (state_get_u64(j, reg_names[i], reg_slot(r, i), err, errlen) < 0)
 			return -EINVAL;
 	if (r->rip >= (1ULL << 47) || r->rsp >= (1ULL << 47))
-		return vmm_fail(err, errlen, -EINVAL, "regs: rip or rsp is not a user address");
+		return err_fail(err, errlen, -EINVAL, "regs: rip or rsp is not a user address");
 	return 0;
 }
 
@@ -210,7 +210,7 @@ static int restore_mm(struct fguest *fg, const json_t *mm, char *err, size_t err
 	    state_get_u64(mm, "user_end", &ue, err, errlen) < 0)
 		return -EINVAL;
 	if (us != m->user_start || ue != m->user_end)
-		return vmm_fail(err, errlen, -EINVAL, "memory layout [0x%" PRIx64 ", 0x%" PRIx64
+		return err_fail(err, errlen, -EINVAL, "memory layout [0x%" PRIx64 ", 0x%" PRIx64
 				       ") does not match this VM's memory",
 			    us, ue);
 	if (state_get_u64(mm, "mmap_top", &m->mmap_top, err, errlen) < 0 ||
@@ -218,25 +218,25 @@ static int restore_mm(struct fguest *fg, const json_t *mm, char *err, size_t err
 	    state_get_u64(mm, "brk_cur", &m->brk_cur, err, errlen) < 0)
 		return -EINVAL;
 	if (!json_is_array(vmas))
-		return vmm_fail(err, errlen, -EINVAL, "mm.vmas must be an array");
+		return err_fail(err, errlen, -EINVAL, "mm.vmas must be an array");
 	for (size_t i = 0; i < json_array_size(vmas); i++) {
 		const json_t *e = json_array_get(vmas, i);
 		uint64_t start, end, prot, kind;
 		if (get_pair_u64(e, 0, &start) || get_pair_u64(e, 1, &end) ||
 		    get_pair_u64(e, 2, &prot) || get_pair_u64(e, 3, &kind))
-			return vmm_fail(err, errlen, -EINVAL, "mm.vmas[%zu] is malformed", i);
+			return err_fail(err, errlen, -EINVAL, "mm.vmas[%zu] is malformed", i);
 		if (kind == FG_VMA_RESERVED || kind > FG_VMA_MMAP || start < us || end > ue ||
 		    !gmem_is_ram(&fg->vm->mem, start, end - start) || prot > 0xffff)
-			return vmm_fail(err, errlen, -EINVAL, "mm.vmas[%zu] [0x%" PRIx64 ", 0x%" PRIx64
+			return err_fail(err, errlen, -EINVAL, "mm.vmas[%zu] [0x%" PRIx64 ", 0x%" PRIx64
 					       ") is not valid user memory",
 				    i, start, end);
 		int rc = fg_mm_insert(m, start, end, (uint32_t)prot, (uint32_t)kind);
 		if (rc < 0)
-			return vmm_fail(err, errlen, -EINVAL, "mm.vmas[%zu] overlaps another mapping or is misaligned",
+			return err_fail(err, errlen, -EINVAL, "mm.vmas[%zu] overlaps another mapping or is misaligned",
 				    i);
 	}
 	if (m->brk_cur < m->brk_start || m->brk_cur > ue || m->mmap_top > ue)
-		return vmm_fail(err, errlen, -EINVAL, "brk or mmap_top out of range");
+		return err_fail(err, errlen, -EINVAL, "brk or mmap_top out of range");
 	return 0;
 }
 
@@ -285,7 +285,7 @@ static int check_xfeatures(struct vm *vm, size_t i, uint64_t xcr0, const uint8_t
 	if (!lack)
 		return 0;
 	xfeature_names(lack, names, sizeof(names));
-	return vmm_fail(err, errlen, -EINVAL, "threads[%zu]: the guest ran where it could use %s (XCR0 0x%" PRIx64
+	return err_fail(err, errlen, -EINVAL, "threads[%zu]: the guest ran where it could use %s (XCR0 0x%" PRIx64
 				 "), which this %s VM's vCPUs lack (XCR0 0x%" PRIx64
 				 "): restore it where the CPU and platform offer them",
 		    i, names, xcr0, vm->plat->name, have);
@@ -301,7 +301,7 @@ static int fg_restore(struct vm *vm, void *arg, const json_t *st, uint32_t versi
 
 	(void)version;
 	if (!json_is_array(fds) || !json_is_array(threads))
-		return vmm_fail(err, errlen, -EINVAL, "fds and threads must be arrays");
+		return err_fail(err, errlen, -EINVAL, "fds and threads must be arrays");
 	pthread_mutex_lock(&vm->lock);
 	rc = restore_mm(fg, json_object_get(st, "mm"), err, errlen);
 	if (rc < 0)
@@ -314,7 +314,7 @@ static int fg_restore(struct vm *vm, void *arg, const json_t *st, uint32_t versi
 	}
 	const json_t *nt = json_object_get(st, "next_tid");
 	if (!json_is_integer(nt) || json_integer_value(nt) < 2 || json_integer_value(nt) > INT32_MAX) {
-		rc = vmm_fail(err, errlen, -EINVAL, "next_tid must be an integer >= 2");
+		rc = err_fail(err, errlen, -EINVAL, "next_tid must be an integer >= 2");
 		goto out;
 	}
 	fg->next_tid = (int)json_integer_value(nt);
@@ -323,13 +323,13 @@ static int fg_restore(struct vm *vm, void *arg, const json_t *st, uint32_t versi
 		int fd, kind, nb, ce;
 		if (json_unpack(json_array_get(fds, i), "[iibb]", &fd, &kind, &nb, &ce) < 0 || fd < 0 ||
 		    fd >= FG_MAX_FDS || kind <= FG_FD_CLOSED || kind > FG_FD_NULL) {
-			rc = vmm_fail(err, errlen, -EINVAL, "fds[%zu] is malformed", i);
+			rc = err_fail(err, errlen, -EINVAL, "fds[%zu] is malformed", i);
 			goto out;
 		}
 		fg->fds[fd] = (struct fg_fd){ .kind = (uint8_t)kind, .nonblock = nb, .cloexec = ce };
 	}
 	if (version < 2) {
-		rc = vmm_fail(err, errlen, -EINVAL, "version %u of the fguest unit keeps thread registers in KVM "
+		rc = err_fail(err, errlen, -EINVAL, "version %u of the fguest unit keeps thread registers in KVM "
 				       "units this forkvm no longer reads: take the snapshot again",
 			  version);
 		goto out;
@@ -348,18 +348,18 @@ static int fg_restore(struct vm *vm, void *arg, const json_t *st, uint32_t versi
 		    state_get_u64(t, "fs_base", &th.fs_base, err, errlen) < 0 ||
 		    state_get_u64(t, "gs_base", &th.gs_base, err, errlen) < 0 || !json_is_integer(tid) ||
 		    json_integer_value(tid) < 1 || json_integer_value(tid) >= fg->next_tid) {
-			rc = vmm_fail(err, errlen, -EINVAL, "threads[%zu] is malformed", i);
+			rc = err_fail(err, errlen, -EINVAL, "threads[%zu] is malformed", i);
 			goto out;
 		}
 		if (vc >= vm->nr_vcpus || fg->threads[vc].live) {
-			rc = vmm_fail(err, errlen, -EINVAL, "threads[%zu]: vCPU %u is not a free vCPU of this VM", i, vc);
+			rc = err_fail(err, errlen, -EINVAL, "threads[%zu]: vCPU %u is not a free vCPU of this VM", i, vc);
 			goto out;
 		}
 		if (regs_from_json(json_object_get(t, "regs"), &start.regs, err, errlen) < 0 ||
 		    state_get_u64(t, "restart_deadline_ns", &deadline, err, errlen) < 0) {
 			char why[256];
 			snprintf(why, sizeof(why), "%s", err);
-			rc = vmm_fail(err, errlen, -EINVAL, "threads[%zu]: %s", i, why);
+			rc = err_fail(err, errlen, -EINVAL, "threads[%zu]: %s", i, why);
 			goto out;
 		}
 		if (xs) {
@@ -370,7 +370,7 @@ static int fg_restore(struct vm *vm, void *arg, const json_t *st, uint32_t versi
 					       &start.xstate_len, err, errlen) < 0 ||
 			    start.xstate_len < 576) {
 				free(start.xstate);
-				rc = vmm_fail(err, errlen, -EINVAL, "threads[%zu].xsave is malformed", i);
+				rc = err_fail(err, errlen, -EINVAL, "threads[%zu].xsave is malformed", i);
 				goto out;
 			}
 			if ((rc = check_xfeatures(vm, i, xcr0, start.xstate, start.xstate_len, err,
@@ -384,7 +384,7 @@ static int fg_restore(struct vm *vm, void *arg, const json_t *st, uint32_t versi
 		for (unsigned k = 0; k < vm->nr_vcpus; k++) {
 			if (fg->threads[k].live && fg->threads[k].tid == th.tid) {
 				free(start.xstate);
-				rc = vmm_fail(err, errlen, -EINVAL, "threads[%zu]: tid %d is used twice", i, th.tid);
+				rc = err_fail(err, errlen, -EINVAL, "threads[%zu]: tid %d is used twice", i, th.tid);
 				goto out;
 			}
 		}
@@ -404,7 +404,7 @@ static int fg_restore(struct vm *vm, void *arg, const json_t *st, uint32_t versi
 			   i < sizeof(fg->enosys_seen) / sizeof(fg->enosys_seen[0]);
 	     i++) {
 		if (get_pair_u64(seen, i, &fg->enosys_seen[i]) < 0) {
-			rc = vmm_fail(err, errlen, -EINVAL, "enosys_seen[%zu] is malformed", i);
+			rc = err_fail(err, errlen, -EINVAL, "enosys_seen[%zu] is malformed", i);
 			goto out;
 		}
 	}

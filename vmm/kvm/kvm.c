@@ -15,8 +15,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "common/util.h"
 #include "common/log.h"
-#include "vmm/fail.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/kvm/kvmio.h"
 #include "vmm/kvm/x86.h"
@@ -85,20 +85,20 @@ static int kvm_open(struct vm *vm, struct kvm_vm *k, char *err, size_t errlen)
 	(void)vm;
 	k->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (k->kvm_fd < 0)
-		return vmm_fail(err, errlen, -ENODEV, "cannot open /dev/kvm: %s", strerror(errno));
+		return err_fail(err, errlen, -ENODEV, "cannot open /dev/kvm: %s", strerror(errno));
 	rc = kvm_ioctl(k->kvm_fd, KVM_GET_API_VERSION, 0);
 	if (rc != KVM_API_VERSION)
-		return vmm_fail(err, errlen, -ENOTSUP, "KVM API version %d, expected %d", rc,
+		return err_fail(err, errlen, -ENOTSUP, "KVM API version %d, expected %d", rc,
 			    KVM_API_VERSION);
 	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
 		if (kvm_ioctl(k->kvm_fd, KVM_CHECK_EXTENSION, caps[i].cap) <= 0)
-			return vmm_fail(err, errlen, -ENOTSUP, "KVM lacks %s", caps[i].name);
+			return err_fail(err, errlen, -ENOTSUP, "KVM lacks %s", caps[i].name);
 	rc = kvm_ioctl(k->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
 	if (rc <= 0 || !(rc & KVM_SYNC_X86_REGS))
-		return vmm_fail(err, errlen, -ENOTSUP, "KVM lacks KVM_CAP_SYNC_REGS");
+		return err_fail(err, errlen, -ENOTSUP, "KVM lacks KVM_CAP_SYNC_REGS");
 	k->run_size = kvm_ioctl(k->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (k->run_size < (int)sizeof(struct kvm_run))
-		return vmm_fail(err, errlen, -EIO, "bad KVM_GET_VCPU_MMAP_SIZE");
+		return err_fail(err, errlen, -EIO, "bad KVM_GET_VCPU_MMAP_SIZE");
 	/* XSAVE area size: KVM_CAP_XSAVE2 reports it (>= 4096); else 4096. */
 	int n = kvm_ioctl(k->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
 	k->xsave_size = n > (int)sizeof(struct kvm_xsave) ? (size_t)n : sizeof(struct kvm_xsave);
@@ -106,7 +106,7 @@ static int kvm_open(struct vm *vm, struct kvm_vm *k, char *err, size_t errlen)
 	k->has_xsave = kvm_ioctl(k->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0;
 	k->vm_fd = kvm_ioctl(k->kvm_fd, KVM_CREATE_VM, 0);
 	if (k->vm_fd < 0)
-		return vmm_fail(err, errlen, -errno, "KVM_CREATE_VM: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM_CREATE_VM: %s", strerror(errno));
 	return 0;
 }
 
@@ -123,16 +123,16 @@ static int kvm_memory(struct vm *vm, struct kvm_vm *k, char *err, size_t errlen)
 			.userspace_addr = (uint64_t)(uintptr_t)(vm->mem.host + r->offset),
 		};
 		if (kvm_ioctl(k->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
-			return vmm_fail(err, errlen, -errno, "KVM_SET_USER_MEMORY_REGION: %s",
+			return err_fail(err, errlen, -errno, "KVM_SET_USER_MEMORY_REGION: %s",
 				    strerror(errno));
 	}
 	uint64_t t1 = time_mono_ns();
 	if (kvm_ioctl(k->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
-		return vmm_fail(err, errlen, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
 	uint64_t t2 = time_mono_ns();
 	struct kvm_pit_config pit = { .flags = 0 };
 	if (kvm_ioctl(k->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
-		return vmm_fail(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
 	log_debug("memory slots %.2f ms, irqchip %.2f ms, PIT %.2f ms", (t1 - t0) / 1e6,
 		  (t2 - t1) / 1e6, (time_mono_ns() - t2) / 1e6);
 	return 0;
@@ -166,12 +166,12 @@ static int kvm_cpuid(struct kvm_vm *k, const struct snapshot *snap, char *err, s
 		size_t sz = sizeof(*cached) + cached->nent * sizeof(cached->entries[0]);
 		k->cpuid = malloc(sz);
 		if (!k->cpuid)
-			return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+			return err_fail(err, errlen, -ENOMEM, "out of memory");
 		memcpy(k->cpuid, cached, sz);
 	} else {
 		int rc = kvm_supported_cpuid(k->kvm_fd, &k->cpuid);
 		if (rc < 0)
-			return vmm_fail(err, errlen, rc, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-rc));
+			return err_fail(err, errlen, rc, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-rc));
 	}
 	for (uint32_t i = 0; i < k->cpuid->nent; i++) {
 		struct kvm_cpuid_entry2 *e = &k->cpuid->entries[i];
@@ -201,7 +201,7 @@ static int kvm_vm_create(struct vm *vm, const struct snapshot *snap, char *err, 
 	int rc;
 
 	if (!k)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	k->kvm_fd = k->vm_fd = -1;
 	k->kick_signal = SIGRTMIN + 3;
 	k->machine = vm->loader && vm->loader->machine;
@@ -253,7 +253,7 @@ static int kvm_fguest_setup(struct vm *vm, char *err, size_t errlen)
 {
 	int rc = x86_setup_system(&vm->mem, vm->nr_vcpus);
 	if (rc < 0)
-		return vmm_fail(err, errlen, rc, "cannot build the system area: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot build the system area: %s", strerror(-rc));
 	return 0;
 }
 
@@ -311,21 +311,21 @@ static int kvm_vcpu_create(struct vcpu *v, char *err, size_t errlen)
 	int rc;
 
 	if (!c)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	c->fd = -1;
 	v->p = c;
 	c->fd = kvm_ioctl(k->vm_fd, KVM_CREATE_VCPU, v->id);
 	if (c->fd < 0)
-		return vmm_fail(err, errlen, -errno, "KVM_CREATE_VCPU %u: %s", v->id, strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM_CREATE_VCPU %u: %s", v->id, strerror(errno));
 	c->run = mmap(NULL, (size_t)k->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd, 0);
 	if (c->run == MAP_FAILED) {
 		c->run = NULL;
-		return vmm_fail(err, errlen, -errno, "mmap of kvm_run: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "mmap of kvm_run: %s", strerror(errno));
 	}
 	c->run_mapped = true;
 	rc = vcpu_set_cpuid(k, v);
 	if (rc < 0)
-		return vmm_fail(err, errlen, rc, "KVM_SET_CPUID2: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "KVM_SET_CPUID2: %s", strerror(-rc));
 	/* A machine's vCPUs keep their reset state: vCPU 0 gets its entry
 	 * from machine_boot, the others wait for INIT/SIPI. */
 	if (k->machine)
@@ -333,23 +333,23 @@ static int kvm_vcpu_create(struct vcpu *v, char *err, size_t errlen)
 	msrs.h.nmsrs = x86_boot_msrs(e, 16);
 	memcpy(msrs.e, e, msrs.h.nmsrs * sizeof(e[0]));
 	if (kvm_ioctl(c->fd, KVM_SET_MSRS, &msrs) != (int)msrs.h.nmsrs)
-		return vmm_fail(err, errlen, -EIO, "KVM_SET_MSRS: not all boot MSRs were accepted");
+		return err_fail(err, errlen, -EIO, "KVM_SET_MSRS: not all boot MSRs were accepted");
 	if (kvm_ioctl(c->fd, KVM_GET_SREGS, &s) < 0)
-		return vmm_fail(err, errlen, -errno, "KVM_GET_SREGS: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM_GET_SREGS: %s", strerror(errno));
 	x86_sregs_ring3(&s, v->id, vm->nr_vcpus, k->osxsave);
 	if (k->pku && k->osxsave)
 		s.cr4 |= X86_CR4_PKE;
 	if (kvm_ioctl(c->fd, KVM_SET_SREGS, &s) < 0)
-		return vmm_fail(err, errlen, -errno, "KVM_SET_SREGS: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM_SET_SREGS: %s", strerror(errno));
 	if (k->osxsave) {
 		struct kvm_xcrs x = { .nr_xcrs = 1 };
 		x.xcrs[0].xcr = 0;
 		x.xcrs[0].value = k->xcr0;
 		if (kvm_ioctl(c->fd, KVM_SET_XCRS, &x) < 0)
-			return vmm_fail(err, errlen, -errno, "KVM_SET_XCRS: %s", strerror(errno));
+			return err_fail(err, errlen, -errno, "KVM_SET_XCRS: %s", strerror(errno));
 	}
 	if (kvm_ioctl(c->fd, KVM_SET_FPU, &fpu) < 0)
-		return vmm_fail(err, errlen, -errno, "KVM_SET_FPU: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM_SET_FPU: %s", strerror(errno));
 	return 0;
 }
 
@@ -780,17 +780,17 @@ static int kvm_machine_boot(struct vm *vm, const struct machine_entry *me, char 
 	int rc = x86_setup_linux(&vm->mem);
 
 	if (rc < 0)
-		return vmm_fail(err, errlen, rc, "cannot write the boot page tables: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot write the boot page tables: %s", strerror(-rc));
 	if (c->fd < 0)
 		return 0; /* a unit test's vCPU */
 	if (kvm_ioctl(c->fd, KVM_GET_SREGS, &s) < 0)
-		return vmm_fail(err, errlen, -errno, "KVM_GET_SREGS: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM_GET_SREGS: %s", strerror(errno));
 	x86_sregs_linux(&s);
 	if (kvm_ioctl(c->fd, KVM_SET_SREGS, &s) < 0)
-		return vmm_fail(err, errlen, -errno, "KVM_SET_SREGS: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM_SET_SREGS: %s", strerror(errno));
 	struct kvm_regs r = { .rip = me->entry, .rsi = me->boot_params, .rflags = 0x2 };
 	if (kvm_ioctl(c->fd, KVM_SET_REGS, &r) < 0)
-		return vmm_fail(err, errlen, -errno, "KVM_SET_REGS: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "KVM_SET_REGS: %s", strerror(errno));
 	c->run->kvm_dirty_regs = 0;
 	c->regs_valid = false;
 	return 0;

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "vmm/fail.h"
 #include "vmm/linux/linux.h"
 
 static uint16_t rd16(const uint8_t *p)
@@ -49,17 +48,17 @@ int lx_parse(const uint8_t *image, size_t len, struct lx_image *out, char *err, 
 	struct lx_image li = {0};
 
 	if (!lx_probe(image, len))
-		return vmm_fail(err, errlen, -ENOEXEC,
+		return err_fail(err, errlen, -ENOEXEC,
 			    "not a Linux bzImage (no boot sector flag or \"HdrS\" header)");
 	li.version = rd16(image + LX_VERSION);
 	/* 2.12: xloadflags, the 64-bit entry point (Linux 3.8 on). */
 	if (li.version < 0x20c)
-		return vmm_fail(
+		return err_fail(
 		    err, errlen, -ENOEXEC,
 		    "boot protocol %u.%02u is too old: forkvm needs 2.12 or later (Linux 3.8)",
 		    li.version >> 8, li.version & 0xff);
 	if (!(rd16(image + LX_XLOADFLAGS) & LX_XLF_KERNEL_64))
-		return vmm_fail(err, errlen, -ENOEXEC,
+		return err_fail(err, errlen, -ENOEXEC,
 			    "the kernel has no 64-bit entry point (a 32-bit kernel?): forkvm boots "
 			    "x86-64 kernels only");
 	unsigned sects = image[LX_SETUP_SECTS] ? image[LX_SETUP_SECTS] : 4;
@@ -67,7 +66,7 @@ int lx_parse(const uint8_t *image, size_t len, struct lx_image *out, char *err, 
 	/* The setup header ends where the jump at 0x200 lands. */
 	size_t hdr_end = 0x202 + (size_t)image[0x201];
 	if (li.setup_len >= len || hdr_end > li.setup_len || hdr_end < LX_INIT_SIZE + 4)
-		return vmm_fail(err, errlen, -ENOEXEC,
+		return err_fail(err, errlen, -ENOEXEC,
 			    "bzImage truncated or malformed: setup of %zu bytes in a file of %zu",
 			    li.setup_len, len);
 	li.kernel_off = li.setup_len;
@@ -140,21 +139,21 @@ int lx_setup(struct gmem *m, const uint8_t *image, const struct lx_image *li, co
 	int rc;
 
 	if (!zp)
-		return vmm_fail(err, errlen, -EFAULT, "guest memory has no room for the zero page");
+		return err_fail(err, errlen, -EFAULT, "guest memory has no room for the zero page");
 	if (!k)
-		return vmm_fail(err, errlen, -E2BIG,
+		return err_fail(err, errlen, -E2BIG,
 			    "the kernel needs %u MiB from 1 MiB on; the guest has less memory",
 			    (unsigned)(li->init_size >> 20) + 1);
 	if (li->cmdline_size && cl > li->cmdline_size)
-		return vmm_fail(err, errlen, -E2BIG,
+		return err_fail(err, errlen, -E2BIG,
 			    "kernel command line of %zu bytes; this kernel takes at most %u", cl,
 			    li->cmdline_size);
 	if (cl >= LX_CMDLINE_MAX)
-		return vmm_fail(err, errlen, -E2BIG, "kernel command line of %zu bytes is too long",
+		return err_fail(err, errlen, -E2BIG, "kernel command line of %zu bytes is too long",
 			    cl);
 	memcpy(k, image + li->kernel_off, li->kernel_len);
 	if ((rc = gmem_write(m, LX_CMDLINE, cmdline ? cmdline : "", cl + 1)) < 0)
-		return vmm_fail(err, errlen, rc, "cannot write the command line: %s", strerror(-rc));
+		return err_fail(err, errlen, rc, "cannot write the command line: %s", strerror(-rc));
 
 	/* The zero page: zeroes, then the image's setup header as is, then
 	 * what the boot loader fills in. */
@@ -169,7 +168,7 @@ int lx_setup(struct gmem *m, const uint8_t *image, const struct lx_image *li, co
 	wr32(zp + LX_RAMDISK_SIZE, (uint32_t)initrd_len);
 	zp[LX_E820_ENTRIES] = (uint8_t)e820_fill(m, zp);
 	if ((rc = lx_write_mptable(m, nr_vcpus)) < 0)
-		return vmm_fail(err, errlen, rc, "cannot write the MP table for %u vCPUs: %s", nr_vcpus,
+		return err_fail(err, errlen, rc, "cannot write the MP table for %u vCPUs: %s", nr_vcpus,
 			    strerror(-rc));
 	return 0;
 }

@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/util.h"
 #include "common/log.h"
-#include "vmm/fail.h"
 #include "vmm/linux/linux.h"
 #include "vmm/loader.h"
 #include "vmm/vm.h"
@@ -25,18 +25,18 @@ static int load_initramfs(struct vm *vm, const struct lx_image *li, const char *
 	int rc = 0;
 
 	if (fd < 0)
-		return vmm_fail(err, errlen, -errno, "initramfs %s: %s", path, strerror(errno));
+		return err_fail(err, errlen, -errno, "initramfs %s: %s", path, strerror(errno));
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		rc = vmm_fail(err, errlen, -EINVAL, "initramfs %s: not a regular file", path);
+		rc = err_fail(err, errlen, -EINVAL, "initramfs %s: not a regular file", path);
 		goto out;
 	}
 	if (st.st_size == 0) {
-		rc = vmm_fail(err, errlen, -EINVAL, "initramfs %s is empty", path);
+		rc = err_fail(err, errlen, -EINVAL, "initramfs %s is empty", path);
 		goto out;
 	}
 	*len = (uint64_t)st.st_size;
 	if (lx_initrd_place(&vm->mem, li, *len, gpa) < 0) {
-		rc = vmm_fail(err, errlen, -E2BIG,
+		rc = err_fail(err, errlen, -E2BIG,
 			  "initramfs %s (%llu MiB) does not fit in guest memory beside the kernel",
 			  path, (unsigned long long)(*len >> 20));
 		goto out;
@@ -47,7 +47,7 @@ static int load_initramfs(struct vm *vm, const struct lx_image *li, const char *
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			rc = vmm_fail(err, errlen, n < 0 ? -errno : -EIO, "initramfs %s: %s", path,
+			rc = err_fail(err, errlen, n < 0 ? -errno : -EIO, "initramfs %s: %s", path,
 				  n < 0 ? strerror(errno) : "shorter than its size");
 			goto out;
 		}
@@ -67,7 +67,7 @@ static int lx_load(struct vm *vm, const uint8_t *image, size_t len, char *err, s
 	if ((rc = lx_parse(image, len, &li, err, errlen)) < 0)
 		return rc;
 	if (!vm->plat->machine_boot)
-		return vmm_fail(err, errlen, -ENOTSUP,
+		return err_fail(err, errlen, -ENOTSUP,
 			    "a Linux kernel needs the KVM platform (the %s platform runs function "
 			    "guests only: docs/linux-guests.md)",
 			    vm->plat->name);
@@ -79,11 +79,11 @@ static int lx_load(struct vm *vm, const uint8_t *image, size_t len, char *err, s
 		return rc;
 	vm->mach = calloc(1, sizeof(*vm->mach));
 	if (!vm->mach)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	/* The devices, in this order. */
 	if ((rc = uart_register(vm, &vm->mach->com1, LX_COM1_PORT, LX_COM1_IRQ)) < 0 ||
 	    (rc = i8042_register(vm, &vm->mach->kbd)) < 0)
-		return vmm_fail(err, errlen, rc, "cannot register the legacy devices: %s",
+		return err_fail(err, errlen, rc, "cannot register the legacy devices: %s",
 			    strerror(-rc));
 	struct machine_entry me = {.entry = LX_KERNEL + 0x200, .boot_params = LX_ZERO_PAGE};
 	if ((rc = vm->plat->machine_boot(vm, &me, err, errlen)) < 0)

@@ -39,9 +39,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/util.h"
 #include "common/log.h"
 #include "vmm/cpu.h"
-#include "vmm/fail.h"
 #include "vmm/fguest/fguest.h"
 #include "vmm/ptrace/stub/stub.h"
 #include "vmm/vm.h"
@@ -172,7 +172,7 @@ static int stub_start(struct vm *vm, struct pt_vm *p, char *err, size_t errlen)
 	size_t size = (size_t)(ptrace_stub_elf_end - ptrace_stub_elf);
 
 	if (vm->mem.backing != GMEM_MEMFD && vm->mem.backing != GMEM_FILE_PRIVATE)
-		return vmm_fail(err, errlen, -EINVAL, "the process platform needs file-backed guest RAM");
+		return err_fail(err, errlen, -EINVAL, "the process platform needs file-backed guest RAM");
 	snprintf(threads, sizeof(threads), "%x", vm->nr_vcpus);
 	/* Guest RAM as the guest's ring 3 sees it on KVM: the system area
 	 * below FG_SYS_END is the kernel's there (inaccessible), but for the
@@ -193,7 +193,7 @@ static int stub_start(struct vm *vm, struct pt_vm *p, char *err, size_t errlen)
 			if (s >= e)
 				continue;
 			if (np == PT_MAX_PIECES)
-				return vmm_fail(err, errlen, -EINVAL, "guest RAM has too many regions");
+				return err_fail(err, errlen, -EINVAL, "guest RAM has too many regions");
 			snprintf(pieces[np], sizeof(pieces[np]), "%llx,%llx,%llx,%x", (unsigned long long)s,
 				 (unsigned long long)(e - s), (unsigned long long)(r->offset + s - r->gpa),
 				 layout[k].prot);
@@ -204,18 +204,18 @@ static int stub_start(struct vm *vm, struct pt_vm *p, char *err, size_t errlen)
 	argv[3 + np] = NULL;
 	sfd = memfd_create("forkvm-stub", MFD_CLOEXEC);
 	if (sfd < 0)
-		return vmm_fail(err, errlen, -errno, "memfd_create: %s", strerror(errno));
+		return err_fail(err, errlen, -errno, "memfd_create: %s", strerror(errno));
 	for (size_t done = 0; done < size;) {
 		ssize_t n = write(sfd, ptrace_stub_elf + done, size - done);
 		if (n <= 0) {
-			rc = vmm_fail(err, errlen, n < 0 ? -errno : -EIO, "cannot write the stub: %s",
+			rc = err_fail(err, errlen, n < 0 ? -errno : -EIO, "cannot write the stub: %s",
 				  strerror(n < 0 ? errno : EIO));
 			goto out;
 		}
 		done += (size_t)n;
 	}
 	if (pipe2(ready, O_CLOEXEC) < 0) {
-		rc = vmm_fail(err, errlen, -errno, "pipe: %s", strerror(errno));
+		rc = err_fail(err, errlen, -errno, "pipe: %s", strerror(errno));
 		goto out;
 	}
 	int mem_fd = vm->mem.fd;
@@ -232,7 +232,7 @@ static int stub_start(struct vm *vm, struct pt_vm *p, char *err, size_t errlen)
 		_exit(127);
 	}
 	if (pid < 0) {
-		rc = vmm_fail(err, errlen, -errno, "cannot start the stub process: %s", strerror(errno));
+		rc = err_fail(err, errlen, -errno, "cannot start the stub process: %s", strerror(errno));
 		goto out;
 	}
 	p->pid = pid;
@@ -254,7 +254,7 @@ static int stub_start(struct vm *vm, struct pt_vm *p, char *err, size_t errlen)
 			rc = 0;
 			goto out;
 		}
-		rc = vmm_fail(err, errlen, -EPROTO, "the stub process said: %.100s", line);
+		rc = err_fail(err, errlen, -EPROTO, "the stub process said: %.100s", line);
 	} else {
 		int st = 0;
 		line[strcspn(line, "\n")] = '\0';
@@ -263,12 +263,12 @@ static int stub_start(struct vm *vm, struct pt_vm *p, char *err, size_t errlen)
 			;
 		p->pid = 0;
 		if (rc == 0)
-			rc = vmm_fail(err, errlen, -EIO, "the stub process failed: %.100s", line);
+			rc = err_fail(err, errlen, -EIO, "the stub process failed: %.100s", line);
 		else if (WIFEXITED(st) && WEXITSTATUS(st) >= 126)
-			rc = vmm_fail(err, errlen, -ENOEXEC, "cannot execute the stub process (status %d)",
+			rc = err_fail(err, errlen, -ENOEXEC, "cannot execute the stub process (status %d)",
 				  WEXITSTATUS(st));
 		else
-			rc = vmm_fail(err, errlen, rc, "the stub process did not start: %s%s", strerror(-rc),
+			rc = err_fail(err, errlen, rc, "the stub process did not start: %s%s", strerror(-rc),
 				  WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS ?
 					  " (killed by a seccomp filter: SIGSYS)" :
 					  "");
@@ -291,16 +291,16 @@ static int pt_vm_create(struct vm *vm, const struct snapshot *snap, char *err, s
 
 	(void)snap;
 	if (!p)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	vm->p = p;
 	if (vm->nr_vcpus > STUB_MAX_THREADS)
-		return vmm_fail(err, errlen, -E2BIG, "at most %d vCPUs on the process platform",
+		return err_fail(err, errlen, -E2BIG, "at most %d vCPUs on the process platform",
 			    STUB_MAX_THREADS);
 	rc = stub_start(vm, p, err, errlen);
 	if (rc == 0 && vm->mem.backing == GMEM_FILE_PRIVATE) {
 		rc = gmem_set_remote(&vm->mem, p->pid, pt_discard, vm);
 		if (rc < 0)
-			vmm_fail(err, errlen, rc, "cannot reach the stub's memory: %s", strerror(-rc));
+			err_fail(err, errlen, rc, "cannot reach the stub's memory: %s", strerror(-rc));
 	}
 	vm->timings.kvm_ns = time_mono_ns() - t0;
 	return rc;
@@ -360,7 +360,7 @@ static int pt_vcpu_create(struct vcpu *v, char *err, size_t errlen)
 	struct pt_vcpu *c = calloc(1, sizeof(*c));
 
 	if (!c)
-		return vmm_fail(err, errlen, -ENOMEM, "out of memory");
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
 	c->tid = PV(v->vm)->tids[v->id];
 	c->bound_cpu = -1;
 	v->p = c;
