@@ -204,11 +204,12 @@ FUZZ_COMMA := ,
 # __wrap_F) where the real one would open /dev/kvm, fork, kill or sleep.
 FUZZ_FORKD_SRC := $(filter-out forkd/main.c,$(FORKD_SRC))
 FUZZ_FORKD_OBJ := $(FUZZ_FORKD_SRC:%.c=$(FUZZ_O)/obj/%.o)
-$(FUZZ_O)/fuzz_forkd_api: $(FUZZ_FORKD_OBJ)
+$(FUZZ_O)/fuzz_forkd_api $(FUZZ_O)/fuzz_forkd_ctl: $(FUZZ_FORKD_OBJ)
 FUZZ_WRAP_vmm_api := vm_create vm_start vm_destroy vm_snapshot vm_snapshot_store vm_restore \
 	vm_restore_store
-FUZZ_WRAP_forkd_api := forkd_fork forkd_builder_start forkd_pool_fill vm_template_config \
+FUZZ_WRAP_forkd_api := forkd_fork forkd_builder_start forkd_pool_fill forkd_clone_spawn vm_template_config \
 	vm_template_close
+FUZZ_WRAP_forkd_ctl := forkd_clone_spawn forkd_builder_start vm_template_config vm_template_close
 FUZZ_WRAP_syscalls := vcpu_wait vcpu_poll
 # Kept between builds (make would delete them as intermediate files).
 .SECONDARY: $(FUZZ_LIB_OBJ) $(FUZZ_FORKD_OBJ)
@@ -249,10 +250,14 @@ INTEG_BINS := $(INTEG_SRC:tests/integration/%.c=$(O)/tests/%)
 LANE_BINS := $(O)/tests/test_lane $(O)/tests/lane-failing
 TEST_HELPER_OBJ := $(TEST_HELPERS:%.c=$(O)/obj/%.o)
 
+# Unit suites of forkd's internals link its objects (not main.o).
+FORKD_LIB_OBJ := $(filter-out %/forkd/main.o,$(FORKD_OBJ))
+$(O)/tests/test_forkd_ctl: $(FORKD_LIB_OBJ)
+
 $(O)/tests/%: tests/unit/%.c $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON) | deps
 	@mkdir -p $(dir $@) $(O)/obj/tests/unit
 	@$(if $(Q),echo "  TEST    $@")
-	$(Q)$(CC) $(CFLAGS) -MF $(O)/obj/tests/unit/$*.d $< $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON) \
+	$(Q)$(CC) $(CFLAGS) -MF $(O)/obj/tests/unit/$*.d $< $(filter $(FORKD_LIB_OBJ),$^) $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON) \
 		$(LDFLAGS) -lcriterion $(LDLIBS) -o $@
 
 $(O)/tests/%: tests/integration/%.c $(TEST_HELPER_OBJ) $(LIBVMM) $(LIBSTORE) $(LIBCOMMON) | deps

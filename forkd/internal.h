@@ -136,6 +136,7 @@ struct forkd {
 	int sigfd;
 	int refill_tfd;     /* pools are refilled a little after clones are handed out */
 	bool refill_armed;
+	bool stopping;      /* forkd_destroy(): no new pool shells */
 	struct template *templates;
 	struct clone *clones; /* every clone and shell, exited ones too */
 	unsigned nr_exited;
@@ -150,13 +151,79 @@ struct forkd {
 	double lat_sum;
 };
 
-/* forkd/daemon.c */
+/* forkd/daemon.c: templates. */
 struct template *forkd_template_find(struct forkd *d, const char *name);
+/* Registers a template from store ref under name and fills its pool.
+ * Returns 0 or -errno with err. */
+int forkd_template_add(struct forkd *d, const char *name, const char *ref, unsigned pool,
+		       struct template **out, char *err, size_t errlen);
+/* Unregisters t: its pool shells are killed, its clones live on. */
+void forkd_template_remove(struct forkd *d, struct template *t);
+json_t *forkd_template_json(const struct template *t);
+
+/* forkd/clone.c: the clone lifecycle. */
+/* A given-out clone by id (not shells, not invokes' clones), or NULL. */
 struct clone *forkd_clone_find(struct forkd *d, const char *id);
+/* Clones given out and not exited (of t; NULL: of every template). */
+unsigned forkd_clones_live(const struct forkd *d, const struct template *t);
+/* Forks a clone process of t (started at once when autostart, else a
+ * paused shell). Returns the clone (state STARTING) or NULL with errno. */
+struct clone *forkd_clone_spawn(struct forkd *d, struct template *t, bool autostart);
+/* Handles one control message of len bytes that c sent: a message that
+ * breaks the protocol (its size, an unterminated text, an unknown
+ * operation, a malformed reply, a shell running early) kills c. */
+void forkd_clone_ctl_msg(struct forkd *d, struct clone *c, const void *buf, size_t len);
+/* Clone c's process ended (wstatus from waitpid): answers what waited for
+ * it, counts a pool shell's failure, keeps or frees its record. */
+void forkd_clone_reaped(struct forkd *d, struct clone *c, int wstatus);
+/* The SIGCHLD signalfd's loop callback (arg: the forkd): reaps clones. */
+void forkd_clone_on_sigchld(void *arg, uint32_t events);
+/* Sends SIGKILL (once), the clone's threads moved to SCHED_IDLE first. */
+void forkd_clone_kill(struct forkd *d, struct clone *c);
+/* Frees an exited clone's record and directory. */
+void forkd_clone_forget(struct forkd *d, struct clone *c);
+/* Sends op (with text) to the clone. Returns 0 or -errno (-EPIPE: closed). */
+int forkd_clone_send(struct clone *c, uint32_t op, const char *text);
+/* Sends one control message on fd (both sides of the protocol). Returns
+ * 0 or -errno. */
+int forkd_ctl_send(int fd, uint32_t op, int32_t rc, const char *text, int flags);
+json_t *forkd_clone_json(const struct clone *c);
+const char *forkd_clone_state_name(enum clone_state s);
+
+/* forkd/pool.c: warm pools and fork requests. */
+/* Pool shells of t (NULL: all templates) in state s, not being killed. */
+unsigned forkd_pool_shells(const struct forkd *d, const struct template *t, enum clone_state s);
+/* Makes or discards shells until t's pool matches its size (one at a
+ * time, after the back-off, while its shells keep failing). */
+void forkd_pool_fill(struct forkd *d, struct template *t);
+/* Refills every pool a little later (the refill timer). */
+void forkd_pool_refill_later(struct forkd *d);
+/* The refill timerfd's loop callback (arg: the forkd). */
+void forkd_pool_on_refill(void *arg, uint32_t events);
+/* A shell of t is ready: t is no longer failing. */
+void forkd_pool_shell_ready(struct forkd *d, struct template *t);
+/* A shell of t died before it was ready (reason): counted, and t backs off. */
+void forkd_pool_shell_failed(struct forkd *d, struct template *t, const char *reason);
 /* Takes count clones of t for ex (a fork request, or an invoke when inv
  * is set): pool shells first, then cold. Responds to ex itself. */
 void forkd_fork(struct forkd *d, struct template *t, unsigned count, struct http_exchange *ex,
 		struct invoke *inv);
+/* A clone of fork request r runs (the request is answered when all do). */
+void forkd_fork_clone_running(struct forkd *d, struct fork_req *r);
+/* Clone c of r died before r was answered (counted: it had been counted
+ * as running): r fails whole. */
+void forkd_fork_clone_died(struct forkd *d, struct fork_req *r, struct clone *c, bool counted,
+			   const char *reason);
+/* Refuses a fork of count clones: returns 0, or an HTTP status with err. */
+int forkd_capacity_check(struct forkd *d, unsigned count, char *err, size_t errlen);
+
+/* forkd/metrics.c */
+/* Counts one fork's latency (request to running) in the histogram. */
+void forkd_metrics_fork_latency(struct forkd *d, uint64_t ns);
+/* The Prometheus text of GET /metrics (malloc'd), or NULL. */
+char *forkd_metrics(struct forkd *d);
+
+/* forkd/files.c */
 /* Calls fn(dir, name, d_type, arg) for each entry of dir but "." and ".."
  * (nothing if dir cannot be opened); allocates nothing. */
 typedef void forkd_dir_fn(const char *dir, const char *name, unsigned char type, void *arg);
@@ -164,28 +231,10 @@ void forkd_dir_each(const char *dir, forkd_dir_fn *fn, void *arg);
 /* Reads a small file into buf, NUL-terminated (what fits in len - 1): for
  * /proc and cgroup files, whose size reads as 0. Returns 0 or -errno. */
 int forkd_read_small(const char *path, char *buf, size_t len);
+/* Removes dir and the files in it (best effort; no subdirectories). */
+void forkd_rm_dir(const char *dir);
 /* Sets the scheduling policy of every thread of process pid (best effort). */
 void forkd_sched_threads(pid_t pid, int policy);
-/* Sends SIGKILL (once), the clone's threads moved to SCHED_IDLE first. */
-void forkd_clone_kill(struct forkd *d, struct clone *c);
-/* Frees an exited clone's record and directory. */
-void forkd_clone_forget(struct forkd *d, struct clone *c);
-int forkd_clone_send(struct clone *c, uint32_t op, const char *text);
-/* Sends one control message on fd (both sides of the protocol). Returns
- * 0 or -errno. */
-int forkd_ctl_send(int fd, uint32_t op, int32_t rc, const char *text, int flags);
-/* Makes or discards shells until t's pool matches its size. */
-void forkd_pool_fill(struct forkd *d, struct template *t);
-/* Registers a template from store ref under name; Returns 0 or -errno. */
-int forkd_template_add(struct forkd *d, const char *name, const char *ref, unsigned pool,
-		       struct template **out, char *err, size_t errlen);
-void forkd_template_remove(struct forkd *d, struct template *t);
-json_t *forkd_template_json(const struct template *t);
-json_t *forkd_clone_json(const struct clone *c);
-const char *forkd_clone_state_name(enum clone_state s);
-/* Refuses a fork of count clones: returns 0, or an HTTP status with err. */
-int forkd_capacity_check(struct forkd *d, unsigned count, char *err, size_t errlen);
-char *forkd_metrics(struct forkd *d);
 
 /* forkd/child.c: the clone process (never returns). */
 struct clone_child_args {
