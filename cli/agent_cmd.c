@@ -2,7 +2,6 @@
  * guest's agent through the VMM's agent socket (common/agent_client.h). */
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,55 +42,40 @@ struct agent_cmd {
 	size_t src_len;
 };
 
-/* Prints "forkctl: MESSAGE" and the usage line. Returns 2. */
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("forkctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	fputs(agent_usage_line, stderr);
-	return 2;
-}
+/* Usage errors: "forkctl: MESSAGE" and the usage line. */
+static const struct cli_cmd agent_cli = {.prog = "forkctl", .usage_text = agent_usage_line};
 
 /* Parses "--timeout S" / "--timeout=S" and positional arguments.
- * Returns 0, or 2 after printing a usage error. */
+ * Returns 0, or CLI_EXIT_USAGE after printing a usage error. */
 static int parse_args(struct agent_cmd *cmd, int argc, char **argv)
 {
+	struct cli_opt opts[] = {{"timeout", 0, true, NULL, false}, {NULL, 0, false, NULL, false}};
 	double secs = AGENT_CMD_TIMEOUT_S;
-	bool opts = true;
+	enum cli_args_kind kind;
+	struct cli_args a;
+	char *end;
 
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *val = NULL;
-		char *end;
-
-		if (opts && strcmp(a, "--") == 0) {
-			opts = false;
-			continue;
-		}
-		if (opts && strcmp(a, "--timeout") == 0) {
-			if (i + 1 >= argc)
-				return usage_error("%s needs a number of seconds", a);
-			val = argv[++i];
-		} else if (opts && strncmp(a, "--timeout=", 10) == 0) {
-			val = a + 10;
-		} else if (opts && a[0] == '-' && a[1] == '-') {
-			return usage_error("unknown option %s", a);
-		} else {
+	cli_args_init(&a, argc, argv, 1, opts);
+	a.long_only = true; /* "-x": an argument (JS may start with '-') */
+	while ((kind = cli_args_next(&a)) != CLI_ARGS_END) {
+		if (kind == CLI_ARGS_ARGUMENT) {
 			if (cmd->npos >= 2)
-				return usage_error("too many arguments for %s", cmd->name);
-			cmd->pos[cmd->npos++] = a;
+				return cli_usage_error(&agent_cli, "too many arguments for %s",
+						       cmd->name);
+			cmd->pos[cmd->npos++] = a.word;
 			continue;
 		}
+		if (kind == CLI_ARGS_NEEDS_VALUE)
+			return cli_usage_error(&agent_cli, "%s needs a number of seconds", a.word);
+		if (kind != CLI_ARGS_OPTION)
+			return cli_usage_error(&agent_cli, "unknown option %s", a.word);
+		/* --timeout: each value given is checked */
 		errno = 0;
-		secs = strtod(val, &end);
-		if (errno || end == val || *end || !isfinite(secs) || secs < 0 || secs > 86400.0 * 365)
-			return usage_error("bad --timeout value '%s' (seconds, e.g. 2.5)", val);
+		secs = strtod(a.value, &end);
+		if (errno || end == a.value || *end || !isfinite(secs) || secs < 0 ||
+		    secs > 86400.0 * 365)
+			return cli_usage_error(
+			    &agent_cli, "bad --timeout value '%s' (seconds, e.g. 2.5)", a.value);
 	}
 	if (secs == 0) { /* as forkctl's own --timeout: 0 waits forever */
 		cmd->timeout_ms = -1;
@@ -204,8 +188,9 @@ static int prepare(struct agent_cmd *cmd)
 		json_error_t jerr;
 		cmd->args = json_loads(cmd->pos[1], JSON_DECODE_ANY, &jerr);
 		if (!cmd->args)
-			return usage_error("call: JSON-ARGS is not valid JSON: %s (at column %d)",
-					   jerr.text, jerr.column);
+			return cli_usage_error(
+			    &agent_cli, "call: JSON-ARGS is not valid JSON: %s (at column %d)",
+			    jerr.text, jerr.column);
 	}
 	return 0;
 }
@@ -229,6 +214,7 @@ static int cmd_call(struct agent_cmd *cmd, struct agent_client *c, json_t **repl
 	return rc < 0 ? request_failed(cmd, rc) : 0;
 }
 
+/* Prints the agent commands' usage text to f. */
 void cli_agent_usage(FILE *f)
 {
 	fputs(agent_usage, f);
@@ -249,12 +235,12 @@ static int check_arity(const struct agent_cmd *cmd)
 		if (strcmp(cmd->name, arity[i].name) != 0)
 			continue;
 		if (cmd->npos < arity[i].min)
-			return usage_error("%s: missing argument", cmd->name);
+			return cli_usage_error(&agent_cli, "%s: missing argument", cmd->name);
 		if (cmd->npos > arity[i].max)
-			return usage_error("%s: too many arguments", cmd->name);
+			return cli_usage_error(&agent_cli, "%s: too many arguments", cmd->name);
 		return 0;
 	}
-	return usage_error("unknown agent command '%s'", cmd->name);
+	return cli_usage_error(&agent_cli, "unknown agent command '%s'", cmd->name);
 }
 
 /* Runs forkctl --agent=PATH CMD ...; returns the exit status. */
@@ -266,7 +252,7 @@ int cli_agent_main(const char *agent_path, int argc, char **argv)
 	int rc, status;
 
 	if (argc < 1 || !argv[0])
-		return usage_error("%s", "missing agent command");
+		return cli_usage_error(&agent_cli, "%s", "missing agent command");
 	cmd.name = argv[0];
 	if (strcmp(cmd.name, "help") == 0 || strcmp(cmd.name, "--help") == 0 ||
 	    strcmp(cmd.name, "-h") == 0) {
@@ -274,7 +260,7 @@ int cli_agent_main(const char *agent_path, int argc, char **argv)
 		return 0;
 	}
 	if (!agent_path || !*agent_path)
-		return usage_error("%s", "--agent=PATH is required");
+		return cli_usage_error(&agent_cli, "%s", "--agent=PATH is required");
 	status = parse_args(&cmd, argc, argv);
 	if (status == 0)
 		status = check_arity(&cmd);

@@ -8,7 +8,6 @@
 #include <getopt.h>
 #include <http_parser.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,7 +24,6 @@
 #define FORKVM_VERSION "0.1.0"
 #endif
 
-#define EXIT_USAGE 2
 #define DEFAULT_TIMEOUT_S 60
 #define MAX_CONFIG_BYTES (16 * 1024 * 1024)
 
@@ -185,38 +183,13 @@ static int help_command(const char *cmd)
 	}
 	if (!found) {
 		fprintf(stderr, "forkctl: no command '%s' (forkctl --help lists them)\n", cmd);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	return EXIT_SUCCESS;
 }
 
-/* Prints "forkctl: <message>" and a hint to stderr; returns EXIT_USAGE. */
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("forkctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\nTry 'forkctl --help' for more information.\n", stderr);
-	return EXIT_USAGE;
-}
-
-/* Prints "forkctl: <command>: <message>" to stderr; returns EXIT_FAILURE. */
-static int fail(const struct forkctl *fc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(const struct forkctl *fc, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "forkctl: %s: ", fc->cmd);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return EXIT_FAILURE;
-}
+/* Usage errors: "forkctl: MESSAGE" and a hint to stderr. */
+static const struct cli_cmd forkctl_cli = {.prog = "forkctl", .try_help = true};
 
 /* Writes body to stdout (pretty-printed if asked and it is JSON), ending
  * with a newline. Prints nothing for an empty body. */
@@ -253,7 +226,7 @@ static int report_error_reply(const struct forkctl *fc, const struct http_client
 	if (j && json_is_object(j) && json_is_string(json_object_get(j, "error")))
 		msg = json_string_value(json_object_get(j, "error"));
 	if (msg) {
-		rc = fail(fc, "%s (HTTP %d)", msg, resp->status);
+		rc = cli_fail(fc->cmd, "%s (HTTP %d)", msg, resp->status);
 		json_decref(j);
 		return rc;
 	}
@@ -262,8 +235,10 @@ static int report_error_reply(const struct forkctl *fc, const struct http_client
 	while (len && (resp->body[len - 1] == '\n' || resp->body[len - 1] == '\r' || resp->body[len - 1] == ' '))
 		len--;
 	if (len)
-		return fail(fc, "%.*s (HTTP %d)", (int)MIN(len, (size_t)INT_MAX), resp->body, resp->status);
-	return fail(fc, "%s (HTTP %d)", http_status_str((enum http_status)resp->status), resp->status);
+		return cli_fail(fc->cmd, "%.*s (HTTP %d)", (int)MIN(len, (size_t)INT_MAX),
+				resp->body, resp->status);
+	return cli_fail(fc->cmd, "%s (HTTP %d)", http_status_str((enum http_status)resp->status),
+			resp->status);
 }
 
 /* Sends one API request and reports the outcome. Returns the exit status. */
@@ -278,13 +253,16 @@ static int api_call(const struct forkctl *fc, const char *method, const char *en
 	rc = http_client_request(fc->api_socket, method, path, body ? "application/json" : NULL, body, body_len,
 				 fc->timeout_ms, &resp);
 	if (rc == -ETIMEDOUT)
-		return fail(fc, "no response from %s within %d s", fc->api_socket, fc->timeout_ms / 1000);
+		return cli_fail(fc->cmd, "no response from %s within %d s", fc->api_socket,
+				fc->timeout_ms / 1000);
 	if (rc == -EPROTO)
-		return fail(fc, "malformed HTTP response from %s", fc->api_socket);
+		return cli_fail(fc->cmd, "malformed HTTP response from %s", fc->api_socket);
 	if (rc == -ENOENT || rc == -ECONNREFUSED || rc == -EACCES || rc == -ENOTSOCK || rc == -ENAMETOOLONG)
-		return fail(fc, "cannot connect to the API socket %s: %s", fc->api_socket, strerror(-rc));
+		return cli_fail(fc->cmd, "cannot connect to the API socket %s: %s", fc->api_socket,
+				strerror(-rc));
 	if (rc < 0)
-		return fail(fc, "request to the API socket %s failed: %s", fc->api_socket, strerror(-rc));
+		return cli_fail(fc->cmd, "request to the API socket %s failed: %s", fc->api_socket,
+				strerror(-rc));
 	if (resp.status >= 200 && resp.status < 300) {
 		print_body(resp.body, resp.body_len, pretty);
 		rc = fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
@@ -302,11 +280,11 @@ static int api_put_json(const struct forkctl *fc, const char *endpoint, json_t *
 	int rc;
 
 	if (!obj)
-		return fail(fc, "out of memory");
+		return cli_fail(fc->cmd, "out of memory");
 	text = json_dumps(obj, JSON_COMPACT);
 	json_decref(obj);
 	if (!text)
-		return fail(fc, "out of memory");
+		return cli_fail(fc->cmd, "out of memory");
 	rc = api_call(fc, "PUT", endpoint, text, strlen(text), false);
 	free(text);
 	return rc;
@@ -323,14 +301,15 @@ static int cmd_create(const struct forkctl *fc, const char *file)
 
 	rc = file_read_all(file, MAX_CONFIG_BYTES, &buf, &len);
 	if (rc < 0)
-		return fail(fc, "cannot read %s: %s", file, strerror(-rc));
+		return cli_fail(fc->cmd, "cannot read %s: %s", file, strerror(-rc));
 	j = json_loadb(buf, len, 0, &err);
 	if (!j) {
-		rc = fail(fc, "%s:%d:%d: invalid JSON: %s", file, err.line, err.column, err.text);
+		rc = cli_fail(fc->cmd, "%s:%d:%d: invalid JSON: %s", file, err.line, err.column,
+			      err.text);
 		goto out;
 	}
 	if (!json_is_object(j)) {
-		rc = fail(fc, "%s: the VM configuration must be a JSON object", file);
+		rc = cli_fail(fc->cmd, "%s: the VM configuration must be a JSON object", file);
 		goto out_json;
 	}
 	rc = api_call(fc, "PUT", "vm.create", buf, len, false);
@@ -352,24 +331,27 @@ static int cmd_restore(const struct forkctl *fc, const char *spec)
 	int rc;
 
 	if (!copy)
-		return fail(fc, "out of memory");
+		return cli_fail(fc->cmd, "out of memory");
 	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		char *eq = strchr(tok, '=');
 
 		if (!eq) {
-			rc = usage_error("restore: '%s' is not key=value (%s)", tok, hint);
+			rc = cli_usage_error(&forkctl_cli, "restore: '%s' is not key=value (%s)",
+					     tok, hint);
 			goto out;
 		}
 		*eq = '\0';
 		if (!strcmp(tok, "source_url")) {
 			if (url || !eq[1]) {
-				rc = usage_error("restore: %s source_url (%s)", url ? "duplicate" : "empty", hint);
+				rc = cli_usage_error(&forkctl_cli, "restore: %s source_url (%s)",
+						     url ? "duplicate" : "empty", hint);
 				goto out;
 			}
 			url = eq + 1;
 		} else if (!strcmp(tok, "resume")) {
 			if (have_resume) {
-				rc = usage_error("restore: duplicate resume (%s)", hint);
+				rc = cli_usage_error(&forkctl_cli, "restore: duplicate resume (%s)",
+						     hint);
 				goto out;
 			}
 			if (!strcmp(eq + 1, "true") || !strcmp(eq + 1, "on")) {
@@ -377,17 +359,20 @@ static int cmd_restore(const struct forkctl *fc, const char *spec)
 			} else if (!strcmp(eq + 1, "false") || !strcmp(eq + 1, "off")) {
 				resume = false;
 			} else {
-				rc = usage_error("restore: resume must be true or false, not '%s'", eq + 1);
+				rc = cli_usage_error(
+				    &forkctl_cli, "restore: resume must be true or false, not '%s'",
+				    eq + 1);
 				goto out;
 			}
 			have_resume = true;
 		} else {
-			rc = usage_error("restore: unknown option '%s' (%s)", tok, hint);
+			rc = cli_usage_error(&forkctl_cli, "restore: unknown option '%s' (%s)", tok,
+					     hint);
 			goto out;
 		}
 	}
 	if (!url) {
-		rc = usage_error("restore: missing source_url (%s)", hint);
+		rc = cli_usage_error(&forkctl_cli, "restore: missing source_url (%s)", hint);
 		goto out;
 	}
 	rc = api_put_json(fc, "vm.restore", json_pack("{s:s, s:b}", "source_url", url, "resume", resume));
@@ -417,14 +402,16 @@ static const struct simple_cmd simple_cmds[] = {
 	{ "shutdown-vmm", "PUT", "vmm.shutdown", false },
 };
 
-/* Checks that cmd got exactly want arguments. Returns 0 or EXIT_USAGE. */
+/* Checks that cmd got exactly want arguments. Returns 0 or CLI_EXIT_USAGE. */
 static int check_args(const char *cmd, int argc, char **argv, int want, const char *synopsis)
 {
 	if (argc - 1 < want)
-		return usage_error("%s: missing argument (usage: forkctl %s)", cmd, synopsis);
+		return cli_usage_error(&forkctl_cli, "%s: missing argument (usage: forkctl %s)",
+				       cmd, synopsis);
 	if (argc - 1 > want)
-		return usage_error("%s: unexpected argument '%s' (usage: forkctl %s)", cmd, argv[want + 1],
-				   synopsis);
+		return cli_usage_error(&forkctl_cli,
+				       "%s: unexpected argument '%s' (usage: forkctl %s)", cmd,
+				       argv[want + 1], synopsis);
 	return 0;
 }
 
@@ -453,23 +440,24 @@ static int run_api_command(struct forkctl *fc, int argc, char **argv)
 		if (rc)
 			return rc;
 		if (!argv[1][0])
-			return usage_error("snapshot: empty destination URL");
+			return cli_usage_error(&forkctl_cli, "snapshot: empty destination URL");
 		return api_put_json(fc, "vm.snapshot", json_pack("{s:s}", "destination_url", argv[1]));
 	}
 	if (!strcmp(argv[0], "restore")) {
 		rc = check_args("restore", argc, argv, 1, "restore source_url=URL[,resume=true|false]");
 		return rc ? rc : cmd_restore(fc, argv[1]);
 	}
-	return usage_error("unknown command '%s'", argv[0]);
+	return cli_usage_error(&forkctl_cli, "unknown command '%s'", argv[0]);
 }
 
-/* Parses --timeout's value into fc->timeout_ms. Returns 0 or EXIT_USAGE. */
+/* Parses --timeout's value into fc->timeout_ms. Returns 0 or CLI_EXIT_USAGE. */
 static int parse_timeout(struct forkctl *fc, const char *s)
 {
 	uint64_t secs;
 
 	if (parse_u64(s, 0, 365ULL * 24 * 3600, &secs) < 0)
-		return usage_error("--timeout: '%s' is not a number of seconds", s);
+		return cli_usage_error(&forkctl_cli, "--timeout: '%s' is not a number of seconds",
+				       s);
 	if (secs == 0 || secs * 1000 > INT_MAX)
 		fc->timeout_ms = -1;
 	else
@@ -500,22 +488,22 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case OPT_API_SOCKET:
 			if (!optarg[0])
-				return usage_error("--api-socket needs a path");
+				return cli_usage_error(&forkctl_cli, "--api-socket needs a path");
 			fc.api_socket = optarg;
 			break;
 		case OPT_AGENT:
 			if (!optarg[0])
-				return usage_error("--agent needs a path");
+				return cli_usage_error(&forkctl_cli, "--agent needs a path");
 			fc.agent_socket = optarg;
 			break;
 		case OPT_STORE:
 			if (!optarg[0])
-				return usage_error("--store needs a directory");
+				return cli_usage_error(&forkctl_cli, "--store needs a directory");
 			fc.store = optarg;
 			break;
 		case OPT_FORKD:
 			if (!optarg[0])
-				return usage_error("--forkd needs a socket path");
+				return cli_usage_error(&forkctl_cli, "--forkd needs a socket path");
 			fc.forkd_socket = optarg;
 			break;
 		case OPT_TIMEOUT:
@@ -534,10 +522,13 @@ int main(int argc, char **argv)
 		case ':':
 		default:
 			if (optopt && optopt != '?' && optopt < 256)
-				return usage_error("invalid option '-%c'", optopt);
+				return cli_usage_error(&forkctl_cli, "invalid option '-%c'",
+						       optopt);
 			if (optopt >= OPT_API_SOCKET)
-				return usage_error("option '%s' needs a value", argv[optind - 1]);
-			return usage_error("invalid option '%s'", argv[optind - 1]);
+				return cli_usage_error(&forkctl_cli, "option '%s' needs a value",
+						       argv[optind - 1]);
+			return cli_usage_error(&forkctl_cli, "invalid option '%s'",
+					       argv[optind - 1]);
 		}
 	}
 	if (optind < argc && !strcmp(argv[optind], "help")) {
@@ -553,38 +544,45 @@ int main(int argc, char **argv)
 						    argv[optind + 1] :
 						    argv[optind]);
 	if (!!fc.api_socket + !!fc.agent_socket + !!fc.forkd_socket > 1)
-		return usage_error("use one of --api-socket, --agent and --forkd");
+		return cli_usage_error(&forkctl_cli,
+				       "use one of --api-socket, --agent and --forkd");
 	if (optind >= argc)
-		return usage_error("missing command");
+		return cli_usage_error(&forkctl_cli, "missing command");
 	if (!strcmp(argv[optind], "store")) {
 		if (fc.api_socket || fc.agent_socket || fc.forkd_socket)
-			return usage_error("store commands work on the store directly: drop "
-					   "--api-socket/--agent/--forkd");
+			return cli_usage_error(&forkctl_cli,
+					       "store commands work on the store directly: drop "
+					       "--api-socket/--agent/--forkd");
 		return cli_store_main(fc.store, argc - optind - 1, argv + optind + 1);
 	}
 	if (fc.store)
-		return usage_error("--store applies to store commands only (the VMM has its own "
-				   "--store)");
+		return cli_usage_error(
+		    &forkctl_cli, "--store applies to store commands only (the VMM has its own "
+				  "--store)");
 	if (!fc.agent_socket && cli_forkd_is_command(argv[optind], fc.forkd_socket != NULL)) {
 		if (fc.api_socket && !strcmp(argv[optind], "eval"))
-			return usage_error("eval talks to a guest agent: use --agent=PATH, or eval "
-					   "--clone ID for a clone of forkd");
+			return cli_usage_error(
+			    &forkctl_cli, "eval talks to a guest agent: use --agent=PATH, or eval "
+					  "--clone ID for a clone of forkd");
 		if (fc.api_socket)
-			return usage_error("'%s' is a fork daemon command: use --forkd=SOCK (or the "
-					   "default socket), not --api-socket",
-					   argv[optind]);
+			return cli_usage_error(
+			    &forkctl_cli,
+			    "'%s' is a fork daemon command: use --forkd=SOCK (or the "
+			    "default socket), not --api-socket",
+			    argv[optind]);
 		return cli_forkd_main(fc.forkd_socket, fc.timeout_ms, timeout_arg != NULL, argc - optind,
 				      argv + optind);
 	}
 	if (fc.forkd_socket)
-		return usage_error("unknown fork daemon command '%s'", argv[optind]);
+		return cli_usage_error(&forkctl_cli, "unknown fork daemon command '%s'",
+				       argv[optind]);
 	if (fc.agent_socket && timeout_arg) {
 		/* A --timeout before the agent command applies to it too: hand it
 		 * over after the command's own arguments. */
 		int n = argc - optind;
 		char **av = calloc((size_t)n + 3, sizeof(*av));
 		if (!av)
-			return fail(&fc, "out of memory");
+			return cli_fail(fc.cmd, "out of memory");
 		memcpy(av, argv + optind, (size_t)n * sizeof(*av));
 		av[n] = (char *)(uintptr_t)"--timeout";
 		av[n + 1] = (char *)(uintptr_t)timeout_arg;
@@ -595,9 +593,11 @@ int main(int argc, char **argv)
 	if (fc.agent_socket)
 		return cli_agent_main(fc.agent_socket, argc - optind, argv + optind);
 	if (!fc.api_socket && !strcmp(argv[optind], "ping"))
-		return usage_error("ping: --api-socket=PATH is required (forkd's ping: forkctl "
-				   "--forkd=SOCK ping)");
+		return cli_usage_error(&forkctl_cli,
+				       "ping: --api-socket=PATH is required (forkd's ping: forkctl "
+				       "--forkd=SOCK ping)");
 	if (!fc.api_socket)
-		return usage_error("%s: --api-socket=PATH is required", argv[optind]);
+		return cli_usage_error(&forkctl_cli, "%s: --api-socket=PATH is required",
+				       argv[optind]);
 	return run_api_command(&fc, argc - optind, argv + optind);
 }

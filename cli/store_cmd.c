@@ -11,8 +11,6 @@
 #include "common/util.h"
 #include "store/store.h"
 
-#define EXIT_USAGE 2
-
 static const char store_usage[] =
 	"usage: forkctl [--store DIR] store COMMAND [ARGS]\n"
 	"  init [--chunk-size SIZE]          create the store (default chunk 256K; a power\n"
@@ -33,11 +31,8 @@ static const char store_usage[] =
 	"The store: --store DIR (before or after COMMAND), else $FORKVM_STORE, else\n"
 	"/var/lib/forkvm/store (root) or ~/.local/share/forkvm/store.\n";
 
-static int usage_error(const char *msg)
-{
-	fprintf(stderr, "forkctl store: %s\n%s", msg, store_usage);
-	return EXIT_USAGE;
-}
+/* Usage errors: "forkctl store: MESSAGE" and the usage text. */
+static const struct cli_cmd store_cli = {.prog = "forkctl store", .usage_text = store_usage};
 
 static int fail(const char *cmd, const char *err)
 {
@@ -106,12 +101,13 @@ static int put_args(int argc, char **argv, const char **tag, char *dir, size_t l
 		else if (!url)
 			url = argv[i];
 		else
-			return usage_error("put: unexpected argument");
+			return cli_usage_error(&store_cli, "put: unexpected argument");
 	}
 	if (!url)
-		return usage_error("put: a file:///DIR is required");
+		return cli_usage_error(&store_cli, "put: a file:///DIR is required");
 	if (*tag && !store_tag_valid(*tag))
-		return usage_error("put: bad tag name (letters, digits, '.', '_', '-'; at most 128)");
+		return cli_usage_error(
+		    &store_cli, "put: bad tag name (letters, digits, '.', '_', '-'; at most 128)");
 	return dir_of(url, dir, len, "put");
 }
 
@@ -161,7 +157,7 @@ static int cmd_export(struct store *st, int argc, char **argv, bool json)
 	struct store_id id;
 
 	if (argc != 3)
-		return usage_error("export: REF and file:///DIR are required");
+		return cli_usage_error(&store_cli, "export: REF and file:///DIR are required");
 	if (resolve(st, argv[1], &id, "export") || dir_of(argv[2], dir, sizeof(dir), "export"))
 		return EXIT_FAILURE;
 	if (store_export(st, &id, dir, err, sizeof(err)) < 0)
@@ -260,7 +256,7 @@ static int cmd_ls(struct store *st, int argc, char **argv, bool json)
 
 	(void)argv;
 	if (argc != 1)
-		return usage_error("ls takes no argument");
+		return cli_usage_error(&store_cli, "ls takes no argument");
 	if (store_list(st, ls_cb, &c, err, sizeof(err)) < 0) {
 		free(c.rows);
 		return fail("ls", err);
@@ -307,7 +303,7 @@ static int cmd_show(struct store *st, int argc, char **argv, bool json)
 	struct store_id id;
 	char err[512];
 	if (argc != 2)
-		return usage_error("show: REF is required");
+		return cli_usage_error(&store_cli, "show: REF is required");
 	if (resolve(st, argv[1], &id, "show"))
 		return EXIT_FAILURE;
 	struct show_ctx c = { &id, NULL };
@@ -333,9 +329,10 @@ static int cmd_tag(struct store *st, int argc, char **argv, bool json)
 	struct store_id id;
 	char err[512];
 	if (argc != 3)
-		return usage_error("tag: REF and NAME are required");
+		return cli_usage_error(&store_cli, "tag: REF and NAME are required");
 	if (!store_tag_valid(argv[2]))
-		return usage_error("tag: bad tag name (letters, digits, '.', '_', '-'; at most 128)");
+		return cli_usage_error(
+		    &store_cli, "tag: bad tag name (letters, digits, '.', '_', '-'; at most 128)");
 	if (resolve(st, argv[1], &id, "tag"))
 		return EXIT_FAILURE;
 	if (store_tag(st, &id, argv[2], err, sizeof(err)) < 0)
@@ -353,7 +350,7 @@ static int cmd_rm(struct store *st, int argc, char **argv, bool json)
 	struct store_id id;
 	char err[512], hex[33];
 	if (argc != 2)
-		return usage_error("rm: REF is required");
+		return cli_usage_error(&store_cli, "rm: REF is required");
 	if (resolve(st, argv[1], &id, "rm"))
 		return EXIT_FAILURE;
 	if (store_rm(st, &id, err, sizeof(err)) < 0)
@@ -378,9 +375,10 @@ static int cmd_gc(struct store *st, int argc, char **argv, bool json)
 		else if (!strncmp(argv[i], "--image-budget=", 15))
 			v = argv[i] + 15;
 		else
-			return usage_error("gc: unexpected argument");
+			return cli_usage_error(&store_cli, "gc: unexpected argument");
 		if (parse_size(v, &budget) < 0)
-			return usage_error("gc: --image-budget needs a size (e.g. 8G, 0)");
+			return cli_usage_error(&store_cli,
+					       "gc: --image-budget needs a size (e.g. 8G, 0)");
 	}
 	if (store_gc(st, budget, &s, err, sizeof(err)) < 0)
 		return fail("gc", err);
@@ -414,7 +412,7 @@ static int cmd_verify(struct store *st, int argc, char **argv, bool json)
 	struct store_id id;
 	char err[512];
 	if (argc > 2)
-		return usage_error("verify takes at most one REF");
+		return cli_usage_error(&store_cli, "verify takes at most one REF");
 	if (argc == 2 && resolve(st, argv[1], &id, "verify"))
 		return EXIT_FAILURE;
 	json_t *problems = json ? json_array() : NULL;
@@ -442,7 +440,7 @@ static int cmd_du(struct store *st, int argc, char **argv, bool json)
 
 	(void)argv;
 	if (argc != 1)
-		return usage_error("du takes no argument");
+		return cli_usage_error(&store_cli, "du takes no argument");
 	if (store_du(st, &d, err, sizeof(err)) < 0)
 		return fail("du", err);
 	if (json)
@@ -470,6 +468,7 @@ static int cmd_du(struct store *st, int argc, char **argv, bool json)
 	return 0;
 }
 
+/* Prints the store commands' usage text to f. */
 void cli_store_usage(FILE *f)
 {
 	fputs(store_usage, f);
@@ -477,6 +476,7 @@ void cli_store_usage(FILE *f)
 
 static int cli_store_run(const char *root, int argc, char **argv, bool json);
 
+/* Runs the store command in argv (--store DIR anywhere). Returns the exit status. */
 int cli_store_main(const char *root, int argc, char **argv)
 {
 	int rc;
@@ -498,7 +498,7 @@ int cli_store_main(const char *root, int argc, char **argv)
 		if (!strcmp(argv[i], "--store")) {
 			if (i + 1 >= argc) {
 				free(args);
-				return usage_error("--store needs a directory");
+				return cli_usage_error(&store_cli, "--store needs a directory");
 			}
 			v = argv[++i];
 		} else if (!strncmp(argv[i], "--store=", 8)) {
@@ -509,8 +509,10 @@ int cli_store_main(const char *root, int argc, char **argv)
 		}
 		if (!*v || (root && strcmp(root, v))) {
 			free(args);
-			return usage_error(*v ? "--store given twice, with different directories"
-					      : "--store needs a directory");
+			return cli_usage_error(
+			    &store_cli, "%s",
+			    *v ? "--store given twice, with different directories"
+			       : "--store needs a directory");
 		}
 		root = v;
 	}
@@ -526,12 +528,12 @@ static int cli_store_run(const char *root, int argc, char **argv, bool json)
 	int rc;
 
 	if (argc < 1)
-		return usage_error("a store command is required");
+		return cli_usage_error(&store_cli, "a store command is required");
 	if (!root)
 		root = store_default_root(defroot, sizeof(defroot));
 	const char *cmd = argv[0];
 	if (cmd[0] == '-' && strcmp(cmd, "--help"))
-		return usage_error("unknown option before the store command");
+		return cli_usage_error(&store_cli, "unknown option before the store command");
 	if (!strcmp(cmd, "help") || !strcmp(cmd, "--help")) {
 		fputs(store_usage, stdout);
 		return 0;
@@ -545,12 +547,14 @@ static int cli_store_run(const char *root, int argc, char **argv, bool json)
 			else if (!strncmp(argv[i], "--chunk-size=", 13))
 				v = argv[i] + 13;
 			else
-				return usage_error("init: unexpected argument");
+				return cli_usage_error(&store_cli, "init: unexpected argument");
 			if (parse_size(v, &chunk) < 0)
-				return usage_error("init: --chunk-size needs a size (e.g. 256K)");
+				return cli_usage_error(
+				    &store_cli, "init: --chunk-size needs a size (e.g. 256K)");
 			if (chunk < 4096 || chunk > (64 << 20) || (chunk & (chunk - 1)))
-				return usage_error("init: --chunk-size must be a power of two between "
-						   "4K and 64M");
+				return cli_usage_error(
+				    &store_cli, "init: --chunk-size must be a power of two between "
+						"4K and 64M");
 		}
 		if (store_open(root, true, (uint32_t)chunk, &st, err, sizeof(err)) < 0)
 			return fail("init", err);
@@ -586,5 +590,5 @@ static int cli_store_run(const char *root, int argc, char **argv, bool json)
 		store_close(st);
 		return rc;
 	}
-	return usage_error("unknown store command");
+	return cli_usage_error(&store_cli, "unknown store command");
 }
