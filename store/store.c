@@ -540,10 +540,23 @@ int st_manifest_read(struct store *st, const struct store_id *id, struct st_mani
 		return err_fail(err, errlen, -EBADMSG, "snapshot %s: bad chunk size", hex);
 	}
 	json_int_t bytes = json_integer_value(size);
+	if (bytes % STORE_PAGE) {
+		st_manifest_free(m);
+		return err_fail(err, errlen, -EBADMSG,
+			       "snapshot %s: its memory size (%lld bytes) is not a multiple of the %u-byte page",
+			       hex, (long long)bytes, (unsigned)STORE_PAGE);
+	}
 	if ((uint64_t)bytes > MANIFEST_MAX_MEMORY) {
 		st_manifest_free(m);
 		return err_fail(err, errlen, -EBADMSG, "snapshot %s: memory size %lld is over %llu GiB",
 			       hex, (long long)bytes, MANIFEST_MAX_MEMORY >> 30);
+	}
+	if ((uint32_t)c != st->chunk_size) {
+		st_manifest_free(m);
+		return err_fail(err, errlen, -EBADMSG,
+			       "snapshot %s: its chunk size (%lld bytes) is not this store's (%u bytes): the "
+			       "manifest was edited or comes from another store",
+			       hex, (long long)c, st->chunk_size);
 	}
 	strcpy(m->loader, loader);
 	const char *platform = json_string_value(json_object_get(j, "platform"));

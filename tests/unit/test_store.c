@@ -2850,6 +2850,58 @@ Test(store, a_newer_manifest_version_says_so)
 	img_free(&m);
 }
 
+/* Issue 15, failure 4: a manifest whose chunk size is not the store's, or
+ * whose memory size is not whole pages, says so, not "chunk corrupt" when
+ * its chunks are read. Made by hand as above. */
+static void keep_problem(void *arg, const char *problem)
+{
+	snprintf(arg, 512, "%s", problem);
+}
+
+static void edited_manifest_refused(const char *name, const char *key, json_int_t value,
+				    const char *needle)
+{
+	struct img m = varied_memory();
+	char *src = write_dir(name, &m, 1), err[512] = "";
+	struct store_id id = put(src, NULL, NULL), id2;
+	struct store *st = open_store(CS);
+	char *text = NULL;
+	size_t len = 0;
+	cr_assert_eq(store_read_object(st, &id, &text, &len, err, sizeof(err)), 0, "%s", err);
+	json_t *j = json_loadb(text, len, 0, NULL);
+	cr_assert_not_null(j);
+	json_object_set_new(json_object_get(j, "memory"), key, json_integer(value));
+	char *edited = json_dumps(j, JSON_COMPACT);
+	cr_assert_eq(st_obj_put(st, edited, strlen(edited), &id2, err, sizeof(err)), 0, "%s", err);
+	char *snaps = fmt("%s/snapshots", e.root);
+	free(ut_write_file(snaps, H(&id2).s, "", 0));
+	struct st_manifest man;
+	int rc = st_manifest_read(st, &id2, &man, err, sizeof(err));
+	cr_assert_eq(rc, -EBADMSG, "%d %s", rc, err);
+	cr_assert(strstr(err, needle), "%s", err);
+	/* and verify, which reads it the same way, reports it */
+	char problem[512] = "";
+	rc = store_verify(st, &id2, keep_problem, problem, err, sizeof(err));
+	cr_assert_gt(rc, 0, "verify passed an edited manifest (%d %s)", rc, err);
+	cr_assert(strstr(problem, needle), "%s", problem);
+	free(snaps);
+	free(edited);
+	json_decref(j);
+	free(text);
+	free(src);
+	img_free(&m);
+}
+
+Test(store, a_chunk_size_unlike_the_stores_says_so)
+{
+	edited_manifest_refused("cs", "chunk_size", CS * 2, "is not this store's");
+}
+
+Test(store, a_memory_size_of_no_whole_pages_says_so)
+{
+	edited_manifest_refused("unal", "size", 4096 * 3 + 100, "not a multiple of the 4096-byte page");
+}
+
 /* Issue 15, failure 4: deleted object fan-out directories (objects/xx)
  * are made again by the next put, instead of failing it. */
 Test(store, a_put_remakes_deleted_fan_out_directories)
