@@ -134,11 +134,19 @@ static int open_image(struct store *st, const char *hex)
 	return fd;
 }
 
-/* True when the image behind fd has the snapshot's memory size. */
-static bool image_size_ok(int fd, uint64_t size)
+/* A materialized image's modification time, set when it is made: any
+ * later write (the image is 0400, but root can) changes it, so a restore
+ * notices a changed image with one fstat. gc orders images by their
+ * access time, which restores update. */
+#define IMAGE_MTIME_SEC 1
+
+/* True when the image behind fd is as materialize() left it: the
+ * snapshot's memory size, and not written since. */
+static bool image_ok(int fd, uint64_t size)
 {
 	struct stat s;
-	return fstat(fd, &s) == 0 && (uint64_t)s.st_size == size;
+	return fstat(fd, &s) == 0 && (uint64_t)s.st_size == size &&
+	       s.st_mtim.tv_sec == IMAGE_MTIME_SEC && s.st_mtim.tv_nsec == 0;
 }
 
 static int materialize(struct store *st, const struct st_manifest *m, const char *hex, char *err,
@@ -168,7 +176,8 @@ static int materialize(struct store *st, const struct st_manifest *m, const char
 		err_fail(err, errlen, rc, "%s", x.rc ? x.err : strerror(-rc));
 		goto out;
 	}
-	if (fsync(x.fd) < 0 || fchmod(x.fd, 0400) < 0 ||
+	struct timespec ts[2] = { { 0, UTIME_NOW }, { IMAGE_MTIME_SEC, 0 } };
+	if (futimens(x.fd, ts) < 0 || fsync(x.fd) < 0 || fchmod(x.fd, 0400) < 0 ||
 	    renameat(st->root_fd, tmp, st->root_fd, rel) < 0) {
 		rc = err_fail(err, errlen, -errno, "image of %s: %s", hex, strerror(errno));
 		goto out;
@@ -229,9 +238,10 @@ int store_load(struct store *st, const struct store_id *id, struct store_snapsho
 	json_decref(sj);
 
 	/* The image: cached, or made now (once, whoever asks first). A cached
-	 * image of the wrong size (truncated, damaged) is made again. */
+	 * image that changed since it was made (truncated, written) is made
+	 * again. */
 	rc = open_image(st, hex);
-	if (rc >= 0 && !image_size_ok(rc, m.memory_size)) {
+	if (rc >= 0 && !image_ok(rc, m.memory_size)) {
 		close(rc);
 		rc = -ESTALE;
 	}
@@ -243,12 +253,12 @@ int store_load(struct store *st, const struct store_id *id, struct store_snapsho
 			goto out;
 		}
 		rc = open_image(st, hex);
-		if (rc >= 0 && !image_size_ok(rc, m.memory_size)) {
+		if (rc >= 0 && !image_ok(rc, m.memory_size)) {
 			char rel[64];
 			close(rc);
 			snprintf(rel, sizeof(rel), "images/%s.img", hex);
-			log_warn("store %s: the cached image of snapshot %.12s has the wrong size: "
-				 "making it again",
+			log_warn("store %s: the cached image of snapshot %.12s changed since it was "
+				 "made (its size or modification time): making it again",
 				 st->root, hex);
 			unlinkat(st->root_fd, rel, 0);
 			rc = -ENOENT;

@@ -3015,6 +3015,36 @@ Test(store, a_snapshot_without_its_commit_marker_is_gone_for_everyone)
 	img_free(&m);
 }
 
+/* Issue 15, failure 4: a cached image written in place (same size) is
+ * not used either: its modification time gives it away. */
+Test(store, a_cached_image_written_in_place_is_made_again)
+{
+	struct img m = varied_memory();
+	char *src = write_dir("written", &m, 1), err[512] = "";
+	struct store_id id = put(src, NULL, NULL);
+	struct store_snapshot s;
+	cr_assert_eq(store_load(open_store(CS), &id, &s, err, sizeof(err)), 0, "%s", err);
+	store_snapshot_free(&s);
+	char *img = fmt("%s/images/%s.img", e.root, H(&id).s);
+	flip_byte(img, (off_t)(3 * CS + 100));
+	cr_assert_eq(store_load(open_store(CS), &id, &s, err, sizeof(err)), 0, "%s", err);
+	uint8_t *p = mmap(NULL, m.size, PROT_READ, MAP_PRIVATE, s.mem_fd, 0);
+	cr_assert_neq(p, MAP_FAILED);
+	cr_assert_eq(memcmp(p, m.p, m.size), 0, "the written image was used");
+	munmap(p, m.size);
+	store_snapshot_free(&s);
+	/* an image left alone is reused, not made again */
+	struct stat before, after;
+	cr_assert_eq(stat(img, &before), 0);
+	cr_assert_eq(store_load(open_store(CS), &id, &s, err, sizeof(err)), 0, "%s", err);
+	store_snapshot_free(&s);
+	cr_assert_eq(stat(img, &after), 0);
+	cr_assert_eq(before.st_ino, after.st_ino, "an unchanged image was made again");
+	free(img);
+	free(src);
+	img_free(&m);
+}
+
 /* Issue 15, failure 4: a damaged (truncated) cached image is not used: the
  * next load makes it again from the objects. */
 Test(store, a_truncated_cached_image_is_made_again)
