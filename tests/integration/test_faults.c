@@ -42,7 +42,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -52,31 +51,20 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-#include "common/agent_client.h"
-#include "common/http.h"
 #include "store/store.h"
 #include "tests/lib/harness.h"
+#include "tests/lib/vmh.h"
 
 #define T_MS 60000
 #define MiB (1024ULL * 1024)
-#define MAX_VMS 16
 
 /* ------------------------------------------------------------ environment */
-
-struct vmh {
-	bool used, live;
-	char *name;
-	char *api, *agent, *console;
-	struct h_proc proc;
-	struct agent_client *ag;
-};
 
 static struct {
 	char *dir;   /* everything of the test lives here */
 	char *store; /* dir/store, or a store on the tmpfs */
 	char *mnt;   /* a tmpfs mounted by the test */
-	struct vmh vms[MAX_VMS];
-	unsigned seq; /* unique names */
+	struct vmh_set vms; /* unnamed: vm0, vm1, ... */
 	uint64_t rng;
 	uint64_t t0;
 } e;
@@ -141,6 +129,7 @@ static void setup(void)
 	const char *s = getenv("FORKVM_FAULT_SEED");
 	e.dir = h_tmpdir();
 	e.store = h_join(e.dir, "store");
+	vmh_set_init(&e.vms, e.dir);
 	e.rng = s && *s ? strtoull(s, NULL, 0) : now_ns() ^ ((uint64_t)getpid() << 32);
 	if (!e.rng)
 		e.rng = 1;
@@ -149,13 +138,9 @@ static void setup(void)
 		(unsigned long long)e.rng);
 }
 
-static void vm_free(struct vmh *v);
-
 static void teardown(void)
 {
-	for (int i = 0; i < MAX_VMS; i++)
-		if (e.vms[i].used)
-			vm_free(&e.vms[i]);
+	vmh_set_free(&e.vms);
 	if (e.mnt) {
 		umount2(e.mnt, MNT_DETACH);
 		free(e.mnt);
@@ -174,37 +159,6 @@ static double elapsed_s(void)
 	return (double)(now_ns() - e.t0) / 1e9;
 }
 
-/* Like h_spawn, but the child dies with the test process (a test killed by
- * its timeout leaves nothing behind). */
-static void spawn(struct h_proc *p, const char *const argv[])
-{
-	char name[64];
-	pid_t parent = getpid();
-
-	memset(p, 0, sizeof(*p));
-	snprintf(name, sizeof(name), "p%u.out", e.seq);
-	p->out_path = h_join(e.dir, name);
-	snprintf(name, sizeof(name), "p%u.err", e.seq++);
-	p->err_path = h_join(e.dir, name);
-	p->pid = fork();
-	cr_assert(p->pid >= 0, "fork: %s", strerror(errno));
-	if (p->pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(125);
-		int o = open(p->out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		int er = open(p->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		int n = open("/dev/null", O_RDONLY);
-		if (o < 0 || er < 0 || n < 0)
-			_exit(126);
-		dup2(n, 0);
-		dup2(o, 1);
-		dup2(er, 2);
-		execv(argv[0], (char *const *)(uintptr_t)argv);
-		_exit(127);
-	}
-}
-
 /* Reaps p (killing it first when kill_it) and removes its output files. */
 static int proc_end(struct h_proc *p, bool kill_it)
 {
@@ -220,189 +174,6 @@ static int proc_end(struct h_proc *p, bool kill_it)
 }
 
 /* ------------------------------------------------------------ VMs */
-
-static struct vmh *vm_new(const char *prefix)
-{
-	struct vmh *v = NULL;
-	for (int i = 0; i < MAX_VMS && !v; i++)
-		if (!e.vms[i].used)
-			v = &e.vms[i];
-	cr_assert_not_null(v, "more than %d VMs at once", MAX_VMS);
-	memset(v, 0, sizeof(*v));
-	v->used = true;
-	v->name = fmt("%s%u", prefix, e.seq++);
-	v->api = fmt("%s/%s.api", e.dir, v->name);
-	v->agent = fmt("%s/%s.agent", e.dir, v->name);
-	v->console = fmt("%s/%s.console", e.dir, v->name);
-	return v;
-}
-
-/* SIGKILL (if it still runs), reap, remove its files. */
-static void vm_free(struct vmh *v)
-{
-	agent_client_close(v->ag);
-	if (v->live)
-		proc_end(&v->proc, true);
-	unlink(v->api);
-	unlink(v->agent);
-	unlink(v->console);
-	free(v->name);
-	free(v->api);
-	free(v->agent);
-	free(v->console);
-	memset(v, 0, sizeof(*v));
-}
-
-static char *vm_stderr(struct vmh *v)
-{
-	return v->proc.err_path ? h_stderr(&v->proc) : strdup("");
-}
-
-/* Waits for the API socket (a restore creates it only once it succeeded),
- * then connects to the agent. */
-static void vm_ready(struct vmh *v, const char *when)
-{
-	for (int t = 0; t < 30000 && access(v->api, F_OK) != 0; t += 2) {
-		if (h_wait(&v->proc, 0) >= 0)
-			break;
-		h_sleep_ms(2);
-	}
-	if (access(v->api, F_OK) != 0) {
-		char *err = vm_stderr(v);
-		cr_assert_fail("%s: %s: forkvm serves no API (status %d); stderr:\n%s", when,
-			       v->name, h_wait(&v->proc, 0), err);
-	}
-	int rc = agent_client_connect(v->agent, T_MS, &v->ag);
-	cr_assert_eq(rc, 0, "%s: %s: cannot connect to the agent: %s", when, v->name,
-		     strerror(-rc));
-}
-
-/* Boots the agent with memory (e.g. "512M"), the console in a file and,
- * when store is not NULL, --store store. */
-static struct vmh *vm_boot(const char *memory, const char *store)
-{
-	struct vmh *v = vm_new("boot");
-	char *bin = h_bin("forkvm"), *kernel = h_payload("agent");
-	char *serial = fmt("file=%s", v->console), *agent = fmt("socket=%s", v->agent);
-	char *mem = fmt("size=%s", memory);
-	const char *argv[16];
-	int n = 0;
-
-	argv[n++] = bin;
-	argv[n++] = "--api-socket";
-	argv[n++] = v->api;
-	argv[n++] = "--kernel";
-	argv[n++] = kernel;
-	argv[n++] = "--memory";
-	argv[n++] = mem;
-	argv[n++] = "--serial";
-	argv[n++] = serial;
-	argv[n++] = "--agent";
-	argv[n++] = agent;
-	if (store) {
-		argv[n++] = "--store";
-		argv[n++] = store;
-	}
-	argv[n] = NULL;
-	spawn(&v->proc, argv);
-	v->live = true;
-	free(bin);
-	free(kernel);
-	free(serial);
-	free(agent);
-	free(mem);
-	vm_ready(v, "boot");
-	return v;
-}
-
-/* forkvm --restore source_url=URL,resume=true with the agent and console
- * in new files (and --store store when not NULL): started, not waited for. */
-static struct vmh *vm_restore_start(const char *url, const char *store)
-{
-	struct vmh *v = vm_new("rest");
-	char *bin = h_bin("forkvm"), *src = fmt("source_url=%s,resume=true", url);
-	char *serial = fmt("file=%s", v->console), *agent = fmt("socket=%s", v->agent);
-	const char *argv[16];
-	int n = 0;
-
-	argv[n++] = bin;
-	argv[n++] = "--api-socket";
-	argv[n++] = v->api;
-	argv[n++] = "--restore";
-	argv[n++] = src;
-	argv[n++] = "--agent";
-	argv[n++] = agent;
-	argv[n++] = "--serial";
-	argv[n++] = serial;
-	if (store) {
-		argv[n++] = "--store";
-		argv[n++] = store;
-	}
-	argv[n] = NULL;
-	spawn(&v->proc, argv);
-	v->live = true;
-	free(bin);
-	free(src);
-	free(serial);
-	free(agent);
-	return v;
-}
-
-static int api(const char *sock, const char *method, const char *path, const char *json,
-	       char **body)
-{
-	struct http_client_response r;
-	int rc = http_client_request(sock, method, path, json ? "application/json" : NULL, json,
-				     json ? strlen(json) : 0, T_MS, &r);
-	if (rc < 0) {
-		if (body)
-			*body = fmt("(request failed: %s)", strerror(-rc));
-		return rc;
-	}
-	if (body)
-		*body = strdup(r.body ? r.body : "");
-	rc = r.status;
-	http_client_response_free(&r);
-	return rc;
-}
-
-static void put_ok(struct vmh *v, const char *what, const char *json, int want)
-{
-	char *body = NULL, *path = fmt("/api/v1/%s", what);
-	int st = api(v->api, "PUT", path, json, &body);
-	cr_assert_eq(st, want, "%s %s: %d %s", v->name, what, st, body);
-	free(body);
-	free(path);
-}
-
-static char *vm_state(struct vmh *v)
-{
-	char *body = NULL;
-	int st = api(v->api, "GET", "/api/v1/vm.info", NULL, &body);
-	cr_assert_eq(st, 200, "%s: vm.info: %d %s", v->name, st, body);
-	json_t *j = json_loads(body, 0, NULL);
-	const char *s = json_string_value(json_object_get(j, "state"));
-	cr_assert_not_null(s, "vm.info without a state: %s", body);
-	char *r = strdup(s);
-	json_decref(j);
-	free(body);
-	return r;
-}
-
-/* Evaluates code in the agent; the result as compact JSON (malloc'd). */
-static char *js(struct vmh *v, const char *code)
-{
-	json_t *r = NULL;
-	const char *name = NULL, *msg = NULL;
-	int rc = agent_client_eval(v->ag, code, T_MS, &r);
-	cr_assert_eq(rc, 0, "%s: eval `%.200s`: %s", v->name, code, strerror(-rc));
-	cr_assert(agent_client_reply_ok(r, &name, &msg), "%s: eval `%.300s` failed: %s: %s",
-		  v->name, code, name, msg);
-	json_t *res = json_object_get(r, "result");
-	char *s = res ? json_dumps(res, JSON_ENCODE_ANY | JSON_COMPACT) : strdup("undefined");
-	json_decref(r);
-	return s;
-}
 
 /* The guest's recognisable state: x, and big, N doubles (8 * N bytes of
  * touched memory). fill(seed) writes N new numbers, every 4 KiB page
@@ -425,7 +196,7 @@ static void define_guest(struct vmh *v, unsigned n)
 	    "function mark(t) { x = t; big[(t * 7919) %% N] = t; return state(); }"
 	    "N",
 	    n);
-	free(js(v, code));
+	free(vmh_js(v, code));
 	free(code);
 }
 
@@ -434,12 +205,13 @@ static void define_guest(struct vmh *v, unsigned n)
 static void expect_restores(const char *url, const char *store, const char *want,
 			    const char *when)
 {
-	struct vmh *r = vm_restore_start(url, store);
-	vm_ready(r, when);
-	char *got = js(r, "state()");
+	struct vmh *r = vmh_restore_start(&e.vms, NULL, url,
+					  &(struct vmh_opts){.store = store, .resume = true});
+	vmh_ready(r, when);
+	char *got = vmh_js(r, "state()");
 	cr_assert_str_eq(got, want, "%s: %s restores with state %s, not %s", when, url, got, want);
 	free(got);
-	vm_free(r);
+	vmh_free(r);
 }
 
 /* ------------------------------------------------------------ requests killed midway */
@@ -707,7 +479,7 @@ static uint64_t time_snapshot(struct vmh *v, const char *parent, const char *nam
 	char *dest = h_join(parent, name);
 	char *json = fmt("{\"destination_url\": \"file://%s\"}", dest);
 	uint64_t t0 = now_ns();
-	put_ok(v, "vm.snapshot", json, 204);
+	vmh_put(v, "vm.snapshot", json, 204);
 	uint64_t d = now_ns() - t0;
 	h_rmtree(dest);
 	free(dest);
@@ -733,25 +505,26 @@ Test(faults, sigkill_during_snapshot)
 
 	/* The template: booted, 32 MiB filled, snapshotted; its snapshot
 	 * durations (booted VM: memory found with SEEK_DATA on the memfd). */
-	struct vmh *t = vm_boot("512M", NULL);
+	struct vmh *t = vmh_boot(&e.vms, NULL, &(struct vmh_opts){.memory = "512M"});
 	define_guest(t, SNAP_DOUBLES);
-	free(js(t, "fill(1)"));
-	put_ok(t, "vm.pause", NULL, 204);
+	free(vmh_js(t, "fill(1)"));
+	vmh_pause(t);
 	struct pacer boot_pace, rest_pace;
 	boot_pace.d = median3(time_snapshot(t, parent, "c0"), time_snapshot(t, parent, "c1"),
 				  time_snapshot(t, parent, "c2"));
 	char *json = fmt("{\"destination_url\": \"%s\"}", base_url);
-	put_ok(t, "vm.snapshot", json, 204);
+	vmh_put(t, "vm.snapshot", json, 204);
 	free(json);
-	vm_free(t);
+	vmh_free(t);
 	/* ... and of a VM restored from it (its data extents and private pages). */
-	struct vmh *c = vm_restore_start(base_url, NULL);
-	vm_ready(c, "calibration");
-	free(js(c, "mark(12345)"));
-	put_ok(c, "vm.pause", NULL, 204);
+	struct vmh *c =
+	    vmh_restore_start(&e.vms, NULL, base_url, &(struct vmh_opts){.resume = true});
+	vmh_ready(c, "calibration");
+	free(vmh_js(c, "mark(12345)"));
+	vmh_pause(c);
 	rest_pace.d = median3(time_snapshot(c, parent, "c0"), time_snapshot(c, parent, "c1"),
 				  time_snapshot(c, parent, "c2"));
-	vm_free(c);
+	vmh_free(c);
 	fprintf(stderr, "faults: snapshot of 32 MiB takes %.1f ms booted, %.1f ms restored\n",
 		boot_pace.d / 1e6, rest_pace.d / 1e6);
 
@@ -765,23 +538,24 @@ Test(faults, sigkill_during_snapshot)
 		snprintf(when, sizeof(when), "snapshot trial %d (%s)", i,
 			 boot ? "booted" : "restored");
 		if (boot) {
-			v = vm_boot("512M", NULL);
+			v = vmh_boot(&e.vms, NULL, &(struct vmh_opts){.memory = "512M"});
 			define_guest(v, SNAP_DOUBLES);
 			char *code = fmt("fill(%d)", 1000 + i);
-			free(js(v, code));
+			free(vmh_js(v, code));
 			free(code);
 			booted++;
 		} else {
-			v = vm_restore_start(base_url, NULL);
-			vm_ready(v, when);
+			v = vmh_restore_start(&e.vms, NULL, base_url,
+					      &(struct vmh_opts){.resume = true});
+			vmh_ready(v, when);
 		}
 		char *code = fmt("mark(%d)", i);
-		char *want = js(v, code); /* state() as JSON */
-		put_ok(v, "vm.pause", NULL, 204);
+		char *want = vmh_js(v, code); /* state() as JSON */
+		vmh_pause(v);
 		snprintf(name, sizeof(name), "s%d", i);
 		bool answered = kill_snapshot(v, parent, name, want, pacer_delay(pace), &n, when);
 		pacer_update(pace, answered);
-		vm_free(v);
+		vmh_free(v);
 		free(code);
 		free(want);
 	}
@@ -834,7 +608,7 @@ static void store_startv(struct h_proc *p, const char *a1, va_list ap)
 	for (const char *a; (a = va_arg(ap, const char *)) && n < 15;)
 		argv[n++] = a;
 	argv[n] = NULL;
-	spawn(p, argv);
+	cr_assert_eq(h_spawn_tied(p, e.dir, argv), 0, "forkctl: fork: %s", strerror(errno));
 	free(bin);
 }
 
@@ -932,20 +706,21 @@ static void check_store(const char *when)
 		have_base |= !strcmp(tags[i], "base");
 		char *url = fmt("store://%s", tags[i]);
 		cr_assert_lt(n, 8);
-		vms[n++] = vm_restore_start(url, e.store);
+		vms[n++] = vmh_restore_start(&e.vms, NULL, url,
+					     &(struct vmh_opts){.store = e.store, .resume = true});
 		free(url);
 	}
 	cr_assert(have_base, "%s: the tag base is gone", when);
 	for (int i = 0; i < n; i++) {
 		char w[160];
 		snprintf(w, sizeof(w), "%s: restore of store://%s", when, tags[i]);
-		vm_ready(vms[i], w);
-		char *got = js(vms[i], "state()");
+		vmh_ready(vms[i], w);
+		char *got = vmh_js(vms[i], "state()");
 		const struct src *s = src_of_tag(tags[i]);
 		cr_assert_str_eq(got, s->state, "%s: restores with state %s, not %s", w, got,
 				 s->state);
 		free(got);
-		vm_free(vms[i]);
+		vmh_free(vms[i]);
 	}
 	free_list(tags);
 	free(tags_dir);
@@ -1059,7 +834,7 @@ Test(faults, sigkill_during_store_put_and_gc)
 
 	/* Three snapshot directories of one guest, 4 MiB of distinct numbers
 	 * each (the agent's own memory is mostly shared between them). */
-	struct vmh *v = vm_boot("128M", NULL);
+	struct vmh *v = vmh_boot(&e.vms, NULL, &(struct vmh_opts){.memory = "128M"});
 	define_guest(v, STORE_DOUBLES);
 	static const char *const tags[] = { "base", "d0", "d1" };
 	for (int i = 0; i < 3; i++) {
@@ -1068,15 +843,15 @@ Test(faults, sigkill_during_store_put_and_gc)
 		s->dir = fmt("%s/src-%s", e.dir, tags[i]);
 		s->url = fmt("file://%s", s->dir);
 		char *code = fmt("fill(%d)", 100 * (i + 1));
-		s->state = js(v, code); /* state() as JSON */
+		s->state = vmh_js(v, code); /* state() as JSON */
 		free(code);
-		put_ok(v, "vm.pause", NULL, 204);
+		vmh_pause(v);
 		char *json = fmt("{\"destination_url\": \"%s\"}", s->url);
-		put_ok(v, "vm.snapshot", json, 204);
-		put_ok(v, "vm.resume", NULL, 204);
+		vmh_put(v, "vm.snapshot", json, 204);
+		vmh_resume(v);
 		free(json);
 	}
-	vm_free(v);
+	vmh_free(v);
 
 	/* Each put whole once (d0's and d1's durations are the puts to kill);
 	 * then one gc of d0's objects. */
@@ -1228,7 +1003,7 @@ static void fill_disk(const char *path)
 static void snapshot_fails_full(struct vmh *v, const char *url)
 {
 	char *json = fmt("{\"destination_url\": \"%s\"}", url), *body = NULL;
-	int st = api(v->api, "PUT", "/api/v1/vm.snapshot", json, &body);
+	int st = vmh_api(v, "PUT", "/api/v1/vm.snapshot", json, &body);
 	cr_assert(st >= 400 && st < 600, "vm.snapshot to %s on a full disk: %d %s", url, st, body);
 	cr_assert_not_null(strstr(body, "No space left on device"),
 			   "vm.snapshot to %s on a full disk: %d %s", url, st, body);
@@ -1255,15 +1030,16 @@ Test(faults, full_disk_snapshot_and_store)
 	store_ok("init", NULL);
 
 	/* A small snapshot fits and stays. */
-	struct vmh *v = vm_boot("512M", e.store);
+	struct vmh *v =
+	    vmh_boot(&e.vms, NULL, &(struct vmh_opts){.memory = "512M", .store = e.store});
 	define_guest(v, FULL_DOUBLES);
-	char *small = js(v, "mark(7)");
-	put_ok(v, "vm.pause", NULL, 204);
-	put_ok(v, "vm.snapshot", "{\"destination_url\": \"store://small\"}", 200);
-	put_ok(v, "vm.resume", NULL, 204);
+	char *small = vmh_js(v, "mark(7)");
+	vmh_pause(v);
+	vmh_put(v, "vm.snapshot", "{\"destination_url\": \"store://small\"}", 200);
+	vmh_resume(v);
 	/* 56 MB that neither a directory nor the store can hold. */
-	char *want = js(v, "fill(9)");
-	put_ok(v, "vm.pause", NULL, 204);
+	char *want = vmh_js(v, "fill(9)");
+	vmh_pause(v);
 	uint64_t used = used_bytes(mnt);
 
 	char *dest = h_join(mnt, "snap"), *url = fmt("file://%s", dest);
@@ -1275,7 +1051,7 @@ Test(faults, full_disk_snapshot_and_store)
 	/* forkctl store put of the same memory, from a directory elsewhere */
 	char *big = h_join(e.dir, "big"), *big_url = fmt("file://%s", big);
 	char *json = fmt("{\"destination_url\": \"%s\"}", big_url);
-	put_ok(v, "vm.snapshot", json, 204);
+	vmh_put(v, "vm.snapshot", json, 204);
 	store_start(&p, "put", big_url, "--tag", "big", NULL);
 	int st = proc_finish(&p, &out, &err);
 	cr_assert_eq(st, 1, "store put on a full disk: %d\n%s%s", st, out, err);
@@ -1286,26 +1062,26 @@ Test(faults, full_disk_snapshot_and_store)
 	check_nothing_left(used, "forkctl store put");
 
 	/* The VM is paused, resumes, and its memory is intact. */
-	char *state = vm_state(v);
-	cr_assert_str_eq(state, "Paused");
-	put_ok(v, "vm.resume", NULL, 204);
-	char *got = js(v, "state()");
+	vmh_assert_state(v, "Paused");
+	vmh_resume(v);
+	char *got = vmh_js(v, "state()");
 	cr_assert_str_eq(got, want, "after the failed snapshots the guest has %s, not %s", got,
 			 want);
-	vm_free(v);
+	vmh_free(v);
 
 	/* A first restore on a full disk cannot materialize the image: forkvm
 	 * says why and leaves no partial image; with room again it works. */
 	char *filler = h_join(mnt, "filler");
 	fill_disk(filler);
-	struct vmh *r = vm_restore_start("store://small", e.store);
+	struct vmh *r = vmh_restore_start(&e.vms, NULL, "store://small",
+					  &(struct vmh_opts){.store = e.store, .resume = true});
 	st = h_wait(&r->proc, T_MS);
-	err = vm_stderr(r);
+	err = vmh_stderr(r);
 	cr_assert(st > 0 && st < 128, "forkvm --restore on a full disk: status %d\n%s", st, err);
 	cr_assert_not_null(strstr(err, "No space left on device"),
 			   "forkvm --restore on a full disk: %s", err);
 	free(err);
-	vm_free(r);
+	vmh_free(r);
 	cr_assert_eq(count_in_store("tmp"), 0, "a partial image left in tmp/");
 	cr_assert_eq(count_in_store("images"), 0, "an image left in images/");
 	cr_assert_eq(unlink(filler), 0);
@@ -1317,7 +1093,6 @@ Test(faults, full_disk_snapshot_and_store)
 		"a first restore from the store failed cleanly (No space left on device), the VM "
 		"resumed intact; %.1f s\n",
 		elapsed_s());
-	free(state);
 	free(got);
 	free(json);
 	free(big);

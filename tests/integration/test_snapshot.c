@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,7 +26,6 @@
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/socket.h>
@@ -37,30 +35,19 @@
 #include <xxhash.h>
 
 #include "common/agent_client.h"
-#include "common/http.h"
 #include "tests/lib/harness.h"
+#include "tests/lib/vmh.h"
 
 #define T_MS 60000
 #define MiB (1024ULL * 1024)
 #define GiB (1024ULL * MiB)
 #define PAGE 4096ULL
-#define MAX_VMS 16
 
 /* ------------------------------------------------------------ environment */
 
-/* One forkvm process and the paths it serves. */
-struct vmh {
-	char *name;
-	char *api, *agent, *console;
-	struct h_proc proc;
-	bool live;
-	struct agent_client *ag;
-};
-
 static struct {
 	char *dir; /* everything of the test lives here */
-	struct vmh vms[MAX_VMS];
-	int nvms;
+	struct vmh_set vms;
 	char *mnt; /* a tmpfs mounted by the test */
 } e;
 
@@ -70,28 +57,12 @@ static struct vmh *empty_vmm_for_refusals;
 static void setup_dir(void)
 {
 	e.dir = h_tmpdir();
-}
-
-static void vm_stop(struct vmh *v)
-{
-	agent_client_close(v->ag);
-	v->ag = NULL;
-	if (v->live) {
-		h_kill(&v->proc);
-		v->live = false;
-	}
+	vmh_set_init(&e.vms, e.dir);
 }
 
 static void teardown(void)
 {
-	for (int i = 0; i < e.nvms; i++) {
-		struct vmh *v = &e.vms[i];
-		vm_stop(v);
-		free(v->name);
-		free(v->api);
-		free(v->agent);
-		free(v->console);
-	}
+	vmh_set_free(&e.vms);
 	if (e.mnt) {
 		umount2(e.mnt, MNT_DETACH);
 		free(e.mnt);
@@ -133,155 +104,6 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-/* Like h_spawn, but the child dies with the test process (a test killed
- * by its timeout leaves no forkvm behind). */
-static void spawn(struct h_proc *p, const char *const argv[])
-{
-	static int seq;
-	char name[64];
-	pid_t parent = getpid();
-
-	memset(p, 0, sizeof(*p));
-	snprintf(name, sizeof(name), "p%d.out", seq);
-	p->out_path = path_in(name);
-	snprintf(name, sizeof(name), "p%d.err", seq++);
-	p->err_path = path_in(name);
-	p->pid = fork();
-	cr_assert(p->pid >= 0, "fork: %s", strerror(errno));
-	if (p->pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(125);
-		int o = open(p->out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		int er = open(p->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		int n = open("/dev/null", O_RDONLY);
-		if (o < 0 || er < 0 || n < 0)
-			_exit(126);
-		dup2(n, 0);
-		dup2(o, 1);
-		dup2(er, 2);
-		execv(argv[0], (char *const *)(uintptr_t)argv);
-		_exit(127);
-	}
-}
-
-/* A VM handle whose sockets and console are NAME.api, NAME.agent,
- * NAME.console in the test directory. */
-static struct vmh *vm_new(const char *name)
-{
-	cr_assert_lt(e.nvms, MAX_VMS);
-	struct vmh *v = &e.vms[e.nvms++];
-	memset(v, 0, sizeof(*v));
-	v->name = strdup(name);
-	v->api = fmt("%s/%s.api", e.dir, name);
-	v->agent = fmt("%s/%s.agent", e.dir, name);
-	v->console = fmt("%s/%s.console", e.dir, name);
-	return v;
-}
-
-static void vm_set_agent(struct vmh *v, const char *path)
-{
-	free(v->agent);
-	v->agent = strdup(path);
-}
-
-static char *vm_stderr(struct vmh *v)
-{
-	return v->proc.err_path ? h_stderr(&v->proc) : strdup("");
-}
-
-static void wait_api(struct vmh *v)
-{
-	for (int t = 0; t < 30000 && access(v->api, F_OK) != 0; t += 10) {
-		if (h_wait(&v->proc, 0) >= 0)
-			break;
-		h_sleep_ms(10);
-	}
-	if (access(v->api, F_OK) != 0) {
-		char *err = vm_stderr(v);
-		cr_assert_fail("%s: no API socket (status %d); stderr:\n%s", v->name,
-			       h_wait(&v->proc, 0), err);
-	}
-}
-
-static int api(const char *sock, const char *method, const char *path, const char *json,
-	       char **body)
-{
-	struct http_client_response r;
-	int rc = http_client_request(sock, method, path, json ? "application/json" : NULL, json,
-				     json ? strlen(json) : 0, T_MS, &r);
-	if (rc < 0) {
-		if (body)
-			*body = fmt("(request failed: %s)", strerror(-rc));
-		return rc;
-	}
-	if (body)
-		*body = strdup(r.body ? r.body : "");
-	rc = r.status;
-	http_client_response_free(&r);
-	return rc;
-}
-
-/* The VM's state from vm.info (malloc'd), or NULL with the reason in
- * *why when vm.info does not answer 200. */
-static char *vm_state(struct vmh *v, char **why)
-{
-	char *body = NULL;
-	int st = api(v->api, "GET", "/api/v1/vm.info", NULL, &body);
-	if (st != 200) {
-		if (why)
-			*why = fmt("vm.info: %d %s", st, body);
-		free(body);
-		return NULL;
-	}
-	json_t *j = json_loads(body, 0, NULL);
-	const char *s = json_string_value(json_object_get(j, "state"));
-	char *r = s ? strdup(s) : NULL;
-	if (!r && why)
-		*why = fmt("vm.info without a state: %s", body);
-	json_decref(j);
-	free(body);
-	return r;
-}
-
-static void assert_state(struct vmh *v, const char *want)
-{
-	char *why = NULL, *s = vm_state(v, &why);
-	if (!s) {
-		char *err = vm_stderr(v);
-		cr_assert_fail("%s: %s; forkvm stderr:\n%s", v->name, why, err);
-	}
-	cr_assert_str_eq(s, want, "%s is %s, expected %s", v->name, s, want);
-	free(s);
-}
-
-static void put_ok(struct vmh *v, const char *what, const char *json)
-{
-	char *body = NULL, *path = fmt("/api/v1/%s", what);
-	int st = api(v->api, "PUT", path, json, &body);
-	cr_assert_eq(st, 204, "%s %s: %d %s", v->name, what, st, body);
-	free(body);
-	free(path);
-}
-
-static void vm_pause(struct vmh *v)
-{
-	put_ok(v, "vm.pause", NULL);
-}
-
-static void vm_resume(struct vmh *v)
-{
-	put_ok(v, "vm.resume", NULL);
-}
-
-static void vm_snapshot(struct vmh *v, const char *dir)
-{
-	char *url = url_of(dir), *json = fmt("{\"destination_url\": \"%s\"}", url);
-	put_ok(v, "vm.snapshot", json);
-	free(url);
-	free(json);
-}
-
 /* forkctl --api-socket=SOCK a1 [a2]; returns the exit status. */
 static int ctl(const char *sock, char **out, char **err, const char *a1, const char *a2)
 {
@@ -306,62 +128,11 @@ static int actl(const char *sock, char **out, char **err, const char *a1, const 
 
 /* ------------------------------------------------------------ the agent */
 
-static struct agent_client *agent_of(struct vmh *v)
-{
-	if (!v->ag) {
-		int rc = agent_client_connect(v->agent, T_MS, &v->ag);
-		cr_assert_eq(rc, 0, "%s: cannot connect to %s: %s", v->name, v->agent,
-			     strerror(-rc));
-		rc = agent_client_ping(v->ag, T_MS, NULL);
-		cr_assert_eq(rc, 0, "%s: the agent at %s does not answer: %s", v->name, v->agent,
-			     strerror(-rc));
-	}
-	return v->ag;
-}
-
-/* Evaluates code in the VM's agent; returns the result as compact JSON
- * (malloc'd; "undefined" when there is none). Fails the test on an error. */
-static char *js(struct vmh *v, const char *code)
-{
-	json_t *r = NULL;
-	const char *name = NULL, *msg = NULL;
-	int rc = agent_client_eval(agent_of(v), code, T_MS, &r);
-	cr_assert_eq(rc, 0, "%s: eval `%.200s`: %s", v->name, code, strerror(-rc));
-	cr_assert(agent_client_reply_ok(r, &name, &msg), "%s: eval `%.300s` failed: %s: %s",
-		  v->name, code, name, msg);
-	json_t *res = json_object_get(r, "result");
-	char *s = res ? json_dumps(res, JSON_ENCODE_ANY | JSON_COMPACT) : strdup("undefined");
-	json_decref(r);
-	return s;
-}
-
-static char *jsf(struct vmh *v, const char *f, ...) __attribute__((format(printf, 2, 3)));
-
-static char *jsf(struct vmh *v, const char *f, ...)
-{
-	va_list ap;
-	char *code;
-	va_start(ap, f);
-	if (vasprintf(&code, f, ap) < 0)
-		abort();
-	va_end(ap);
-	char *r = js(v, code);
-	free(code);
-	return r;
-}
-
-static void js_expect(struct vmh *v, const char *code, const char *want)
-{
-	char *got = js(v, code);
-	cr_assert_str_eq(got, want, "%s: `%s` is %s, expected %s", v->name, code, got, want);
-	free(got);
-}
-
 /* The agent's info result (caller decrefs). */
 static json_t *agent_info(struct vmh *v)
 {
 	json_t *r = NULL;
-	int rc = agent_client_info(agent_of(v), T_MS, &r);
+	int rc = agent_client_info(vmh_agent(v), T_MS, &r);
 	cr_assert_eq(rc, 0, "%s: info: %s", v->name, strerror(-rc));
 	cr_assert(agent_client_reply_ok(r, NULL, NULL), "%s: info failed", v->name);
 	json_t *res = json_incref(json_object_get(r, "result"));
@@ -375,107 +146,6 @@ static long long jnum(const json_t *o, const char *key)
 	cr_assert(json_is_number(j), "no number %s in the agent's info", key);
 	return json_is_integer(j) ? (long long)json_integer_value(j)
 				  : (long long)json_real_value(j);
-}
-
-/* ------------------------------------------------------------ starting VMs */
-
-/* Boots payload (NULL: the agent, with --agent) with --api-socket and the
- * console in NAME.console; extra forkvm arguments may be NULL. */
-static struct vmh *vm_boot(const char *name, const char *payload, const char *const extra[])
-{
-	struct vmh *v = vm_new(name);
-	char *bin = h_bin("forkvm"), *kernel = payload ? h_payload(payload) : h_payload("agent");
-	char *serial = fmt("file=%s", v->console), *agent = fmt("socket=%s", v->agent);
-	const char *argv[48];
-	int n = 0;
-
-	argv[n++] = bin;
-	argv[n++] = "--api-socket";
-	argv[n++] = v->api;
-	argv[n++] = "--kernel";
-	argv[n++] = kernel;
-	argv[n++] = "--serial";
-	argv[n++] = serial;
-	if (!payload) {
-		argv[n++] = "--agent";
-		argv[n++] = agent;
-	}
-	for (int i = 0; extra && extra[i] && n < 46; i++)
-		argv[n++] = extra[i];
-	argv[n] = NULL;
-	spawn(&v->proc, argv);
-	v->live = true;
-	free(bin);
-	free(kernel);
-	free(serial);
-	free(agent);
-	wait_api(v);
-	if (!payload)
-		agent_of(v);
-	return v;
-}
-
-enum {
-	R_RESUME = 1,	  /* source_url=...,resume=true */
-	R_AGENT = 2,	  /* --agent socket=NAME.agent */
-	R_CONSOLE = 4,	  /* --serial file=NAME.console */
-	R_SERIAL_OFF = 8, /* --serial off */
-};
-
-/* forkvm --api-socket NAME.api --restore source_url=file://SNAP[,resume=true]
- * [--agent socket=NAME.agent] [--serial ...]. Waits until vm.info answers
- * (the restore is done) and checks the state. Without R_AGENT the agent
- * socket is the snapshot's: give it in agent_path. */
-static struct vmh *vm_restore(const char *name, const char *snap, int flags, const char *agent_path)
-{
-	struct vmh *v = vm_new(name);
-	char *bin = h_bin("forkvm");
-	char *src = fmt("source_url=file://%s%s", snap, flags & R_RESUME ? ",resume=true" : "");
-	char *serial = fmt("file=%s", v->console), *agent = fmt("socket=%s", v->agent);
-	const char *argv[16];
-	int n = 0;
-
-	argv[n++] = bin;
-	argv[n++] = "--api-socket";
-	argv[n++] = v->api;
-	argv[n++] = "--restore";
-	argv[n++] = src;
-	if (flags & R_AGENT) {
-		argv[n++] = "--agent";
-		argv[n++] = agent;
-	} else if (agent_path) {
-		vm_set_agent(v, agent_path);
-	}
-	if (flags & R_CONSOLE) {
-		argv[n++] = "--serial";
-		argv[n++] = serial;
-	} else if (flags & R_SERIAL_OFF) {
-		argv[n++] = "--serial";
-		argv[n++] = "off";
-	}
-	argv[n] = NULL;
-	spawn(&v->proc, argv);
-	v->live = true;
-	free(bin);
-	free(src);
-	free(serial);
-	free(agent);
-	wait_api(v);
-	assert_state(v, flags & R_RESUME ? "Running" : "Paused");
-	return v;
-}
-
-/* forkvm --api-socket NAME.api alone: a VMM waiting for vm.create or vm.restore. */
-static struct vmh *vmm_empty(const char *name)
-{
-	struct vmh *v = vm_new(name);
-	char *bin = h_bin("forkvm");
-	const char *argv[] = { bin, "--api-socket", v->api, NULL };
-	spawn(&v->proc, argv);
-	v->live = true;
-	free(bin);
-	wait_api(v);
-	return v;
 }
 
 /* ------------------------------------------------------------ files */
@@ -754,15 +424,16 @@ static bool bad_exit(int st, const char *err)
  * script's function, and tick() called 25 times. */
 static void js_build_state(struct vmh *v)
 {
-	free(js(v,
-		"var greeting = 'héllo, wörld ✓'; var answer = 42; var flag = true;"
-		"var counter = (function () { var n = 0; return function () { return ++n; }; })();"
-		"counter(); counter(); counter(); undefined"));
-	js_expect(v,
-		  "var big = []; for (var i = 0; i < 1000000; i++) big.push((i * 7919) % 1000003);"
-		  "big.length",
-		  "1000000");
-	js_expect(
+	free(vmh_js(
+	    v, "var greeting = 'héllo, wörld ✓'; var answer = 42; var flag = true;"
+	       "var counter = (function () { var n = 0; return function () { return ++n; }; })();"
+	       "counter(); counter(); counter(); undefined"));
+	vmh_js_expect(
+	    v,
+	    "var big = []; for (var i = 0; i < 1000000; i++) big.push((i * 7919) % 1000003);"
+	    "big.length",
+	    "1000000");
+	vmh_js_expect(
 	    v,
 	    "var graph = {name: 'root', kids: [{id: 1, tags: ['a', 'b']},"
 	    " {id: 2, nested: {deep: {deeper: [1, 2.5, -3, null, 'x']}}}], when: 1234567890123};"
@@ -770,23 +441,23 @@ static void js_build_state(struct vmh *v)
 	    "graph.kids[0].up = 'root'; for (var k = 0; k < 500; k++) graph['k' + k] = {v: k * k};"
 	    "JSON.stringify(graph).length > 1000",
 	    "true");
-	js_expect(v,
-		  "var rnd = new Float64Array(100000); for (var i = 0; i < rnd.length; i++)"
-		  " rnd[i] = Math.random(); rnd.length",
-		  "100000");
+	vmh_js_expect(v,
+		      "var rnd = new Float64Array(100000); for (var i = 0; i < rnd.length; i++)"
+		      " rnd[i] = Math.random(); rnd.length",
+		      "100000");
 	json_t *r = NULL;
 	cr_assert_eq(
-	    agent_client_load(agent_of(v),
+	    agent_client_load(vmh_agent(v),
 			      "function handler(x) { return 'handled ' + x + ' #' + counter(); }",
 			      "handlers.js", T_MS, &r),
 	    0);
 	cr_assert(agent_client_reply_ok(r, NULL, NULL));
 	json_decref(r);
-	free(js(v, "var ticks = 0; function tick() { return ++ticks; }"));
+	free(vmh_js(v, "var ticks = 0; function tick() { return ++ticks; }"));
 	for (int i = 1; i <= 25; i++) {
 		char want[16];
 		snprintf(want, sizeof(want), "%d", i);
-		js_expect(v, "tick()", want);
+		vmh_js_expect(v, "tick()", want);
 	}
 }
 
@@ -806,16 +477,16 @@ static const char *JS_DIGEST =
  * the state (the closure and tick advance); call once per restore. */
 static void js_check_state(struct vmh *v, const char *digest_before)
 {
-	char *d = js(v, JS_DIGEST);
+	char *d = vmh_js(v, JS_DIGEST);
 	cr_assert_str_eq(d, digest_before,
 			 "%s: the JavaScript state changed:\nbefore %.600s\nafter  %.600s", v->name,
 			 digest_before, d);
 	free(d);
-	js_expect(v, "counter()", "4");
-	js_expect(v, "tick()", "26");
-	js_expect(v, "tick()", "27");
-	js_expect(v, "handler('x')", "\"handled x #5\"");
-	js_expect(v, "big[999999] + big[123456]", "1613460");
+	vmh_js_expect(v, "counter()", "4");
+	vmh_js_expect(v, "tick()", "26");
+	vmh_js_expect(v, "tick()", "27");
+	vmh_js_expect(v, "handler('x')", "\"handled x #5\"");
+	vmh_js_expect(v, "big[999999] + big[123456]", "1613460");
 }
 
 /* ------------------------------------------------------------ 1. walkthrough */
@@ -827,10 +498,12 @@ Test(snapshot, walkthrough_cli_api_and_resume_true, .fini = teardown, .timeout =
 
 	H_NEED_GUEST();
 	setup_dir();
-	struct vmh *a = vm_boot(
-	    "a", NULL, (const char *const[]){ "--cpus", "boot=4", "--memory", "size=4G", NULL });
+	struct vmh *a =
+	    vmh_boot(&e.vms, "a",
+		     &(struct vmh_opts){.extra = (const char *const[]){
+					    "--cpus", "boot=4", "--memory", "size=4G", NULL}});
 	js_build_state(a);
-	char *digest = js(a, JS_DIGEST);
+	char *digest = vmh_js(a, JS_DIGEST);
 	cr_assert_eq(ctl(a->api, NULL, &err, "pause", NULL), 0, "%s", err);
 	free(err);
 
@@ -866,17 +539,18 @@ Test(snapshot, walkthrough_cli_api_and_resume_true, .fini = teardown, .timeout =
 	char *tmps = tmp_siblings(e.dir);
 	cr_assert_str_eq(tmps, "", "temporary directories left behind: %s", tmps);
 	free(tmps);
-	assert_state(a, "Paused");
+	vmh_assert_state(a, "Paused");
 
 	/* forkvm --api-socket B --restore: takes over A's agent socket path while
 	 * A still runs (paused). */
-	struct vmh *b = vm_restore("b", snap, 0, a->agent);
+	struct vmh *b = vmh_restore(
+	    &e.vms, "b", snap, &(struct vmh_opts){.agent_at = a->agent, .serial = VMH_SERIAL_NONE});
 	cr_assert_eq(ctl(b->api, &out, NULL, "info", NULL), 0);
 	cr_assert(strstr(out, "\"Paused\""), "forkctl info: %s", out);
 	free(out);
 	cr_assert_eq(ctl(b->api, NULL, &err, "resume", NULL), 0, "forkctl resume: %s", err);
 	free(err);
-	assert_state(b, "Running");
+	vmh_assert_state(b, "Running");
 	js_check_state(b, digest);
 	json_t *info = agent_info(b);
 	cr_assert_eq(jnum(info, "generation"), 1, "generation after one restore");
@@ -898,32 +572,34 @@ Test(snapshot, walkthrough_cli_api_and_resume_true, .fini = teardown, .timeout =
 	cr_assert_str_eq(out, "84\n");
 	free(out);
 	free(err);
-	vm_stop(b);
+	vmh_stop(b);
 
 	/* forkctl --api-socket=C restore source_url=... into an empty VMM. */
-	struct vmh *c = vmm_empty("c");
-	vm_set_agent(c, a->agent);
+	struct vmh *c = vmh_empty(&e.vms, "c", NULL);
+	vmh_set_agent(c, a->agent);
 	char *spec = fmt("source_url=%s", url);
 	cr_assert_eq(ctl(c->api, NULL, &err, "restore", spec), 0, "forkctl restore: %s", err);
 	free(err);
-	assert_state(c, "Paused");
+	vmh_assert_state(c, "Paused");
 	cr_assert_eq(ctl(c->api, NULL, &err, "resume", NULL), 0, "%s", err);
 	free(err);
 	js_check_state(c, digest);
-	vm_stop(c);
+	vmh_stop(c);
 
 	/* --restore source_url=...,resume=true: running at once. */
-	struct vmh *d = vm_restore("d", snap, R_RESUME, a->agent);
+	struct vmh *d = vmh_restore(
+	    &e.vms, "d", snap,
+	    &(struct vmh_opts){.resume = true, .agent_at = a->agent, .serial = VMH_SERIAL_NONE});
 	js_check_state(d, digest);
 	info = agent_info(d);
 	cr_assert_eq(jnum(info, "generation"), 1);
 	json_decref(info);
-	vm_stop(d);
+	vmh_stop(d);
 
 	/* The original is untouched by all this: still paused, and resumes. */
-	assert_state(a, "Paused");
-	vm_resume(a);
-	assert_state(a, "Running");
+	vmh_assert_state(a, "Paused");
+	vmh_resume(a);
+	vmh_assert_state(a, "Running");
 	free(digest);
 	free(snap);
 	free(url);
@@ -938,8 +614,10 @@ Test(snapshot, refusals_running_nonempty_file_and_empty_dir_ok, .fini = teardown
 
 	H_NEED_GUEST();
 	setup_dir();
-	struct vmh *v = vm_boot("v", NULL, (const char *const[]){ "--cpus", "boot=2", NULL });
-	free(js(v, "var kept = 'still here'"));
+	struct vmh *v =
+	    vmh_boot(&e.vms, "v",
+		     &(struct vmh_opts){.extra = (const char *const[]){"--cpus", "boot=2", NULL}});
+	free(vmh_js(v, "var kept = 'still here'"));
 
 	/* A running VM: 409, forkctl exits 1 saying to pause. */
 	char *s1 = path_in("s1"), *u1 = url_of(s1);
@@ -947,17 +625,17 @@ Test(snapshot, refusals_running_nonempty_file_and_empty_dir_ok, .fini = teardown
 	cr_assert(strstr(err, "409") && strstr(err, "pause"), "forkctl: %s", err);
 	free(err);
 	cr_assert_neq(access(s1, F_OK), 0, "a refused snapshot created %s", s1);
-	assert_state(v, "Running");
-	js_expect(v, "kept", "\"still here\"");
+	vmh_assert_state(v, "Running");
+	vmh_js_expect(v, "kept", "\"still here\"");
 
-	vm_pause(v);
+	vmh_pause(v);
 	/* A non-empty directory: 400, nothing in it changes. */
 	char *full = path_in("full"), *keep = h_join(full, "keep.txt"), *ufull = url_of(full);
 	cr_assert_eq(mkdir(full, 0755), 0);
 	cr_assert_eq(h_write_file(keep, "precious\n"), 0);
 	char *fp = fingerprint(full);
 	char *json = fmt("{\"destination_url\": \"%s\"}", ufull);
-	int st = api(v->api, "PUT", "/api/v1/vm.snapshot", json, &body);
+	int st = vmh_api(v, "PUT", "/api/v1/vm.snapshot", json, &body);
 	cr_assert_eq(st, 400, "snapshot into a non-empty directory: %d %s", st, body);
 	cr_assert(strstr(body, "not empty"), "%s", body);
 	free(body);
@@ -1000,10 +678,10 @@ Test(snapshot, refusals_running_nonempty_file_and_empty_dir_ok, .fini = teardown
 	free(tmps);
 
 	/* After all that the VM is still paused and works. */
-	assert_state(v, "Paused");
-	vm_resume(v);
-	js_expect(v, "kept", "\"still here\"");
-	vm_pause(v);
+	vmh_assert_state(v, "Paused");
+	vmh_resume(v);
+	vmh_js_expect(v, "kept", "\"still here\"");
+	vmh_pause(v);
 
 	/* An empty existing directory is accepted; no .tmp sibling remains. */
 	char *empty = path_in("empty"), *uempty = fmt("file://%s/", empty); /* a trailing slash */
@@ -1026,18 +704,20 @@ Test(snapshot, refusals_running_nonempty_file_and_empty_dir_ok, .fini = teardown
 	free(fp);
 	free(fp2);
 	/* The paused VM can be snapshotted again elsewhere, then resumes. */
-	vm_snapshot(v, s1);
-	vm_resume(v);
-	js_expect(v, "kept", "\"still here\"");
+	vmh_snapshot(v, s1);
+	vmh_resume(v);
+	vmh_js_expect(v, "kept", "\"still here\"");
 	/* The snapshot taken from the empty directory restores. */
-	vm_stop(v);
-	struct vmh *r = vm_restore("r", empty, R_RESUME, v->agent);
-	js_expect(r, "kept", "\"still here\"");
+	vmh_stop(v);
+	struct vmh *r = vmh_restore(
+	    &e.vms, "r", empty,
+	    &(struct vmh_opts){.resume = true, .agent_at = v->agent, .serial = VMH_SERIAL_NONE});
+	vmh_js_expect(r, "kept", "\"still here\"");
 
 	/* No VM at all: vm.snapshot is a state error. */
-	struct vmh *none = vmm_empty("none");
+	struct vmh *none = vmh_empty(&e.vms, "none", NULL);
 	json = fmt("{\"destination_url\": \"file://%s/never\"}", e.dir);
-	st = api(none->api, "PUT", "/api/v1/vm.snapshot", json, &body);
+	st = vmh_api(none, "PUT", "/api/v1/vm.snapshot", json, &body);
 	cr_assert(st >= 400 && st < 500, "snapshot without a VM: %d %s", st, body);
 	free(body);
 	free(json);
@@ -1062,30 +742,32 @@ Test(snapshot, js_state_continues_in_a_new_process, .fini = teardown, .timeout =
 {
 	H_NEED_GUEST();
 	setup_dir();
-	struct vmh *v = vm_boot("orig", NULL, (const char *const[]){ "--cpus", "boot=2", NULL });
+	struct vmh *v =
+	    vmh_boot(&e.vms, "orig",
+		     &(struct vmh_opts){.extra = (const char *const[]){"--cpus", "boot=2", NULL}});
 	js_build_state(v);
-	char *digest = js(v, JS_DIGEST);
+	char *digest = vmh_js(v, JS_DIGEST);
 	json_t *info = agent_info(v);
 	char *boot_id = strdup(json_string_value(json_object_get(info, "boot_id")));
 	cr_assert_eq(jnum(info, "generation"), 0);
 	json_decref(info);
-	vm_pause(v);
+	vmh_pause(v);
 	char *snap = path_in("snap");
-	vm_snapshot(v, snap);
+	vmh_snapshot(v, snap);
 	/* The original is gone before the restore starts. */
 	pid_t orig_pid = v->proc.pid;
-	vm_stop(v);
+	vmh_stop(v);
 	cr_assert(!connectable(v->agent), "the original VM still listens");
 
 	h_sleep_ms(1500); /* the snapshot spends some time on disk */
-	struct vmh *r = vm_restore("new", snap, R_AGENT | R_CONSOLE, NULL);
+	struct vmh *r = vmh_restore(&e.vms, "new", snap, NULL);
 	cr_assert_neq(r->proc.pid, orig_pid);
-	vm_resume(r);
+	vmh_resume(r);
 	js_check_state(r, digest);
 	/* The guest's wall clock is the host's (docs: "right after a restore"). */
 	struct timespec w0, w1;
 	clock_gettime(CLOCK_REALTIME, &w0);
-	char *now = js(r, "Date.now()");
+	char *now = vmh_js(r, "Date.now()");
 	clock_gettime(CLOCK_REALTIME, &w1);
 	double g = strtod(now, NULL), lo = w0.tv_sec * 1e3 + w0.tv_nsec / 1e6 - 2,
 	       hi = w1.tv_sec * 1e3 + w1.tv_nsec / 1e6 + 2;
@@ -1098,10 +780,10 @@ Test(snapshot, js_state_continues_in_a_new_process, .fini = teardown, .timeout =
 			 "a clone keeps the boot id (docs/agent-protocol.md)");
 	json_decref(info);
 	/* The state goes on changing normally. */
-	js_expect(r, "big.push(7); big.length", "1000001");
-	js_expect(r, "graph.kids[1].nested.deep.deeper[1] = 9; graph.shared.nested.deep.deeper[1]",
-		  "9");
-	js_expect(r, "tick()", "28");
+	vmh_js_expect(r, "big.push(7); big.length", "1000001");
+	vmh_js_expect(
+	    r, "graph.kids[1].nested.deep.deeper[1] = 9; graph.shared.nested.deep.deeper[1]", "9");
+	vmh_js_expect(r, "tick()", "28");
 	free(digest);
 	free(boot_id);
 	free(snap);
@@ -1113,7 +795,7 @@ Test(snapshot, js_state_continues_in_a_new_process, .fini = teardown, .timeout =
 static char *vm_platform_of(struct vmh *v)
 {
 	char *body = NULL;
-	int st = api(v->api, "GET", "/api/v1/vm.info", NULL, &body);
+	int st = vmh_api(v, "GET", "/api/v1/vm.info", NULL, &body);
 	cr_assert_eq(st, 200, "%s: vm.info: %d %s", v->name, st, body);
 	json_t *j = json_loads(body, 0, NULL);
 	const char *p = json_string_value(json_object_get(j, "platform"));
@@ -1178,34 +860,36 @@ Test(snapshot, js_state_crosses_platforms, .fini = teardown, .timeout = 300)
 		cr_skip_test("cross-platform restore runs once, in the KVM pass");
 	setup_dir();
 	setenv("FORKVM_PLATFORM", "kvm", 1);
-	struct vmh *k = vm_boot("onkvm", NULL, (const char *const[]){ "--cpus", "boot=2", NULL });
+	struct vmh *k =
+	    vmh_boot(&e.vms, "onkvm",
+		     &(struct vmh_opts){.extra = (const char *const[]){"--cpus", "boot=2", NULL}});
 	char *p = vm_platform_of(k);
 	cr_assert_str_eq(p, "kvm");
 	free(p);
 	js_build_state(k);
-	char *digest = js(k, JS_DIGEST);
-	vm_pause(k);
+	char *digest = vmh_js(k, JS_DIGEST);
+	vmh_pause(k);
 	char *snap = path_in("snap-kvm");
-	vm_snapshot(k, snap);
-	vm_stop(k);
+	vmh_snapshot(k, snap);
+	vmh_stop(k);
 	json_t *sj = load_json(snap, "snapshot.json");
 	cr_assert_str_eq(json_string_value(json_object_get(sj, "platform")), "kvm");
 	json_decref(sj);
 
 	/* KVM -> process */
 	setenv("FORKVM_PLATFORM", "process", 1);
-	struct vmh *r = vm_restore("onproc", snap, R_AGENT | R_CONSOLE, NULL);
+	struct vmh *r = vmh_restore(&e.vms, "onproc", snap, NULL);
 	p = vm_platform_of(r);
 	cr_assert_str_eq(p, "process");
 	free(p);
-	vm_resume(r);
+	vmh_resume(r);
 	js_check_state(r, digest);
-	js_expect(r, "big.push(11); big.length", "1000001");
-	char *digest2 = js(r, JS_DIGEST);
-	vm_pause(r);
+	vmh_js_expect(r, "big.push(11); big.length", "1000001");
+	char *digest2 = vmh_js(r, JS_DIGEST);
+	vmh_pause(r);
 	char *snap2 = path_in("snap-proc");
-	vm_snapshot(r, snap2);
-	vm_stop(r);
+	vmh_snapshot(r, snap2);
+	vmh_stop(r);
 	sj = load_json(snap2, "snapshot.json");
 	cr_assert_str_eq(json_string_value(json_object_get(sj, "platform")), "process");
 	json_decref(sj);
@@ -1227,16 +911,16 @@ Test(snapshot, js_state_crosses_platforms, .fini = teardown, .timeout = 300)
 			    (unsigned long long)need, (unsigned long long)have, h_where());
 		free(bin), free(src), free(out), free(err);
 	} else {
-		struct vmh *b = vm_restore("back", snap2, R_AGENT | R_CONSOLE, NULL);
+		struct vmh *b = vmh_restore(&e.vms, "back", snap2, NULL);
 		p = vm_platform_of(b);
 		cr_assert_str_eq(p, "kvm");
 		free(p);
-		vm_resume(b);
-		char *d = js(b, JS_DIGEST);
+		vmh_resume(b);
+		char *d = vmh_js(b, JS_DIGEST);
 		cr_assert_str_eq(d, digest2, "the JavaScript state changed on the way back to KVM");
 		free(d);
-		js_expect(b, "tick()", "28");
-		js_expect(b, "big[1000000]", "11");
+		vmh_js_expect(b, "tick()", "28");
+		vmh_js_expect(b, "big[1000000]", "11");
 	}
 	free(digest), free(digest2), free(snap), free(snap2);
 }
@@ -1279,30 +963,32 @@ Test(snapshot, counter_threads_continue_on_all_vcpus, .fini = teardown, .timeout
 	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v =
-	    vm_boot("cnt", "counter",
-		    (const char *const[]){ "--cpus", "boot=4", "--cmdline", "3 6 200", NULL });
+	    vmh_boot(&e.vms, "cnt",
+		     &(struct vmh_opts){.payload = "counter",
+					.extra = (const char *const[]){
+					    "--cpus", "boot=4", "--cmdline", "3 6 200", NULL}});
 	free(wait_text(v->console, "counts ", 3, T_MS, &v->proc));
-	vm_pause(v);
+	vmh_pause(v);
 	char *before = h_read_file(v->console);
 	int npre = parse_counts(before, pre, 4096);
 	cr_assert_geq(npre, 3, "console:\n%s", before);
 	struct counts last = pre[npre - 1];
 	cr_assert_eq(last.n, 3, "console:\n%s", before);
 	char *snap = path_in("snap");
-	vm_snapshot(v, snap);
+	vmh_snapshot(v, snap);
 	/* The snapshot did not disturb the original: it resumes and finishes. */
-	vm_resume(v);
+	vmh_resume(v);
 	int st0 = h_wait(&v->proc, 150000);
 	char *orig = h_read_file(v->console);
 	cr_assert_eq(st0, 0, "the original exited with %d after the snapshot:\n%s", st0, orig);
 	cr_assert(strstr(orig, "done\n"), "%s", orig);
 	free(orig);
-	vm_stop(v);
+	vmh_stop(v);
 
-	struct vmh *r = vm_restore("cnt2", snap, R_CONSOLE, NULL);
-	vm_resume(r);
+	struct vmh *r = vmh_restore(&e.vms, "cnt2", snap, &(struct vmh_opts){.no_agent = true});
+	vmh_resume(r);
 	int st = h_wait(&r->proc, 150000);
-	char *after = h_read_file(r->console), *err = vm_stderr(r);
+	char *after = h_read_file(r->console), *err = vmh_stderr(r);
 	cr_assert_eq(st, 0, "the restored counter exited with %d\nconsole:\n%s\nstderr:\n%s", st,
 		     after ? after : "", err);
 	cr_assert(after && strstr(after, "done\n"), "no 'done':\n%s", after ? after : "");
@@ -1345,28 +1031,30 @@ Test(snapshot, vector_registers_survive, .fini = teardown, .timeout = 180)
 	H_NEED_GUEST();
 	setup_dir();
 	snprintf(cmdline, sizeof(cmdline), "%d 100000000", rounds);
-	struct vmh *v =
-	    vm_boot("vec", "vector", (const char *const[]){ "--cmdline", cmdline, NULL });
+	struct vmh *v = vmh_boot(
+	    &e.vms, "vec",
+	    &(struct vmh_opts){.payload = "vector",
+			       .extra = (const char *const[]){"--cmdline", cmdline, NULL}});
 	free(wait_text(v->console, "round ok", 2, T_MS, &v->proc));
-	vm_pause(v);
+	vmh_pause(v);
 	char *before = h_read_file(v->console);
 	int done_before = h_count(before, "round ok");
 	cr_assert(!strstr(before, "intact after"), "the run ended before the pause; console:\n%s",
 		  before);
 	char *snap = path_in("snap");
-	vm_snapshot(v, snap);
+	vmh_snapshot(v, snap);
 	/* The original resumes too and runs alongside its restore. */
-	vm_resume(v);
+	vmh_resume(v);
 
-	struct vmh *r = vm_restore("vec2", snap, R_CONSOLE, NULL);
-	vm_resume(r);
+	struct vmh *r = vmh_restore(&e.vms, "vec2", snap, &(struct vmh_opts){.no_agent = true});
+	vmh_resume(r);
 	int st0 = h_wait(&v->proc, 150000);
 	char *orig = h_read_file(v->console);
 	cr_assert_eq(st0, 0, "the original exited with %d after the snapshot:\n%s", st0, orig);
 	cr_assert(strstr(orig, "intact after") && h_count(orig, "round ok") == rounds, "%s", orig);
 	free(orig);
 	int st = h_wait(&r->proc, 150000);
-	char *after = h_read_file(r->console), *err = vm_stderr(r);
+	char *after = h_read_file(r->console), *err = vmh_stderr(r);
 	cr_assert_eq(st, 0, "status %d\nconsole:\n%s\nstderr:\n%s", st, after ? after : "", err);
 	cr_assert(after && strstr(after, "intact after"), "console:\n%s", after ? after : "");
 	cr_assert(!strstr(after, "CORRUPTED"), "%s", after);
@@ -1401,18 +1089,20 @@ Test(snapshot, blocking_ticks_continue_contiguously, .fini = teardown, .timeout 
 	setup_dir();
 	uint64_t t_boot = now_ns();
 	struct vmh *v =
-	    vm_boot("blk", "blocking",
-		    (const char *const[]){ "--cpus", "boot=2", "--cmdline", "16 100", NULL });
+	    vmh_boot(&e.vms, "blk",
+		     &(struct vmh_opts){.payload = "blocking",
+					.extra = (const char *const[]){
+					    "--cpus", "boot=2", "--cmdline", "16 100", NULL}});
 	free(wait_text(v->console, "tick ", 3, T_MS, &v->proc));
-	vm_pause(v);
+	vmh_pause(v);
 	uint64_t t_paused = now_ns();
 	char *before = h_read_file(v->console);
 	long last = ticks_in(before, 1, &contiguous);
 	cr_assert(contiguous && last >= 3 && last < 16, "console:\n%s", before);
 	char *snap = path_in("snap");
-	vm_snapshot(v, snap);
+	vmh_snapshot(v, snap);
 	/* The original, resumed, finishes as if nothing happened. */
-	vm_resume(v);
+	vmh_resume(v);
 	int st0 = h_wait(&v->proc, 150000);
 	char *orig = h_read_file(v->console);
 	cr_assert_eq(st0, 0, "the original exited with %d after the snapshot:\n%s", st0, orig);
@@ -1420,16 +1110,16 @@ Test(snapshot, blocking_ticks_continue_contiguously, .fini = teardown, .timeout 
 		      strstr(orig, "done 16 ticks"),
 		  "the original after the snapshot:\n%s", orig);
 	free(orig);
-	vm_stop(v);
+	vmh_stop(v);
 	/* Time on disk: the guest's clock must not count it. */
 	h_sleep_ms(2500);
 
 	uint64_t t_restore = now_ns();
-	struct vmh *r = vm_restore("blk2", snap, R_CONSOLE, NULL);
-	vm_resume(r);
+	struct vmh *r = vmh_restore(&e.vms, "blk2", snap, &(struct vmh_opts){.no_agent = true});
+	vmh_resume(r);
 	int st = h_wait(&r->proc, 150000);
 	uint64_t t_exit = now_ns();
-	char *after = h_read_file(r->console), *err = vm_stderr(r);
+	char *after = h_read_file(r->console), *err = vmh_stderr(r);
 	cr_assert_eq(st, 0, "status %d\nconsole:\n%s\nstderr:\n%s", st, after ? after : "", err);
 	cr_assert(after, "no console");
 	long end = ticks_in(after, last + 1, &contiguous);
@@ -1464,18 +1154,21 @@ Test(snapshot, chain_of_five_generations, .fini = teardown, .timeout = 180)
 
 	H_NEED_GUEST();
 	setup_dir();
-	struct vmh *v = vm_boot("gen0", NULL, (const char *const[]){ "--cpus", "boot=4", NULL });
-	free(js(v, "var hist = []; var work = 0; var data = {};"
-		   "var base = []; for (var i = 0; i < 20000; i++) base.push(i); undefined"));
+	struct vmh *v =
+	    vmh_boot(&e.vms, "gen0",
+		     &(struct vmh_opts){.extra = (const char *const[]){"--cpus", "boot=4", NULL}});
+	free(vmh_js(v, "var hist = []; var work = 0; var data = {};"
+		       "var base = []; for (var i = 0; i < 20000; i++) base.push(i); undefined"));
 	for (int g = 0; g <= 5; g++) {
 		uint64_t t_restore = now_ns();
 		if (g > 0) {
 			snprintf(name, sizeof(name), "gen%d", g);
-			v = vm_restore(name, snaps[g - 1], R_CONSOLE, v->agent);
-			vm_resume(v);
+			v = vmh_restore(&e.vms, name, snaps[g - 1],
+					&(struct vmh_opts){.agent_at = v->agent});
+			vmh_resume(v);
 		}
 		/* What every earlier generation did is here. */
-		char *h = js(v, "JSON.stringify(hist.map(function (x) { return x.g; }))");
+		char *h = vmh_js(v, "JSON.stringify(hist.map(function (x) { return x.g; }))");
 		char want[128] = "\"[";
 		for (int k = 0; k < g; k++)
 			snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%d",
@@ -1483,13 +1176,13 @@ Test(snapshot, chain_of_five_generations, .fini = teardown, .timeout = 180)
 		strcat(want, "]\"");
 		cr_assert_str_eq(h, want, "generation %d sees history %s", g, h);
 		free(h);
-		char *w = jsf(v, "work");
+		char *w = vmh_jsf(v, "work");
 		char wantw[16];
 		snprintf(wantw, sizeof(wantw), "%d", g * 10);
 		cr_assert_str_eq(w, wantw, "generation %d: work counter %s", g, w);
 		free(w);
 		for (int k = 0; k < g; k++) {
-			char *s = jsf(
+			char *s = vmh_jsf(
 			    v,
 			    "var s = 0; for (var i = 0; i < data.g%d.length; i++) s += data.g%d[i];"
 			    " [data.g%d.length, s, base[%d]]",
@@ -1529,37 +1222,42 @@ Test(snapshot, chain_of_five_generations, .fini = teardown, .timeout = 180)
 
 		/* This generation's work. */
 		for (int i = 0; i < 10; i++)
-			free(js(v, "++work"));
-		free(jsf(
+			free(vmh_js(v, "++work"));
+		free(vmh_jsf(
 		    v,
 		    "hist.push({g: %d, r: Math.random()}); data.g%d = [];"
 		    " for (var i = 0; i < 30000; i++) data.g%d.push(%d); base[%d] = %d; undefined",
 		    g, g, g, g + 1, g, 1000000 + g));
-		vm_pause(v);
+		vmh_pause(v);
 		t_paused_prev = now_ns();
 		snprintf(name, sizeof(name), "snap%d", g);
 		snaps[g] = path_in(name);
-		vm_snapshot(v, snaps[g]);
-		vm_stop(v);
+		vmh_snapshot(v, snaps[g]);
+		vmh_stop(v);
 		h_sleep_ms(1000); /* time on disk */
 	}
 
 	/* The last snapshot holds all six generations' work. */
-	v = vm_restore("last", snaps[5], R_RESUME | R_SERIAL_OFF, v->agent);
-	js_expect(v, "JSON.stringify(hist.map(function (x) { return x.g; }))", "\"[0,1,2,3,4,5]\"");
-	js_expect(v, "work", "60");
-	js_expect(v, "base.slice(0, 7)", "[1000000,1000001,1000002,1000003,1000004,1000005,6]");
-	js_expect(v,
-		  "var u = {}; hist.forEach(function (x) { u[x.r] = 1; }); Object.keys(u).length",
-		  "6");
+	v = vmh_restore(
+	    &e.vms, "last", snaps[5],
+	    &(struct vmh_opts){.resume = true, .agent_at = v->agent, .serial = VMH_SERIAL_OFF});
+	vmh_js_expect(v, "JSON.stringify(hist.map(function (x) { return x.g; }))",
+		      "\"[0,1,2,3,4,5]\"");
+	vmh_js_expect(v, "work", "60");
+	vmh_js_expect(v, "base.slice(0, 7)", "[1000000,1000001,1000002,1000003,1000004,1000005,6]");
+	vmh_js_expect(
+	    v, "var u = {}; hist.forEach(function (x) { u[x.r] = 1; }); Object.keys(u).length",
+	    "6");
 	json_t *info = agent_info(v);
 	cr_assert_eq(jnum(info, "generation"), 6);
 	json_decref(info);
-	vm_stop(v);
+	vmh_stop(v);
 	/* An early snapshot of the chain is unaffected by the later generations. */
-	v = vm_restore("again2", snaps[2], R_RESUME | R_SERIAL_OFF, v->agent);
-	js_expect(v, "JSON.stringify(hist.map(function (x) { return x.g; }))", "\"[0,1,2]\"");
-	js_expect(v, "[work, base[3], typeof data.g3]", "[30,3,\"undefined\"]");
+	v = vmh_restore(
+	    &e.vms, "again2", snaps[2],
+	    &(struct vmh_opts){.resume = true, .agent_at = v->agent, .serial = VMH_SERIAL_OFF});
+	vmh_js_expect(v, "JSON.stringify(hist.map(function (x) { return x.g; }))", "\"[0,1,2]\"");
+	vmh_js_expect(v, "[work, base[3], typeof data.g3]", "[30,3,\"undefined\"]");
 	info = agent_info(v);
 	cr_assert_eq(jnum(info, "generation"), 3);
 	json_decref(info);
@@ -1577,33 +1275,36 @@ Test(snapshot, five_restores_are_independent, .fini = teardown, .timeout = 180)
 
 	H_NEED_GUEST();
 	setup_dir();
-	struct vmh *v = vm_boot(
-	    "base", NULL, (const char *const[]){ "--cpus", "boot=2", "--memory", "size=1G", NULL });
-	free(js(v,
-		"var shared = 'base'; var arr = []; for (var i = 0; i < 100000; i++) arr.push(-1);"
-		"undefined"));
-	vm_pause(v);
+	struct vmh *v =
+	    vmh_boot(&e.vms, "base",
+		     &(struct vmh_opts){.extra = (const char *const[]){
+					    "--cpus", "boot=2", "--memory", "size=1G", NULL}});
+	free(vmh_js(
+	    v, "var shared = 'base'; var arr = []; for (var i = 0; i < 100000; i++) arr.push(-1);"
+	       "undefined"));
+	vmh_pause(v);
 	char *snap = path_in("snap");
-	vm_snapshot(v, snap);
+	vmh_snapshot(v, snap);
 	char *fp_before = fingerprint(snap);
 	/* The stream the clones would share without re-seeding. */
-	vm_resume(v);
-	char *base_random = js(v, "Math.random()");
+	vmh_resume(v);
+	char *base_random = vmh_js(v, "Math.random()");
 	json_t *info = agent_info(v);
 	char *boot_id = strdup(json_string_value(json_object_get(info, "boot_id")));
 	json_decref(info);
-	vm_stop(v);
+	vmh_stop(v);
 
 	for (int i = 0; i < N; i++) {
 		snprintf(name, sizeof(name), "clone%d", i);
-		r[i] = vm_restore(name, snap, R_AGENT | R_SERIAL_OFF, NULL);
+		r[i] =
+		    vmh_restore(&e.vms, name, snap, &(struct vmh_opts){.serial = VMH_SERIAL_OFF});
 	}
 	for (int i = 0; i < N; i++)
-		vm_resume(r[i]);
+		vmh_resume(r[i]);
 	for (int i = 0; i < N; i++)
-		first[i] = js(r[i], "Math.random()");
+		first[i] = vmh_js(r[i], "Math.random()");
 	for (int i = 0; i < N; i++) {
-		free(jsf(
+		free(vmh_jsf(
 		    r[i],
 		    "globalThis.mine = 'vm%d'; shared = shared + '+' + mine;"
 		    " for (var i = 0; i < arr.length; i++) arr[i] = %d;"
@@ -1614,7 +1315,7 @@ Test(snapshot, five_restores_are_independent, .fini = teardown, .timeout = 180)
 		char want[128];
 		snprintf(want, sizeof(want), "[\"vm%d\",\"base+vm%d\",%d,%d]", i, i, 100000 * i,
 			 200000 * i);
-		js_expect(
+		vmh_js_expect(
 		    r[i],
 		    "var s = 0, t = 0; for (var i = 0; i < arr.length; i++) s += arr[i];"
 		    " for (var j = 0; j < mybig.length; j++) t += mybig[j]; [mine, shared, s, t]",
@@ -1638,12 +1339,14 @@ Test(snapshot, five_restores_are_independent, .fini = teardown, .timeout = 180)
 			 "the snapshot changed under running clones:\n%s\n%s", fp_before,
 			 fp_running);
 	for (int i = 0; i < N; i++)
-		vm_stop(r[i]);
+		vmh_stop(r[i]);
 	char *fp_after = fingerprint(snap);
 	cr_assert_str_eq(fp_after, fp_before);
 	/* And a sixth restore still sees the original data. */
-	struct vmh *s = vm_restore("sixth", snap, R_AGENT | R_SERIAL_OFF | R_RESUME, NULL);
-	js_expect(s, "[shared, typeof mine, arr[0], arr[99999]]", "[\"base\",\"undefined\",-1,-1]");
+	struct vmh *s = vmh_restore(&e.vms, "sixth", snap,
+				    &(struct vmh_opts){.resume = true, .serial = VMH_SERIAL_OFF});
+	vmh_js_expect(s, "[shared, typeof mine, arr[0], arr[99999]]",
+		      "[\"base\",\"undefined\",-1,-1]");
 	for (int i = 0; i < N; i++)
 		free(first[i]);
 	free(fp_before);
@@ -1661,15 +1364,16 @@ Test(snapshot, five_restores_are_independent, .fini = teardown, .timeout = 180)
 static char *base_snapshot(void)
 {
 	struct vmh *v =
-	    vm_boot("base", NULL,
-		    (const char *const[]){ "--cpus", "boot=2", "--memory", "size=256M", NULL });
-	free(js(v,
-		"var marker = 'base-ok'; var pad = []; for (var i = 0; i < 50000; i++) pad.push(i);"
-		"undefined"));
-	vm_pause(v);
+	    vmh_boot(&e.vms, "base",
+		     &(struct vmh_opts){.extra = (const char *const[]){
+					    "--cpus", "boot=2", "--memory", "size=256M", NULL}});
+	free(vmh_js(
+	    v, "var marker = 'base-ok'; var pad = []; for (var i = 0; i < 50000; i++) pad.push(i);"
+	       "undefined"));
+	vmh_pause(v);
 	char *snap = path_in("snap");
-	vm_snapshot(v, snap);
-	vm_stop(v);
+	vmh_snapshot(v, snap);
+	vmh_stop(v);
 	return snap;
 }
 
@@ -1695,18 +1399,18 @@ static void expect_refused(const char *src_url, const char *dir, const char *con
 	free(err);
 
 	if (!empty_vmm_for_refusals)
-		empty_vmm_for_refusals = vmm_empty("empty");
+		empty_vmm_for_refusals = vmh_empty(&e.vms, "empty", NULL);
 	struct vmh *m = empty_vmm_for_refusals;
 	char *json = fmt("{\"source_url\": \"%s\"}", src_url);
-	st = api(m->api, "PUT", "/api/v1/vm.restore", json, &body);
+	st = vmh_api(m, "PUT", "/api/v1/vm.restore", json, &body);
 	cr_assert(st >= 400 && st < 500, "vm.restore %s: %d %s", src_url, st, body);
 	for (int i = 0; needles[i]; i++)
 		cr_assert(strstr(body, needles[i]), "vm.restore: the error lacks '%s': %s",
 			  needles[i], body);
 	free(body);
-	cr_assert_eq(api(m->api, "GET", "/api/v1/vmm.ping", NULL, NULL), 200,
+	cr_assert_eq(vmh_api(m, "GET", "/api/v1/vmm.ping", NULL, NULL), 200,
 		     "the VMM stopped serving after a refused restore");
-	cr_assert_eq(api(m->api, "GET", "/api/v1/vm.info", NULL, &body), 404,
+	cr_assert_eq(vmh_api(m, "GET", "/api/v1/vm.info", NULL, &body), 404,
 		     "a refused restore left a VM: %s", body);
 	free(body);
 	cr_assert_eq(h_wait(&m->proc, 0), -1, "the VMM exited");
@@ -1874,13 +1578,15 @@ BAD_TEST(bad_agent_added_to_a_snapshot_without_one)
 	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v =
-	    vm_boot("nb", "blocking",
-		    (const char *const[]){ "--cpus", "boot=2", "--cmdline", "1000 100", NULL });
+	    vmh_boot(&e.vms, "nb",
+		     &(struct vmh_opts){.payload = "blocking",
+					.extra = (const char *const[]){
+					    "--cpus", "boot=2", "--cmdline", "1000 100", NULL}});
 	free(wait_text(v->console, "tick 1", 1, T_MS, &v->proc));
-	vm_pause(v);
+	vmh_pause(v);
 	char *snap = path_in("snap"), *fp;
-	vm_snapshot(v, snap);
-	vm_stop(v);
+	vmh_snapshot(v, snap);
+	vmh_stop(v);
 	fp = fingerprint(snap);
 	char *bin = h_bin("forkvm"), *opt = fmt("source_url=file://%s", snap);
 	char *sock = path_in("added.agent"), *agent = fmt("socket=%s", sock);
@@ -1889,14 +1595,14 @@ BAD_TEST(bad_agent_added_to_a_snapshot_without_one)
 	cr_assert(st != -1 && bad_exit(st, err) && strstr(err, "agent channel"),
 		  "--agent on a snapshot without one: status %d: %s", st, err);
 	free(err);
-	struct vmh *m = vmm_empty("m");
+	struct vmh *m = vmh_empty(&e.vms, "m", NULL);
 	char *json =
 	    fmt("{\"source_url\": \"file://%s\", \"config\": {\"agent\": {\"socket\": \"%s\"}}}",
 		snap, sock);
-	st = api(m->api, "PUT", "/api/v1/vm.restore", json, &body);
+	st = vmh_api(m, "PUT", "/api/v1/vm.restore", json, &body);
 	cr_assert(st == 400 && strstr(body, "agent channel"), "vm.restore: %d %s", st, body);
 	free(body);
-	cr_assert_eq(api(m->api, "GET", "/api/v1/vm.info", NULL, NULL), 404);
+	cr_assert_eq(vmh_api(m, "GET", "/api/v1/vm.info", NULL, NULL), 404);
 	char *fp2 = fingerprint(snap);
 	cr_assert_str_eq(fp2, fp);
 	free(fp);
@@ -1925,17 +1631,18 @@ BAD_TEST(config_agent_path_edit_is_accepted)
 	moved_agent = path_in("moved.agent");
 	edit_config(snap, set_agent_path);
 	char *fp = fingerprint(snap);
-	struct vmh *r = vm_restore("moved", snap, R_CONSOLE, moved_agent);
+	struct vmh *r =
+	    vmh_restore(&e.vms, "moved", snap, &(struct vmh_opts){.agent_at = moved_agent});
 	char *body = NULL;
-	cr_assert_eq(api(r->api, "GET", "/api/v1/vm.info", NULL, &body), 200);
+	cr_assert_eq(vmh_api(r, "GET", "/api/v1/vm.info", NULL, &body), 200);
 	cr_assert(strstr(body, "moved-host") && strstr(body, moved_agent), "vm.info: %s", body);
 	free(body);
-	vm_resume(r);
-	js_expect(r, "marker", "\"base-ok\"");
+	vmh_resume(r);
+	vmh_js_expect(r, "marker", "\"base-ok\"");
 	char *old = path_in("base.agent");
 	cr_assert(!connectable(old), "something listens on the snapshot's original agent path");
 	free(old);
-	vm_stop(r);
+	vmh_stop(r);
 	char *fp2 = fingerprint(snap);
 	cr_assert_str_eq(fp2, fp);
 	free(fp);
@@ -2042,29 +1749,29 @@ BAD_TEST(restore_into_a_vmm_with_a_vm_is_409)
 	setup_dir();
 	char *snap = base_snapshot(), *url = url_of(snap);
 	char *json = fmt("{\"source_url\": \"%s\"}", url), *fp = fingerprint(snap);
-	struct vmh *v = vm_boot("busy", NULL, NULL);
-	int st = api(v->api, "PUT", "/api/v1/vm.restore", json, &body);
+	struct vmh *v = vmh_boot(&e.vms, "busy", NULL);
+	int st = vmh_api(v, "PUT", "/api/v1/vm.restore", json, &body);
 	cr_assert_eq(st, 409, "restore into a VMM with a running VM: %d %s", st, body);
 	cr_assert(strstr(body, "already"), "%s", body);
 	free(body);
-	js_expect(v, "1 + 1", "2");
-	assert_state(v, "Running");
+	vmh_js_expect(v, "1 + 1", "2");
+	vmh_assert_state(v, "Running");
 	/* A VMM that restored once refuses a second restore too. */
-	struct vmh *m = vmm_empty("m");
+	struct vmh *m = vmh_empty(&e.vms, "m", NULL);
 	char *agent = path_in("m.agent");
 	char *json2 = fmt("{\"source_url\": \"%s\", \"config\": {\"agent\": {\"socket\": \"%s\"},"
 			  " \"serial\": {\"mode\": \"Off\"}}}",
 			  url, agent);
-	st = api(m->api, "PUT", "/api/v1/vm.restore", json2, &body);
+	st = vmh_api(m, "PUT", "/api/v1/vm.restore", json2, &body);
 	cr_assert_eq(st, 204, "first restore: %d %s", st, body);
 	free(body);
-	st = api(m->api, "PUT", "/api/v1/vm.restore", json2, &body);
+	st = vmh_api(m, "PUT", "/api/v1/vm.restore", json2, &body);
 	cr_assert_eq(st, 409, "second restore: %d %s", st, body);
 	free(body);
-	assert_state(m, "Paused");
-	vm_resume(m);
-	vm_set_agent(m, agent);
-	js_expect(m, "marker", "\"base-ok\"");
+	vmh_assert_state(m, "Paused");
+	vmh_resume(m);
+	vmh_set_agent(m, agent);
+	vmh_js_expect(m, "marker", "\"base-ok\"");
 	char *fp2 = fingerprint(snap);
 	cr_assert_str_eq(fp2, fp);
 	free(fp);
@@ -2099,32 +1806,32 @@ BAD_TEST(restore_resume_true_after_a_failed_restore)
 	setup_dir();
 	char *snap = base_snapshot(), *url = url_of(snap), *fp = fingerprint(snap);
 	char *missing = fmt("{\"source_url\": \"file://%s/nothing-here\"}", e.dir);
-	struct vmh *m = vmm_empty("m");
-	int st = api(m->api, "PUT", "/api/v1/vm.restore", missing, &body);
+	struct vmh *m = vmh_empty(&e.vms, "m", NULL);
+	int st = vmh_api(m, "PUT", "/api/v1/vm.restore", missing, &body);
 	cr_assert_eq(st, 400, "%d %s", st, body);
 	free(body);
 	char *nocpus =
 	    fmt("{\"source_url\": \"%s\", \"config\": {\"cpus\": {\"boot_vcpus\": 1}}}", url);
-	st = api(m->api, "PUT", "/api/v1/vm.restore", nocpus, &body);
+	st = vmh_api(m, "PUT", "/api/v1/vm.restore", nocpus, &body);
 	cr_assert(st == 400 && strstr(body, "cpus"), "config.cpus on restore: %d %s", st, body);
 	free(body);
 	free(nocpus);
 	char *badresume = fmt("{\"source_url\": \"%s\", \"resume\": \"yes\"}", url);
-	st = api(m->api, "PUT", "/api/v1/vm.restore", badresume, &body);
+	st = vmh_api(m, "PUT", "/api/v1/vm.restore", badresume, &body);
 	cr_assert(st == 400 && strstr(body, "resume"), "resume: \"yes\": %d %s", st, body);
 	free(body);
 	free(badresume);
-	cr_assert_eq(api(m->api, "GET", "/api/v1/vm.info", NULL, NULL), 404);
+	cr_assert_eq(vmh_api(m, "GET", "/api/v1/vm.info", NULL, NULL), 404);
 	char *agent = path_in("m.agent"), *con = path_in("m.console");
 	char *json = fmt("{\"source_url\": \"%s\", \"resume\": true, \"config\": {\"agent\": "
 			 "{\"socket\": \"%s\"}, \"serial\": {\"mode\": \"File\", \"file\": \"%s\"},"
 			 " \"hostname\": \"clone-7\"}}",
 			 url, agent, con);
-	st = api(m->api, "PUT", "/api/v1/vm.restore", json, &body);
+	st = vmh_api(m, "PUT", "/api/v1/vm.restore", json, &body);
 	cr_assert_eq(st, 204, "restore resume=true: %d %s", st, body);
 	free(body);
-	assert_state(m, "Running");
-	st = api(m->api, "GET", "/api/v1/vm.info", NULL, &body);
+	vmh_assert_state(m, "Running");
+	st = vmh_api(m, "GET", "/api/v1/vm.info", NULL, &body);
 	json_t *vi = json_loads(body, 0, NULL);
 	json_t *vc = json_object_get(vi, "config");
 	cr_assert_str_eq(json_string_value(json_object_get(vc, "hostname")), "clone-7", "%s", body);
@@ -2132,9 +1839,9 @@ BAD_TEST(restore_resume_true_after_a_failed_restore)
 			 agent, "%s", body);
 	json_decref(vi);
 	free(body);
-	vm_set_agent(m, agent);
-	js_expect(m, "marker + ' ' + pad.length", "\"base-ok 50000\"");
-	js_expect(m, "print('console works'); 1", "1");
+	vmh_set_agent(m, agent);
+	vmh_js_expect(m, "marker + ' ' + pad.length", "\"base-ok 50000\"");
+	vmh_js_expect(m, "print('console works'); 1", "1");
 	free(wait_text(con, "console works", 1, T_MS, NULL));
 	char *fp2 = fingerprint(snap);
 	cr_assert_str_eq(fp2, fp);
@@ -2167,16 +1874,17 @@ Test(snapshot, disk_full_leaves_nothing_and_the_vm_works, .fini = teardown, .tim
 	}
 	e.mnt = mnt;
 
-	struct vmh *v = vm_boot("v", NULL, NULL);
+	struct vmh *v = vmh_boot(&e.vms, "v", NULL);
 	/* ~56 MB of random numbers: more than the tmpfs holds. */
-	char *sum = js(v, "var big = new Float64Array(7000000);"
-			  " for (var i = 0; i < 65536; i++) big[i] = Math.random();"
-			  " for (var n = 65536; n < big.length; n *= 2)"
-			  "  big.set(big.subarray(0, Math.min(n, big.length - n)), n);"
-			  " function bigsum() { var s = 0; for (var i = 0; i < big.length; i += 7) "
-			  "s += big[i]; return s; }"
-			  " bigsum()");
-	vm_pause(v);
+	char *sum =
+	    vmh_js(v, "var big = new Float64Array(7000000);"
+		      " for (var i = 0; i < 65536; i++) big[i] = Math.random();"
+		      " for (var n = 65536; n < big.length; n *= 2)"
+		      "  big.set(big.subarray(0, Math.min(n, big.length - n)), n);"
+		      " function bigsum() { var s = 0; for (var i = 0; i < big.length; i += 7) "
+		      "s += big[i]; return s; }"
+		      " bigsum()");
+	vmh_pause(v);
 	char *dest = h_join(mnt, "snap"), *url = url_of(dest);
 	cr_assert_eq(ctl(v->api, &out, &err, "snapshot", url), 1, "a snapshot fit in 16 MiB?");
 	cr_assert(strstr(err, "No space left"), "forkctl snapshot on a full disk: %s", err);
@@ -2195,7 +1903,7 @@ Test(snapshot, disk_full_leaves_nothing_and_the_vm_works, .fini = teardown, .tim
 		      (unsigned long long)(sv.f_blocks - sv.f_bfree) * sv.f_bsize);
 	/* Through the API: the same clean failure. */
 	char *json = fmt("{\"destination_url\": \"%s\"}", url), *body = NULL;
-	int st = api(v->api, "PUT", "/api/v1/vm.snapshot", json, &body);
+	int st = vmh_api(v, "PUT", "/api/v1/vm.snapshot", json, &body);
 	cr_assert(st >= 400, "%d %s", st, body);
 	cr_assert(strstr(body, "No space left"), "%s", body);
 	free(body);
@@ -2205,17 +1913,17 @@ Test(snapshot, disk_full_leaves_nothing_and_the_vm_works, .fini = teardown, .tim
 	free_list(names);
 
 	/* The VM is still paused, resumes, and its memory is intact. */
-	assert_state(v, "Paused");
-	vm_resume(v);
-	char *again = js(v, "bigsum()");
+	vmh_assert_state(v, "Paused");
+	vmh_resume(v);
+	char *again = vmh_js(v, "bigsum()");
 	cr_assert_str_eq(again, sum);
 	free(again);
 	/* A snapshot where there is room works. */
-	vm_pause(v);
+	vmh_pause(v);
 	char *ok = path_in("ok");
-	vm_snapshot(v, ok);
-	vm_resume(v);
-	js_expect(v, "big.length", "7000000");
+	vmh_snapshot(v, ok);
+	vmh_resume(v);
+	vmh_js_expect(v, "big.length", "7000000");
 	free(ok);
 	free(sum);
 	free(dest);
@@ -2232,14 +1940,16 @@ Test(snapshot, format_matches_the_documentation, .fini = teardown, .timeout = 18
 
 	H_NEED_GUEST();
 	setup_dir();
-	struct vmh *v = vm_boot(
-	    "f", NULL, (const char *const[]){ "--cpus", "boot=2", "--memory", "size=256M", NULL });
-	free(js(v, "var x = []; for (var i = 0; i < 100000; i++) x.push(i); undefined"));
-	vm_pause(v);
+	struct vmh *v =
+	    vmh_boot(&e.vms, "f",
+		     &(struct vmh_opts){.extra = (const char *const[]){
+					    "--cpus", "boot=2", "--memory", "size=256M", NULL}});
+	free(vmh_js(v, "var x = []; for (var i = 0; i < 100000; i++) x.push(i); undefined"));
+	vmh_pause(v);
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_REALTIME, &t0);
 	char *snap = path_in("snap");
-	vm_snapshot(v, snap);
+	vmh_snapshot(v, snap);
 	clock_gettime(CLOCK_REALTIME, &t1);
 
 	cr_assert_eq(stat(snap, &st), 0);
@@ -2354,11 +2064,11 @@ Test(snapshot, request_sent_while_paused_runs_in_the_restore, .fini = teardown, 
 
 	H_NEED_GUEST();
 	setup_dir();
-	struct vmh *v = vm_boot("p", NULL, NULL);
-	free(js(v, "var base = 40; undefined"));
+	struct vmh *v = vmh_boot(&e.vms, "p", NULL);
+	free(vmh_js(v, "var base = 40; undefined"));
 	agent_client_close(v->ag); /* the channel serves one client at a time */
 	v->ag = NULL;
-	vm_pause(v);
+	vmh_pause(v);
 	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", v->agent);
 	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
@@ -2372,17 +2082,17 @@ Test(snapshot, request_sent_while_paused_runs_in_the_restore, .fini = teardown, 
 	json_decref(req);
 	h_sleep_ms(200);
 	char *snap = path_in("snap");
-	vm_snapshot(v, snap);
-	vm_stop(v);
+	vmh_snapshot(v, snap);
+	vmh_stop(v);
 	close(fd);
 
-	struct vmh *r = vm_restore("r", snap, R_AGENT | R_CONSOLE, NULL);
+	struct vmh *r = vmh_restore(&e.vms, "r", snap, NULL);
 	char *c = h_read_file(r->console);
 	cr_assert(!c || !strstr(c, "pending 42"), "the restored VM ran before resume");
 	free(c);
-	vm_resume(r);
+	vmh_resume(r);
 	free(wait_text(r->console, "pending 42", 1, T_MS, &r->proc));
-	js_expect(r, "base", "40");
+	vmh_js_expect(r, "base", "40");
 	free(snap);
 }
 
@@ -2460,40 +2170,40 @@ Test(snapshot, agent_reply_waiting_for_a_reader_survives, .fini = teardown, .tim
 
 	H_NEED_GUEST();
 	setup_dir();
-	struct vmh *v = vm_boot("w", NULL, NULL);
-	free(js(v, "var n = 7; undefined"));
+	struct vmh *v = vmh_boot(&e.vms, "w", NULL);
+	free(vmh_js(v, "var n = 7; undefined"));
 	agent_client_close(v->ag);
 	v->ag = NULL;
 	/* Sent and disconnected while paused: the guest reads the request
 	 * after resume, with no client to take the reply. */
-	vm_pause(v);
+	vmh_pause(v);
 	int fd = raw_connect(v->agent);
 	send_frame(fd, "big",
 		   "var s = new Array(3000001).join('x'); print('built ' + s.length); s");
 	close(fd);
-	vm_resume(v);
+	vmh_resume(v);
 	free(wait_text(v->console, "built 3000000", 1, T_MS, &v->proc));
 	/* Snapshot once reply bytes wait in the channel. */
 	for (int k = 0; k < 60 && pending == 0; k++) {
 		h_sleep_ms(200);
-		vm_pause(v);
+		vmh_pause(v);
 		free(snap);
 		snprintf(name, sizeof(name), "snap%d", k);
 		snap = path_in(name);
-		vm_snapshot(v, snap);
+		vmh_snapshot(v, snap);
 		json_t *state = load_json(snap, "state.json");
 		json_t *ag =
 		    json_object_get(find_unit(json_object_get(state, "units"), "agent"), "state");
 		pending = strlen(json_string_value(json_object_get(ag, "output"))) / 2;
 		json_decref(state);
 		if (pending == 0)
-			vm_resume(v);
+			vmh_resume(v);
 	}
 	cr_assert_gt(pending, 0, "no reply bytes ever waited in the agent channel");
-	vm_stop(v);
+	vmh_stop(v);
 
-	struct vmh *r = vm_restore("w2", snap, R_AGENT | R_CONSOLE, NULL);
-	vm_resume(r);
+	struct vmh *r = vmh_restore(&e.vms, "w2", snap, NULL);
+	vmh_resume(r);
 	fd = raw_connect(r->agent);
 	json_t *reply = read_reply(fd, "big");
 	close(fd);
@@ -2506,7 +2216,7 @@ Test(snapshot, agent_reply_waiting_for_a_reader_survives, .fini = teardown, .tim
 		     pending);
 	cr_assert_eq(strspn(res, "x"), len, "the reply is damaged");
 	json_decref(reply);
-	js_expect(r, "n + s.length", "3000007");
+	vmh_js_expect(r, "n + s.length", "3000007");
 	free(snap);
 }
 
@@ -2520,28 +2230,30 @@ Test(snapshot, snapshot_of_a_restore_that_never_ran, .fini = teardown, .timeout 
 	H_NEED_GUEST();
 	setup_dir();
 	struct vmh *v =
-	    vm_boot("b0", "blocking",
-		    (const char *const[]){ "--cpus", "boot=2", "--cmdline", "12 100", NULL });
+	    vmh_boot(&e.vms, "b0",
+		     &(struct vmh_opts){.payload = "blocking",
+					.extra = (const char *const[]){
+					    "--cpus", "boot=2", "--cmdline", "12 100", NULL}});
 	free(wait_text(v->console, "tick ", 3, T_MS, &v->proc));
-	vm_pause(v);
+	vmh_pause(v);
 	char *before = h_read_file(v->console);
 	long last = ticks_in(before, 1, &contiguous);
 	cr_assert(contiguous && last >= 3 && last < 12, "console:\n%s", before);
 	char *s1 = path_in("s1"), *s2 = path_in("s2");
-	vm_snapshot(v, s1);
-	vm_stop(v);
+	vmh_snapshot(v, s1);
+	vmh_stop(v);
 
-	struct vmh *r1 = vm_restore("b1", s1, R_CONSOLE, NULL);
-	vm_snapshot(r1, s2);
-	vm_stop(r1);
+	struct vmh *r1 = vmh_restore(&e.vms, "b1", s1, &(struct vmh_opts){.no_agent = true});
+	vmh_snapshot(r1, s2);
+	vmh_stop(r1);
 	char *mid = h_read_file(r1->console);
 	cr_assert(!mid || !strstr(mid, "tick"), "the first restore ran: %s", mid);
 	free(mid);
 
-	struct vmh *r2 = vm_restore("b2", s2, R_CONSOLE, NULL);
-	vm_resume(r2);
+	struct vmh *r2 = vmh_restore(&e.vms, "b2", s2, &(struct vmh_opts){.no_agent = true});
+	vmh_resume(r2);
 	int st = h_wait(&r2->proc, 150000);
-	char *after = h_read_file(r2->console), *err = vm_stderr(r2);
+	char *after = h_read_file(r2->console), *err = vmh_stderr(r2);
 	cr_assert_eq(st, 0, "status %d\nconsole:\n%s\nstderr:\n%s", st, after ? after : "", err);
 	cr_assert(after && ticks_in(after, last + 1, &contiguous) == 12 && contiguous &&
 		      strstr(after, "done 12 ticks"),
@@ -2562,12 +2274,14 @@ Test(snapshot, refused_restore_leaves_a_live_vms_socket_alone, .fini = teardown,
 
 	H_NEED_GUEST();
 	setup_dir();
-	struct vmh *a = vm_boot("a", NULL, (const char *const[]){ "--cpus", "boot=2", NULL });
-	free(js(a, "var who = 'A'; undefined"));
-	vm_pause(a);
+	struct vmh *a =
+	    vmh_boot(&e.vms, "a",
+		     &(struct vmh_opts){.extra = (const char *const[]){"--cpus", "boot=2", NULL}});
+	free(vmh_js(a, "var who = 'A'; undefined"));
+	vmh_pause(a);
 	char *snap = path_in("snap");
-	vm_snapshot(a, snap);
-	vm_resume(a);
+	vmh_snapshot(a, snap);
+	vmh_resume(a);
 	agent_client_close(a->ag);
 	a->ag = NULL;
 	/* A snapshot that fails the unit checks (docs: "All checks run before
@@ -2592,26 +2306,26 @@ Test(snapshot, refused_restore_leaves_a_live_vms_socket_alone, .fini = teardown,
 		  "after a refused restore nothing listens on %s any more: the restore took the "
 		  "path over from the live VM A and removed it when it failed",
 		  a->agent);
-	js_expect(a, "who", "\"A\"");
+	vmh_js_expect(a, "who", "\"A\"");
 	agent_client_close(a->ag);
 	a->ag = NULL;
 
 	/* The same through vm.restore into an empty VMM. */
-	struct vmh *m = vmm_empty("m");
-	st = api(m->api, "PUT", "/api/v1/vm.restore", json, &body);
+	struct vmh *m = vmh_empty(&e.vms, "m", NULL);
+	st = vmh_api(m, "PUT", "/api/v1/vm.restore", json, &body);
 	snprintf(msg, sizeof(msg), "%s", body);
 	free(body);
 	cr_assert_eq(st, 400, "%d %s", st, msg);
 	cr_assert(connectable(a->agent), "vm.restore refused, and %s no longer reaches VM A",
 		  a->agent);
-	js_expect(a, "who", "\"A\"");
+	vmh_js_expect(a, "who", "\"A\"");
 }
 
 /* vm.counters' memory_mapped_bytes: guest memory the program has mapped. */
 static long long mapped_bytes(struct vmh *v)
 {
 	char *body = NULL;
-	int st = api(v->api, "GET", "/api/v1/vm.counters", NULL, &body);
+	int st = vmh_api(v, "GET", "/api/v1/vm.counters", NULL, &body);
 	cr_assert_eq(st, 200, "vm.counters: %d %s", st, body);
 	json_t *j = json_loads(body, 0, NULL);
 	json_t *n = json_object_get(json_object_get(j, "vmm"), "memory_mapped_bytes");
@@ -2629,43 +2343,48 @@ Test(snapshot, memory_freed_and_reused_after_a_restore, .fini = teardown, .timeo
 {
 	H_NEED_GUEST();
 	setup_dir();
-	struct vmh *v = vm_boot("m0", NULL, NULL);
+	struct vmh *v = vmh_boot(&e.vms, "m0", NULL);
 	/* 24 MiB filled by doubling (fast in Duktape): its own mmap. */
 	static const char *FILL =
 	    "function fill(t, x) { t[0] = x; for (var n = 1; n < t.length; n *= 2)"
 	    " t.set(t.subarray(0, Math.min(n, t.length - n)), n); return t; }"
 	    "function probe(t) { var s = 0; for (var i = 0; i < t.length; i += 4093) s += t[i];"
 	    " return [t.length, t[0], t[t.length - 1], s]; }";
-	free(js(v, FILL));
-	char *want_a = js(v, "var a = fill(new Uint32Array(6 * 1048576), 0x07070707); probe(a)");
-	vm_pause(v);
+	free(vmh_js(v, FILL));
+	char *want_a =
+	    vmh_js(v, "var a = fill(new Uint32Array(6 * 1048576), 0x07070707); probe(a)");
+	vmh_pause(v);
 	long long mapped = mapped_bytes(v);
 	char *s1 = path_in("s1"), *s2 = path_in("s2");
-	vm_snapshot(v, s1);
-	vm_stop(v);
+	vmh_snapshot(v, s1);
+	vmh_stop(v);
 
-	struct vmh *r = vm_restore("m1", s1, R_RESUME | R_SERIAL_OFF, v->agent);
-	char *got = js(r, "probe(a)");
+	struct vmh *r = vmh_restore(
+	    &e.vms, "m1", s1,
+	    &(struct vmh_opts){.resume = true, .agent_at = v->agent, .serial = VMH_SERIAL_OFF});
+	char *got = vmh_js(r, "probe(a)");
 	cr_assert_str_eq(got, want_a);
 	free(got);
 	cr_assert_eq(mapped_bytes(r), mapped, "the restored program's memory map differs");
 	/* Free it (a block this large is unmapped), then map as much again. */
-	free(js(r, "a = null; Duktape.gc(); Duktape.gc(); undefined"));
+	free(vmh_js(r, "a = null; Duktape.gc(); Duktape.gc(); undefined"));
 	cr_assert_leq(mapped_bytes(r), mapped - 24 * (long long)MiB, "the block was not unmapped");
-	js_expect(r, "var b = new Uint32Array(6 * 1048576); probe(b)", "[6291456,0,0,0]");
-	char *want_b = js(r, "fill(b, 0x09090909); probe(b)");
-	free(js(r, "var c = new Uint32Array(6 * 1048576); undefined"));
-	js_expect(r, "probe(c)", "[6291456,0,0,0]");
-	vm_pause(r);
-	vm_snapshot(r, s2);
-	vm_stop(r);
+	vmh_js_expect(r, "var b = new Uint32Array(6 * 1048576); probe(b)", "[6291456,0,0,0]");
+	char *want_b = vmh_js(r, "fill(b, 0x09090909); probe(b)");
+	free(vmh_js(r, "var c = new Uint32Array(6 * 1048576); undefined"));
+	vmh_js_expect(r, "probe(c)", "[6291456,0,0,0]");
+	vmh_pause(r);
+	vmh_snapshot(r, s2);
+	vmh_stop(r);
 
-	struct vmh *r2 = vm_restore("m2", s2, R_RESUME | R_SERIAL_OFF, v->agent);
-	got = js(r2, "probe(b)");
+	struct vmh *r2 = vmh_restore(
+	    &e.vms, "m2", s2,
+	    &(struct vmh_opts){.resume = true, .agent_at = v->agent, .serial = VMH_SERIAL_OFF});
+	got = vmh_js(r2, "probe(b)");
 	cr_assert_str_eq(got, want_b,
 			 "the memory written after the restore is not in its snapshot");
 	free(got);
-	js_expect(r2, "[a, probe(c)[3]]", "[null,0]");
+	vmh_js_expect(r2, "[a, probe(c)[3]]", "[null,0]");
 	free(want_a);
 	free(want_b);
 	free(s1);
@@ -2682,8 +2401,8 @@ Test(snapshot, symlink_destination_is_used_or_refused_up_front, .fini = teardown
 
 	H_NEED_GUEST();
 	setup_dir();
-	struct vmh *v = vm_boot("v", NULL, NULL);
-	vm_pause(v);
+	struct vmh *v = vmh_boot(&e.vms, "v", NULL);
+	vmh_pause(v);
 	char *target = path_in("target"), *link = path_in("link");
 	cr_assert_eq(mkdir(target, 0700), 0);
 	cr_assert_eq(symlink(target, link), 0);
@@ -2691,7 +2410,7 @@ Test(snapshot, symlink_destination_is_used_or_refused_up_front, .fini = teardown
 	cr_assert(ino >= 0);
 	cr_assert(inotify_add_watch(ino, e.dir, IN_CREATE | IN_MOVED_TO) >= 0);
 	char *json = fmt("{\"destination_url\": \"file://%s\"}", link);
-	int st = api(v->api, "PUT", "/api/v1/vm.snapshot", json, &body);
+	int st = vmh_api(v, "PUT", "/api/v1/vm.snapshot", json, &body);
 	char written[1024] = "";
 	ssize_t n = read(ino, buf, sizeof(buf));
 	for (ssize_t off = 0; off < n;) {
@@ -2726,5 +2445,5 @@ Test(snapshot, symlink_destination_is_used_or_refused_up_front, .fini = teardown
 		    "rename(): %d %s",
 		    written, st, msg);
 	}
-	vm_resume(v);
+	vmh_resume(v);
 }

@@ -23,40 +23,30 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/agent_client.h"
-#include "common/http.h"
 #include "store/store.h"
 #include "tests/lib/harness.h"
+#include "tests/lib/vmh.h"
 
 #define T_MS 60000
-#define MAX_VMS 12
-#define GUEST_MEMORY "size=64M"
+#define GUEST_MEMORY "64M"
 
 /* ------------------------------------------------------------ environment */
-
-struct vmh {
-	char *name;
-	char *api, *agent, *console, *log;
-	struct h_proc proc;
-	bool live;
-	struct agent_client *ag;
-};
 
 static struct {
 	char *dir;   /* everything of the test lives here */
 	char *store; /* dir/store */
-	struct vmh vms[MAX_VMS];
-	int nvms;
+	struct vmh_set vms;
+	/* How this suite starts forkvm: 64 MiB guests, the VMM's log (-v) in
+	 * NAME.log and the store; without the store; restored and resumed. */
+	struct vmh_opts opts, no_store, resumed;
 } e;
 
 static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
@@ -72,33 +62,21 @@ static char *fmt(const char *f, ...)
 	return s;
 }
 
-static void vm_stop(struct vmh *v)
-{
-	agent_client_close(v->ag);
-	v->ag = NULL;
-	if (v->live) {
-		h_kill(&v->proc);
-		v->live = false;
-	}
-}
-
 static void setup(void)
 {
 	e.dir = h_tmpdir();
 	e.store = h_join(e.dir, "store");
+	vmh_set_init(&e.vms, e.dir);
+	e.opts = (struct vmh_opts){.memory = GUEST_MEMORY, .store = e.store, .log = true};
+	e.no_store = e.opts;
+	e.no_store.store = NULL;
+	e.resumed = e.opts;
+	e.resumed.resume = true;
 }
 
 static void teardown(void)
 {
-	for (int i = 0; i < e.nvms; i++) {
-		struct vmh *v = &e.vms[i];
-		vm_stop(v);
-		free(v->name);
-		free(v->api);
-		free(v->agent);
-		free(v->console);
-		free(v->log);
-	}
+	vmh_set_free(&e.vms);
 	if (e.dir)
 		h_rmtree(e.dir);
 	free(e.dir);
@@ -107,127 +85,6 @@ static void teardown(void)
 }
 
 TestSuite(store_vm, .init = setup, .fini = teardown, .timeout = 120);
-
-/* Like h_spawn, but the child dies with the test process. */
-static void spawn(struct h_proc *p, const char *const argv[])
-{
-	static int seq;
-	char name[64];
-	pid_t parent = getpid();
-
-	memset(p, 0, sizeof(*p));
-	snprintf(name, sizeof(name), "p%d.out", seq);
-	p->out_path = h_join(e.dir, name);
-	snprintf(name, sizeof(name), "p%d.err", seq++);
-	p->err_path = h_join(e.dir, name);
-	p->pid = fork();
-	cr_assert(p->pid >= 0, "fork: %s", strerror(errno));
-	if (p->pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(125);
-		int o = open(p->out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		int er = open(p->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		int n = open("/dev/null", O_RDONLY);
-		if (o < 0 || er < 0 || n < 0)
-			_exit(126);
-		dup2(n, 0);
-		dup2(o, 1);
-		dup2(er, 2);
-		execv(argv[0], (char *const *)(uintptr_t)argv);
-		_exit(127);
-	}
-}
-
-static struct vmh *vm_new(const char *name)
-{
-	cr_assert_lt(e.nvms, MAX_VMS);
-	struct vmh *v = &e.vms[e.nvms++];
-	memset(v, 0, sizeof(*v));
-	v->name = strdup(name);
-	v->api = fmt("%s/%s.api", e.dir, name);
-	v->agent = fmt("%s/%s.agent", e.dir, name);
-	v->console = fmt("%s/%s.console", e.dir, name);
-	v->log = fmt("%s/%s.log", e.dir, name);
-	return v;
-}
-
-static char *vm_stderr(struct vmh *v)
-{
-	return v->proc.err_path ? h_stderr(&v->proc) : strdup("");
-}
-
-static void wait_api(struct vmh *v)
-{
-	for (int t = 0; t < 30000 && access(v->api, F_OK) != 0; t += 10) {
-		if (h_wait(&v->proc, 0) >= 0)
-			break;
-		h_sleep_ms(10);
-	}
-	if (access(v->api, F_OK) != 0) {
-		char *err = vm_stderr(v);
-		cr_assert_fail("%s: no API socket (status %d); stderr:\n%s", v->name,
-			       h_wait(&v->proc, 0), err);
-	}
-}
-
-static int api(const char *sock, const char *method, const char *path, const char *json,
-	       char **body)
-{
-	struct http_client_response r;
-	int rc = http_client_request(sock, method, path, json ? "application/json" : NULL, json,
-				     json ? strlen(json) : 0, T_MS, &r);
-	if (rc < 0) {
-		if (body)
-			*body = fmt("(request failed: %s)", strerror(-rc));
-		return rc;
-	}
-	if (body)
-		*body = strdup(r.body ? r.body : "");
-	rc = r.status;
-	http_client_response_free(&r);
-	return rc;
-}
-
-static char *vm_state(struct vmh *v, char **why)
-{
-	char *body = NULL;
-	int st = api(v->api, "GET", "/api/v1/vm.info", NULL, &body);
-	if (st != 200) {
-		if (why)
-			*why = fmt("vm.info: %d %s", st, body);
-		free(body);
-		return NULL;
-	}
-	json_t *j = json_loads(body, 0, NULL);
-	const char *s = json_string_value(json_object_get(j, "state"));
-	char *r = s ? strdup(s) : NULL;
-	if (!r && why)
-		*why = fmt("vm.info without a state: %s", body);
-	json_decref(j);
-	free(body);
-	return r;
-}
-
-static void assert_state(struct vmh *v, const char *want)
-{
-	char *why = NULL, *s = vm_state(v, &why);
-	if (!s) {
-		char *err = vm_stderr(v);
-		cr_assert_fail("%s: %s; forkvm stderr:\n%s", v->name, why, err);
-	}
-	cr_assert_str_eq(s, want, "%s is %s, expected %s", v->name, s, want);
-	free(s);
-}
-
-static void put_ok(struct vmh *v, const char *what, const char *json)
-{
-	char *body = NULL, *path = fmt("/api/v1/%s", what);
-	int st = api(v->api, "PUT", path, json, &body);
-	cr_assert_eq(st, 204, "%s %s: %d %s", v->name, what, st, body);
-	free(body);
-	free(path);
-}
 
 /* forkctl ARGS... (NULL-terminated); returns the exit status. */
 static int forkctl(char **out, char **err, ...)
@@ -275,123 +132,7 @@ static void store_init(void)
 
 /* ------------------------------------------------------------ the agent */
 
-static struct agent_client *agent_of(struct vmh *v)
-{
-	if (!v->ag) {
-		int rc = agent_client_connect(v->agent, T_MS, &v->ag);
-		cr_assert_eq(rc, 0, "%s: cannot connect to %s: %s", v->name, v->agent,
-			     strerror(-rc));
-		rc = agent_client_ping(v->ag, T_MS, NULL);
-		cr_assert_eq(rc, 0, "%s: the agent at %s does not answer: %s", v->name, v->agent,
-			     strerror(-rc));
-	}
-	return v->ag;
-}
-
-static char *js(struct vmh *v, const char *code)
-{
-	json_t *r = NULL;
-	const char *name = NULL, *msg = NULL;
-	int rc = agent_client_eval(agent_of(v), code, T_MS, &r);
-	cr_assert_eq(rc, 0, "%s: eval `%.200s`: %s", v->name, code, strerror(-rc));
-	cr_assert(agent_client_reply_ok(r, &name, &msg), "%s: eval `%.300s` failed: %s: %s",
-		  v->name, code, name, msg);
-	json_t *res = json_object_get(r, "result");
-	char *s = res ? json_dumps(res, JSON_ENCODE_ANY | JSON_COMPACT) : strdup("undefined");
-	json_decref(r);
-	return s;
-}
-
-static void js_expect(struct vmh *v, const char *code, const char *want)
-{
-	char *got = js(v, code);
-	cr_assert_str_eq(got, want, "%s: `%s` is %s, expected %s", v->name, code, got, want);
-	free(got);
-}
-
 /* ------------------------------------------------------------ VMs */
-
-/* Boots the agent with 64 MiB, the console in NAME.console, the VMM's
- * store (--store) and log (-v) in the test directory. */
-static struct vmh *vm_boot(const char *name, bool with_store)
-{
-	struct vmh *v = vm_new(name);
-	char *bin = h_bin("forkvm"), *kernel = h_payload("agent");
-	char *serial = fmt("file=%s", v->console), *agent = fmt("socket=%s", v->agent);
-	const char *argv[24];
-	int n = 0;
-
-	argv[n++] = bin;
-	argv[n++] = "--api-socket";
-	argv[n++] = v->api;
-	argv[n++] = "--kernel";
-	argv[n++] = kernel;
-	argv[n++] = "--memory";
-	argv[n++] = GUEST_MEMORY;
-	argv[n++] = "--serial";
-	argv[n++] = serial;
-	argv[n++] = "--agent";
-	argv[n++] = agent;
-	argv[n++] = "--log-file";
-	argv[n++] = v->log;
-	argv[n++] = "-v";
-	if (with_store) {
-		argv[n++] = "--store";
-		argv[n++] = e.store;
-	}
-	argv[n] = NULL;
-	spawn(&v->proc, argv);
-	v->live = true;
-	free(bin);
-	free(kernel);
-	free(serial);
-	free(agent);
-	wait_api(v);
-	agent_of(v);
-	return v;
-}
-
-/* forkvm --api-socket NAME.api --store STORE --restore source_url=URL
- * --agent socket=NAME.agent --serial file=NAME.console: starts it. */
-static struct vmh *vm_restore_start(const char *name, const char *url, bool resume)
-{
-	struct vmh *v = vm_new(name);
-	char *bin = h_bin("forkvm"),
-	     *src = fmt("source_url=%s%s", url, resume ? ",resume=true" : "");
-	char *serial = fmt("file=%s", v->console), *agent = fmt("socket=%s", v->agent);
-	const char *argv[] = { bin,	"--api-socket", v->api,	 "--store", e.store, "--restore",
-			       src,	"--agent",	agent,	 "--serial", serial,  "--log-file",
-			       v->log, "-v",		NULL };
-	spawn(&v->proc, argv);
-	v->live = true;
-	free(bin);
-	free(src);
-	free(serial);
-	free(agent);
-	return v;
-}
-
-/* ... and waits until it serves a paused (or resumed) VM. */
-static struct vmh *vm_restore(const char *name, const char *url, bool resume)
-{
-	struct vmh *v = vm_restore_start(name, url, resume);
-	wait_api(v);
-	assert_state(v, resume ? "Running" : "Paused");
-	return v;
-}
-
-/* forkvm --api-socket NAME.api --store STORE: a VMM with no VM. */
-static struct vmh *vmm_empty(const char *name)
-{
-	struct vmh *v = vm_new(name);
-	char *bin = h_bin("forkvm");
-	const char *argv[] = { bin, "--api-socket", v->api, "--store", e.store, NULL };
-	spawn(&v->proc, argv);
-	v->live = true;
-	free(bin);
-	wait_api(v);
-	return v;
-}
 
 /* forkctl --api-socket=API snapshot store://TAG: returns the id (malloc'd). */
 static char *snapshot_store(struct vmh *v, const char *tag)
@@ -484,11 +225,11 @@ Test(store_vm, snapshot_to_the_store_and_restore_in_a_new_process)
 {
 	H_NEED_GUEST();
 	store_init();
-	struct vmh *a = vm_boot("a", true);
-	js_expect(a, "var counter = 41; var log = ['born']; counter", "41");
-	put_ok(a, "vm.pause", NULL);
+	struct vmh *a = vmh_boot(&e.vms, "a", &e.opts);
+	vmh_js_expect(a, "var counter = 41; var log = ['born']; counter", "41");
+	vmh_pause(a);
 	char *id = snapshot_store(a, "t1");
-	vm_stop(a);
+	vmh_stop(a);
 
 	char *sid = NULL, *parent = show_parent("t1", &sid);
 	cr_assert_str_eq(sid, id);
@@ -496,16 +237,16 @@ Test(store_vm, snapshot_to_the_store_and_restore_in_a_new_process)
 	char *img = fmt("%s/images/%s.img", e.store, id);
 	cr_assert_not(exists(img), "an image before any restore");
 
-	struct vmh *b = vm_restore("b", "store://t1", false);
+	struct vmh *b = vmh_restore(&e.vms, "b", "store://t1", &e.opts);
 	cr_assert(exists(img), "the restore did not materialize the image");
-	put_ok(b, "vm.resume", NULL);
-	js_expect(b, "++counter", "42");
-	js_expect(b, "log.push('restored'); log.join()", "\"born,restored\"");
+	vmh_resume(b);
+	vmh_js_expect(b, "++counter", "42");
+	vmh_js_expect(b, "log.push('restored'); log.join()", "\"born,restored\"");
 	/* A second restore at the same time maps the same image. */
-	struct vmh *c = vm_restore("c", "store://t1", true);
-	js_expect(c, "++counter", "42");
-	js_expect(c, "log.join()", "\"born\"");
-	js_expect(b, "counter", "42");
+	struct vmh *c = vmh_restore(&e.vms, "c", "store://t1", &e.resumed);
+	vmh_js_expect(c, "++counter", "42");
+	vmh_js_expect(c, "log.join()", "\"born\"");
+	vmh_js_expect(b, "counter", "42");
 	cr_assert_eq(count_entries("images"), 1);
 	/* While both run, gc keeps the image whatever the budget. */
 	char *out, *er;
@@ -514,7 +255,7 @@ Test(store_vm, snapshot_to_the_store_and_restore_in_a_new_process)
 	cr_assert(exists(img));
 	free(out);
 	free(er);
-	js_expect(b, "counter * 2", "84");
+	vmh_js_expect(b, "counter * 2", "84");
 	cr_assert_eq(store_cmd(&out, &er, "verify", NULL, NULL, NULL, NULL), 0, "%s%s", out, er);
 	free(out);
 	free(er);
@@ -528,12 +269,12 @@ Test(store_vm, directory_snapshot_put_and_restored_by_id_prefix)
 {
 	H_NEED_GUEST();
 	store_init();
-	struct vmh *a = vm_boot("a", false);
-	js_expect(a, "var word = 'from a directory'; word.length", "16");
-	put_ok(a, "vm.pause", NULL);
+	struct vmh *a = vmh_boot(&e.vms, "a", &e.no_store);
+	vmh_js_expect(a, "var word = 'from a directory'; word.length", "16");
+	vmh_pause(a);
 	char *dir = h_join(e.dir, "snap"), *json = fmt("{\"destination_url\": \"file://%s\"}", dir);
-	put_ok(a, "vm.snapshot", json);
-	vm_stop(a);
+	vmh_put(a, "vm.snapshot", json, 204);
+	vmh_stop(a);
 
 	char *url = fmt("file://%s", dir), *out, *er;
 	int st = store_cmd(&out, &er, "put", url, "--tag", "imported", NULL);
@@ -546,9 +287,9 @@ Test(store_vm, directory_snapshot_put_and_restored_by_id_prefix)
 	free(out);
 	free(er);
 
-	struct vmh *b = vm_restore("b", prefix, true);
-	js_expect(b, "word", "\"from a directory\"");
-	js_expect(b, "word.toUpperCase()", "\"FROM A DIRECTORY\"");
+	struct vmh *b = vmh_restore(&e.vms, "b", prefix, &e.resumed);
+	vmh_js_expect(b, "word", "\"from a directory\"");
+	vmh_js_expect(b, "word.toUpperCase()", "\"FROM A DIRECTORY\"");
 	free(prefix);
 	free(sid);
 	free(parent);
@@ -571,41 +312,42 @@ Test(store_vm, incremental_chain_three_deep, .timeout = 180)
 {
 	H_NEED_GUEST();
 	store_init();
-	struct vmh *a = vm_boot("a", true);
-	js_expect(a,
-		  "var gens = ['one']; var big = []; for (var i = 0; i < 20000; i++) big.push(i); "
-		  "gens.length",
-		  "1");
-	put_ok(a, "vm.pause", NULL);
+	struct vmh *a = vmh_boot(&e.vms, "a", &e.opts);
+	vmh_js_expect(
+	    a,
+	    "var gens = ['one']; var big = []; for (var i = 0; i < 20000; i++) big.push(i); "
+	    "gens.length",
+	    "1");
+	vmh_pause(a);
 	char *id1 = snapshot_store(a, "t1");
-	vm_stop(a);
+	vmh_stop(a);
 
-	struct vmh *b = vm_restore("b", "store://t1", true);
-	js_expect(b, "gens.push('two'); big[19999]", "19999");
-	put_ok(b, "vm.pause", NULL);
+	struct vmh *b = vmh_restore(&e.vms, "b", "store://t1", &e.resumed);
+	vmh_js_expect(b, "gens.push('two'); big[19999]", "19999");
+	vmh_pause(b);
 	int before = count_objects();
 	char *id2 = snapshot_store(b, "t2");
 	/* what changed is little: few new objects for many chunks */
 	int added = count_objects() - before, chunks = chunks_of("t2");
 	cr_assert_lt(added * 2, chunks, "t2 added %d objects for %d chunks", added, chunks);
 	cr_assert(log_has(b, "incremental"), "b's snapshot was not incremental");
-	vm_stop(b);
+	vmh_stop(b);
 	char *p2 = show_parent("t2", NULL);
 	cr_assert_str_eq(p2, id1, "t2's parent");
 
-	struct vmh *c = vm_restore("c", "store://t2", true);
-	js_expect(c, "gens.push('three'); gens.length", "3");
-	put_ok(c, "vm.pause", NULL);
+	struct vmh *c = vmh_restore(&e.vms, "c", "store://t2", &e.resumed);
+	vmh_js_expect(c, "gens.push('three'); gens.length", "3");
+	vmh_pause(c);
 	char *id3 = snapshot_store(c, "t3");
 	cr_assert(log_has(c, "incremental"), "c's snapshot was not incremental");
-	vm_stop(c);
+	vmh_stop(c);
 	char *p3 = show_parent("t3", NULL);
 	cr_assert_str_eq(p3, id2, "t3's parent");
 
-	struct vmh *d = vm_restore("d", "store://t3", true);
-	js_expect(d, "gens.join()", "\"one,two,three\"");
-	js_expect(d, "big.length + big[12345]", "32345");
-	vm_stop(d);
+	struct vmh *d = vmh_restore(&e.vms, "d", "store://t3", &e.resumed);
+	vmh_js_expect(d, "gens.join()", "\"one,two,three\"");
+	vmh_js_expect(d, "big.length + big[12345]", "32345");
+	vmh_stop(d);
 
 	/* The ancestors removed and collected, images evicted: t3 is whole. */
 	char *out, *er;
@@ -624,17 +366,17 @@ Test(store_vm, incremental_chain_three_deep, .timeout = 180)
 	cr_assert_eq(store_cmd(&out, &er, "verify", NULL, NULL, NULL, NULL), 0, "%s%s", out, er);
 	free(out);
 	free(er);
-	struct vmh *f = vm_restore("f", "store://t3", true);
-	js_expect(f, "gens.join() + ':' + big[777]", "\"one,two,three:777\"");
-	vm_stop(f);
+	struct vmh *f = vmh_restore(&e.vms, "f", "store://t3", &e.resumed);
+	vmh_js_expect(f, "gens.join() + ':' + big[777]", "\"one,two,three:777\"");
+	vmh_stop(f);
 
 	/* exported, the directory restores too */
 	char *dir = h_join(e.dir, "t3dir"), *url = fmt("file://%s", dir);
 	cr_assert_eq(store_cmd(&out, &er, "export", "t3", url, NULL, NULL), 0, "%s", er);
 	free(out);
 	free(er);
-	struct vmh *g = vm_restore("g", url, true);
-	js_expect(g, "gens.join()", "\"one,two,three\"");
+	struct vmh *g = vmh_restore(&e.vms, "g", url, &e.resumed);
+	vmh_js_expect(g, "gens.join()", "\"one,two,three\"");
 	free(dir);
 	free(url);
 	free(p2);
@@ -651,12 +393,12 @@ Test(store_vm, parent_removed_while_its_child_runs)
 {
 	H_NEED_GUEST();
 	store_init();
-	struct vmh *a = vm_boot("a", true);
-	js_expect(a, "var s = 'kept'; s", "\"kept\"");
-	put_ok(a, "vm.pause", NULL);
+	struct vmh *a = vmh_boot(&e.vms, "a", &e.opts);
+	vmh_js_expect(a, "var s = 'kept'; s", "\"kept\"");
+	vmh_pause(a);
 	char *id1 = snapshot_store(a, "p");
-	vm_stop(a);
-	struct vmh *b = vm_restore("b", "store://p", true);
+	vmh_stop(a);
+	struct vmh *b = vmh_restore(&e.vms, "b", "store://p", &e.resumed);
 	char *out, *er;
 	cr_assert_eq(store_cmd(&out, &er, "rm", "p", NULL, NULL, NULL), 0, "%s", er);
 	free(out);
@@ -665,10 +407,10 @@ Test(store_vm, parent_removed_while_its_child_runs)
 	cr_assert_not_null(strstr(out, "1 images in use kept"), "%s", out);
 	free(out);
 	free(er);
-	js_expect(b, "s += ' and grown'; s", "\"kept and grown\"");
-	put_ok(b, "vm.pause", NULL);
+	vmh_js_expect(b, "s += ' and grown'; s", "\"kept and grown\"");
+	vmh_pause(b);
 	char *id2 = snapshot_store(b, "q");
-	vm_stop(b);
+	vmh_stop(b);
 	char *parent = show_parent("q", NULL);
 	cr_assert_str_eq(parent, "", "the parent %s is gone: q must be a full snapshot", id1);
 	cr_assert_eq(store_cmd(&out, &er, "gc", NULL, NULL, NULL, NULL), 0, "%s", er);
@@ -677,8 +419,8 @@ Test(store_vm, parent_removed_while_its_child_runs)
 	cr_assert_eq(store_cmd(&out, &er, "verify", NULL, NULL, NULL, NULL), 0, "%s%s", out, er);
 	free(out);
 	free(er);
-	struct vmh *c = vm_restore("c", "store://q", true);
-	js_expect(c, "s", "\"kept and grown\"");
+	struct vmh *c = vmh_restore(&e.vms, "c", "store://q", &e.resumed);
+	vmh_js_expect(c, "s", "\"kept and grown\"");
 	free(parent);
 	free(id1);
 	free(id2);
@@ -691,11 +433,11 @@ Test(store_vm, parent_removed_while_its_child_runs)
 static char *snapshot_for_damage(char **chunk)
 {
 	store_init();
-	struct vmh *a = vm_boot("a", true);
-	js_expect(a, "var x = 'intact'; x", "\"intact\"");
-	put_ok(a, "vm.pause", NULL);
+	struct vmh *a = vmh_boot(&e.vms, "a", &e.opts);
+	vmh_js_expect(a, "var x = 'intact'; x", "\"intact\"");
+	vmh_pause(a);
 	char *id = snapshot_store(a, "t1");
-	vm_stop(a);
+	vmh_stop(a);
 
 	struct store *st;
 	struct store_id sid;
@@ -741,9 +483,9 @@ static void flip_byte(const char *path, off_t off)
  * left. */
 static void expect_restore_refused(const char *id, const char *obj)
 {
-	struct vmh *r = vm_restore_start("r", "store://t1", true);
+	struct vmh *r = vmh_restore_start(&e.vms, "r", "store://t1", &e.resumed);
 	int st = h_wait(&r->proc, 20000);
-	char *err = vm_stderr(r);
+	char *err = vmh_stderr(r);
 	cr_assert_neq(st, -1, "forkvm --restore from a damaged store still runs; stderr:\n%s", err);
 	cr_assert_neq(st, 0, "forkvm --restore from a damaged store exits 0; stderr:\n%s", err);
 	cr_assert_lt(st, 128, "forkvm --restore died of signal %d; stderr:\n%s", st - 128, err);
@@ -755,22 +497,22 @@ static void expect_restore_refused(const char *id, const char *obj)
 	free(err);
 
 	/* The same through the REST API: 400, the VMM keeps serving, no VM. */
-	struct vmh *v = vmm_empty("empty");
+	struct vmh *v = vmh_empty(&e.vms, "empty", e.store);
 	char *body = NULL;
 	int code =
-	    api(v->api, "PUT", "/api/v1/vm.restore", "{\"source_url\": \"store://t1\"}", &body);
+	    vmh_api(v, "PUT", "/api/v1/vm.restore", "{\"source_url\": \"store://t1\"}", &body);
 	cr_assert_eq(code, 400, "vm.restore: %d %s", code, body);
 	cr_assert_not_null(strstr(body, obj), "%s", body);
 	cr_assert_not_null(strstr(body, id), "%s", body);
 	free(body);
-	code = api(v->api, "GET", "/api/v1/vm.info", NULL, &body);
+	code = vmh_api(v, "GET", "/api/v1/vm.info", NULL, &body);
 	cr_assert_neq(code, 200, "a VM exists after a refused restore: %s", body);
 	free(body);
-	code = api(v->api, "GET", "/api/v1/vmm.ping", NULL, &body);
+	code = vmh_api(v, "GET", "/api/v1/vmm.ping", NULL, &body);
 	cr_assert_eq(code, 200, "the VMM stopped serving: %d %s", code, body);
 	free(body);
 	cr_assert_eq(count_entries("images"), 0);
-	vm_stop(v);
+	vmh_stop(v);
 
 	/* and forkctl store verify says so */
 	char *out, *er;
@@ -821,19 +563,19 @@ Test(store_vm, rest_snapshot_to_the_store)
 {
 	H_NEED_GUEST();
 	store_init();
-	struct vmh *a = vm_boot("a", true);
-	js_expect(a, "var n = 7; n", "7");
+	struct vmh *a = vmh_boot(&e.vms, "a", &e.opts);
+	vmh_js_expect(a, "var n = 7; n", "7");
 	char *body = NULL;
 	/* Running: refused, nothing written */
-	int code = api(a->api, "PUT", "/api/v1/vm.snapshot", "{\"destination_url\": \"store://x\"}",
-		       &body);
+	int code =
+	    vmh_api(a, "PUT", "/api/v1/vm.snapshot", "{\"destination_url\": \"store://x\"}", &body);
 	cr_assert_eq(code, 409, "vm.snapshot of a running VM: %d %s", code, body);
 	free(body);
 	cr_assert_eq(count_entries("snapshots"), 0);
-	put_ok(a, "vm.pause", NULL);
+	vmh_pause(a);
 
-	code = api(a->api, "PUT", "/api/v1/vm.snapshot", "{\"destination_url\": \"store://x\"}",
-		   &body);
+	code =
+	    vmh_api(a, "PUT", "/api/v1/vm.snapshot", "{\"destination_url\": \"store://x\"}", &body);
 	cr_assert_eq(code, 200, "vm.snapshot: %d %s", code, body);
 	json_t *j = json_loads(body, 0, NULL);
 	const char *id = json_string_value(json_object_get(j, "id"));
@@ -858,7 +600,7 @@ Test(store_vm, rest_snapshot_to_the_store)
 					   "store://-x" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char *req = fmt("{\"destination_url\": \"%s\"}", bad[i]);
-		code = api(a->api, "PUT", "/api/v1/vm.snapshot", req, &body);
+		code = vmh_api(a, "PUT", "/api/v1/vm.snapshot", req, &body);
 		cr_assert_eq(code, 400, "%s: %d %s", bad[i], code, body);
 		cr_assert_not_null(strstr(body, "tag"), "%s: %s", bad[i], body);
 		free(body);
@@ -868,19 +610,19 @@ Test(store_vm, rest_snapshot_to_the_store)
 	cr_assert_eq(count_entries("tags"), 1);
 	cr_assert_eq(count_entries("tmp"), 0);
 	code =
-	    api(a->api, "PUT", "/api/v1/vm.snapshot", "{\"destination_url\": \"ftp://x\"}", &body);
+	    vmh_api(a, "PUT", "/api/v1/vm.snapshot", "{\"destination_url\": \"ftp://x\"}", &body);
 	cr_assert_eq(code, 400, "ftp://: %d %s", code, body);
 	free(body);
 
 	/* store:// alone: untagged; store://x again: the tag moves */
 	code =
-	    api(a->api, "PUT", "/api/v1/vm.snapshot", "{\"destination_url\": \"store://\"}", &body);
+	    vmh_api(a, "PUT", "/api/v1/vm.snapshot", "{\"destination_url\": \"store://\"}", &body);
 	cr_assert_eq(code, 200, "store://: %d %s", code, body);
 	free(body);
 	cr_assert_eq(count_entries("snapshots"), 2);
 	cr_assert_eq(count_entries("tags"), 1);
-	code = api(a->api, "PUT", "/api/v1/vm.snapshot", "{\"destination_url\": \"store://x\"}",
-		   &body);
+	code =
+	    vmh_api(a, "PUT", "/api/v1/vm.snapshot", "{\"destination_url\": \"store://x\"}", &body);
 	cr_assert_eq(code, 200, "%d %s", code, body);
 	j = json_loads(body, 0, NULL);
 	id = json_string_value(json_object_get(j, "id"));
@@ -893,23 +635,23 @@ Test(store_vm, rest_snapshot_to_the_store)
 	free(want);
 	json_decref(j);
 	free(body);
-	put_ok(a, "vm.resume", NULL);
-	js_expect(a, "n + 1", "8");
-	vm_stop(a);
+	vmh_resume(a);
+	vmh_js_expect(a, "n + 1", "8");
+	vmh_stop(a);
 
 	/* restored through the REST API of an empty VMM, by tag */
-	struct vmh *r = vmm_empty("r");
+	struct vmh *r = vmh_empty(&e.vms, "r", e.store);
 	char *agent = fmt("%s/r.agent", e.dir);
 	char *req = fmt("{\"source_url\": \"store://x\", \"resume\": true, "
 			"\"config\": {\"agent\": {\"socket\": \"%s\"}}}",
 			agent);
-	code = api(r->api, "PUT", "/api/v1/vm.restore", req, &body);
+	code = vmh_api(r, "PUT", "/api/v1/vm.restore", req, &body);
 	cr_assert_eq(code, 204, "vm.restore: %d %s", code, body);
 	free(body);
 	free(r->agent);
 	r->agent = agent;
-	assert_state(r, "Running");
-	js_expect(r, "n * 6", "42");
+	vmh_assert_state(r, "Running");
+	vmh_js_expect(r, "n * 6", "42");
 	free(req);
 	free(tagfile);
 	free(first);

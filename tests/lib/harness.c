@@ -166,17 +166,29 @@ static int spawn_captured(struct h_proc *p, const char *const argv[], bool pdeat
 	return 0;
 }
 
-int h_spawn(struct h_proc *p, const char *dir, const char *const argv[])
+/* The names of captured output files: procN.out, procN.err. */
+static int spawn_seq;
+
+static int spawn_in(struct h_proc *p, const char *dir, const char *const argv[], bool pdeathsig)
 {
-	static int seq;
 	char name[64];
 
 	memset(p, 0, sizeof(*p));
-	snprintf(name, sizeof(name), "proc%d.out", seq);
+	snprintf(name, sizeof(name), "proc%d.out", spawn_seq);
 	p->out_path = h_join(dir, name);
-	snprintf(name, sizeof(name), "proc%d.err", seq++);
+	snprintf(name, sizeof(name), "proc%d.err", spawn_seq++);
 	p->err_path = h_join(dir, name);
-	return spawn_captured(p, argv, false);
+	return spawn_captured(p, argv, pdeathsig);
+}
+
+int h_spawn(struct h_proc *p, const char *dir, const char *const argv[])
+{
+	return spawn_in(p, dir, argv, false);
+}
+
+int h_spawn_tied(struct h_proc *p, const char *dir, const char *const argv[])
+{
+	return spawn_in(p, dir, argv, true);
 }
 
 static int decode_status(int st)

@@ -63,6 +63,9 @@ struct h_proc {
 
 /* Starts argv[0] (a path) with stdout/stderr captured in files in dir. */
 int h_spawn(struct h_proc *p, const char *dir, const char *const argv[]);
+/* h_spawn, but the child also gets SIGKILL when the calling thread ends
+ * (PR_SET_PDEATHSIG): a test killed by its timeout leaves nothing behind. */
+int h_spawn_tied(struct h_proc *p, const char *dir, const char *const argv[]);
 /* Waits up to timeout_ms. Returns the status (see struct h_proc) or -1 on timeout. */
 int h_wait(struct h_proc *p, int timeout_ms);
 /* SIGKILL and reap (no-op if already reaped); frees the paths. */
