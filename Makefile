@@ -205,6 +205,7 @@ FUZZ_COMMA := ,
 FUZZ_FORKD_SRC := $(filter-out forkd/main.c,$(FORKD_SRC))
 FUZZ_FORKD_OBJ := $(FUZZ_FORKD_SRC:%.c=$(FUZZ_O)/obj/%.o)
 $(FUZZ_O)/fuzz_forkd_api $(FUZZ_O)/fuzz_forkd_ctl: $(FUZZ_FORKD_OBJ)
+$(FUZZ_O)/fuzz_args: $(FUZZ_O)/obj/cli/args.o
 FUZZ_WRAP_vmm_api := vm_create vm_start vm_destroy vm_snapshot vm_snapshot_store vm_restore \
 	vm_restore_store
 FUZZ_WRAP_forkd_api := forkd_fork forkd_builder_start forkd_pool_fill forkd_clone_spawn vm_template_config \
@@ -212,7 +213,7 @@ FUZZ_WRAP_forkd_api := forkd_fork forkd_builder_start forkd_pool_fill forkd_clon
 FUZZ_WRAP_forkd_ctl := forkd_clone_spawn forkd_builder_start vm_template_config vm_template_close
 FUZZ_WRAP_syscalls := vcpu_wait vcpu_poll
 # Kept between builds (make would delete them as intermediate files).
-.SECONDARY: $(FUZZ_LIB_OBJ) $(FUZZ_FORKD_OBJ)
+.SECONDARY: $(FUZZ_LIB_OBJ) $(FUZZ_FORKD_OBJ) $(FUZZ_O)/obj/cli/args.o
 
 $(FUZZ_O)/obj/vmm/ptrace/stub_blob.o: vmm/ptrace/stub_blob.S $(STUB_ELF) | fuzz-deps
 	@mkdir -p $(dir $@)
