@@ -39,7 +39,7 @@ struct vm_loader {
 
 /* The function-guest loader (vmm/fguest/loader.c). */
 extern const struct vm_loader fguest_loader;
-/* The Linux loader: a bzImage (vmm/linux/loader.c). */
+/* The Linux loader: a bzImage or vmlinux (vmm/linux/loader.c). */
 extern const struct vm_loader linux_loader;
 
 /* The loader called name, or NULL. */

@@ -27,7 +27,9 @@
 #define VM_MAX_PAYLOAD (256ULL << 20)
 
 /* Payload loaders, asked in this order. */
-static const struct vm_loader *const vm_loaders[] = { &fguest_loader, &linux_loader };
+/* Asked in this order: the Linux loader's probe is the narrower (a
+ * bzImage, or an ELF linked in the kernel's half of the address space). */
+static const struct vm_loader *const vm_loaders[] = { &linux_loader, &fguest_loader };
 
 /* ------------------------------------------------------------ platforms */
 
@@ -292,7 +294,7 @@ static int vm_probe_payload(struct vm *vm, const uint8_t *image, size_t len, cha
 			return 0;
 		}
 	}
-	return err_fail(err, errlen, -ENOEXEC, "%s: not a payload forkvm can load (a static x86-64 ELF)",
+	return err_fail(err, errlen, -ENOEXEC, "%s: not a payload forkvm can load (a static x86-64 ELF, or a Linux bzImage or vmlinux)",
 		    vm->cfg.kernel);
 }
 

@@ -1,5 +1,6 @@
-/* tests/fuzz/fuzz_bzimage.c - libFuzzer target: bytes as a Linux bzImage
- * (vmm/linux/boot.c): parsed, and when accepted, set up in a guest memory
+/* tests/fuzz/fuzz_bzimage.c - libFuzzer target: bytes as a Linux kernel,
+ * a bzImage or a vmlinux ELF (vmm/linux/boot.c): parsed, and when
+ * accepted, set up in a guest memory
  * with a command line and an initramfs placed, as the Linux loader does. */
 #include <stddef.h>
 #include <stdint.h>

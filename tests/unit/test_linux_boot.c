@@ -276,3 +276,137 @@ Test(linux_boot, the_64_bit_entry_maps_the_low_4_gib_and_has_boot_segments)
 	cr_assert(s.cr0 & 0x80000000u, "paging");
 	gmem_fini(&m);
 }
+
+/* ------------------------------------------------------------ vmlinux */
+
+static void wr16_(uint8_t *p, uint16_t v)
+{
+	memcpy(p, &v, 2);
+}
+
+static void wr32_(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, 4);
+}
+
+static void wr64_(uint8_t *p, uint64_t v)
+{
+	memcpy(p, &v, 8);
+}
+
+/* A program header: PT_LOAD at vaddr/paddr, file bytes at off. */
+static void phdr(uint8_t *ph, uint64_t off, uint64_t vaddr, uint64_t paddr, uint64_t filesz,
+		 uint64_t memsz)
+{
+	wr32_(ph, 1);
+	wr32_(ph + 4, 5);
+	wr64_(ph + 8, off);
+	wr64_(ph + 16, vaddr);
+	wr64_(ph + 24, paddr);
+	wr64_(ph + 32, filesz);
+	wr64_(ph + 40, memsz);
+	wr64_(ph + 48, 0x200000);
+}
+
+/* A vmlinux as the kernel links it: text at 0xffffffff81000000 loaded at
+ * 16 MiB (8 KiB in the file, 16 KiB in memory: bss), and a per-CPU
+ * segment linked at 0 loaded right after it; entry: its physical start. */
+static void make_vmlinux(uint64_t entry, uint64_t text_paddr)
+{
+	image_len = 0x3000;
+	image = calloc(1, image_len);
+	cr_assert(image);
+	memcpy(image, "\x7f" "ELF", 4);
+	image[4] = 2; /* 64-bit */
+	image[5] = 1; /* little-endian */
+	image[6] = 1;
+	wr16_(image + 16, 2);  /* ET_EXEC */
+	wr16_(image + 18, 62); /* x86-64 */
+	wr32_(image + 20, 1);
+	wr64_(image + 24, entry);
+	wr64_(image + 32, 64); /* program headers right after */
+	wr16_(image + 52, 64);
+	wr16_(image + 54, 56);
+	wr16_(image + 56, 2);
+	phdr(image + 64, 0x1000, 0xffffffff81000000ULL, text_paddr, 0x1000, 0x4000);
+	phdr(image + 64 + 56, 0x2000, 0, text_paddr + 0x4000, 0x1000, 0x1000);
+	for (size_t i = 0x1000; i < image_len; i++)
+		image[i] = (uint8_t)(i * 13 + 1);
+}
+
+Test(linux_boot, a_vmlinux_is_loaded_at_its_physical_addresses_with_a_made_header, .fini = fini)
+{
+	struct gmem m;
+	struct lx_image li;
+	char err[256];
+	uint64_t initrd;
+
+	make_vmlinux(16 * MiB_, 16 * MiB_);
+	cr_assert(lx_probe(image, image_len));
+	cr_assert_eq(lx_parse(image, image_len, &li, err, sizeof(err)), 0, "%s", err);
+	cr_assert(li.elf);
+	cr_assert_eq(li.entry, 16 * MiB_);
+	cr_assert_eq(li.nr_segs, 2);
+	cr_assert_eq(li.load_end, 16 * MiB_ + 0x5000);
+	cr_assert_eq(gmem_init(&m, 64 * MiB_, GMEM_ANON), 0);
+	cr_assert_eq(lx_initrd_place(&m, &li, 8192, &initrd), 0);
+	cr_assert_geq(initrd, li.load_end, "the initramfs overlaps the kernel");
+	/* memory the kernel's bss will use holds garbage before */
+	memset(gmem_ptr(&m, 16 * MiB_, 0x5000), 0xee, 0x5000);
+	cr_assert_eq(lx_setup(&m, image, &li, "console=ttyS0", initrd, 8192, 1, err, sizeof(err)), 0,
+		     "%s", err);
+	const uint8_t *k = gmem_ptr(&m, 16 * MiB_, 0x5000);
+	cr_assert_eq(memcmp(k, image + 0x1000, 0x1000), 0, "text not at its physical address");
+	for (size_t i = 0x1000; i < 0x4000; i++)
+		cr_assert_eq(k[i], 0, "bss byte %zu not zero", i);
+	cr_assert_eq(memcmp(k + 0x4000, image + 0x2000, 0x1000), 0, "per-CPU segment misplaced");
+	const uint8_t *zp = gmem_ptr(&m, LX_ZERO_PAGE, 4096);
+	cr_assert_eq(zp[0x1fe], 0x55);
+	cr_assert_eq(zp[0x1ff], 0xaa);
+	cr_assert_eq(memcmp(zp + 0x202, "HdrS", 4), 0);
+	cr_assert_eq(zp[LX_VERSION] | zp[LX_VERSION + 1] << 8, LX_ELF_PROTOCOL);
+	cr_assert_eq(zp[LX_XLOADFLAGS] & LX_XLF_KERNEL_64, LX_XLF_KERNEL_64);
+	cr_assert_eq(zp[LX_TYPE_OF_LOADER], 0xff);
+	cr_assert_eq(rd32(zp + LX_CMD_LINE_PTR), LX_CMDLINE);
+	cr_assert_eq(rd32(zp + LX_RAMDISK_IMAGE), initrd);
+	cr_assert_eq(rd32(zp + LX_RAMDISK_SIZE), 8192);
+	cr_assert_eq(zp[LX_E820_ENTRIES], 3);
+	gmem_fini(&m);
+}
+
+Test(linux_boot, a_vmlinux_that_cannot_be_booted_is_refused, .fini = fini)
+{
+	struct lx_image li;
+	char err[256];
+
+	/* entry outside every segment */
+	make_vmlinux(0x400000, 16 * MiB_);
+	cr_assert_eq(lx_parse(image, image_len, &li, err, sizeof(err)), -ENOEXEC);
+	cr_assert(strstr(err, "entry"), "%s", err);
+	fini();
+	/* loaded below 1 MiB, over the zero page and tables */
+	make_vmlinux(0x10000, 0x10000);
+	cr_assert_eq(lx_parse(image, image_len, &li, err, sizeof(err)), -ENOEXEC);
+	cr_assert(strstr(err, "between 1 MiB and 4 GiB"), "%s", err);
+	fini();
+	/* truncated: the second segment's bytes are missing */
+	make_vmlinux(16 * MiB_, 16 * MiB_);
+	cr_assert_eq(lx_parse(image, 0x2800, &li, err, sizeof(err)), -ENOEXEC);
+	cr_assert(strstr(err, "outside the file"), "%s", err);
+	/* a guest that needs more memory than the VM has */
+	struct gmem m;
+	cr_assert_eq(lx_parse(image, image_len, &li, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(gmem_init(&m, 16 * MiB_, GMEM_ANON), 0); /* the kernel loads at 16 MiB */
+	cr_assert_eq(lx_setup(&m, image, &li, "", 0, 0, 1, err, sizeof(err)), -E2BIG);
+	cr_assert(strstr(err, "the guest has less"), "%s", err);
+	gmem_fini(&m);
+}
+
+/* A function guest (a static ELF in the lower half) is not a kernel: the
+ * function-guest loader keeps it. */
+Test(linux_boot, a_user_space_elf_is_not_taken_for_a_kernel, .fini = fini)
+{
+	make_vmlinux(16 * MiB_, 16 * MiB_);
+	wr64_(image + 64 + 16, 0x400000); /* text linked at 4 MiB, user space */
+	cr_assert_not(lx_probe(image, image_len));
+}

@@ -37,19 +37,135 @@ static void wr64(uint8_t *p, uint64_t v)
 		p[i] = (uint8_t)(v >> (8 * i));
 }
 
-bool lx_probe(const uint8_t *image, size_t len)
+static uint64_t rd64(const uint8_t *p)
+{
+	return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
+}
+
+static bool bz_probe(const uint8_t *image, size_t len)
 {
 	return len >= 0x250 && rd16(image + LX_BOOT_FLAG) == 0xaa55 &&
 	       memcmp(image + LX_HEADER, "HdrS", 4) == 0;
+}
+
+/* ------------------------------------------------------------ vmlinux */
+
+/* ELF64 fields we read (offsets in the file header and a program header). */
+#define EH_TYPE 16
+#define EH_MACHINE 18
+#define EH_ENTRY 24
+#define EH_PHOFF 32
+#define EH_PHENTSIZE 54
+#define EH_PHNUM 56
+#define EH_SIZE 64
+#define PH_SIZE 56
+#define PT_LOAD_ 1
+#define ET_EXEC_ 2
+#define EM_X86_64_ 62
+#define KERNEL_HALF 0xffff800000000000ULL
+
+/* The program header i of an ELF image whose header was checked. */
+static const uint8_t *elf_ph(const uint8_t *image, unsigned i)
+{
+	return image + rd64(image + EH_PHOFF) + (uint64_t)i * PH_SIZE;
+}
+
+/* ELF64, little-endian, x86-64, an executable, program headers in the file. */
+static bool elf_header_ok(const uint8_t *image, size_t len)
+{
+	if (len < EH_SIZE || memcmp(image, "\x7f" "ELF", 4) || image[4] != 2 || image[5] != 1 ||
+	    rd16(image + EH_TYPE) != ET_EXEC_ || rd16(image + EH_MACHINE) != EM_X86_64_ ||
+	    rd16(image + EH_PHENTSIZE) != PH_SIZE)
+		return false;
+	uint64_t off = rd64(image + EH_PHOFF), n = rd16(image + EH_PHNUM);
+	return n > 0 && off <= len && n * PH_SIZE <= len - off;
+}
+
+static bool elf_probe(const uint8_t *image, size_t len)
+{
+	if (!elf_header_ok(image, len))
+		return false;
+	for (unsigned i = 0; i < rd16(image + EH_PHNUM); i++) {
+		const uint8_t *ph = elf_ph(image, i);
+		if (rd32(ph) == PT_LOAD_ && rd64(ph + 16) >= KERNEL_HALF)
+			return true;
+	}
+	return false;
+}
+
+static int elf_parse(const uint8_t *image, size_t len, struct lx_image *li, char *err,
+		     size_t errlen)
+{
+	uint64_t lo = UINT64_MAX, hi = 0;
+	bool entry_in = false;
+
+	li->elf = true;
+	li->version = LX_ELF_PROTOCOL;
+	li->cmdline_size = LX_ELF_CMDLINE_SIZE;
+	li->initrd_addr_max = LX_ELF_INITRD_ADDR_MAX;
+	li->entry = rd64(image + EH_ENTRY);
+	for (unsigned i = 0; i < rd16(image + EH_PHNUM); i++) {
+		const uint8_t *ph = elf_ph(image, i);
+		if (rd32(ph) != PT_LOAD_)
+			continue;
+		uint64_t off = rd64(ph + 8), paddr = rd64(ph + 24), filesz = rd64(ph + 32),
+			 memsz = rd64(ph + 40);
+		if (li->nr_segs == LX_ELF_MAX_SEGMENTS)
+			return err_fail(err, errlen, -ENOEXEC, "vmlinux: more than %d loadable segments",
+				    LX_ELF_MAX_SEGMENTS);
+		if (filesz > memsz || off > len || filesz > len - off)
+			return err_fail(err, errlen, -ENOEXEC,
+				    "vmlinux: segment %u lies outside the file (truncated?)", i);
+		if (paddr < LX_EBDA_END || paddr >= 1ULL << 32 || memsz > (1ULL << 32) - paddr)
+			return err_fail(
+			    err, errlen, -ENOEXEC,
+			    "vmlinux: segment %u at physical 0x%llx (+%llu bytes) is not between 1 MiB "
+			    "and 4 GiB",
+			    i, (unsigned long long)paddr, (unsigned long long)memsz);
+		li->segs[li->nr_segs].paddr = paddr;
+		li->segs[li->nr_segs].memsz = memsz;
+		li->segs[li->nr_segs].filesz = filesz;
+		li->segs[li->nr_segs].offset = off;
+		li->nr_segs++;
+		lo = MIN(lo, paddr);
+		hi = MAX(hi, paddr + memsz);
+		if (li->entry >= paddr && li->entry < paddr + filesz)
+			entry_in = true;
+	}
+	if (!li->nr_segs)
+		return err_fail(err, errlen, -ENOEXEC, "vmlinux: no loadable segment");
+	if (!entry_in)
+		return err_fail(err, errlen, -ENOEXEC,
+			    "vmlinux: its entry 0x%llx is in none of its segments (a 64-bit kernel's "
+			    "e_entry is startup_64's physical address)",
+			    (unsigned long long)li->entry);
+	li->load_end = hi;
+	li->init_size = (uint32_t)(hi - lo);
+	li->kernel_len = (size_t)(hi - lo);
+	return 0;
+}
+
+/* ------------------------------------------------------------ bzImage */
+
+bool lx_probe(const uint8_t *image, size_t len)
+{
+	return bz_probe(image, len) || elf_probe(image, len);
 }
 
 int lx_parse(const uint8_t *image, size_t len, struct lx_image *out, char *err, size_t errlen)
 {
 	struct lx_image li = {0};
 
-	if (!lx_probe(image, len))
+	if (elf_probe(image, len)) {
+		int rc = elf_parse(image, len, &li, err, errlen);
+		if (rc == 0)
+			*out = li;
+		return rc;
+	}
+	if (!bz_probe(image, len))
 		return err_fail(err, errlen, -ENOEXEC,
-			    "not a Linux bzImage (no boot sector flag or \"HdrS\" header)");
+			    "not a Linux kernel: no bzImage (boot sector flag and \"HdrS\" header) and no "
+			    "x86-64 vmlinux ELF");
 	li.version = rd16(image + LX_VERSION);
 	/* 2.12: xloadflags, the 64-bit entry point (Linux 3.8 on). */
 	if (li.version < 0x20c)
@@ -76,6 +192,8 @@ int lx_parse(const uint8_t *image, size_t len, struct lx_image *out, char *err, 
 	li.cmdline_size = rd32(image + LX_CMDLINE_SIZE);
 	if (li.init_size < li.kernel_len)
 		li.init_size = (uint32_t)MIN(li.kernel_len, (size_t)UINT32_MAX);
+	li.entry = LX_KERNEL + 0x200; /* startup_64 */
+	li.load_end = LX_KERNEL + li.init_size;
 	*out = li;
 	return 0;
 }
@@ -110,7 +228,7 @@ static unsigned e820_fill(const struct gmem *m, uint8_t *zp)
 int lx_initrd_place(const struct gmem *m, const struct lx_image *li, uint64_t len, uint64_t *gpa)
 {
 	uint64_t max = li->initrd_addr_max ? (uint64_t)li->initrd_addr_max + 1 : 0x38000000ULL;
-	uint64_t lowest = LX_KERNEL + align_up((uint64_t)li->init_size, GMEM_PAGE_SIZE);
+	uint64_t lowest = align_up(li->load_end, GMEM_PAGE_SIZE);
 
 	if (max > 1ULL << 32)
 		max = 1ULL << 32;
@@ -130,20 +248,32 @@ int lx_initrd_place(const struct gmem *m, const struct lx_image *li, uint64_t le
 	return -E2BIG;
 }
 
+/* Copies a vmlinux's segments to their physical addresses, zeroing what
+ * the file does not hold (bss). */
+static int elf_copy(struct gmem *m, const uint8_t *image, const struct lx_image *li, char *err,
+		    size_t errlen)
+{
+	for (unsigned i = 0; i < li->nr_segs; i++) {
+		uint8_t *dst = gmem_ptr(m, li->segs[i].paddr, li->segs[i].memsz);
+		if (!dst)
+			return err_fail(err, errlen, -E2BIG,
+				    "the kernel needs memory up to %llu MiB; the guest has less",
+				    (unsigned long long)((li->load_end + (1 << 20) - 1) >> 20));
+		memcpy(dst, image + li->segs[i].offset, li->segs[i].filesz);
+		memset(dst + li->segs[i].filesz, 0, li->segs[i].memsz - li->segs[i].filesz);
+	}
+	return 0;
+}
+
 int lx_setup(struct gmem *m, const uint8_t *image, const struct lx_image *li, const char *cmdline,
 	     uint64_t initrd_gpa, uint64_t initrd_len, unsigned nr_vcpus, char *err, size_t errlen)
 {
 	uint8_t *zp = gmem_ptr(m, LX_ZERO_PAGE, GMEM_PAGE_SIZE);
-	uint8_t *k = gmem_ptr(m, LX_KERNEL, li->init_size);
 	size_t cl = cmdline ? strlen(cmdline) : 0;
 	int rc;
 
 	if (!zp)
 		return err_fail(err, errlen, -EFAULT, "guest memory has no room for the zero page");
-	if (!k)
-		return err_fail(err, errlen, -E2BIG,
-			    "the kernel needs %u MiB from 1 MiB on; the guest has less memory",
-			    (unsigned)(li->init_size >> 20) + 1);
 	if (li->cmdline_size && cl > li->cmdline_size)
 		return err_fail(err, errlen, -E2BIG,
 			    "kernel command line of %zu bytes; this kernel takes at most %u", cl,
@@ -151,15 +281,36 @@ int lx_setup(struct gmem *m, const uint8_t *image, const struct lx_image *li, co
 	if (cl >= LX_CMDLINE_MAX)
 		return err_fail(err, errlen, -E2BIG, "kernel command line of %zu bytes is too long",
 			    cl);
-	memcpy(k, image + li->kernel_off, li->kernel_len);
+	if (li->elf) {
+		if ((rc = elf_copy(m, image, li, err, errlen)) < 0)
+			return rc;
+	} else {
+		uint8_t *k = gmem_ptr(m, LX_KERNEL, li->init_size);
+		if (!k)
+			return err_fail(err, errlen, -E2BIG,
+				    "the kernel needs %u MiB from 1 MiB on; the guest has less memory",
+				    (unsigned)(li->init_size >> 20) + 1);
+		memcpy(k, image + li->kernel_off, li->kernel_len);
+	}
 	if ((rc = gmem_write(m, LX_CMDLINE, cmdline ? cmdline : "", cl + 1)) < 0)
 		return err_fail(err, errlen, rc, "cannot write the command line: %s", strerror(-rc));
 
-	/* The zero page: zeroes, then the image's setup header as is, then
-	 * what the boot loader fills in. */
+	/* The zero page: zeroes, then the image's setup header as is (a
+	 * vmlinux has none: the fields the 64-bit entry reads are made
+	 * here), then what the boot loader fills in. */
 	memset(zp, 0, GMEM_PAGE_SIZE);
-	size_t hdr_end = 0x202 + (size_t)image[0x201];
-	memcpy(zp + LX_SETUP_SECTS, image + LX_SETUP_SECTS, hdr_end - LX_SETUP_SECTS);
+	if (li->elf) {
+		wr16(zp + LX_BOOT_FLAG, 0xaa55);
+		memcpy(zp + LX_HEADER, "HdrS", 4);
+		wr16(zp + LX_VERSION, li->version);
+		wr32(zp + LX_INITRD_ADDR_MAX, li->initrd_addr_max);
+		wr32(zp + LX_CMDLINE_SIZE, li->cmdline_size);
+		wr16(zp + LX_XLOADFLAGS, LX_XLF_KERNEL_64);
+		wr32(zp + LX_INIT_SIZE, li->init_size);
+	} else {
+		size_t hdr_end = 0x202 + (size_t)image[0x201];
+		memcpy(zp + LX_SETUP_SECTS, image + LX_SETUP_SECTS, hdr_end - LX_SETUP_SECTS);
+	}
 	zp[LX_TYPE_OF_LOADER] = 0xff; /* undefined loader */
 	zp[LX_LOADFLAGS] |= LX_LOADED_HIGH | LX_CAN_USE_HEAP;
 	wr16(zp + LX_HEAP_END_PTR, 0xfe00);

@@ -8,6 +8,12 @@
  * Intel MultiProcessor table so that every vCPU of --cpus boot=N comes up
  * (the in-kernel local APICs and IOAPIC take INIT/SIPI and interrupts).
  *
+ * An uncompressed vmlinux (an ELF executable, what `--kernel vmlinux` in
+ * Cloud Hypervisor's walkthrough names) is loaded segment by segment at
+ * its physical addresses (16 MiB for a distribution kernel) and entered at
+ * its e_entry through the same 64-bit protocol, with a setup header made
+ * here: Firecracker's way.
+ *
  * Guest-physical layout below 1 MiB:
  *   0x000500  GDT (written by the platform: flat 64-bit __BOOT_CS/__BOOT_DS)
  *   0x007000  zero page (boot_params)
@@ -68,8 +74,18 @@ struct vm;
 #define LX_COM1_IRQ 4
 #define LX_I8042_PORT 0x60 /* 0x60 data, 0x64 status/command */
 
-/* A parsed bzImage: where its parts are in the file. */
+#define LX_ELF_MAX_SEGMENTS 16
+/* An uncompressed kernel (vmlinux) has no setup header: the zero page
+ * gets one made here, for the protocol version the 64-bit entry needs. */
+#define LX_ELF_PROTOCOL 0x020f
+#define LX_ELF_CMDLINE_SIZE 2047
+#define LX_ELF_INITRD_ADDR_MAX 0x37ffffffU
+
+/* A parsed kernel: a bzImage (where its parts are in the file), or an
+ * uncompressed vmlinux ELF (its PT_LOAD segments, loaded at their
+ * physical addresses, entered at e_entry: startup_64). */
 struct lx_image {
+	bool elf;
 	uint16_t version;  /* boot protocol version */
 	size_t setup_len;  /* real-mode setup code, (setup_sects + 1) * 512 */
 	size_t kernel_off; /* the protected-mode kernel's offset in the file */
@@ -77,13 +93,22 @@ struct lx_image {
 	uint32_t init_size; /* memory the kernel needs from its load address */
 	uint32_t initrd_addr_max;
 	uint32_t cmdline_size; /* longest command line, without the NUL */
+	uint64_t entry;	       /* guest-physical 64-bit entry point */
+	uint64_t load_end;     /* guest-physical end of what the kernel needs */
+	unsigned nr_segs;      /* vmlinux: its PT_LOAD segments */
+	struct {
+		uint64_t paddr, memsz, filesz, offset;
+	} segs[LX_ELF_MAX_SEGMENTS];
 };
 
-/* True if image starts like a bzImage (boot sector flag and "HdrS"). */
+/* True if image looks like a Linux kernel: a bzImage (boot sector flag
+ * and "HdrS"), or an x86-64 ELF executable linked in the kernel's half of
+ * the address space (a vmlinux; function guests live in the lower half). */
 bool lx_probe(const uint8_t *image, size_t len);
 
-/* Parses and checks a bzImage: protocol 2.12 or later with the 64-bit
- * entry point. Returns 0 or -errno with err set. */
+/* Parses and checks a kernel: a bzImage of protocol 2.12 or later with
+ * the 64-bit entry point, or a vmlinux whose segments and entry are
+ * within the file and below 4 GiB. Returns 0 or -errno with err set. */
 int lx_parse(const uint8_t *image, size_t len, struct lx_image *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 

@@ -1,4 +1,4 @@
-/* vmm/linux/loader.c - the Linux payload loader: a bzImage, its command
+/* vmm/linux/loader.c - the Linux payload loader: a bzImage or vmlinux, its command
  * line and initramfs, booted through the 64-bit boot protocol on a
  * platform that runs full machines (KVM). See linux.h. */
 #include <errno.h>
@@ -85,13 +85,14 @@ static int lx_load(struct vm *vm, const uint8_t *image, size_t len, char *err, s
 	    (rc = i8042_register(vm, &vm->mach->kbd)) < 0)
 		return err_fail(err, errlen, rc, "cannot register the legacy devices: %s",
 			    strerror(-rc));
-	struct machine_entry me = {.entry = LX_KERNEL + 0x200, .boot_params = LX_ZERO_PAGE};
+	struct machine_entry me = {.entry = li.entry, .boot_params = LX_ZERO_PAGE};
 	if ((rc = vm->plat->machine_boot(vm, &me, err, errlen)) < 0)
 		return rc;
-	log_info("Linux kernel (boot protocol %u.%02u, %zu KiB) at 0x%llx, initramfs %llu KiB at "
-		 "0x%llx, %u vCPU(s)",
-		 li.version >> 8, li.version & 0xff, li.kernel_len >> 10,
-		 (unsigned long long)LX_KERNEL, (unsigned long long)(initrd_len >> 10),
+	log_info("Linux kernel (%s, boot protocol %u.%02u, %zu KiB) entered at 0x%llx, initramfs "
+		 "%llu KiB at 0x%llx, %u vCPU(s)",
+		 li.elf ? "vmlinux" : "bzImage", li.version >> 8, li.version & 0xff,
+		 li.kernel_len >> 10, (unsigned long long)li.entry,
+		 (unsigned long long)(initrd_len >> 10),
 		 (unsigned long long)initrd, vm->nr_vcpus);
 	return 0;
 }
