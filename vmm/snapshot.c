@@ -302,10 +302,6 @@ static int vm_save_units(struct vm *vm, json_t **out, char *err, size_t errlen)
 			    vm_state_name(vm_get_state(vm)));
 	if (!vm->loader)
 		return err_fail(err, errlen, -EINVAL, "this VM has no payload to snapshot");
-	if (vm->loader->machine)
-		return err_fail(err, errlen, -ENOTSUP,
-			    "snapshots of Linux guests are not supported yet (their vCPU, interrupt "
-			    "controller and device state is not saved)");
 	if ((rc = gmem_sync(&vm->mem)) < 0)
 		return err_fail(err, errlen, rc, "cannot read the guest's memory: %s", strerror(-rc));
 	units = calloc(STATE_MAX_UNITS, sizeof(*units));

@@ -344,6 +344,9 @@ static int vm_build_in(struct vm *vm, struct snapshot *snap, const uint8_t **ima
 			return rc;
 	}
 	if (snap) {
+		/* The payload's kind first: the platform builds a machine for a
+		 * machine's snapshot (vm_apply_snapshot checks it). */
+		vm->loader = vm_loader_by_name(snap->loader);
 		/* Copy-on-write: the file is never written, restore costs no copy. */
 		rc = gmem_init_file(&vm->mem, snap->mem_fd, vm->cfg.memory_size);
 		snap->mem_fd = -1; /* gmem owns it now, even on failure */

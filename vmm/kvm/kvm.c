@@ -540,10 +540,22 @@ static int kvm_vcpu_run(struct vcpu *v, struct vexit *e)
 		 * return at once. */
 		__atomic_store_n(&c->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
 		if (vcpu_must_yield(v)) {
+			/* A device answered an `in` or an MMIO read that KVM has
+			 * not put into the guest's registers yet: finish it here,
+			 * on this thread, so that a snapshot of the parked vCPU is
+			 * final (KVM_RUN with immediate_exit returns at once). */
+			if (c->io_pending) {
+				c->run->immediate_exit = 1;
+				if (ioctl(c->fd, KVM_RUN, 0) < 0 && errno != EINTR && errno != EAGAIN)
+					return -errno;
+				c->run->immediate_exit = 0;
+				c->io_pending = false;
+			}
 			e->kind = VEXIT_KICK;
 			return 0;
 		}
 		c->regs_valid = false;
+		c->io_pending = false;
 		if (ioctl(c->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				c->regs_valid = true; /* KVM filled the sync area on the way out */
@@ -555,8 +567,11 @@ static int kvm_vcpu_run(struct vcpu *v, struct vexit *e)
 		c->regs_valid = true;
 		bool handled;
 		kvm_exit_decode(v, c->fd, c->run, KV(v->vm)->run_size, e, &handled);
-		if (handled)
+		if (handled) {
+			c->io_pending = c->run->exit_reason == KVM_EXIT_IO ||
+					c->run->exit_reason == KVM_EXIT_MMIO;
 			continue; /* a device answered; the guest runs on */
+		}
 		c->at_syscall = e->kind == VEXIT_SYSCALL;
 		return 0;
 	}
@@ -851,6 +866,7 @@ const struct platform platform_kvm = {
 	.get_xstate = kvm_get_xstate,
 	.set_xstate = kvm_set_xstate,
 	.template_cache = kvm_template_cache,
+	.units = kvm_machine_units,
 	.sc_vmm = kvm_sc_vmm,
 	.nr_sc_vmm = sizeof(kvm_sc_vmm) / sizeof(kvm_sc_vmm[0]),
 	.sc_vcpu = kvm_sc_vcpu,

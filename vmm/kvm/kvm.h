@@ -36,6 +36,7 @@ struct kvm_vcpu {
 	bool run_mapped;      /* run is KVM's mapping (else malloc'd) */
 	bool regs_valid;      /* run->s.regs holds the current registers */
 	bool at_syscall;      /* stopped at the trampoline's system call port */
+	bool io_pending;      /* a handled port I/O or MMIO exit KVM has yet to complete */
 };
 
 /* Turns the exit in run (vCPU v's last KVM_RUN) into e. Port I/O of the
@@ -47,6 +48,11 @@ struct kvm_vcpu {
  * exits. */
 void kvm_exit_decode(struct vcpu *v, int vcpu_fd, struct kvm_run *run, int run_size,
 		     struct vexit *e, bool *handled);
+
+/* A machine guest's state units (vmm/kvm/kvmstate.c): irqchip, pit,
+ * kvmclock, vcpu0..N-1; none for a function guest. */
+struct state_unit;
+size_t kvm_machine_units(struct vm *vm, struct state_unit *u, size_t max);
 
 /* The KVM_GET_SUPPORTED_CPUID answer, malloc'd in *out; 0 or -errno. */
 int kvm_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out);

@@ -2,9 +2,12 @@
  * Linux guest without a keyboard uses: its probe (self-test, the
  * configuration byte) and the CPU reset line, which ends the VM the way
  * `reboot` does under Firecracker (exit status 0). */
+#include <errno.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "vmm/linux/linux.h"
+#include "vmm/state.h"
 #include "vmm/vm.h"
 
 #define I8042_DATA 0
@@ -71,4 +74,38 @@ int i8042_register(struct vm *vm, struct i8042 *k)
 	k->vm = vm;
 	k->ctr = 0x30; /* both ports' clocks disabled, no interrupts */
 	return bus_register(&vm->pio, LX_I8042_PORT, 5, "i8042", i8042_io, k);
+}
+
+/* ------------------------------------------------------------ state */
+
+int i8042_save(struct vm *vm, void *arg, json_t **out, char *err, size_t errlen)
+{
+	const struct i8042 *k = arg;
+	(void)vm;
+	*out = json_pack("{s:i,s:i,s:b,s:i}", "cmd", k->cmd, "ctr", k->ctr, "out_full", k->out_full,
+			 "out", k->out);
+	return *out ? 0 : err_fail(err, errlen, -ENOMEM, "out of memory");
+}
+
+int i8042_restore(struct vm *vm, void *arg, const json_t *st, uint32_t version, char *err,
+		  size_t errlen)
+{
+	struct i8042 *k = arg;
+	uint32_t cmd, ctr, out;
+	bool full;
+	int rc;
+	(void)vm;
+	(void)version;
+	if ((rc = state_get_u32(st, "cmd", &cmd, err, errlen)) < 0 ||
+	    (rc = state_get_u32(st, "ctr", &ctr, err, errlen)) < 0 ||
+	    (rc = state_get_u32(st, "out", &out, err, errlen)) < 0 ||
+	    (rc = state_get_bool(st, "out_full", &full, err, errlen)) < 0)
+		return rc;
+	if (cmd > 0xff || ctr > 0xff || out > 0xff)
+		return err_fail(err, errlen, -EINVAL, "a register is not a byte");
+	k->cmd = (uint8_t)cmd;
+	k->ctr = (uint8_t)ctr;
+	k->out = (uint8_t)out;
+	k->out_full = full;
+	return 0;
 }

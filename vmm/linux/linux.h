@@ -31,6 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "vmm/gmem.h"
 
 struct vm;
@@ -177,6 +179,10 @@ struct uart {
  * Returns 0 or -errno. */
 int uart_register(struct vm *vm, struct uart *u, uint16_t base, unsigned irq)
     __attribute__((warn_unused_result));
+/* The UART's state unit ("serial"): its registers. arg: the struct uart. */
+int uart_save(struct vm *vm, void *arg, json_t **out, char *err, size_t errlen);
+int uart_restore(struct vm *vm, void *arg, const json_t *st, uint32_t version, char *err,
+		 size_t errlen);
 
 /* The i8042 keyboard controller, enough for Linux's probe and reset: no
  * keyboard, no mouse; the reset command (0xfe to port 0x64) ends the VM
@@ -190,6 +196,10 @@ struct i8042 {
 };
 
 int i8042_register(struct vm *vm, struct i8042 *k) __attribute__((warn_unused_result));
+/* The controller's state unit ("i8042"). arg: the struct i8042. */
+int i8042_save(struct vm *vm, void *arg, json_t **out, char *err, size_t errlen);
+int i8042_restore(struct vm *vm, void *arg, const json_t *st, uint32_t version, char *err,
+		  size_t errlen);
 
 /* A Linux guest's machine (vm->mach): its devices, registered in this
  * order by the loader. */

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "vmm/linux/linux.h"
 #include "vmm/loader.h"
+#include "vmm/state.h"
 #include "vmm/vm.h"
 
 /* Reads the initramfs at path into guest memory at its place. */
@@ -58,6 +59,21 @@ out:
 	return rc;
 }
 
+/* The machine's devices, in this order (their state units follow it). */
+static int lx_devices(struct vm *vm, char *err, size_t errlen)
+{
+	int rc;
+
+	vm->mach = calloc(1, sizeof(*vm->mach));
+	if (!vm->mach)
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
+	if ((rc = uart_register(vm, &vm->mach->com1, LX_COM1_PORT, LX_COM1_IRQ)) < 0 ||
+	    (rc = i8042_register(vm, &vm->mach->kbd)) < 0)
+		return err_fail(err, errlen, rc, "cannot register the legacy devices: %s",
+			    strerror(-rc));
+	return 0;
+}
+
 static int lx_load(struct vm *vm, const uint8_t *image, size_t len, char *err, size_t errlen)
 {
 	struct lx_image li;
@@ -77,14 +93,8 @@ static int lx_load(struct vm *vm, const uint8_t *image, size_t len, char *err, s
 	if ((rc = lx_setup(&vm->mem, image, &li, vm->cfg.cmdline, initrd, initrd_len, vm->nr_vcpus,
 			   err, errlen)) < 0)
 		return rc;
-	vm->mach = calloc(1, sizeof(*vm->mach));
-	if (!vm->mach)
-		return err_fail(err, errlen, -ENOMEM, "out of memory");
-	/* The devices, in this order. */
-	if ((rc = uart_register(vm, &vm->mach->com1, LX_COM1_PORT, LX_COM1_IRQ)) < 0 ||
-	    (rc = i8042_register(vm, &vm->mach->kbd)) < 0)
-		return err_fail(err, errlen, rc, "cannot register the legacy devices: %s",
-			    strerror(-rc));
+	if ((rc = lx_devices(vm, err, errlen)) < 0)
+		return rc;
 	struct machine_entry me = {.entry = li.entry, .boot_params = LX_ZERO_PAGE};
 	if ((rc = vm->plat->machine_boot(vm, &me, err, errlen)) < 0)
 		return rc;
@@ -97,9 +107,32 @@ static int lx_load(struct vm *vm, const uint8_t *image, size_t len, char *err, s
 	return 0;
 }
 
+/* Restore: the devices, empty; the platform's units and theirs fill them.
+ * Only KVM runs machines. */
+static int lx_restore_prepare(struct vm *vm, char *err, size_t errlen)
+{
+	if (!vm->plat->machine_boot)
+		return err_fail(err, errlen, -ENOTSUP,
+			    "a Linux guest's snapshot needs the KVM platform (the %s platform runs "
+			    "function guests only)",
+			    vm->plat->name);
+	return lx_devices(vm, err, errlen);
+}
+
+static size_t lx_units(struct vm *vm, struct state_unit *u, size_t max)
+{
+	if (!vm->mach || max < 2)
+		return 0;
+	u[0] = (struct state_unit){ "serial", 1, uart_save, uart_restore, &vm->mach->com1 };
+	u[1] = (struct state_unit){ "i8042", 1, i8042_save, i8042_restore, &vm->mach->kbd };
+	return 2;
+}
+
 const struct vm_loader linux_loader = {
     .name = "linux",
     .machine = true,
     .probe = lx_probe,
     .load = lx_load,
+    .restore_prepare = lx_restore_prepare,
+    .units = lx_units,
 };

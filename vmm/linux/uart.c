@@ -4,9 +4,12 @@
  * channel's host end). The interrupt line follows IIR: raised while an
  * enabled interrupt is pending, lowered when none is (the ISA line is
  * edge-triggered: the driver reads IIR until it says none). */
+#include <errno.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "vmm/linux/linux.h"
+#include "vmm/state.h"
 #include "vmm/vm.h"
 
 static uint8_t uart_iir(const struct uart_state *s)
@@ -143,4 +146,48 @@ int uart_register(struct vm *vm, struct uart *u, uint16_t base, unsigned irq)
 	u->s.mcr = 0x08; /* OUT2 */
 	u->s.dll = 12;	 /* 9600 baud */
 	return bus_register(&vm->pio, base, 8, "uart", uart_io, u);
+}
+
+/* ------------------------------------------------------------ state */
+
+int uart_save(struct vm *vm, void *arg, json_t **out, char *err, size_t errlen)
+{
+	const struct uart_state *s = &((struct uart *)arg)->s;
+	(void)vm;
+	*out = json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:b,s:b}", "ier", s->ier, "lcr",
+			 s->lcr, "mcr", s->mcr, "lsr_extra", s->lsr_extra, "msr", s->msr, "scr",
+			 s->scr, "dll", s->dll, "dlm", s->dlm, "fcr", s->fcr, "thr_irq", s->thr_irq,
+			 "irq_level", s->irq_level);
+	return *out ? 0 : err_fail(err, errlen, -ENOMEM, "out of memory");
+}
+
+int uart_restore(struct vm *vm, void *arg, const json_t *st, uint32_t version, char *err,
+		 size_t errlen)
+{
+	static const char *const keys[] = { "ier", "lcr", "mcr", "lsr_extra", "msr",
+					    "scr", "dll", "dlm", "fcr" };
+	struct uart *u = arg;
+	struct uart_state s;
+	uint8_t *regs[] = { &s.ier, &s.lcr, &s.mcr, &s.lsr_extra, &s.msr,
+			    &s.scr, &s.dll, &s.dlm, &s.fcr };
+	(void)vm;
+	(void)version;
+	memset(&s, 0, sizeof(s));
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		uint32_t v;
+		int rc = state_get_u32(st, keys[i], &v, err, errlen);
+		if (rc < 0)
+			return rc;
+		if (v > 0xff)
+			return err_fail(err, errlen, -EINVAL, "register %s is %u: not a byte", keys[i], v);
+		*regs[i] = (uint8_t)v;
+	}
+	int rc = state_get_bool(st, "thr_irq", &s.thr_irq, err, errlen);
+	if (rc == 0)
+		rc = state_get_bool(st, "irq_level", &s.irq_level, err, errlen);
+	if (rc < 0)
+		return rc;
+	/* the interrupt line's level is the irqchip's state, restored with it */
+	u->s = s;
+	return 0;
 }
