@@ -18,7 +18,10 @@
 #include <unistd.h>
 
 #include "common/http.h"
+#include "common/log.h"
+#include "common/loop.h"
 #include "forkd/internal.h"
+#include "vmm/vmm.h"
 
 /* The clones of fx_make(), in list order. */
 enum { FX_CLONES = 8 };
@@ -76,6 +79,20 @@ static struct clone *fx_clone(struct fx *fx, int i, struct template *t, const ch
 	fx->clones[i] = c;
 	fx->peer[i] = sv[1];
 	return c;
+}
+
+/* What both targets' LLVMFuzzerInitialize do: quiet logs, a run
+ * directory's name (run_dir holds "/tmp/NAME-XXXXXX"; nothing is ever
+ * created there), the loop, and the templates' configuration. */
+static void fx_init(char *run_dir, struct loop **loop, struct vm_config *tpl_cfg)
+{
+	log_set_level(LOG_ERROR);
+	if (!mkdtemp(run_dir) || loop_create(loop) < 0)
+		abort();
+	rmdir(run_dir);
+	vm_config_init(tpl_cfg);
+	tpl_cfg->boot_vcpus = 2;
+	tpl_cfg->memory_size = 512ULL << 20;
 }
 
 /* A fresh daemon on loop, its names under run_dir (never created). */

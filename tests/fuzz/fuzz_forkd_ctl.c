@@ -169,15 +169,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	log_set_level(LOG_ERROR);
 	show = getenv("FUZZ_SHOW") != NULL;
 	snprintf(run_dir, sizeof(run_dir), "/tmp/fuzz-forkd-ctl-XXXXXX");
-	if (!mkdtemp(run_dir) || loop_create(&fuzz_loop) < 0)
-		abort();
-	rmdir(run_dir); /* only its name is used: nothing is ever created there */
-	vm_config_init(&tpl_cfg);
-	tpl_cfg.boot_vcpus = 1;
-	tpl_cfg.memory_size = 64ULL << 20;
+	fx_init(run_dir, &fuzz_loop, &tpl_cfg);
 	tpl_cfg.agent_socket = agent_path;
 	return 0;
 }

@@ -69,19 +69,6 @@ static struct {
 	uint64_t t0;
 } e;
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	char *s;
-	va_start(ap, f);
-	if (vasprintf(&s, f, ap) < 0)
-		abort();
-	va_end(ap);
-	return s;
-}
-
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -182,7 +169,7 @@ static int proc_end(struct h_proc *p, bool kill_it)
  * that element and a sample of the whole array. */
 static void define_guest(struct vmh *v, unsigned n)
 {
-	char *code = fmt(
+	char *code = h_fmt(
 	    "var N = %u; globalThis.x = 0; globalThis.big = new Float64Array(N);"
 	    "function state() { var s = 0;"
 	    " for (var p = 3; p < N; p += 4093) s += big[p];"
@@ -226,7 +213,7 @@ static int api_send(const char *sock, const char *path, const char *json)
 	snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock);
 	cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "connect %s: %s", sock,
 		     strerror(errno));
-	char *req = fmt("PUT %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+	char *req = h_fmt("PUT %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
 			"Content-Length: %zu\r\n\r\n%s",
 			path, strlen(json), json);
 	size_t len = strlen(req), done = 0;
@@ -384,7 +371,7 @@ static char *read_object(const char *path, const char *name, const char *when)
 static void check_objects(const char *store, const char *when)
 {
 	for (unsigned i = 0; i < 256; i++) {
-		char *d = fmt("%s/objects/%02x", store, i);
+		char *d = h_fmt("%s/objects/%02x", store, i);
 		char **names = list_dir(d, NULL);
 		for (int k = 0; names[k]; k++) {
 			char *p = h_join(d, names[k]);
@@ -421,8 +408,8 @@ struct snap_counts {
 static bool kill_snapshot(struct vmh *v, const char *parent, const char *name, const char *want,
 			  uint64_t delay_ns, struct snap_counts *n, const char *when)
 {
-	char *dest = h_join(parent, name), *tmp_prefix = fmt(".%s.tmp-", name);
-	char *json = fmt("{\"destination_url\": \"file://%s\"}", dest);
+	char *dest = h_join(parent, name), *tmp_prefix = h_fmt(".%s.tmp-", name);
+	char *json = h_fmt("{\"destination_url\": \"file://%s\"}", dest);
 	int fd = api_send(v->api, "/api/v1/vm.snapshot", json);
 	sleep_ns(delay_ns);
 	kill(v->proc.pid, SIGKILL);
@@ -437,7 +424,7 @@ static bool kill_snapshot(struct vmh *v, const char *parent, const char *name, c
 		char *p = h_join(parent, names[i]);
 		if (!strcmp(names[i], name)) {
 			complete = true;
-			char *url = fmt("file://%s", p);
+			char *url = h_fmt("file://%s", p);
 			expect_restores(url, NULL, want, when);
 			free(url);
 		} else {
@@ -452,7 +439,7 @@ static bool kill_snapshot(struct vmh *v, const char *parent, const char *name, c
 			if (snapdir_open(p, &sd, err, sizeof(err)) == 0) {
 				snapdir_close(&sd);
 				n->temps_ok++;
-				char *url = fmt("file://%s", p);
+				char *url = h_fmt("file://%s", p);
 				expect_restores(url, NULL, want, when);
 				free(url);
 			}
@@ -477,7 +464,7 @@ static bool kill_snapshot(struct vmh *v, const char *parent, const char *name, c
 static uint64_t time_snapshot(struct vmh *v, const char *parent, const char *name)
 {
 	char *dest = h_join(parent, name);
-	char *json = fmt("{\"destination_url\": \"file://%s\"}", dest);
+	char *json = h_fmt("{\"destination_url\": \"file://%s\"}", dest);
 	uint64_t t0 = now_ns();
 	vmh_put(v, "vm.snapshot", json, 204);
 	uint64_t d = now_ns() - t0;
@@ -500,7 +487,7 @@ Test(faults, sigkill_during_snapshot)
 {
 	H_NEED_GUEST();
 	char *parent = h_join(e.dir, "snaps"), *base = h_join(e.dir, "base");
-	char *base_url = fmt("file://%s", base);
+	char *base_url = h_fmt("file://%s", base);
 	cr_assert_eq(mkdir(parent, 0700), 0);
 
 	/* The template: booted, 32 MiB filled, snapshotted; its snapshot
@@ -512,7 +499,7 @@ Test(faults, sigkill_during_snapshot)
 	struct pacer boot_pace, rest_pace;
 	boot_pace.d = median3(time_snapshot(t, parent, "c0"), time_snapshot(t, parent, "c1"),
 				  time_snapshot(t, parent, "c2"));
-	char *json = fmt("{\"destination_url\": \"%s\"}", base_url);
+	char *json = h_fmt("{\"destination_url\": \"%s\"}", base_url);
 	vmh_put(t, "vm.snapshot", json, 204);
 	free(json);
 	vmh_free(t);
@@ -540,7 +527,7 @@ Test(faults, sigkill_during_snapshot)
 		if (boot) {
 			v = vmh_boot(&e.vms, NULL, &(struct vmh_opts){.memory = "512M"});
 			define_guest(v, SNAP_DOUBLES);
-			char *code = fmt("fill(%d)", 1000 + i);
+			char *code = h_fmt("fill(%d)", 1000 + i);
 			free(vmh_js(v, code));
 			free(code);
 			booted++;
@@ -549,7 +536,7 @@ Test(faults, sigkill_during_snapshot)
 					      &(struct vmh_opts){.resume = true});
 			vmh_ready(v, when);
 		}
-		char *code = fmt("mark(%d)", i);
+		char *code = h_fmt("mark(%d)", i);
 		char *want = vmh_js(v, code); /* state() as JSON */
 		vmh_pause(v);
 		snprintf(name, sizeof(name), "s%d", i);
@@ -652,7 +639,7 @@ static void store_ok(const char *a1, ...)
 /* The snapshot id a tag file names ("" if none). */
 static void tag_id(const char *tag, char id[33])
 {
-	char *p = fmt("%s/tags/%s", e.store, tag), *text = h_read_file(p);
+	char *p = h_fmt("%s/tags/%s", e.store, tag), *text = h_read_file(p);
 	id[0] = '\0';
 	if (text) {
 		cr_assert(strlen(text) == 33 && text[32] == '\n', "tag %s holds '%s'", tag, text);
@@ -664,7 +651,7 @@ static void tag_id(const char *tag, char id[33])
 
 static bool committed(const char *id)
 {
-	char *p = fmt("%s/snapshots/%s", e.store, id);
+	char *p = h_fmt("%s/snapshots/%s", e.store, id);
 	bool r = exists(p);
 	free(p);
 	return r;
@@ -704,7 +691,7 @@ static void check_store(const char *when)
 		cr_assert(committed(id), "%s: tag %s names %s, which is not committed", when,
 			  tags[i], id);
 		have_base |= !strcmp(tags[i], "base");
-		char *url = fmt("store://%s", tags[i]);
+		char *url = h_fmt("store://%s", tags[i]);
 		cr_assert_lt(n, 8);
 		vms[n++] = vmh_restore_start(&e.vms, NULL, url,
 					     &(struct vmh_opts){.store = e.store, .resume = true});
@@ -792,7 +779,7 @@ static int count_garbage(void)
 	int garbage = 0;
 
 	for (int i = 0; snaps[i]; i++) {
-		char *p = fmt("%s/objects/%.2s/%s", e.store, snaps[i], snaps[i]);
+		char *p = h_fmt("%s/objects/%.2s/%s", e.store, snaps[i], snaps[i]);
 		char *text = read_object(p, snaps[i], "reading a manifest");
 		json_t *m = json_loads(text, 0, NULL), *f, *chunk;
 		json_t *chunks = json_object_get(json_object_get(m, "memory"), "chunks");
@@ -811,7 +798,7 @@ static int count_garbage(void)
 	if (live.n)
 		qsort(live.v, live.n, sizeof(*live.v), cmp_name);
 	for (unsigned i = 0; i < 256; i++) {
-		char *d = fmt("%s/objects/%02x", e.store, i);
+		char *d = h_fmt("%s/objects/%02x", e.store, i);
 		char **names = list_dir(d, NULL);
 		for (int k = 0; names[k]; k++)
 			garbage += !live.n || !bsearch(names[k], live.v, live.n, sizeof(*live.v),
@@ -840,13 +827,13 @@ Test(faults, sigkill_during_store_put_and_gc)
 	for (int i = 0; i < 3; i++) {
 		struct src *s = &srcs[i];
 		s->tag = tags[i];
-		s->dir = fmt("%s/src-%s", e.dir, tags[i]);
-		s->url = fmt("file://%s", s->dir);
-		char *code = fmt("fill(%d)", 100 * (i + 1));
+		s->dir = h_fmt("%s/src-%s", e.dir, tags[i]);
+		s->url = h_fmt("file://%s", s->dir);
+		char *code = h_fmt("fill(%d)", 100 * (i + 1));
 		s->state = vmh_js(v, code); /* state() as JSON */
 		free(code);
 		vmh_pause(v);
-		char *json = fmt("{\"destination_url\": \"%s\"}", s->url);
+		char *json = h_fmt("{\"destination_url\": \"%s\"}", s->url);
 		vmh_put(v, "vm.snapshot", json, 204);
 		vmh_resume(v);
 		free(json);
@@ -1002,7 +989,7 @@ static void fill_disk(const char *path)
 /* A REST vm.snapshot to url fails with a 4xx/5xx naming the full disk. */
 static void snapshot_fails_full(struct vmh *v, const char *url)
 {
-	char *json = fmt("{\"destination_url\": \"%s\"}", url), *body = NULL;
+	char *json = h_fmt("{\"destination_url\": \"%s\"}", url), *body = NULL;
 	int st = vmh_api(v, "PUT", "/api/v1/vm.snapshot", json, &body);
 	cr_assert(st >= 400 && st < 600, "vm.snapshot to %s on a full disk: %d %s", url, st, body);
 	cr_assert_not_null(strstr(body, "No space left on device"),
@@ -1042,15 +1029,15 @@ Test(faults, full_disk_snapshot_and_store)
 	vmh_pause(v);
 	uint64_t used = used_bytes(mnt);
 
-	char *dest = h_join(mnt, "snap"), *url = fmt("file://%s", dest);
+	char *dest = h_join(mnt, "snap"), *url = h_fmt("file://%s", dest);
 	snapshot_fails_full(v, url);
 	check_nothing_left(used, "vm.snapshot to a directory");
 	snapshot_fails_full(v, "store://big");
 	check_nothing_left(used, "vm.snapshot to store://big");
 
 	/* forkctl store put of the same memory, from a directory elsewhere */
-	char *big = h_join(e.dir, "big"), *big_url = fmt("file://%s", big);
-	char *json = fmt("{\"destination_url\": \"%s\"}", big_url);
+	char *big = h_join(e.dir, "big"), *big_url = h_fmt("file://%s", big);
+	char *json = h_fmt("{\"destination_url\": \"%s\"}", big_url);
 	vmh_put(v, "vm.snapshot", json, 204);
 	store_start(&p, "put", big_url, "--tag", "big", NULL);
 	int st = proc_finish(&p, &out, &err);

@@ -77,19 +77,6 @@ static struct {
 	int nclones;
 } e;
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	char *s;
-	va_start(ap, f);
-	if (vasprintf(&s, f, ap) < 0)
-		abort();
-	va_end(ap);
-	return s;
-}
-
 /* The end of forkd's stderr (malloc'd), for failure messages. */
 static char *forkd_log(void)
 {
@@ -98,7 +85,7 @@ static char *forkd_log(void)
 	if (!log)
 		return strdup("(no forkd.err)");
 	size_t l = strlen(log);
-	char *tail = fmt("...%s", l > 3000 ? log + l - 3000 : log);
+	char *tail = h_fmt("...%s", l > 3000 ? log + l - 3000 : log);
 	free(log);
 	return tail;
 }
@@ -117,7 +104,7 @@ static void teardown(void)
 		struct clone *c = &e.clones[i];
 		agent_client_close(c->ag);
 		if (!c->deleted && e.sock) {
-			char *path = fmt("/v1/clones/%s", c->id);
+			char *path = h_fmt("/v1/clones/%s", c->id);
 			(void)h_http(e.sock, "DELETE", path, NULL, T_MS, NULL);
 			free(path);
 		}
@@ -251,7 +238,7 @@ static char *boot_body(const char *name, const char *load, int pool)
 
 static void check_template(const json_t *t, const char *name, int pool_size)
 {
-	char *what = fmt("template %s", name);
+	char *what = h_fmt("template %s", name);
 	cr_assert_str_eq(jstr(t, "name", what), name);
 	const char *snap = jstr(t, "snapshot", what);
 	cr_assert(is_hex(snap, 32), "%s: snapshot \"%s\" is not 32 hex digits", what, snap);
@@ -305,7 +292,7 @@ static void need_t(void)
 
 static json_t *template_get(const char *name)
 {
-	char *path = fmt("/v1/templates/%s", name);
+	char *path = h_fmt("/v1/templates/%s", name);
 	json_t *t = req_expect("GET", path, NULL, T_MS, 200);
 	free(path);
 	return t;
@@ -347,7 +334,7 @@ static void check_clone(const json_t *c, const char *tmpl)
  * registered for the fixture. Returns the first. */
 static struct clone *fork_n(const char *tmpl, int n)
 {
-	char *path = fmt("/v1/templates/%s/clones", tmpl), *body = fmt("{\"count\": %d}", n);
+	char *path = h_fmt("/v1/templates/%s/clones", tmpl), *body = h_fmt("{\"count\": %d}", n);
 	json_t *j = req_expect("POST", path, body, T_MS * 3, 201);
 	const json_t *arr = json_object_get(j, "clones");
 	cr_assert(json_is_array(arr), "POST %s: no clones array", path);
@@ -373,7 +360,7 @@ static struct clone *fork_n(const char *tmpl, int n)
 
 static json_t *clone_get(const struct clone *c, int want)
 {
-	char *path = fmt("/v1/clones/%s", c->id);
+	char *path = h_fmt("/v1/clones/%s", c->id);
 	json_t *j = req_expect("GET", path, NULL, T_MS, want);
 	free(path);
 	return j;
@@ -381,7 +368,7 @@ static json_t *clone_get(const struct clone *c, int want)
 
 static void clone_delete(struct clone *c)
 {
-	char *path = fmt("/v1/clones/%s", c->id);
+	char *path = h_fmt("/v1/clones/%s", c->id);
 	agent_client_close(c->ag);
 	c->ag = NULL;
 	json_decref(req_expect("DELETE", path, NULL, T_MS, 204));
@@ -475,7 +462,7 @@ static bool pid_gone(pid_t pid, int grace_ms)
  * parsed answer in *out. */
 static int invoke(const char *tmpl, const char *body, json_t **out, char **raw)
 {
-	char *path = fmt("/v1/templates/%s/invoke", tmpl);
+	char *path = h_fmt("/v1/templates/%s/invoke", tmpl);
 	int st = req("POST", path, body, T_MS * 3, out, raw);
 	free(path);
 	return st;
@@ -544,7 +531,7 @@ static void metrics_parse(const char *text, struct metrics *m)
 				      !strcmp(type, "histogram") || !strcmp(type, "summary") ||
 				      !strcmp(type, "untyped"),
 				  "metrics line %d: type %s", lineno, type);
-			char *t = fmt("%s%s %s\n", m->types, name, type);
+			char *t = h_fmt("%s%s %s\n", m->types, name, type);
 			free(m->types);
 			m->types = t;
 		} else if (l[0] != '#') {
@@ -618,7 +605,7 @@ static double metric(const struct metrics *m, const char *name, const char *labe
 
 static void expect_type(const struct metrics *m, const char *name, const char *type)
 {
-	char *want = fmt("\n%s %s\n", name, type);
+	char *want = h_fmt("\n%s %s\n", name, type);
 	cr_assert_not_null(strstr(m->types, want), "metrics: no \"# TYPE %s %s\"", name, type);
 	free(want);
 }
@@ -719,7 +706,7 @@ Test(forkd, fifty_clones_each_with_its_own_id_and_random_stream)
 	}
 	for (int i = 0; i < N; i++) {
 		expect_guest_clone_id(&c[i]);
-		char *want = fmt("\"%s\"", c[i].id);
+		char *want = h_fmt("\"%s\"", c[i].id);
 		js_expect(&c[i], "forkvm.identity().clone_id", want);
 		free(want);
 		rnd[i] = js_random(&c[i]);
@@ -798,7 +785,7 @@ static void *invoke_thread(void *arg)
 	struct inv *v = arg;
 	/* a limit far above the default 10 s: 200 forks at once on a slow host
 	 * (the KVM lane) take longer, and this test is about the answers */
-	char *body = fmt("{\"fn\": \"double\", \"args\": [%d], \"timeout_ms\": 120000}", v->i);
+	char *body = h_fmt("{\"fn\": \"double\", \"args\": [%d], \"timeout_ms\": 120000}", v->i);
 	pthread_barrier_wait(v->go);
 	v->status = h_http(v->sock, "POST", "/v1/templates/t/invoke", body, 180000, &v->raw);
 	free(body);
@@ -928,7 +915,7 @@ Test(forkd, a_clone_killed_with_sigkill_is_noticed)
 	}
 	cr_assert(found, "GET /v1/clones does not list the exited clone %s", c[0].id);
 	json_decref(list);
-	char *pause = fmt("/v1/clones/%s/pause", c[0].id);
+	char *pause = h_fmt("/v1/clones/%s/pause", c[0].id);
 	expect_error("POST", pause, NULL, 409, NULL);
 	free(pause);
 	clone_delete(&c[0]);
@@ -945,7 +932,7 @@ Test(forkd, a_clone_snapshot_becomes_a_template)
 	struct clone *parent = fork_n("t", 1);
 	js_expect(parent, "globalThis.v = 41", "41");
 
-	char *path = fmt("/v1/clones/%s/snapshot", parent->id);
+	char *path = h_fmt("/v1/clones/%s/snapshot", parent->id);
 	json_t *s = req_expect("POST", path, "{\"tag\": \"child\"}", T_MS * 3, 201);
 	const char *sid = jstr(s, "id", "snapshot");
 	cr_assert(is_hex(sid, 32), "snapshot id \"%s\"", sid);

@@ -74,19 +74,6 @@ static void teardown(void)
 	empty_vmm_for_refusals = NULL;
 }
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	char *s;
-	va_start(ap, f);
-	if (vasprintf(&s, f, ap) < 0)
-		abort();
-	va_end(ap);
-	return s;
-}
-
 static char *path_in(const char *name)
 {
 	return h_join(e.dir, name);
@@ -94,7 +81,7 @@ static char *path_in(const char *name)
 
 static char *url_of(const char *dir)
 {
-	return fmt("file://%s", dir);
+	return h_fmt("file://%s", dir);
 }
 
 static uint64_t now_ns(void)
@@ -107,7 +94,7 @@ static uint64_t now_ns(void)
 /* forkctl --api-socket=SOCK a1 [a2]; returns the exit status. */
 static int ctl(const char *sock, char **out, char **err, const char *a1, const char *a2)
 {
-	char *bin = h_bin("forkctl"), *opt = fmt("--api-socket=%s", sock);
+	char *bin = h_bin("forkctl"), *opt = h_fmt("--api-socket=%s", sock);
 	const char *argv[] = { bin, opt, a1, a2, NULL };
 	int st = h_run(e.dir, argv, T_MS, out, err);
 	free(bin);
@@ -118,7 +105,7 @@ static int ctl(const char *sock, char **out, char **err, const char *a1, const c
 /* forkctl --agent=SOCK a1 [a2]. */
 static int actl(const char *sock, char **out, char **err, const char *a1, const char *a2)
 {
-	char *bin = h_bin("forkctl"), *opt = fmt("--agent=%s", sock);
+	char *bin = h_bin("forkctl"), *opt = h_fmt("--agent=%s", sock);
 	const char *argv[] = { bin, opt, a1, a2, NULL };
 	int st = h_run(e.dir, argv, T_MS, out, err);
 	free(bin);
@@ -338,7 +325,7 @@ static size_t store_json(const char *dir, const char *name, const json_t *doc, s
 {
 	char *text = json_dumps(doc, flags), *p = h_join(dir, name);
 	cr_assert(text);
-	char *nl = fmt("%s\n", text);
+	char *nl = h_fmt("%s\n", text);
 	size_t len = strlen(nl);
 	cr_assert_eq(h_write_file(p, nl), 0);
 	if (hex)
@@ -557,7 +544,7 @@ Test(snapshot, walkthrough_cli_api_and_resume_true, .fini = teardown, .timeout =
 	json_decref(info);
 	/* A VM booted fresh refuses a socket path a live VM serves. */
 	char *bin = h_bin("forkvm"), *kernel = h_payload("agent"),
-	     *sock = fmt("socket=%s", a->agent);
+	     *sock = h_fmt("socket=%s", a->agent);
 	const char *fresh[] = { bin, "--kernel", kernel, "--agent", sock, "--serial", "off", NULL };
 	int fst = h_run(e.dir, fresh, T_MS, NULL, &err);
 	cr_assert(bad_exit(fst, err) && strstr(err, "in use"), "fresh boot on a live path: %d %s",
@@ -577,7 +564,7 @@ Test(snapshot, walkthrough_cli_api_and_resume_true, .fini = teardown, .timeout =
 	/* forkctl --api-socket=C restore source_url=... into an empty VMM. */
 	struct vmh *c = vmh_empty(&e.vms, "c", NULL);
 	vmh_set_agent(c, a->agent);
-	char *spec = fmt("source_url=%s", url);
+	char *spec = h_fmt("source_url=%s", url);
 	cr_assert_eq(ctl(c->api, NULL, &err, "restore", spec), 0, "forkctl restore: %s", err);
 	free(err);
 	vmh_assert_state(c, "Paused");
@@ -634,7 +621,7 @@ Test(snapshot, refusals_running_nonempty_file_and_empty_dir_ok, .fini = teardown
 	cr_assert_eq(mkdir(full, 0755), 0);
 	cr_assert_eq(h_write_file(keep, "precious\n"), 0);
 	char *fp = fingerprint(full);
-	char *json = fmt("{\"destination_url\": \"%s\"}", ufull);
+	char *json = h_fmt("{\"destination_url\": \"%s\"}", ufull);
 	int st = vmh_api(v, "PUT", "/api/v1/vm.snapshot", json, &body);
 	cr_assert_eq(st, 400, "snapshot into a non-empty directory: %d %s", st, body);
 	cr_assert(strstr(body, "not empty"), "%s", body);
@@ -666,7 +653,7 @@ Test(snapshot, refusals_running_nonempty_file_and_empty_dir_ok, .fini = teardown
 	free(text);
 
 	/* A missing parent and an unsupported scheme: 4xx. */
-	char *deep = fmt("file://%s/no/such/parent/snap", e.dir);
+	char *deep = h_fmt("file://%s/no/such/parent/snap", e.dir);
 	cr_assert_eq(ctl(v->api, NULL, &err, "snapshot", deep), 1);
 	cr_assert(strstr(err, "(HTTP 4"), "missing parent: %s", err);
 	free(err);
@@ -684,7 +671,7 @@ Test(snapshot, refusals_running_nonempty_file_and_empty_dir_ok, .fini = teardown
 	vmh_pause(v);
 
 	/* An empty existing directory is accepted; no .tmp sibling remains. */
-	char *empty = path_in("empty"), *uempty = fmt("file://%s/", empty); /* a trailing slash */
+	char *empty = path_in("empty"), *uempty = h_fmt("file://%s/", empty); /* a trailing slash */
 	cr_assert_eq(mkdir(empty, 0700), 0);
 	cr_assert_eq(ctl(v->api, &out, &err, "snapshot", uempty), 0, "empty directory: %s", err);
 	free(out);
@@ -716,7 +703,7 @@ Test(snapshot, refusals_running_nonempty_file_and_empty_dir_ok, .fini = teardown
 
 	/* No VM at all: vm.snapshot is a state error. */
 	struct vmh *none = vmh_empty(&e.vms, "none", NULL);
-	json = fmt("{\"destination_url\": \"file://%s/never\"}", e.dir);
+	json = h_fmt("{\"destination_url\": \"file://%s/never\"}", e.dir);
 	st = vmh_api(none, "PUT", "/api/v1/vm.snapshot", json, &body);
 	cr_assert(st >= 400 && st < 500, "snapshot without a VM: %d %s", st, body);
 	free(body);
@@ -898,7 +885,7 @@ Test(snapshot, js_state_crosses_platforms, .fini = teardown, .timeout = 300)
 	setenv("FORKVM_PLATFORM", "kvm", 1);
 	uint64_t need = host_xcr0(), have = kvm_xcr0();
 	if (need & ~have) {
-		char *bin = h_bin("forkvm"), *src = fmt("source_url=file://%s", snap2), *out = NULL,
+		char *bin = h_bin("forkvm"), *src = h_fmt("source_url=file://%s", snap2), *out = NULL,
 		     *err = NULL;
 		const char *argv[] = { bin, "--restore", src, NULL };
 		int st = h_run(e.dir, argv, T_MS, &out, &err);
@@ -1385,7 +1372,7 @@ static void expect_refused(const char *src_url, const char *dir, const char *con
 {
 	char *fp = dir ? fingerprint(dir) : NULL;
 	char *bin = h_bin("forkvm"), *api_sock = path_in("refused.api");
-	char *opt = fmt("source_url=%s", src_url), *err = NULL, *body = NULL;
+	char *opt = h_fmt("source_url=%s", src_url), *err = NULL, *body = NULL;
 	const char *argv[] = { bin, "--api-socket", api_sock, "--restore", opt, NULL };
 
 	int st = h_run(e.dir, argv, T_MS, NULL, &err);
@@ -1401,7 +1388,7 @@ static void expect_refused(const char *src_url, const char *dir, const char *con
 	if (!empty_vmm_for_refusals)
 		empty_vmm_for_refusals = vmh_empty(&e.vms, "empty", NULL);
 	struct vmh *m = empty_vmm_for_refusals;
-	char *json = fmt("{\"source_url\": \"%s\"}", src_url);
+	char *json = h_fmt("{\"source_url\": \"%s\"}", src_url);
 	st = vmh_api(m, "PUT", "/api/v1/vm.restore", json, &body);
 	cr_assert(st >= 400 && st < 500, "vm.restore %s: %d %s", src_url, st, body);
 	for (int i = 0; needles[i]; i++)
@@ -1588,8 +1575,8 @@ BAD_TEST(bad_agent_added_to_a_snapshot_without_one)
 	vmh_snapshot(v, snap);
 	vmh_stop(v);
 	fp = fingerprint(snap);
-	char *bin = h_bin("forkvm"), *opt = fmt("source_url=file://%s", snap);
-	char *sock = path_in("added.agent"), *agent = fmt("socket=%s", sock);
+	char *bin = h_bin("forkvm"), *opt = h_fmt("source_url=file://%s", snap);
+	char *sock = path_in("added.agent"), *agent = h_fmt("socket=%s", sock);
 	const char *argv[] = { bin, "--restore", opt, "--agent", agent, NULL };
 	int st = h_run(e.dir, argv, T_MS, NULL, &err);
 	cr_assert(st != -1 && bad_exit(st, err) && strstr(err, "agent channel"),
@@ -1597,7 +1584,7 @@ BAD_TEST(bad_agent_added_to_a_snapshot_without_one)
 	free(err);
 	struct vmh *m = vmh_empty(&e.vms, "m", NULL);
 	char *json =
-	    fmt("{\"source_url\": \"file://%s\", \"config\": {\"agent\": {\"socket\": \"%s\"}}}",
+	    h_fmt("{\"source_url\": \"file://%s\", \"config\": {\"agent\": {\"socket\": \"%s\"}}}",
 		snap, sock);
 	st = vmh_api(m, "PUT", "/api/v1/vm.restore", json, &body);
 	cr_assert(st == 400 && strstr(body, "agent channel"), "vm.restore: %d %s", st, body);
@@ -1748,7 +1735,7 @@ BAD_TEST(restore_into_a_vmm_with_a_vm_is_409)
 	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot(), *url = url_of(snap);
-	char *json = fmt("{\"source_url\": \"%s\"}", url), *fp = fingerprint(snap);
+	char *json = h_fmt("{\"source_url\": \"%s\"}", url), *fp = fingerprint(snap);
 	struct vmh *v = vmh_boot(&e.vms, "busy", NULL);
 	int st = vmh_api(v, "PUT", "/api/v1/vm.restore", json, &body);
 	cr_assert_eq(st, 409, "restore into a VMM with a running VM: %d %s", st, body);
@@ -1759,7 +1746,7 @@ BAD_TEST(restore_into_a_vmm_with_a_vm_is_409)
 	/* A VMM that restored once refuses a second restore too. */
 	struct vmh *m = vmh_empty(&e.vms, "m", NULL);
 	char *agent = path_in("m.agent");
-	char *json2 = fmt("{\"source_url\": \"%s\", \"config\": {\"agent\": {\"socket\": \"%s\"},"
+	char *json2 = h_fmt("{\"source_url\": \"%s\", \"config\": {\"agent\": {\"socket\": \"%s\"},"
 			  " \"serial\": {\"mode\": \"Off\"}}}",
 			  url, agent);
 	st = vmh_api(m, "PUT", "/api/v1/vm.restore", json2, &body);
@@ -1805,25 +1792,25 @@ BAD_TEST(restore_resume_true_after_a_failed_restore)
 	H_NEED_GUEST();
 	setup_dir();
 	char *snap = base_snapshot(), *url = url_of(snap), *fp = fingerprint(snap);
-	char *missing = fmt("{\"source_url\": \"file://%s/nothing-here\"}", e.dir);
+	char *missing = h_fmt("{\"source_url\": \"file://%s/nothing-here\"}", e.dir);
 	struct vmh *m = vmh_empty(&e.vms, "m", NULL);
 	int st = vmh_api(m, "PUT", "/api/v1/vm.restore", missing, &body);
 	cr_assert_eq(st, 400, "%d %s", st, body);
 	free(body);
 	char *nocpus =
-	    fmt("{\"source_url\": \"%s\", \"config\": {\"cpus\": {\"boot_vcpus\": 1}}}", url);
+	    h_fmt("{\"source_url\": \"%s\", \"config\": {\"cpus\": {\"boot_vcpus\": 1}}}", url);
 	st = vmh_api(m, "PUT", "/api/v1/vm.restore", nocpus, &body);
 	cr_assert(st == 400 && strstr(body, "cpus"), "config.cpus on restore: %d %s", st, body);
 	free(body);
 	free(nocpus);
-	char *badresume = fmt("{\"source_url\": \"%s\", \"resume\": \"yes\"}", url);
+	char *badresume = h_fmt("{\"source_url\": \"%s\", \"resume\": \"yes\"}", url);
 	st = vmh_api(m, "PUT", "/api/v1/vm.restore", badresume, &body);
 	cr_assert(st == 400 && strstr(body, "resume"), "resume: \"yes\": %d %s", st, body);
 	free(body);
 	free(badresume);
 	cr_assert_eq(vmh_api(m, "GET", "/api/v1/vm.info", NULL, NULL), 404);
 	char *agent = path_in("m.agent"), *con = path_in("m.console");
-	char *json = fmt("{\"source_url\": \"%s\", \"resume\": true, \"config\": {\"agent\": "
+	char *json = h_fmt("{\"source_url\": \"%s\", \"resume\": true, \"config\": {\"agent\": "
 			 "{\"socket\": \"%s\"}, \"serial\": {\"mode\": \"File\", \"file\": \"%s\"},"
 			 " \"hostname\": \"clone-7\"}}",
 			 url, agent, con);
@@ -1902,7 +1889,7 @@ Test(snapshot, disk_full_leaves_nothing_and_the_vm_works, .fini = teardown, .tim
 		      "the tmpfs still has %llu bytes in use",
 		      (unsigned long long)(sv.f_blocks - sv.f_bfree) * sv.f_bsize);
 	/* Through the API: the same clean failure. */
-	char *json = fmt("{\"destination_url\": \"%s\"}", url), *body = NULL;
+	char *json = h_fmt("{\"destination_url\": \"%s\"}", url), *body = NULL;
 	int st = vmh_api(v, "PUT", "/api/v1/vm.snapshot", json, &body);
 	cr_assert(st >= 400, "%d %s", st, body);
 	cr_assert(strstr(body, "No space left"), "%s", body);
@@ -2409,7 +2396,7 @@ Test(snapshot, symlink_destination_is_used_or_refused_up_front, .fini = teardown
 	int ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	cr_assert(ino >= 0);
 	cr_assert(inotify_add_watch(ino, e.dir, IN_CREATE | IN_MOVED_TO) >= 0);
-	char *json = fmt("{\"destination_url\": \"file://%s\"}", link);
+	char *json = h_fmt("{\"destination_url\": \"file://%s\"}", link);
 	int st = vmh_api(v, "PUT", "/api/v1/vm.snapshot", json, &body);
 	char written[1024] = "";
 	ssize_t n = read(ino, buf, sizeof(buf));

@@ -49,19 +49,6 @@ static struct {
 	struct vmh_opts opts, no_store, resumed;
 } e;
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	char *s;
-	va_start(ap, f);
-	if (vasprintf(&s, f, ap) < 0)
-		abort();
-	va_end(ap);
-	return s;
-}
-
 static void setup(void)
 {
 	e.dir = h_tmpdir();
@@ -137,7 +124,7 @@ static void store_init(void)
 /* forkctl --api-socket=API snapshot store://TAG: returns the id (malloc'd). */
 static char *snapshot_store(struct vmh *v, const char *tag)
 {
-	char *opt = fmt("--api-socket=%s", v->api), *url = fmt("store://%s", tag), *out, *er;
+	char *opt = h_fmt("--api-socket=%s", v->api), *url = h_fmt("store://%s", tag), *out, *er;
 	int st = forkctl(&out, &er, opt, "snapshot", url, NULL);
 	cr_assert_eq(st, 0, "%s: forkctl snapshot %s: %s", v->name, url, er);
 	json_t *j = json_loads(out, 0, NULL);
@@ -182,7 +169,7 @@ static bool exists(const char *path)
 
 static int count_entries(const char *rel)
 {
-	char *d = fmt("%s/%s", e.store, rel);
+	char *d = h_fmt("%s/%s", e.store, rel);
 	DIR *dir = opendir(d);
 	struct dirent *de;
 	int n = 0;
@@ -234,7 +221,7 @@ Test(store_vm, snapshot_to_the_store_and_restore_in_a_new_process)
 	char *sid = NULL, *parent = show_parent("t1", &sid);
 	cr_assert_str_eq(sid, id);
 	cr_assert_str_eq(parent, "", "a booted VM's snapshot has no parent");
-	char *img = fmt("%s/images/%s.img", e.store, id);
+	char *img = h_fmt("%s/images/%s.img", e.store, id);
 	cr_assert_not(exists(img), "an image before any restore");
 
 	struct vmh *b = vmh_restore(&e.vms, "b", "store://t1", &e.opts);
@@ -272,16 +259,16 @@ Test(store_vm, directory_snapshot_put_and_restored_by_id_prefix)
 	struct vmh *a = vmh_boot(&e.vms, "a", &e.no_store);
 	vmh_js_expect(a, "var word = 'from a directory'; word.length", "16");
 	vmh_pause(a);
-	char *dir = h_join(e.dir, "snap"), *json = fmt("{\"destination_url\": \"file://%s\"}", dir);
+	char *dir = h_join(e.dir, "snap"), *json = h_fmt("{\"destination_url\": \"file://%s\"}", dir);
 	vmh_put(a, "vm.snapshot", json, 204);
 	vmh_stop(a);
 
-	char *url = fmt("file://%s", dir), *out, *er;
+	char *url = h_fmt("file://%s", dir), *out, *er;
 	int st = store_cmd(&out, &er, "put", url, "--tag", "imported", NULL);
 	cr_assert_eq(st, 0, "store put: %s", er);
 	cr_assert_eq(strlen(out), 33, "%s", out);
 	out[32] = '\0';
-	char *prefix = fmt("store://%.7s", out), *sid = NULL, *parent = show_parent(out, &sid);
+	char *prefix = h_fmt("store://%.7s", out), *sid = NULL, *parent = show_parent(out, &sid);
 	cr_assert_str_eq(sid, out);
 	cr_assert_str_eq(parent, "");
 	free(out);
@@ -371,7 +358,7 @@ Test(store_vm, incremental_chain_three_deep, .timeout = 180)
 	vmh_stop(f);
 
 	/* exported, the directory restores too */
-	char *dir = h_join(e.dir, "t3dir"), *url = fmt("file://%s", dir);
+	char *dir = h_join(e.dir, "t3dir"), *url = h_fmt("file://%s", dir);
 	cr_assert_eq(store_cmd(&out, &er, "export", "t3", url, NULL, NULL), 0, "%s", er);
 	free(out);
 	free(er);
@@ -463,7 +450,7 @@ static char *snapshot_for_damage(char **chunk)
 
 static char *obj_path(const char *hex)
 {
-	return fmt("%s/objects/%.2s/%s", e.store, hex, hex);
+	return h_fmt("%s/objects/%.2s/%s", e.store, hex, hex);
 }
 
 static void flip_byte(const char *path, off_t off)
@@ -583,10 +570,10 @@ Test(store_vm, rest_snapshot_to_the_store)
 	cr_assert_eq(strlen(id), 32);
 	cr_assert_eq(strspn(id, "0123456789abcdef"), 32, "%s", id);
 	cr_assert_eq(json_object_size(j), 1, "%s", body);
-	char *tagfile = fmt("%s/tags/x", e.store), *tag = h_read_file(tagfile),
-	     *want = fmt("%s\n", id);
+	char *tagfile = h_fmt("%s/tags/x", e.store), *tag = h_read_file(tagfile),
+	     *want = h_fmt("%s\n", id);
 	cr_assert_str_eq(tag, want);
-	char *marker = fmt("%s/snapshots/%s", e.store, id);
+	char *marker = h_fmt("%s/snapshots/%s", e.store, id);
 	cr_assert(exists(marker));
 	free(marker);
 	free(tag);
@@ -599,7 +586,7 @@ Test(store_vm, rest_snapshot_to_the_store)
 	static const char *const bad[] = { "store://bad/tag", "store://.hidden", "store://a b",
 					   "store://-x" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		char *req = fmt("{\"destination_url\": \"%s\"}", bad[i]);
+		char *req = h_fmt("{\"destination_url\": \"%s\"}", bad[i]);
 		code = vmh_api(a, "PUT", "/api/v1/vm.snapshot", req, &body);
 		cr_assert_eq(code, 400, "%s: %d %s", bad[i], code, body);
 		cr_assert_not_null(strstr(body, "tag"), "%s: %s", bad[i], body);
@@ -628,7 +615,7 @@ Test(store_vm, rest_snapshot_to_the_store)
 	id = json_string_value(json_object_get(j, "id"));
 	cr_assert_not_null(id);
 	tag = h_read_file(tagfile);
-	want = fmt("%s\n", id);
+	want = h_fmt("%s\n", id);
 	cr_assert_str_eq(tag, want, "the tag x did not move");
 	cr_assert_str_neq(id, first);
 	free(tag);
@@ -641,8 +628,8 @@ Test(store_vm, rest_snapshot_to_the_store)
 
 	/* restored through the REST API of an empty VMM, by tag */
 	struct vmh *r = vmh_empty(&e.vms, "r", e.store);
-	char *agent = fmt("%s/r.agent", e.dir);
-	char *req = fmt("{\"source_url\": \"store://x\", \"resume\": true, "
+	char *agent = h_fmt("%s/r.agent", e.dir);
+	char *req = h_fmt("{\"source_url\": \"store://x\", \"resume\": true, "
 			"\"config\": {\"agent\": {\"socket\": \"%s\"}}}",
 			agent);
 	code = vmh_api(r, "PUT", "/api/v1/vm.restore", req, &body);

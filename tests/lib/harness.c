@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,17 @@ const char *h_src_dir(void)
 {
 	const char *d = getenv("FORKVM_SRC");
 	return d && *d ? d : ".";
+}
+
+char *h_fmt(const char *f, ...)
+{
+	va_list ap;
+	char *s;
+	va_start(ap, f);
+	if (vasprintf(&s, f, ap) < 0)
+		abort();
+	va_end(ap);
+	return s;
 }
 
 char *h_join(const char *a, const char *b)

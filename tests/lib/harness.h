@@ -15,6 +15,8 @@ const char *h_guest_dir(void);
 const char *h_src_dir(void);
 /* Returns a malloc'd "<a>/<b>". */
 char *h_join(const char *a, const char *b);
+/* Returns a malloc'd printf-formatted string (aborts when out of memory). */
+char *h_fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 /* Full paths of binaries and payloads (malloc'd). */
 char *h_bin(const char *name);     /* build/bin/NAME */
 char *h_payload(const char *name); /* "agent" or "payloads/NAME" */

@@ -13,23 +13,10 @@
 
 #include "common/agent_client.h"
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	char *s;
-	va_start(ap, f);
-	if (vasprintf(&s, f, ap) < 0)
-		abort();
-	va_end(ap);
-	return s;
-}
-
 /* src as a source_url or destination_url: an absolute path is a directory. */
 static char *url_of(const char *src)
 {
-	return src[0] == '/' ? fmt("file://%s", src) : fmt("%s", src);
+	return src[0] == '/' ? h_fmt("file://%s", src) : h_fmt("%s", src);
 }
 
 /* ------------------------------------------------------------ handles */
@@ -57,11 +44,11 @@ struct vmh *vmh_new(struct vmh_set *s, const char *name)
 	cr_assert_not_null(s->dir, "vmh_new before vmh_set_init");
 	memset(v, 0, sizeof(*v));
 	v->used = true;
-	v->name = name ? fmt("%s", name) : fmt("vm%u", s->seq++);
-	v->api = fmt("%s/%s.api", s->dir, v->name);
-	v->agent = fmt("%s/%s.agent", s->dir, v->name);
-	v->console = fmt("%s/%s.console", s->dir, v->name);
-	v->log = fmt("%s/%s.log", s->dir, v->name);
+	v->name = name ? h_fmt("%s", name) : h_fmt("vm%u", s->seq++);
+	v->api = h_fmt("%s/%s.api", s->dir, v->name);
+	v->agent = h_fmt("%s/%s.agent", s->dir, v->name);
+	v->console = h_fmt("%s/%s.console", s->dir, v->name);
+	v->log = h_fmt("%s/%s.log", s->dir, v->name);
 	return v;
 }
 
@@ -113,7 +100,7 @@ void vmh_set_agent(struct vmh *v, const char *path)
 	agent_client_close(v->ag);
 	v->ag = NULL;
 	free(v->agent);
-	v->agent = fmt("%s", path);
+	v->agent = h_fmt("%s", path);
 }
 
 /* ------------------------------------------------------------ starting forkvm */
@@ -159,8 +146,8 @@ struct vmh *vmh_boot(struct vmh_set *s, const char *name, const struct vmh_opts 
 	if (!o)
 		o = &defaults;
 	char *bin = h_bin("forkvm"), *kernel = h_payload(o->payload ? o->payload : "agent");
-	char *serial = fmt("file=%s", v->console), *agent = fmt("socket=%s", v->agent);
-	char *mem = o->memory ? fmt("size=%s", o->memory) : NULL;
+	char *serial = h_fmt("file=%s", v->console), *agent = h_fmt("socket=%s", v->agent);
+	char *mem = o->memory ? h_fmt("size=%s", o->memory) : NULL;
 	const char *argv[MAX_ARGS];
 	int n = 0;
 
@@ -195,8 +182,8 @@ struct vmh *vmh_restore_start(struct vmh_set *s, const char *name, const char *s
 	if (!o)
 		o = &defaults;
 	char *bin = h_bin("forkvm"), *url = url_of(src);
-	char *source = fmt("source_url=%s%s", url, o->resume ? ",resume=true" : "");
-	char *serial = fmt("file=%s", v->console), *agent = fmt("socket=%s", v->agent);
+	char *source = h_fmt("source_url=%s%s", url, o->resume ? ",resume=true" : "");
+	char *serial = h_fmt("file=%s", v->console), *agent = h_fmt("socket=%s", v->agent);
 	bool own_agent = !o->no_agent && !o->agent_at;
 	const char *argv[MAX_ARGS];
 	int n = 0;
@@ -268,7 +255,7 @@ int vmh_api(const struct vmh *v, const char *method, const char *path, const cha
 
 void vmh_put(struct vmh *v, const char *what, const char *json, int want)
 {
-	char *body = NULL, *path = fmt("/api/v1/%s", what);
+	char *body = NULL, *path = h_fmt("/api/v1/%s", what);
 	int st = vmh_api(v, "PUT", path, json, &body);
 	cr_assert_eq(st, want, "%s %s: %d %s", v->name, what, st, body);
 	free(body);
@@ -287,7 +274,7 @@ void vmh_resume(struct vmh *v)
 
 void vmh_snapshot(struct vmh *v, const char *dest)
 {
-	char *url = url_of(dest), *json = fmt("{\"destination_url\": \"%s\"}", url);
+	char *url = url_of(dest), *json = h_fmt("{\"destination_url\": \"%s\"}", url);
 	vmh_put(v, "vm.snapshot", json, 204);
 	free(url);
 	free(json);
@@ -299,15 +286,15 @@ char *vmh_state(struct vmh *v, char **why)
 	int st = vmh_api(v, "GET", "/api/v1/vm.info", NULL, &body);
 	if (st != 200) {
 		if (why)
-			*why = fmt("vm.info: %d %s", st, body);
+			*why = h_fmt("vm.info: %d %s", st, body);
 		free(body);
 		return NULL;
 	}
 	json_t *j = json_loads(body, 0, NULL);
 	const char *s = json_string_value(json_object_get(j, "state"));
-	char *r = s ? fmt("%s", s) : NULL;
+	char *r = s ? h_fmt("%s", s) : NULL;
 	if (!r && why)
-		*why = fmt("vm.info without a state: %s", body);
+		*why = h_fmt("vm.info without a state: %s", body);
 	json_decref(j);
 	free(body);
 	return r;

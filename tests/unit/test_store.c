@@ -64,27 +64,14 @@ static struct {
 	struct store *st; /* opened on demand, closed in teardown */
 } e;
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	char *s;
-	va_start(ap, f);
-	if (vasprintf(&s, f, ap) < 0)
-		abort();
-	va_end(ap);
-	return s;
-}
-
 static char *in_dir(const char *name)
 {
-	return fmt("%s/%s", e.dir, name);
+	return h_fmt("%s/%s", e.dir, name);
 }
 
 static char *in_store(const char *rel)
 {
-	return fmt("%s/%s", e.root, rel);
+	return h_fmt("%s/%s", e.root, rel);
 }
 
 static void setup(void)
@@ -271,7 +258,7 @@ struct problems {
 static void collect(void *arg, const char *problem)
 {
 	struct problems *p = arg;
-	char *t = fmt("%s%s\n", p->text ? p->text : "", problem);
+	char *t = h_fmt("%s%s\n", p->text ? p->text : "", problem);
 	free(p->text);
 	p->text = t;
 	p->n++;
@@ -395,14 +382,14 @@ static void assert_empty(const char *rel)
 static void each_object(void (*fn)(void *arg, const char *path, const char *name), void *arg)
 {
 	for (unsigned i = 0; i < 256; i++) {
-		char *sub = fmt("%s/objects/%02x", e.root, i);
+		char *sub = h_fmt("%s/objects/%02x", e.root, i);
 		DIR *d = opendir(sub);
 		struct dirent *de;
 		if (d) {
 			while ((de = readdir(d))) {
 				if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 					continue;
-				char *p = fmt("%s/%s", sub, de->d_name);
+				char *p = h_fmt("%s/%s", sub, de->d_name);
 				fn(arg, p, de->d_name);
 				free(p);
 			}
@@ -428,7 +415,7 @@ static int count_objects(void)
 
 static char *obj_path(const char *hex)
 {
-	return fmt("%s/objects/%.2s/%s", e.root, hex, hex);
+	return h_fmt("%s/objects/%.2s/%s", e.root, hex, hex);
 }
 
 static bool exists(const char *path)
@@ -460,7 +447,7 @@ static char *extents_of(const char *path)
 			break;
 		off_t h = lseek(fd, d, SEEK_HOLE);
 		cr_assert_geq(h, d);
-		char *t = fmt("%s%lld+%lld ", out, (long long)d, (long long)(h - d));
+		char *t = h_fmt("%s%lld+%lld ", out, (long long)d, (long long)(h - d));
 		free(out);
 		out = t;
 		pos = h;
@@ -489,7 +476,7 @@ static void assert_same_dir(const char *a, const char *b)
 	static const char *const files[] = { "config.json", "state.json", "snapshot.json",
 					     "memory-ranges" };
 	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
-		char *pa = fmt("%s/%s", a, files[i]), *pb = fmt("%s/%s", b, files[i]);
+		char *pa = h_fmt("%s/%s", a, files[i]), *pb = h_fmt("%s/%s", b, files[i]);
 		size_t la, lb;
 		uint8_t *ba = slurp(pa, &la), *bb = slurp(pb, &lb);
 		struct stat sa, sb;
@@ -507,7 +494,7 @@ static void assert_same_dir(const char *a, const char *b)
 		free(pa);
 		free(pb);
 	}
-	char *ma = fmt("%s/memory-ranges", a), *mb = fmt("%s/memory-ranges", b);
+	char *ma = h_fmt("%s/memory-ranges", a), *mb = h_fmt("%s/memory-ranges", b);
 	char *ea = extents_of(ma), *eb = extents_of(mb);
 	cr_assert_str_eq(eb, ea, "memory-ranges extents differ:\n%s: %s\n%s: %s", ma, ea, mb, eb);
 	uint64_t aa = allocated(ma), ab = allocated(mb);
@@ -740,8 +727,8 @@ Test(store, put_then_export_is_byte_identical)
 	snapdir_close(&sd);
 
 	/* forkctl: by tag and by an id prefix. */
-	char *d2 = in_dir("by-tag"), *d3 = in_dir("by-prefix"), *u2 = fmt("file://%s", d2),
-	     *u3 = fmt("file://%s/", d3), *prefix = fmt("%.8s", H(&id).s), *out, *er;
+	char *d2 = in_dir("by-tag"), *d3 = in_dir("by-prefix"), *u2 = h_fmt("file://%s", d2),
+	     *u3 = h_fmt("file://%s/", d3), *prefix = h_fmt("%.8s", H(&id).s), *out, *er;
 	cr_assert_eq(ctl(&out, &er, "export", "t1", u2, NULL), 0, "%s", er);
 	free(out);
 	free(er);
@@ -772,7 +759,7 @@ Test(store, put_then_export_is_byte_identical)
 Test(store, forkctl_put_prints_the_id_and_exports_identical)
 {
 	struct img m = varied_memory();
-	char *src = write_dir("src", &m, 1), *url = fmt("file://%s", src), *out, *er;
+	char *src = write_dir("src", &m, 1), *url = h_fmt("file://%s", src), *out, *er;
 
 	cr_assert_eq(ctl(NULL, &er, "init", "--chunk-size", "64K", NULL), 0, "%s", er);
 	free(er);
@@ -788,7 +775,7 @@ Test(store, forkctl_put_prints_the_id_and_exports_identical)
 	cr_assert(store_id_equal(&id, &t));
 	cr_assert_eq(store_chunk_size(open_store(0)), CS);
 
-	char *dst = in_dir("out"), *durl = fmt("file://%s", dst);
+	char *dst = in_dir("out"), *durl = h_fmt("file://%s", dst);
 	cr_assert_eq(ctl(&out, &er, "export", "first", durl, NULL), 0, "%s", er);
 	cr_assert_str_eq(out, "");
 	free(out);
@@ -909,7 +896,7 @@ Test(store, dedup_second_snapshot_writes_only_changed_chunks)
 	cr_assert_eq(du.logical_bytes, 2 * m.size);
 	cr_assert_eq(du.objects, (uint64_t)objs_b);
 	size_t clen, slen;
-	char *cp = fmt("%s/config.json", a), *sp = fmt("%s/state.json", a);
+	char *cp = h_fmt("%s/config.json", a), *sp = h_fmt("%s/state.json", a);
 	free(slurp(cp, &clen));
 	free(slurp(sp, &slen));
 	cr_assert_eq(du.referenced_bytes - du.unique_bytes, 125 * CS + clen + slen,
@@ -920,7 +907,7 @@ Test(store, dedup_second_snapshot_writes_only_changed_chunks)
 	char *out, *er;
 	cr_assert_eq(ctl(&out, &er, "du", NULL), 0, "%s", er);
 	cr_assert_not_null(strstr(out, "snapshots          2\n"), "%s", out);
-	char *line = fmt("in %d objects", objs_b);
+	char *line = h_fmt("in %d objects", objs_b);
 	cr_assert_not_null(strstr(out, line), "%s", out);
 	free(line);
 	free(out);
@@ -990,8 +977,8 @@ Test(store, zero_chunks_take_no_space)
 	/* The materialized image: exactly the non-zero pages are data. */
 	struct store_snapshot ss;
 	load(&id, &ss);
-	char *img = fmt("%s/images/%s.img", e.root, H(&id).s), *ext = extents_of(img);
-	char *want = fmt("0+4096 %llu+4096 %llu+4096 %llu+65536 ",
+	char *img = h_fmt("%s/images/%s.img", e.root, H(&id).s), *ext = extents_of(img);
+	char *want = h_fmt("0+4096 %llu+4096 %llu+4096 %llu+65536 ",
 			 (unsigned long long)(5 * CS + CS - P), (unsigned long long)(100 * CS),
 			 (unsigned long long)(511 * CS));
 	cr_assert_str_eq(ext, want, "image extents");
@@ -1044,7 +1031,7 @@ Test(store, load_materializes_once_read_only_and_share_locked)
 	char *src = write_dir("src", &m, 3);
 	struct store_id id = put(src, "t", NULL);
 	struct store_snapshot a, b;
-	char *img = fmt("%s/images/%s.img", e.root, H(&id).s);
+	char *img = h_fmt("%s/images/%s.img", e.root, H(&id).s);
 
 	cr_assert_not(exists(img), "no image before the first load");
 	load(&id, &a);
@@ -1060,7 +1047,7 @@ Test(store, load_materializes_once_read_only_and_share_locked)
 	cr_assert(json_equal(a.units, units));
 	json_decref(units);
 	size_t clen;
-	char *cpath = fmt("%s/config.json", src);
+	char *cpath = h_fmt("%s/config.json", src);
 	uint8_t *config = slurp(cpath, &clen);
 	cr_assert_eq(a.config_len, clen);
 	cr_assert_eq(memcmp(a.config, config, clen), 0, "config.json text");
@@ -1279,7 +1266,7 @@ static void expect_broken(const struct store_id *id, const char *obj, int want_r
 	free(out);
 	free(er);
 
-	char *dst = in_dir("export"), *url = fmt("file://%s", dst);
+	char *dst = in_dir("export"), *url = h_fmt("file://%s", dst);
 	cr_assert_eq(ctl(&out, &er, "export", "c", url, NULL), 1, "export of a broken snapshot");
 	cr_assert_not_null(strstr(er, obj), "export: %s", er);
 	cr_assert_not(exists(dst));
@@ -1469,7 +1456,7 @@ Test(store, manifest_with_a_huge_memory_size_is_refused)
 	json_object_set_new(json_object_get(man, "memory"), "chunk_size", json_integer(4096));
 	char *text = json_dumps(man, JSON_COMPACT);
 	struct hexs h = plant_object(text, strlen(text));
-	char *mark = in_store("snapshots/"), *mark_id = fmt("%s%s", mark, h.s);
+	char *mark = in_store("snapshots/"), *mark_id = h_fmt("%s%s", mark, h.s);
 	int fd = open(mark_id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0400);
 	cr_assert_geq(fd, 0, "%s: %s", mark_id, strerror(errno));
 	close(fd);
@@ -1629,7 +1616,7 @@ Test(store, verify_catches_a_damaged_cached_image)
 	store_snapshot_free(&ss);
 	assert_verify_clean();
 
-	char *img = fmt("%s/images/%s.img", e.root, H(&id).s);
+	char *img = h_fmt("%s/images/%s.img", e.root, H(&id).s);
 	flip_byte(img, (off_t)(3 * CS + 100)); /* in a stored chunk */
 	struct problems p;
 	int n = verify(&id, &p);
@@ -1830,8 +1817,8 @@ Test(store, gc_image_budget_never_evicts_an_open_image)
 	fill_random(m.p + 8 * CS, 4 * CS, 61);
 	char *db = write_dir("b", &m, 2);
 	struct store_id a = put(da, "a", NULL), b = put(db, "b", NULL);
-	char *ia = fmt("%s/images/%s.img", e.root, H(&a).s),
-	     *ib = fmt("%s/images/%s.img", e.root, H(&b).s);
+	char *ia = h_fmt("%s/images/%s.img", e.root, H(&a).s),
+	     *ib = h_fmt("%s/images/%s.img", e.root, H(&b).s);
 	struct store_snapshot sa, sb;
 	struct store_gc_stats gs;
 	char err[512] = "";
@@ -1896,7 +1883,7 @@ Test(store, gc_removes_images_of_removed_snapshots_unless_open)
 	fill_random(m.p, 4 * CS, 62);
 	char *da = write_dir("a", &m, 1);
 	struct store_id a = put(da, "a", NULL);
-	char *ia = fmt("%s/images/%s.img", e.root, H(&a).s), err[512] = "";
+	char *ia = h_fmt("%s/images/%s.img", e.root, H(&a).s), err[512] = "";
 	struct store_snapshot sa;
 	struct store_gc_stats gs;
 
@@ -1938,7 +1925,7 @@ Test(store, tags_move_and_references_resolve)
 	cr_assert(store_id_equal(&r, &b), "the tag did not move");
 	char *tx = in_store("tags/x");
 	char *text = h_read_file(tx);
-	char *want = fmt("%s\n", hb.s);
+	char *want = h_fmt("%s\n", hb.s);
 	cr_assert_str_eq(text, want);
 	free(text);
 	free(want);
@@ -2057,13 +2044,13 @@ Test(store, bad_tag_names_are_refused)
 	cr_assert_eq(count_objects(), objs);
 	cr_assert_eq(count_in("snapshots"), 1);
 	assert_empty("tmp");
-	char *tags = in_store("tags"), *names = names_of(tags), *w = fmt("%s/", long_ok);
+	char *tags = in_store("tags"), *names = names_of(tags), *w = h_fmt("%s/", long_ok);
 	cr_assert_str_eq(names, w);
 	free(w);
 	free(names);
 	free(tags);
 	/* forkctl: usage errors */
-	char *out, *er, *url = fmt("file://%s", db);
+	char *out, *er, *url = h_fmt("file://%s", db);
 	cr_assert_eq(ctl(&out, &er, "put", url, "--tag", "a/b", NULL), 2);
 	cr_assert_not_null(strstr(er, "bad tag name"), "%s", er);
 	free(out);
@@ -2119,7 +2106,7 @@ Test(store, ambiguous_prefix_is_refused)
 	int rc = store_resolve(st, prefix, &r, err, sizeof(err));
 	cr_assert_eq(rc, -EINVAL, "ambiguous %s (%s, %s): %d %s", prefix, a.s, b.s, rc, err);
 	cr_assert_not_null(strstr(err, prefix), "%s", err);
-	char *count = fmt("%d snapshots", matching);
+	char *count = h_fmt("%d snapshots", matching);
 	cr_assert_not_null(strstr(err, count), "'%s' lacks '%s'", err, count);
 	free(count);
 	snprintf(prefix, sizeof(prefix), "%.*s", (int)d, b.s);
@@ -2134,7 +2121,7 @@ Test(store, ambiguous_prefix_is_refused)
 		cr_assert(store_id_equal(&r, &ids[second]));
 	}
 	/* forkctl says so and fails */
-	char *out, *er, *p1 = fmt("%.1s", a.s);
+	char *out, *er, *p1 = h_fmt("%.1s", a.s);
 	cr_assert_eq(ctl(&out, &er, "show", p1, NULL), 1);
 	cr_assert_not_null(strstr(er, "give more digits"), "%s", er);
 	free(out);
@@ -2149,7 +2136,7 @@ Test(store, forkctl_ls_show_tag_rm)
 {
 	struct img m = img_new(4 * MiB);
 	fill_random(m.p, 3 * CS, 5);
-	char *da = write_dir("a", &m, 1), *url = fmt("file://%s", da), *out, *er;
+	char *da = write_dir("a", &m, 1), *url = h_fmt("file://%s", da), *out, *er;
 	cr_assert_eq(ctl(NULL, &er, "init", "--chunk-size=64K", NULL), 0, "%s", er);
 	free(er);
 	cr_assert_eq(ctl(&out, &er, "put", url, "--tag=one", NULL), 0, "%s", er);
@@ -2163,7 +2150,7 @@ Test(store, forkctl_ls_show_tag_rm)
 	free(er);
 	cr_assert_eq(ctl(&out, &er, "ls", NULL), 0, "%s", er);
 	cr_assert_eq(count_lines_with(out, "ID", "TAGS"), 1, "%s", out);
-	char *short_id = fmt("%.12s", id.s);
+	char *short_id = h_fmt("%.12s", id.s);
 	cr_assert_eq(count_lines_with(out, short_id, "one,two"), 1, "%s", out);
 	free(out);
 	free(er);
@@ -2222,7 +2209,7 @@ Test(store, new_store_is_private)
 	static const char *const dirs[] = { "", "/objects", "/objects/00", "/objects/ff",
 					    "/snapshots", "/tags", "/images", "/tmp" };
 	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
-		char *p = fmt("%s%s", root, dirs[i]);
+		char *p = h_fmt("%s%s", root, dirs[i]);
 		struct stat s;
 		cr_assert_eq(stat(p, &s), 0, "%s: %s", p, strerror(errno));
 		cr_assert(S_ISDIR(s.st_mode));
@@ -2231,13 +2218,13 @@ Test(store, new_store_is_private)
 	}
 	static const char *const files[] = { "/store.json", "/lock" };
 	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
-		char *p = fmt("%s%s", root, files[i]);
+		char *p = h_fmt("%s%s", root, files[i]);
 		struct stat s;
 		cr_assert_eq(stat(p, &s), 0, "%s", p);
 		cr_assert_eq(s.st_mode & 07777, 0600, "%s mode %o", p, s.st_mode & 07777);
 		free(p);
 	}
-	char *sj = fmt("%s/store.json", root);
+	char *sj = h_fmt("%s/store.json", root);
 	json_t *j = json_load_file(sj, 0, NULL);
 	cr_assert_str_eq(json_string_value(json_object_get(j, "format")), "forkvm-store");
 	cr_assert_eq(json_integer_value(json_object_get(j, "version")), 1);
@@ -2280,7 +2267,7 @@ Test(store, store_open_refusals)
 	cr_assert_eq(mkdir(plain, 0755), 0);
 	char *f = ut_write_file(plain, "precious", "keep me", 7);
 	cr_assert_not_null(f);
-	char *sub = fmt("%s/tmp", plain);
+	char *sub = h_fmt("%s/tmp", plain);
 	cr_assert_eq(mkdir(sub, 0755), 0);
 	char *f2 = ut_write_file(sub, "notes", "mine", 4);
 	char *before = names_of(plain);
@@ -2438,10 +2425,10 @@ static void assert_consistent(const char *when)
 	free(er);
 	char *tags = in_store("tags"), *names = names_of(tags), *save = NULL;
 	for (char *t = strtok_r(names, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
-		char *p = fmt("%s/%s", tags, t), *text = h_read_file(p);
+		char *p = h_fmt("%s/%s", tags, t), *text = h_read_file(p);
 		cr_assert_not_null(text);
 		cr_assert_eq(strlen(text), 33, "%s: tag %s holds '%s'", when, t, text);
-		char *snap = fmt("%s/snapshots/%.32s", e.root, text);
+		char *snap = h_fmt("%s/snapshots/%.32s", e.root, text);
 		cr_assert(exists(snap), "%s: tag %s names %.32s, which is not committed", when, t,
 			  text);
 		free(snap);
@@ -2454,7 +2441,7 @@ static void assert_consistent(const char *when)
 
 Test(store, put_killed_part_way_leaves_a_consistent_store, .timeout = 300)
 {
-	char *src = big_dir(), *url = fmt("file://%s", src), *out, *er;
+	char *src = big_dir(), *url = h_fmt("file://%s", src), *out, *er;
 	struct img small = img_new(4 * MiB);
 	fill_random(small.p, 2 * CS, 92);
 	char *dsmall = write_dir("small", &small, 1);
@@ -2528,7 +2515,7 @@ Test(store, put_killed_part_way_leaves_a_consistent_store, .timeout = 300)
 	cr_assert_eq(ctl(&out, &er, "put", url, "--tag", "big", NULL), 0, "%s", er);
 	free(out);
 	free(er);
-	char *dst = in_dir("exported"), *durl = fmt("file://%s", dst);
+	char *dst = in_dir("exported"), *durl = h_fmt("file://%s", dst);
 	cr_assert_eq(ctl(&out, &er, "export", "big", durl, NULL), 0, "%s", er);
 	free(out);
 	free(er);
@@ -2559,7 +2546,7 @@ Test(store, put_killed_part_way_leaves_a_consistent_store, .timeout = 300)
  * objects. */
 Test(store, gc_waits_for_a_put_in_progress, .timeout = 300)
 {
-	char *src = big_dir(), *url = fmt("file://%s", src), err[512] = "";
+	char *src = big_dir(), *url = h_fmt("file://%s", src), err[512] = "";
 	struct h_proc p;
 	bool seen = false;
 
@@ -2611,11 +2598,11 @@ struct cli_case {
  * images/ (names). */
 static char *store_state(void)
 {
-	char *s = fmt("objects %d", count_objects());
+	char *s = h_fmt("objects %d", count_objects());
 	static const char *const dirs[] = { "snapshots", "tags", "tmp", "images" };
 	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
 		char *d = in_store(dirs[i]), *n = names_of(d),
-		     *t = fmt("%s\n%s: %s", s, dirs[i], n);
+		     *t = h_fmt("%s\n%s: %s", s, dirs[i], n);
 		free(s);
 		s = t;
 		free(d);
@@ -2628,21 +2615,21 @@ Test(store, bad_command_lines)
 {
 	struct img m = img_new(4 * MiB);
 	fill_random(m.p, CS, 7);
-	char *da = write_dir("a", &m, 1), *url = fmt("file://%s", da), *out, *er;
+	char *da = write_dir("a", &m, 1), *url = h_fmt("file://%s", da), *out, *er;
 	cr_assert_eq(ctl(NULL, &er, "init", "--chunk-size", "64K", NULL), 0, "%s", er);
 	free(er);
 	cr_assert_eq(ctl(&out, &er, "put", url, "--tag", "t", NULL), 0, "%s", er);
 	free(out);
 	free(er);
 	char *plainfile = ut_write_file(e.dir, "plainfile", "x", 1);
-	char *nourl = fmt("file://%s/nonexistent", e.dir), *fileurl = fmt("file://%s", plainfile);
-	char *damaged = write_dir("damaged", &m, 2), *damurl = fmt("file://%s", damaged);
-	char *dstate = fmt("%s/state.json", damaged);
+	char *nourl = h_fmt("file://%s/nonexistent", e.dir), *fileurl = h_fmt("file://%s", plainfile);
+	char *damaged = write_dir("damaged", &m, 2), *damurl = h_fmt("file://%s", damaged);
+	char *dstate = h_fmt("%s/state.json", damaged);
 	flip_byte(dstate, 3);
-	char *full = in_dir("full"), *fullurl = fmt("file://%s", full);
+	char *full = in_dir("full"), *fullurl = h_fmt("file://%s", full);
 	cr_assert_eq(mkdir(full, 0755), 0);
 	char *keep = ut_write_file(full, "keep", "precious", 8);
-	char *dst = in_dir("dst"), *dsturl = fmt("file://%s", dst);
+	char *dst = in_dir("dst"), *dsturl = h_fmt("file://%s", dst);
 
 	const struct cli_case cases[] = {
 		{ { "frobnicate" }, 2, "unknown store command" },
@@ -2794,7 +2781,7 @@ Test(store, bad_command_lines)
 Test(store, put_refuses_a_config_that_is_not_json)
 {
 	struct img m = varied_memory();
-	char *src = write_dir("badcfg", &m, 1), *cfg = fmt("%s/config.json", src);
+	char *src = write_dir("badcfg", &m, 1), *cfg = h_fmt("%s/config.json", src);
 	char err[512] = "";
 	struct store_id id;
 	struct store_put_stats s;
@@ -2836,7 +2823,7 @@ Test(store, a_newer_manifest_version_says_so)
 	json_object_set_new(j, "version", json_integer(2));
 	char *v2 = json_dumps(j, JSON_COMPACT);
 	cr_assert_eq(st_obj_put(st, v2, strlen(v2), &id2, err, sizeof(err)), 0, "%s", err);
-	char *snaps = fmt("%s/snapshots", e.root);
+	char *snaps = h_fmt("%s/snapshots", e.root);
 	free(ut_write_file(snaps, H(&id2).s, "", 0));
 	struct st_manifest man;
 	int rc = st_manifest_read(st, &id2, &man, err, sizeof(err));
@@ -2873,7 +2860,7 @@ static void edited_manifest_refused(const char *name, const char *key, json_int_
 	json_object_set_new(json_object_get(j, "memory"), key, json_integer(value));
 	char *edited = json_dumps(j, JSON_COMPACT);
 	cr_assert_eq(st_obj_put(st, edited, strlen(edited), &id2, err, sizeof(err)), 0, "%s", err);
-	char *snaps = fmt("%s/snapshots", e.root);
+	char *snaps = h_fmt("%s/snapshots", e.root);
 	free(ut_write_file(snaps, H(&id2).s, "", 0));
 	struct st_manifest man;
 	int rc = st_manifest_read(st, &id2, &man, err, sizeof(err));
@@ -2910,13 +2897,13 @@ Test(store, a_put_remakes_deleted_fan_out_directories)
 	char *src = write_dir("fan", &m, 1), err[512] = "";
 	struct store *st = open_store(CS);
 	for (unsigned i = 0; i < 256; i++) {
-		char *d = fmt("%s/objects/%02x", e.root, i);
+		char *d = h_fmt("%s/objects/%02x", e.root, i);
 		cr_assert_eq(rmdir(d), 0, "%s: %s", d, strerror(errno));
 		free(d);
 	}
 	struct store_id id = put(src, "fan", NULL);
 	cr_assert_eq(store_verify(st, &id, NULL, NULL, err, sizeof(err)), 0, "%s", err);
-	char *d = fmt("%s/objects/ff", e.root);
+	char *d = h_fmt("%s/objects/ff", e.root);
 	cr_assert_eq(access(d, F_OK), 0, "objects/ff was not made again");
 	free(d);
 	free(src);
@@ -2942,8 +2929,8 @@ static json_t *ctl_json(int want, const char *a1, const char *a2, const char *a3
 Test(store, every_store_command_speaks_json)
 {
 	struct img m = varied_memory();
-	char *src = write_dir("js", &m, 1), *url = fmt("file://%s", src), *dst = in_dir("js-out"),
-	     *durl = fmt("file://%s", dst);
+	char *src = write_dir("js", &m, 1), *url = h_fmt("file://%s", src), *dst = in_dir("js-out"),
+	     *durl = h_fmt("file://%s", dst);
 	(void)open_store(CS);
 	json_t *put = ctl_json(0, "put", url, NULL);
 	const char *id = json_string_value(json_object_get(put, "id"));
@@ -2993,12 +2980,12 @@ Test(store, a_snapshot_without_its_commit_marker_is_gone_for_everyone)
 	struct img m = varied_memory();
 	char *src = write_dir("nomark", &m, 1), err[512] = "", *dst = in_dir("nomark-out");
 	struct store_id id = put(src, "nomark", NULL), got;
-	char *marker = fmt("%s/snapshots/%s", e.root, H(&id).s);
+	char *marker = h_fmt("%s/snapshots/%s", e.root, H(&id).s);
 	cr_assert_eq(unlink(marker), 0, "%s: %s", marker, strerror(errno));
 	int rc = store_resolve(open_store(CS), "nomark", &got, err, sizeof(err));
 	cr_assert_eq(rc, -ENOENT, "%d %s", rc, err);
 	cr_assert(strstr(err, "not committed"), "%s", err);
-	char *out = NULL, *er = NULL, *url = fmt("file://%s", dst);
+	char *out = NULL, *er = NULL, *url = h_fmt("file://%s", dst);
 	cr_assert_eq(ctl(&out, &er, "export", "nomark", url, NULL), 1, "%s", er);
 	free(out);
 	free(er);
@@ -3025,7 +3012,7 @@ Test(store, a_cached_image_written_in_place_is_made_again)
 	struct store_snapshot s;
 	cr_assert_eq(store_load(open_store(CS), &id, &s, err, sizeof(err)), 0, "%s", err);
 	store_snapshot_free(&s);
-	char *img = fmt("%s/images/%s.img", e.root, H(&id).s);
+	char *img = h_fmt("%s/images/%s.img", e.root, H(&id).s);
 	flip_byte(img, (off_t)(3 * CS + 100));
 	cr_assert_eq(store_load(open_store(CS), &id, &s, err, sizeof(err)), 0, "%s", err);
 	uint8_t *p = mmap(NULL, m.size, PROT_READ, MAP_PRIVATE, s.mem_fd, 0);
@@ -3055,7 +3042,7 @@ Test(store, a_truncated_cached_image_is_made_again)
 	struct store_snapshot s;
 	cr_assert_eq(store_load(open_store(CS), &id, &s, err, sizeof(err)), 0, "%s", err);
 	store_snapshot_free(&s);
-	char *img = fmt("%s/images/%s.img", e.root, H(&id).s);
+	char *img = h_fmt("%s/images/%s.img", e.root, H(&id).s);
 	cr_assert_eq(truncate(img, 4096), 0, "%s: %s", img, strerror(errno));
 	cr_assert_eq(store_load(open_store(CS), &id, &s, err, sizeof(err)), 0,
 		     "a truncated image failed the load: %s", err);
