@@ -65,8 +65,9 @@ static void boot(const char *mode, const char *cpus)
 
 	snprintf(cmdline, sizeof(cmdline), "console=ttyS0 panic=-1 forkvm.test=%s", mode);
 	snprintf(cpu_opt, sizeof(cpu_opt), "boot=%s", cpus);
-	const char *extra[] = {"--initramfs", i,	  "--cmdline", cmdline, "--cpus",
-			       cpu_opt,	      "--memory", "size=512M", NULL};
+	/* -v: forkvm says why a VM ended (a reset by the i8042 or a triple fault) */
+	const char *extra[] = {"-v",	  "--initramfs", i,	     "--cmdline", cmdline,
+			       "--cpus", cpu_opt,     "--memory", "size=512M", NULL};
 	cr_assert_eq(h_vm_start(&vm, k, extra), 0, "forkvm did not start: %s", h_stderr(&vm.proc));
 	free(k);
 	free(i);
