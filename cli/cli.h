@@ -158,6 +158,12 @@ int cli_forkd_call(const struct cli_forkd *fc, const char *method, const char *p
 json_t *cli_forkd_call_json(const struct cli_forkd *fc, const char *method, const char *path,
 			    const json_t *body, int *status);
 
+/* A request whose reply is an object with the array key (forkd's
+ * listings): returns the reply, *list pointing into it, or NULL after
+ * printing the error (*status: the exit status). */
+json_t *cli_forkd_call_list(const struct cli_forkd *fc, const char *method, const char *path,
+			    const json_t *body, const char *key, const json_t **list, int *status);
+
 /* A request whose reply is printed as it is (nothing for an empty one).
  * Returns the exit status. */
 int cli_forkd_call_print(const struct cli_forkd *fc, const char *method, const char *path,

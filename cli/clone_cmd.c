@@ -91,15 +91,10 @@ int cli_forkd_fork(struct cli_forkd *fc, int argc, char **argv)
 		json_decref(body);
 		return rc;
 	}
-	j = cli_forkd_call_json(fc, "POST", path, body, &rc);
+	j = cli_forkd_call_list(fc, "POST", path, body, "clones", &list, &rc);
 	json_decref(body);
 	if (!j)
 		return rc;
-	list = json_object_get(j, "clones");
-	if (!json_is_array(list)) {
-		json_decref(j);
-		return cli_fail(fc->cmd.name, "unexpected reply from forkd: no \"clones\" array");
-	}
 	json_array_foreach(list, i, c)
 	{
 		char pid[24], us[24];
@@ -219,14 +214,9 @@ int cli_forkd_clones(struct cli_forkd *fc, int argc, char **argv)
 		 opts[0].seen ? opts[0].value : "");
 	if (opts[1].seen)
 		return cli_forkd_call_print(fc, "GET", path, NULL);
-	j = cli_forkd_call_json(fc, "GET", path, NULL, &rc);
+	j = cli_forkd_call_list(fc, "GET", path, NULL, "clones", &list, &rc);
 	if (!j)
 		return rc;
-	list = json_object_get(j, "clones");
-	if (!json_is_array(list)) {
-		json_decref(j);
-		return cli_fail(fc->cmd.name, "unexpected reply from forkd: no \"clones\" array");
-	}
 	json_array_foreach(list, i, c) width =
 	    MAX(width, (int)MIN(strlen(cli_json_str(c, "template", "?")), (size_t)64));
 	printf("%-12s  %-*s  %7s  %-14s  %-4s  %9s  %-8s  %s\n", "ID", width, "TEMPLATE", "PID",

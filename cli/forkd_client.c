@@ -193,6 +193,24 @@ json_t *cli_forkd_call_json(const struct cli_forkd *fc, const char *method, cons
 	return j;
 }
 
+/* A request whose reply is an object holding the array key: returns the
+ * reply with *list pointing into it, or NULL after printing the error. */
+json_t *cli_forkd_call_list(const struct cli_forkd *fc, const char *method, const char *path,
+			    const json_t *body, const char *key, const json_t **list, int *status)
+{
+	json_t *j = cli_forkd_call_json(fc, method, path, body, status);
+
+	if (!j)
+		return NULL;
+	*list = json_object_get(j, key);
+	if (!json_is_array(*list)) {
+		json_decref(j);
+		*status = cli_fail(fc->cmd.name, "unexpected reply from forkd: no \"%s\" array", key);
+		return NULL;
+	}
+	return j;
+}
+
 /* A request whose reply is printed as it is (or nothing for an empty one). */
 int cli_forkd_call_print(const struct cli_forkd *fc, const char *method, const char *path,
 			 const json_t *body)

@@ -166,15 +166,9 @@ static int template_ls(struct cli_forkd *fc, int argc, char **argv)
 		return rc;
 	if (opts[0].seen)
 		return cli_forkd_call_print(fc, "GET", "/v1/templates", NULL);
-	j = cli_forkd_call_json(fc, "GET", "/v1/templates", NULL, &rc);
+	j = cli_forkd_call_list(fc, "GET", "/v1/templates", NULL, "templates", &list, &rc);
 	if (!j)
 		return rc;
-	list = json_object_get(j, "templates");
-	if (!json_is_array(list)) {
-		json_decref(j);
-		return cli_fail(fc->cmd.name,
-				"unexpected reply from forkd: no \"templates\" array");
-	}
 	json_array_foreach(list, i, t) width =
 	    MAX(width, (int)MIN(strlen(cli_json_str(t, "name", "?")), (size_t)64));
 	printf("%-*s  %-12s  %9s  %5s  %9s  %6s  %6s  %s\n", width, "NAME", "SNAPSHOT", "MEMORY",
