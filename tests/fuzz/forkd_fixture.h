@@ -10,6 +10,7 @@
 #ifndef FORKVM_TESTS_FUZZ_FORKD_FIXTURE_H
 #define FORKVM_TESTS_FUZZ_FORKD_FIXTURE_H
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,55 @@
 #include "common/loop.h"
 #include "forkd/internal.h"
 #include "vmm/vmm.h"
+
+/* ------------------------------------------------------------ stand-ins
+ * What both targets replace at link time (-Wl,--wrap, FUZZ_WRAP_* in the
+ * Makefile): making clone processes fails with EAGAIN, as at the process
+ * limit; template builds fail; templates' store snapshots have a fixed
+ * configuration (fx_tpl_cfg). */
+
+static struct vm_config fx_tpl_cfg;
+
+struct clone *__wrap_forkd_clone_spawn(struct forkd *d, struct template *t, bool autostart);
+int __wrap_forkd_builder_start(struct forkd *d, const char *name, json_t *boot, const char *script,
+			       const char *ref, unsigned pool, struct http_exchange *ex, char *err,
+			       size_t errlen);
+const struct vm_config *__wrap_vm_template_config(const struct vm_template *t);
+void __wrap_vm_template_close(struct vm_template *t);
+
+struct clone *__wrap_forkd_clone_spawn(struct forkd *d, struct template *t, bool autostart)
+{
+	(void)d;
+	(void)t;
+	(void)autostart;
+	errno = EAGAIN;
+	return NULL;
+}
+
+int __wrap_forkd_builder_start(struct forkd *d, const char *name, json_t *boot, const char *script,
+			       const char *ref, unsigned pool, struct http_exchange *ex, char *err,
+			       size_t errlen)
+{
+	(void)d;
+	(void)boot;
+	(void)script;
+	(void)ref;
+	(void)pool;
+	(void)ex;
+	snprintf(err, errlen, "template %s: the fuzzer builds no templates", name);
+	return -ENOSYS;
+}
+
+const struct vm_config *__wrap_vm_template_config(const struct vm_template *t)
+{
+	(void)t;
+	return &fx_tpl_cfg;
+}
+
+void __wrap_vm_template_close(struct vm_template *t)
+{
+	(void)t;
+}
 
 /* The clones of fx_make(), in list order. */
 enum { FX_CLONES = 8 };
@@ -84,15 +134,15 @@ static struct clone *fx_clone(struct fx *fx, int i, struct template *t, const ch
 /* What both targets' LLVMFuzzerInitialize do: quiet logs, a run
  * directory's name (run_dir holds "/tmp/NAME-XXXXXX"; nothing is ever
  * created there), the loop, and the templates' configuration. */
-static void fx_init(char *run_dir, struct loop **loop, struct vm_config *tpl_cfg)
+static void fx_init(char *run_dir, struct loop **loop)
 {
 	log_set_level(LOG_ERROR);
 	if (!mkdtemp(run_dir) || loop_create(loop) < 0)
 		abort();
 	rmdir(run_dir);
-	vm_config_init(tpl_cfg);
-	tpl_cfg->boot_vcpus = 2;
-	tpl_cfg->memory_size = 512ULL << 20;
+	vm_config_init(&fx_tpl_cfg);
+	fx_tpl_cfg.boot_vcpus = 2;
+	fx_tpl_cfg.memory_size = 512ULL << 20;
 }
 
 /* A fresh daemon on loop, its names under run_dir (never created). */

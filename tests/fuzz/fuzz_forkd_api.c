@@ -38,20 +38,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 void __wrap_forkd_fork(struct forkd *d, struct template *t, unsigned count, struct http_exchange *ex,
 		       struct invoke *inv);
-int __wrap_forkd_builder_start(struct forkd *d, const char *name, json_t *boot, const char *script,
-			       const char *ref, unsigned pool, struct http_exchange *ex, char *err,
-			       size_t errlen);
 void __wrap_forkd_pool_fill(struct forkd *d, struct template *t);
-struct clone *__wrap_forkd_clone_spawn(struct forkd *d, struct template *t, bool autostart);
-const struct vm_config *__wrap_vm_template_config(const struct vm_template *t);
-void __wrap_vm_template_close(struct vm_template *t);
 
 static struct loop *fuzz_loop;
 static char run_dir[64];
-static struct vm_config tpl_cfg;
 static bool show;
 
-/* ------------------------------------------------------------ stand-ins */
+/* ------------------------------------------------------------ stand-ins
+ * (besides the fixture's) */
 
 void __wrap_forkd_fork(struct forkd *d, struct template *t, unsigned count, struct http_exchange *ex,
 		       struct invoke *inv)
@@ -65,44 +59,9 @@ void __wrap_forkd_fork(struct forkd *d, struct template *t, unsigned count, stru
 	http_respond_error(ex, 503, "template %s: the fuzzer forks no clones", t->name);
 }
 
-int __wrap_forkd_builder_start(struct forkd *d, const char *name, json_t *boot, const char *script,
-			       const char *ref, unsigned pool, struct http_exchange *ex, char *err,
-			       size_t errlen)
-{
-	(void)d;
-	(void)boot;
-	(void)script;
-	(void)ref;
-	(void)pool;
-	(void)ex;
-	snprintf(err, errlen, "template %s: the fuzzer builds no templates", name);
-	return -ENOSYS;
-}
-
 void __wrap_forkd_pool_fill(struct forkd *d, struct template *t)
 {
 	(void)d;
-	(void)t;
-}
-
-/* Should anything else reach it: no process, as at the process limit. */
-struct clone *__wrap_forkd_clone_spawn(struct forkd *d, struct template *t, bool autostart)
-{
-	(void)d;
-	(void)t;
-	(void)autostart;
-	errno = EAGAIN;
-	return NULL;
-}
-
-const struct vm_config *__wrap_vm_template_config(const struct vm_template *t)
-{
-	(void)t;
-	return &tpl_cfg;
-}
-
-void __wrap_vm_template_close(struct vm_template *t)
-{
 	(void)t;
 }
 
@@ -112,7 +71,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argv;
 	show = getenv("FUZZ_SHOW") != NULL;
 	snprintf(run_dir, sizeof(run_dir), "/tmp/fuzz-forkd-XXXXXX");
-	fx_init(run_dir, &fuzz_loop, &tpl_cfg);
+	fx_init(run_dir, &fuzz_loop);
 	return 0;
 }
 

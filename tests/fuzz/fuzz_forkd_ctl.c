@@ -41,54 +41,11 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-struct clone *__wrap_forkd_clone_spawn(struct forkd *d, struct template *t, bool autostart);
-int __wrap_forkd_builder_start(struct forkd *d, const char *name, json_t *boot, const char *script,
-			       const char *ref, unsigned pool, struct http_exchange *ex, char *err,
-			       size_t errlen);
-const struct vm_config *__wrap_vm_template_config(const struct vm_template *t);
-void __wrap_vm_template_close(struct vm_template *t);
 
 static struct loop *fuzz_loop;
 static char run_dir[64];
-static struct vm_config tpl_cfg;
 static bool show;
 static char agent_path[] = "/nonexistent/agent.sock";
-
-/* ------------------------------------------------------------ stand-ins */
-
-struct clone *__wrap_forkd_clone_spawn(struct forkd *d, struct template *t, bool autostart)
-{
-	(void)d;
-	(void)t;
-	(void)autostart;
-	errno = EAGAIN;
-	return NULL;
-}
-
-int __wrap_forkd_builder_start(struct forkd *d, const char *name, json_t *boot, const char *script,
-			       const char *ref, unsigned pool, struct http_exchange *ex, char *err,
-			       size_t errlen)
-{
-	(void)d;
-	(void)boot;
-	(void)script;
-	(void)ref;
-	(void)pool;
-	(void)ex;
-	snprintf(err, errlen, "template %s: the fuzzer builds no templates", name);
-	return -ENOSYS;
-}
-
-const struct vm_config *__wrap_vm_template_config(const struct vm_template *t)
-{
-	(void)t;
-	return &tpl_cfg;
-}
-
-void __wrap_vm_template_close(struct vm_template *t)
-{
-	(void)t;
-}
 
 /* ------------------------------------------------------------ steps */
 
@@ -171,8 +128,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argv;
 	show = getenv("FUZZ_SHOW") != NULL;
 	snprintf(run_dir, sizeof(run_dir), "/tmp/fuzz-forkd-ctl-XXXXXX");
-	fx_init(run_dir, &fuzz_loop, &tpl_cfg);
-	tpl_cfg.agent_socket = agent_path;
+	fx_init(run_dir, &fuzz_loop);
+	fx_tpl_cfg.agent_socket = agent_path;
 	return 0;
 }
 
