@@ -27,16 +27,6 @@
 #define XSAVE_BV_OFFSET 512
 #define XSAVE_XCOMP_BV_OFFSET 520
 
-static struct kvm_vm *KV(const struct vm *vm)
-{
-	return vm->p;
-}
-
-static struct kvm_vcpu *KC(const struct vcpu *v)
-{
-	return v->p;
-}
-
 /* ------------------------------------------------------------ probe */
 
 static int kvm_probe(char *why, size_t len)

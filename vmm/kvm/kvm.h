@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "vmm/platform.h"
+#include "vmm/vm.h"
 
 struct vm;
 struct vcpu;
@@ -38,6 +39,17 @@ struct kvm_vcpu {
 	bool at_syscall;      /* stopped at the trampoline's system call port */
 	bool io_pending;      /* a handled port I/O or MMIO exit KVM has yet to complete */
 };
+
+/* The KVM state of a VM and of a vCPU. */
+static inline struct kvm_vm *KV(const struct vm *vm)
+{
+	return vm->p;
+}
+
+static inline struct kvm_vcpu *KC(const struct vcpu *v)
+{
+	return v->p;
+}
 
 /* Turns the exit in run (vCPU v's last KVM_RUN) into e. Port I/O of the
  * trampoline becomes a system call or a fault; other port I/O goes to the

@@ -32,16 +32,16 @@
 #include "vmm/state.h"
 #include "vmm/vm.h"
 
-#define KV(vm) ((struct kvm_vm *)(vm)->p)
-#define KC(v) ((struct kvm_vcpu *)(v)->p)
 #define MACHINE_STATE_VERSION 1
 #define MSRS_MAX 512
 
 /* ------------------------------------------------------------ VM units */
 
+/* KVM_GET_IRQCHIP's chip ids 0, 1, 2, and their keys in the unit. */
+static const char *const irqchip_names[] = {"pic_master", "pic_slave", "ioapic"};
+
 static int irqchip_save(struct vm *vm, void *arg, json_t **out, char *err, size_t errlen)
 {
-	static const char *const names[] = {"pic_master", "pic_slave", "ioapic"};
 	json_t *o = json_object();
 	(void)arg;
 	if (!o)
@@ -50,10 +50,10 @@ static int irqchip_save(struct vm *vm, void *arg, json_t **out, char *err, size_
 		struct kvm_irqchip c = {.chip_id = id};
 		if (kvm_ioctl(KV(vm)->vm_fd, KVM_GET_IRQCHIP, &c) < 0) {
 			json_decref(o);
-			return err_fail(err, errlen, -errno, "KVM_GET_IRQCHIP %s: %s", names[id],
+			return err_fail(err, errlen, -errno, "KVM_GET_IRQCHIP %s: %s", irqchip_names[id],
 					strerror(errno));
 		}
-		json_object_set_new(o, names[id], state_json_blob(&c, sizeof(c)));
+		json_object_set_new(o, irqchip_names[id], state_json_blob(&c, sizeof(c)));
 	}
 	*out = o;
 	return 0;
@@ -62,19 +62,18 @@ static int irqchip_save(struct vm *vm, void *arg, json_t **out, char *err, size_
 static int irqchip_restore(struct vm *vm, void *arg, const json_t *st, uint32_t version, char *err,
 			   size_t errlen)
 {
-	static const char *const names[] = {"pic_master", "pic_slave", "ioapic"};
 	(void)arg;
 	(void)version;
 	for (unsigned id = 0; id < 3; id++) {
 		struct kvm_irqchip c;
-		int rc = state_get_blob(st, names[id], &c, sizeof(c), err, errlen);
+		int rc = state_get_blob(st, irqchip_names[id], &c, sizeof(c), err, errlen);
 		if (rc < 0)
 			return rc;
 		if (c.chip_id != id)
-			return err_fail(err, errlen, -EINVAL, "%s: it holds chip %u", names[id],
+			return err_fail(err, errlen, -EINVAL, "%s: it holds chip %u", irqchip_names[id],
 					c.chip_id);
 		if (kvm_ioctl(KV(vm)->vm_fd, KVM_SET_IRQCHIP, &c) < 0)
-			return err_fail(err, errlen, -errno, "KVM_SET_IRQCHIP %s: %s", names[id],
+			return err_fail(err, errlen, -errno, "KVM_SET_IRQCHIP %s: %s", irqchip_names[id],
 					strerror(errno));
 	}
 	return 0;
