@@ -30,6 +30,8 @@ void vm_config_free(struct vm_config *cfg)
 	free(cfg->serial_path);
 	free(cfg->agent_socket);
 	free(cfg->hostname);
+	for (unsigned i = 0; i < cfg->nr_disks; i++)
+		free(cfg->disks[i].path);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -49,7 +51,12 @@ int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 	struct vm_config c = *src;
 
 	c.kernel = c.cmdline = c.initramfs = c.serial_path = c.agent_socket = c.hostname = NULL;
-	if (set_str(&c.kernel, src->kernel) || set_str(&c.cmdline, src->cmdline) ||
+	for (unsigned i = 0; i < c.nr_disks; i++)
+		c.disks[i].path = NULL;
+	bool disks_ok = true;
+	for (unsigned i = 0; i < c.nr_disks; i++)
+		disks_ok &= set_str(&c.disks[i].path, src->disks[i].path) == 0;
+	if (!disks_ok || set_str(&c.kernel, src->kernel) || set_str(&c.cmdline, src->cmdline) ||
 	    set_str(&c.initramfs, src->initramfs) ||
 	    set_str(&c.serial_path, src->serial_path) || set_str(&c.agent_socket, src->agent_socket) ||
 	    set_str(&c.hostname, src->hostname)) {
@@ -100,6 +107,11 @@ int vm_config_validate(const struct vm_config *cfg, char *err, size_t errlen)
 			    cfg->agent_socket);
 	if (cfg->hostname && (strlen(cfg->hostname) > 64 || !*cfg->hostname))
 		return err_fail(err, errlen, -EINVAL, "hostname must have 1 to 64 characters");
+	if (cfg->nr_disks > VM_MAX_DISKS)
+		return err_fail(err, errlen, -EINVAL, "disks: at most %u disks", VM_MAX_DISKS);
+	for (unsigned i = 0; i < cfg->nr_disks; i++)
+		if (!cfg->disks[i].path || !*cfg->disks[i].path)
+			return err_fail(err, errlen, -EINVAL, "disks[%u]: a path is required", i);
 	return 0;
 }
 
@@ -168,10 +180,44 @@ static int get_str(const json_t *obj, const char *where, const char *key, char *
 	return 0;
 }
 
+/* "disks": [{"path": IMG, "readonly": bool}...] (Cloud Hypervisor's form). */
+static int get_disks(const json_t *j, struct vm_config *c, char *err, size_t errlen)
+{
+	static const char *const disk_k[] = { "path", "readonly", NULL };
+	const json_t *a = json_object_get(j, "disks"), *d;
+	size_t i;
+	int rc;
+
+	if (!a || json_is_null(a))
+		return 0;
+	if (!json_is_array(a))
+		return err_fail(err, errlen, -EINVAL, "disks must be an array");
+	if (json_array_size(a) > VM_MAX_DISKS)
+		return err_fail(err, errlen, -EINVAL, "disks: at most %u disks (got %zu)", VM_MAX_DISKS,
+			    json_array_size(a));
+	json_array_foreach(a, i, d) {
+		char where[32];
+		snprintf(where, sizeof(where), "disks[%zu]", i);
+		if (!json_is_object(d))
+			return err_fail(err, errlen, -EINVAL, "%s must be an object", where);
+		const json_t *ro = json_object_get(d, "readonly");
+		if (ro && !json_is_null(ro) && !json_is_boolean(ro))
+			return err_fail(err, errlen, -EINVAL, "%s.readonly must be true or false", where);
+		struct vm_disk *disk = &c->disks[c->nr_disks++];
+		disk->readonly = ro && json_is_true(ro);
+		if ((rc = only_keys(d, where, disk_k, err, errlen)) < 0 ||
+		    (rc = get_str(d, where, "path", &disk->path, err, errlen)) < 0)
+			return rc;
+		if (!disk->path || !*disk->path)
+			return err_fail(err, errlen, -EINVAL, "%s.path is required", where);
+	}
+	return 0;
+}
+
 int vm_config_from_json(const json_t *j, struct vm_config *out, char *err, size_t errlen)
 {
 	static const char *const top[] = { "cpus", "memory", "payload", "serial", "agent",
-					   "hostname", NULL };
+					   "hostname", "disks", NULL };
 	static const char *const cpus_k[] = { "boot_vcpus", "max_vcpus", NULL };
 	static const char *const mem_k[] = { "size", NULL };
 	static const char *const pay_k[] = { "kernel", "cmdline", "initramfs", NULL };
@@ -246,7 +292,8 @@ int vm_config_from_json(const json_t *j, struct vm_config *out, char *err, size_
 	if (o && ((rc = only_keys(o, "agent", agent_k, err, errlen)) < 0 ||
 		  (rc = get_str(o, "agent", "socket", &c.agent_socket, err, errlen)) < 0))
 		goto out;
-	if ((rc = get_str(j, "", "hostname", &c.hostname, err, errlen)) < 0)
+	if ((rc = get_str(j, "", "hostname", &c.hostname, err, errlen)) < 0 ||
+	    (rc = get_disks(j, &c, err, errlen)) < 0)
 		goto out;
 	rc = vm_config_validate(&c, err, errlen);
 out:
@@ -277,6 +324,17 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 		json_object_set_new(j, "agent", json_pack("{s:s}", "socket", cfg->agent_socket));
 	if (cfg->hostname)
 		json_object_set_new(j, "hostname", json_string(cfg->hostname));
+	if (cfg->nr_disks) {
+		json_t *a = json_array();
+		for (unsigned i = 0; a && i < cfg->nr_disks; i++)
+			json_array_append_new(a, json_pack("{s:s,s:b}", "path", cfg->disks[i].path,
+							   "readonly", cfg->disks[i].readonly));
+		if (!a || json_array_size(a) != cfg->nr_disks ||
+		    json_object_set_new(j, "disks", a) < 0) {
+			json_decref(j);
+			return NULL;
+		}
+	}
 	return j;
 }
 
@@ -409,4 +467,51 @@ int vm_config_parse_agent(struct vm_config *cfg, const char *arg, char *err, siz
 	if (check_socket_path("--agent", arg + 7, err, errlen) < 0)
 		return -EINVAL;
 	return set_str(&cfg->agent_socket, arg + 7);
+}
+
+struct disk_arg {
+	struct vm_disk d;
+	bool has_path;
+};
+
+static int disk_kv(void *arg, const char *k, const char *v, char *err, size_t errlen)
+{
+	struct disk_arg *a = arg;
+
+	if (!strcmp(k, "path")) {
+		if (!*v)
+			return err_fail(err, errlen, -EINVAL, "--disk: path is empty");
+		if (set_str(&a->d.path, v) < 0)
+			return err_fail(err, errlen, -ENOMEM, "out of memory");
+		a->has_path = true;
+		return 0;
+	}
+	if (!strcmp(k, "readonly")) {
+		if (!strcmp(v, "on") || !strcmp(v, "true"))
+			a->d.readonly = true;
+		else if (!strcmp(v, "off") || !strcmp(v, "false"))
+			a->d.readonly = false;
+		else
+			return err_fail(err, errlen, -EINVAL, "--disk: readonly must be on or off (got '%s')", v);
+		return 0;
+	}
+	return err_fail(err, errlen, -EINVAL, "--disk: unknown option '%s' (supported: path, readonly)", k);
+}
+
+int vm_config_parse_disk(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	struct disk_arg a = { { NULL, false }, false };
+	int rc;
+
+	if (cfg->nr_disks >= VM_MAX_DISKS)
+		return err_fail(err, errlen, -EINVAL, "--disk: at most %u disks", VM_MAX_DISKS);
+	rc = with_kv(arg, "--disk", disk_kv, &a, err, errlen);
+	if (rc == 0 && !a.has_path)
+		rc = err_fail(err, errlen, -EINVAL, "--disk: expected path=IMG[,readonly=on] (got '%s')", arg);
+	if (rc < 0) {
+		free(a.d.path);
+		return rc;
+	}
+	cfg->disks[cfg->nr_disks++] = a.d;
+	return 0;
 }

@@ -43,6 +43,15 @@ int vm_platform_resolve(enum vm_platform want, enum vm_platform *got, char *why,
 
 /* ------------------------------------------------------------ config */
 
+/* A Linux guest's disk (--disk path=IMG[,readonly=on]): a raw image on a
+ * virtio-blk device, vda, vdb... in the order given. */
+struct vm_disk {
+	char *path;
+	bool readonly;
+};
+
+#define VM_MAX_DISKS 4
+
 enum vm_serial_mode {
 	VM_SERIAL_OFF,
 	VM_SERIAL_TTY,
@@ -60,6 +69,8 @@ struct vm_config {
 	char *cmdline; /* function guest: argv[1..] (shell-like words);
 			* Linux: the kernel command line */
 	char *initramfs; /* Linux: an initramfs loaded beside the kernel */
+	unsigned nr_disks; /* Linux: virtio-blk disks */
+	struct vm_disk disks[VM_MAX_DISKS];
 	enum vm_serial_mode serial_mode;
 	char *serial_path;  /* FILE or SOCKET mode */
 	char *agent_socket; /* Unix socket for guest fd 0/1; NULL: fd 1 -> console, fd 0 EOF */
@@ -96,6 +107,9 @@ int vm_config_parse_memory(struct vm_config *cfg, const char *arg, char *err, si
 int vm_config_parse_serial(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 int vm_config_parse_agent(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+/* One --disk value, "path=IMG[,readonly=on|off]", appended to cfg's disks. */
+int vm_config_parse_disk(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
 /* ------------------------------------------------------------ VM */

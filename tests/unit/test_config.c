@@ -194,6 +194,61 @@ Test(config, agent)
 	cr_assert(strstr(err, "longer than 84"), "%s", err);
 }
 
+Test(config, disks)
+{
+	cr_assert_eq(vm_config_parse_disk(&cfg, "path=/tmp/a.img", err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(vm_config_parse_disk(&cfg, "path=/tmp/b.img,readonly=on", err, sizeof(err)), 0);
+	cr_assert_eq(cfg.nr_disks, 2);
+	cr_assert_str_eq(cfg.disks[0].path, "/tmp/a.img");
+	cr_assert_not(cfg.disks[0].readonly);
+	cr_assert(cfg.disks[1].readonly);
+	expect_err(vm_config_parse_disk(&cfg, "readonly=on", err, sizeof(err)), "--disk");
+	cr_assert(strstr(err, "path="), "%s", err);
+	expect_err(vm_config_parse_disk(&cfg, "path=/x,readonly=maybe", err, sizeof(err)), "--disk");
+	expect_err(vm_config_parse_disk(&cfg, "path=/x,cache=none", err, sizeof(err)), "--disk");
+	cr_assert(strstr(err, "unknown option 'cache'"), "%s", err);
+	expect_err(vm_config_parse_disk(&cfg, "path=", err, sizeof(err)), "--disk");
+	expect_err(vm_config_parse_disk(&cfg, "", err, sizeof(err)), "--disk");
+	cr_assert_eq(cfg.nr_disks, 2, "failures add nothing");
+	cr_assert_eq(vm_config_parse_disk(&cfg, "path=/c", err, sizeof(err)), 0);
+	cr_assert_eq(vm_config_parse_disk(&cfg, "path=/d", err, sizeof(err)), 0);
+	expect_err(vm_config_parse_disk(&cfg, "path=/e", err, sizeof(err)), "--disk");
+	cr_assert(strstr(err, "at most 4"), "%s", err);
+
+	/* JSON: Cloud Hypervisor's "disks", round trip, copy */
+	free(cfg.kernel);
+	cfg.kernel = strdup("/k");
+	json_t *j = vm_config_to_json(&cfg);
+	struct vm_config back, copy;
+	cr_assert_eq(vm_config_from_json(j, &back, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(back.nr_disks, 4);
+	cr_assert_str_eq(back.disks[1].path, "/tmp/b.img");
+	cr_assert(back.disks[1].readonly);
+	cr_assert_eq(vm_config_copy(&copy, &back), 0);
+	cr_assert_str_eq(copy.disks[3].path, "/d");
+	cr_assert_neq(copy.disks[3].path, back.disks[3].path);
+	vm_config_free(&copy);
+	vm_config_free(&back);
+	json_decref(j);
+
+	static const char *const bad[] = {
+		"{\"payload\":{\"kernel\":\"/k\"},\"disks\":{}}",
+		"{\"payload\":{\"kernel\":\"/k\"},\"disks\":[1]}",
+		"{\"payload\":{\"kernel\":\"/k\"},\"disks\":[{}]}",
+		"{\"payload\":{\"kernel\":\"/k\"},\"disks\":[{\"path\":\"/a\",\"readonly\":1}]}",
+		"{\"payload\":{\"kernel\":\"/k\"},\"disks\":[{\"path\":\"/a\",\"direct\":true}]}",
+		"{\"payload\":{\"kernel\":\"/k\"},\"disks\":[{\"path\":\"/a\"},{\"path\":\"/a\"},"
+		"{\"path\":\"/a\"},{\"path\":\"/a\"},{\"path\":\"/a\"}]}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		json_t *b = json_loads(bad[i], 0, NULL);
+		cr_assert_not_null(b, "%s", bad[i]);
+		cr_assert_eq(vm_config_from_json(b, &back, err, sizeof(err)), -EINVAL, "%s", bad[i]);
+		cr_assert(strstr(err, "disks"), "%s: %s", bad[i], err);
+		json_decref(b);
+	}
+}
+
 /* ------------------------------------------------------------ validate */
 
 Test(config, validate)
@@ -339,7 +394,7 @@ Test(config, json_defaults)
 
 Test(config, json_unknown_fields)
 {
-	expect_err(from_json_str("{\"payload\": {\"kernel\": \"/k\"}, \"disks\": []}"), "unknown field disks");
+	expect_err(from_json_str("{\"payload\": {\"kernel\": \"/k\"}, \"net\": []}"), "unknown field net");
 	expect_err(from_json_str("{\"payload\": {\"kernel\": \"/k\", \"firmware\": \"/f\"}}"),
 		   "unknown field payload.firmware");
 	expect_err(from_json_str("{\"payload\": {\"kernel\": \"/k\"}, \"cpus\": {\"boot_vcpus\": 1, \"topology\": {}}}"),
