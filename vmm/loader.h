@@ -35,6 +35,9 @@ struct vm_loader {
 	int (*set_identity)(struct vm *vm, const char *clone_id);
 	/* The payload's state units (appended after the VM's own). */
 	size_t (*units)(struct vm *vm, struct state_unit *u, size_t max);
+	/* Frees what load or restore_prepare made (vm->mach), after the vCPU
+	 * threads are joined. NULL: nothing beyond free(vm->mach). */
+	void (*destroy)(struct vm *vm);
 };
 
 /* The function-guest loader (vmm/fguest/loader.c). */

@@ -40,14 +40,19 @@ static void usage(FILE *f)
 		"                           vmlinux (KVM only; docs/linux-guests.md)\n"
 		"  --cmdline ARGS           function guest: its arguments argv[1..]\n"
 		"                           (shell-like quoting); Linux: the kernel\n"
-		"                           command line (console=ttyS0 for the serial port)\n"
+		"                           command line (console=ttyS0 for the serial\n"
+		"                           port, console=hvc0 for virtio-console)\n"
 		"  --initramfs PATH         Linux: an initramfs (cpio, compressed or not)\n"
+		"  --disk path=IMG[,readonly=on]\n"
+		"                           Linux: a raw disk image on virtio-blk (vda,\n"
+		"                           vdb... in order; up to 4 --disk options)\n"
 		"  --cpus boot=N            vCPUs, 1..254 (default 1); each guest thread\n"
 		"                           runs on its own vCPU\n"
 		"  --memory size=SIZE       guest RAM, e.g. 512M, 4G (default 512M;\n"
 		"                           a multiple of 2M, 16M..64G)\n"
-		"  --serial MODE            guest console (fd 2): tty (default), off,\n"
-		"                           file=PATH or socket=PATH\n"
+		"  --serial MODE            guest console (fd 2; a Linux guest's ttyS0 and\n"
+		"                           hvc0): tty (default), off, file=PATH or\n"
+		"                           socket=PATH\n"
 		"  --agent socket=PATH      agent channel (guest fd 0/1) on this Unix socket;\n"
 		"                           without it fd 1 goes to the console, fd 0 is empty\n"
 		"  --restore source_url=URL[,resume=true]\n"
@@ -183,12 +188,13 @@ static int die_usage_cfg(struct vm_config *cfg, const char *msg, const char *arg
 int main(int argc, char **argv)
 {
 	enum { O_API = 256, O_KERNEL, O_CMDLINE, O_CPUS, O_MEMORY, O_SERIAL, O_AGENT, O_LOGFILE,
-	       O_RESTORE, O_STORE, O_SECCOMP, O_PLATFORM, O_INITRAMFS };
+	       O_RESTORE, O_STORE, O_SECCOMP, O_PLATFORM, O_INITRAMFS, O_DISK };
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, O_API },
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "cmdline", required_argument, NULL, O_CMDLINE },
 		{ "initramfs", required_argument, NULL, O_INITRAMFS },
+		{ "disk", required_argument, NULL, O_DISK },
 		{ "cpus", required_argument, NULL, O_CPUS },
 		{ "memory", required_argument, NULL, O_MEMORY },
 		{ "serial", required_argument, NULL, O_SERIAL },
@@ -238,6 +244,9 @@ int main(int argc, char **argv)
 		case O_INITRAMFS:
 			free(cfg.initramfs);
 			cfg.initramfs = strdup(optarg);
+			break;
+		case O_DISK:
+			rc = vm_config_parse_disk(&cfg, optarg, err, sizeof(err));
 			break;
 		case O_CPUS:
 			rc = vm_config_parse_cpus(&cfg, optarg, err, sizeof(err));
@@ -294,17 +303,17 @@ int main(int argc, char **argv)
 		return die_usage_cfg(&cfg, "unexpected argument: ", argv[optind]);
 	struct restore_arg ra = { 0 };
 	if (restore) {
-		if (cfg.kernel || cfg.cmdline || cfg.initramfs || set_sizes)
-			return die_usage_cfg(&cfg, "--restore takes the payload, vCPUs and memory from the snapshot: "
-					 "drop --kernel, --cmdline, --initramfs, --cpus and --memory", "");
+		if (cfg.kernel || cfg.cmdline || cfg.initramfs || cfg.nr_disks || set_sizes)
+			return die_usage_cfg(&cfg, "--restore takes the payload, disks, vCPUs and memory from the "
+					 "snapshot: drop --kernel, --cmdline, --initramfs, --disk, --cpus and --memory", "");
 		if (parse_restore(restore, &ra, err, sizeof(err)) < 0)
 			return die_usage_cfg(&cfg, err, "");
 	}
 	if (!cfg.kernel && !api_path && !restore)
 		return die_usage_cfg(&cfg, "nothing to do: give --kernel PATH, --restore source_url=URL and/or "
 				 "--api-socket PATH", "");
-	if (!cfg.kernel && !restore && (cfg.cmdline || cfg.agent_socket || cfg.initramfs))
-		return die_usage_cfg(&cfg, "--cmdline, --initramfs and --agent need --kernel (or --restore)", "");
+	if (!cfg.kernel && !restore && (cfg.cmdline || cfg.agent_socket || cfg.initramfs || cfg.nr_disks))
+		return die_usage_cfg(&cfg, "--cmdline, --initramfs, --disk and --agent need --kernel (or --restore)", "");
 
 	log_set_level(verbose >= 3 ? LOG_TRACE : verbose == 2 ? LOG_DEBUG : verbose == 1 ? LOG_INFO : LOG_WARN);
 	/* API clients, channels and the store's files each take a descriptor:

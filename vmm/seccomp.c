@@ -92,6 +92,9 @@ static const struct sc_rule vcpu_rules[] = {
 	/* a guest read that blocks polls a duplicate of the channel's socket
 	 * (vcpu_poll) and closes it */
 	SC_EQ(fcntl, 1, F_DUPFD_CLOEXEC), SC_ALLOW(close),
+	/* a Linux guest's disks: virtio-blk requests are served on the vCPU
+	 * that notified (vmm/virtio/blk.c) */
+	SC_ALLOW(pread64), SC_ALLOW(pwrite64), SC_ALLOW(fdatasync),
 	/* guest munmap/madvise discard pages of guest RAM; the allocator */
 	NO_EXEC(mmap), NO_EXEC(mprotect), SC_ALLOW(munmap), SC_ALLOW(madvise), SC_ALLOW(fallocate),
 	SC_ALLOW(brk),

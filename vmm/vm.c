@@ -291,6 +291,10 @@ static int vm_probe_payload(struct vm *vm, const uint8_t *image, size_t len, cha
 	for (size_t i = 0; i < sizeof(vm_loaders) / sizeof(vm_loaders[0]); i++) {
 		if (vm_loaders[i]->probe(image, len)) {
 			vm->loader = vm_loaders[i];
+			if (!vm->loader->machine && vm->cfg.nr_disks)
+				return err_fail(err, errlen, -EINVAL,
+					    "%s: a function guest has no disks (--disk is for Linux guests)",
+					    vm->cfg.kernel);
 			return 0;
 		}
 	}
@@ -632,6 +636,8 @@ void vm_destroy(struct vm *vm)
 	chan_close(&vm->agent, vm->loop);
 	chan_close(&vm->console, vm->loop);
 	fguest_destroy(vm->fg);
+	if (vm->mach && vm->loader && vm->loader->destroy)
+		vm->loader->destroy(vm);
 	free(vm->mach);
 	vm->plat->vm_destroy(vm);
 	for (unsigned i = 0; vm->vcpus && i < vm->nr_vcpus; i++)

@@ -72,6 +72,7 @@ struct vm {
 
 	struct gmem mem;
 	struct bus pio;       /* port I/O devices, explicit order */
+	struct bus mmio;      /* MMIO devices (a Linux guest's virtio), explicit order */
 
 	unsigned nr_vcpus;
 	struct vcpu *vcpus;

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/types.h>
 
 #include "tests/lib/harness.h"
 
@@ -57,20 +58,39 @@ static void need_linux(void)
 	free(i);
 }
 
-/* Boots the test guest with mode (forkvm.test=) and cpus; returns after
- * forkvm started (its API socket exists). */
-static void boot(const char *mode, const char *cpus)
+/* Boots kern with the test initramfs, cmdline, cpus and extra forkvm
+ * options (NULL-terminated, may be NULL); returns after forkvm started
+ * (its API socket exists). */
+static void boot_with(const char *kern, const char *cmdline, const char *cpus,
+		      const char *const *more)
 {
-	char *k = kernel(), *i = initramfs(), cmdline[256], cpu_opt[32];
+	char *i = initramfs(), cpu_opt[32];
+	const char *extra[24];
+	unsigned n = 0;
 
-	snprintf(cmdline, sizeof(cmdline), "console=ttyS0 panic=-1 forkvm.test=%s", mode);
 	snprintf(cpu_opt, sizeof(cpu_opt), "boot=%s", cpus);
 	/* -v: forkvm says why a VM ended (a reset by the i8042 or a triple fault) */
-	const char *extra[] = {"-v",	  "--initramfs", i,	     "--cmdline", cmdline,
-			       "--cpus", cpu_opt,     "--memory", "size=512M", NULL};
-	cr_assert_eq(h_vm_start(&vm, k, extra), 0, "forkvm did not start: %s", h_stderr(&vm.proc));
-	free(k);
+	const char *base[] = {"-v", "--initramfs", i, "--cmdline", cmdline, "--cpus", cpu_opt,
+			      "--memory", "size=512M"};
+	for (unsigned k = 0; k < sizeof(base) / sizeof(base[0]); k++)
+		extra[n++] = base[k];
+	for (unsigned k = 0; more && more[k] && n < 23; k++)
+		extra[n++] = more[k];
+	extra[n] = NULL;
+	cr_assert_eq(h_vm_start(&vm, kern, extra), 0, "forkvm did not start: %s",
+		     h_stderr(&vm.proc));
 	free(i);
+}
+
+/* Boots the test guest with mode (forkvm.test=) and cpus, its console on
+ * ttyS0. */
+static void boot(const char *mode, const char *cpus)
+{
+	char *k = kernel(), cmdline[256];
+
+	snprintf(cmdline, sizeof(cmdline), "console=ttyS0 panic=-1 forkvm.test=%s", mode);
+	boot_with(k, cmdline, cpus, NULL);
+	free(k);
 }
 
 /* Waits until the console holds text; false on timeout or exit. */
@@ -348,4 +368,130 @@ Test(linux, process_platform_refuses_a_kernel, .timeout = 120)
 	free(err);
 	free(k);
 	free(i);
+}
+
+/* ---------------------------------------------------------------- virtio */
+
+/* A raw image of len bytes at path: head (if any) at 0, zeroes after. */
+static void make_image(const char *path, size_t len, const char *head)
+{
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f);
+	if (head)
+		fputs(head, f);
+	cr_assert_eq(ftruncate(fileno(f), (off_t)len), 0);
+	fclose(f);
+}
+
+/* The virtio devices through the ACPI tables (virtio-mmio, LNRO0005):
+ * two disks (vda writable: read its head, write and flush a line the host
+ * then finds in the image; vdb read-only), hvc0 on virtio-console, and
+ * virtio-rng as the guest's hwrng. */
+Test(linux, virtio_disks_console_and_rng_work, .fini = teardown, .timeout = 300)
+{
+	need_linux();
+	char *dir = h_tmpdir(), *vda = h_join(dir, "vda.img"), *vdb = h_join(dir, "vdb.img");
+	char da[300], db[300];
+	make_image(vda, 1 << 20, "forkvm-disk-head");
+	make_image(vdb, 64 << 10, NULL);
+	snprintf(da, sizeof(da), "path=%s", vda);
+	snprintf(db, sizeof(db), "path=%s,readonly=on", vdb);
+	const char *more[] = {"--disk", da, "--disk", db, NULL};
+	char *k = kernel();
+	boot_with(k, "console=ttyS0 panic=-1 forkvm.test=disk,hvc,rng forkvm.seq=7", "1", more);
+	free(k);
+	int st = h_wait(&vm.proc, BOOT_MS);
+	char *c = h_read_file(vm.console);
+	cr_assert_eq(st, 0, "forkvm exited %d (stderr: %s); console:\n%s", st, h_stderr(&vm.proc),
+		     c ? c : "");
+	static const char *const want[] = {
+		"forkvm-linux: disk vda 2048 rw",
+		"forkvm-linux: disk vdb 128 ro",
+		"forkvm-linux: disk vda head 666f726b766d2d6469736b2d68656164",
+		"forkvm-linux: disk vda wrote OK",
+		"forkvm-linux: hvc0 says hello",
+		"forkvm-linux: rng virtio_rng",
+	};
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		cr_assert(c && strstr(c, want[i]), "no \"%s\" on the console:\n%s", want[i], c);
+	/* the guest's write, flushed, is in the image */
+	char *img = NULL;
+	size_t len = 0;
+	FILE *f = fopen(vda, "r");
+	cr_assert_not_null(f);
+	img = calloc(1, 8192);
+	len = fread(img, 1, 8192, f);
+	fclose(f);
+	cr_assert_eq(len, 8192);
+	cr_assert(memmem(img + 4096, 4096, "forkvm-linux-wrote7", 19), "the write is not in %s", vda);
+	free(img);
+	free(c);
+	free(vda);
+	free(vdb);
+	h_rmtree(dir);
+	free(dir);
+}
+
+/* The second "urandom HEX" line of the console file at path (the first
+ * may have been read before the snapshot); NULL if none. */
+static char *second_urandom(const char *path)
+{
+	char *c = h_read_file(path), *out = NULL;
+	char *p = c ? strstr(c, "forkvm-linux: urandom ") : NULL;
+	if (p)
+		p = strstr(p + 1, "forkvm-linux: urandom ");
+	if (p)
+		out = strndup(p + 22, 32);
+	free(c);
+	return out;
+}
+
+/* Cloud Hypervisor's walkthrough verbatim: root=/dev/vda1 console=hvc0 rw
+ * from a disk image (scripts/linux-guest.sh's rootfs.raw); pause,
+ * snapshot, and two restores of that one snapshot: each gets a new VM
+ * generation ID (Linux's vmgenid driver bound, through the GED's notify),
+ * so their random streams differ although their memory was the same. */
+Test(linux, restores_of_one_snapshot_get_their_own_random_streams, .fini = teardown,
+     .timeout = 600)
+{
+	need_linux();
+	char *rootfs = h_join(h_build_dir(), "linux/rootfs.raw"), *dir = h_tmpdir();
+	char *disk = h_join(dir, "rootfs.raw"), da[300];
+	cr_assert(access(rootfs, R_OK) == 0, "%s is missing: make linux-guest", rootfs);
+	const char *cp[] = {"/bin/cp", "--sparse=always", rootfs, disk, NULL};
+	cr_assert_eq(h_run(dir, cp, 60000, NULL, NULL), 0, "cp %s %s", rootfs, disk);
+	snprintf(da, sizeof(da), "path=%s", disk);
+	const char *more[] = {"--disk", da, NULL};
+	char *k = kernel();
+	boot_with(k, "root=/dev/vda1 console=hvc0 rw panic=-1 forkvm.test=vmgenid", "2", more);
+	free(k);
+	bool up = console_wait("forkvm-linux: urandom ", BOOT_MS);
+	char *c = h_read_file(vm.console);
+	cr_assert(up, "no urandom line; forkvm: %s\nconsole:\n%s", h_stderr(&vm.proc), c);
+	cr_assert(strstr(c, "rootfs up"), "not on the root disk:\n%s", c);
+	cr_assert(strstr(c, "forkvm-linux: vmgenid bound"), "vmgenid did not bind:\n%s", c);
+	free(c);
+	char *snap = pause_and_snapshot(&vm, dir, "snap");
+	h_vm_stop(&vm);
+	char *streams[2];
+	for (int r = 0; r < 2; r++) {
+		restore_start(&vm, snap);
+		cr_assert_eq(h_api(&vm, "PUT", "/api/v1/vm.resume", NULL, NULL), 204);
+		for (int t = 0; t < 60000 && !(streams[r] = second_urandom(vm.console)); t += 200)
+			h_sleep_ms(200);
+		c = h_read_file(vm.console);
+		cr_assert_not_null(streams[r], "restore %d printed no random line: %s\nconsole:\n%s",
+				   r, h_stderr(&vm.proc), c);
+		cr_assert(!strstr(c, "Linux version"), "restore %d booted again:\n%s", r, c);
+		free(c);
+		h_vm_stop(&vm);
+	}
+	cr_assert_str_neq(streams[0], streams[1], "two restores drew the same random bytes");
+	free(streams[0]);
+	free(streams[1]);
+	free(snap);
+	free(disk);
+	free(rootfs);
+	h_rmtree(dir);
+	free(dir);
 }

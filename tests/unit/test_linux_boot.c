@@ -143,6 +143,9 @@ Test(linux_boot, the_zero_page_holds_the_header_cmdline_initramfs_and_e820, .fin
 	cr_assert_eq(rd64(e + 40), LX_EBDA_END);
 	cr_assert_eq(rd64(e + 48), 64 * MiB_ - LX_EBDA_END);
 	cr_assert_eq(rd32(e + 56), LX_E820_RAM);
+	/* the reset vector (no BIOS): mov al, 0xfe; out 0x64, al (the i8042's reset) */
+	const uint8_t *rv = gmem_ptr(&m, LX_RESET_VECTOR, 16);
+	cr_assert_eq(memcmp(rv, "\xb0\xfe\xe6\x64", 4), 0);
 	gmem_fini(&m);
 }
 

@@ -466,9 +466,14 @@ void kvm_exit_decode(struct vcpu *v, int vcpu_fd, struct kvm_run *run, int run_s
 	}
 	case KVM_EXIT_MMIO:
 		if (vm->p && ((const struct kvm_vm *)vm->p)->machine) {
-			/* No MMIO devices yet: empty space, as on a PC. */
-			if (!run->mmio.is_write)
-				memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
+			unsigned len = run->mmio.len <= sizeof(run->mmio.data) ? run->mmio.len :
+										 sizeof(run->mmio.data);
+			const struct bus_range *r = bus_find(&vm->mmio, run->mmio.phys_addr, len);
+			if (r && len)
+				(void)r->io(r->dev, v, run->mmio.phys_addr - r->base, run->mmio.data, len,
+					    run->mmio.is_write);
+			else if (!run->mmio.is_write)
+				memset(run->mmio.data, 0xff, sizeof(run->mmio.data)); /* empty space, as on a PC */
 			e->kind = VEXIT_KICK;
 			*handled = true;
 			return;

@@ -318,6 +318,14 @@ int lx_setup(struct gmem *m, const uint8_t *image, const struct lx_image *li, co
 	wr32(zp + LX_RAMDISK_IMAGE, (uint32_t)initrd_gpa);
 	wr32(zp + LX_RAMDISK_SIZE, (uint32_t)initrd_len);
 	zp[LX_E820_ENTRIES] = (uint8_t)e820_fill(m, zp);
+	/* There is no BIOS. A hardware-reduced ACPI kernel reboots through
+	 * EFI, and without EFI through the BIOS: it jumps to the reset vector
+	 * in real mode (machine_real_restart). There it finds a reset
+	 * through the i8042, which ends the VM as `reboot=k` would:
+	 * mov al, 0xfe; out 0x64, al; hlt; jmp $-1. */
+	static const uint8_t reset_stub[] = { 0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd };
+	if ((rc = gmem_write(m, LX_RESET_VECTOR, reset_stub, sizeof(reset_stub))) < 0)
+		return err_fail(err, errlen, rc, "cannot write the reset vector: %s", strerror(-rc));
 	if ((rc = lx_write_mptable(m, nr_vcpus)) < 0)
 		return err_fail(err, errlen, rc, "cannot write the MP table for %u vCPUs: %s", nr_vcpus,
 			    strerror(-rc));

@@ -20,6 +20,8 @@
  *   0x009000  identity page tables (written by the platform)
  *   0x020000  kernel command line
  *   0x09fc00  MP floating pointer and configuration table (reserved in e820)
+ *   0x0e0000  ACPI tables (acpi.h), the VM generation ID at 0x0ef000
+ *   0x0ffff0  the reset vector: a stub that resets through the i8042
  *   0x100000  the protected-mode kernel
  * The initramfs sits page-aligned at the top of RAM below 4 GiB and below
  * the kernel's initrd_addr_max. Pure functions on guest memory: unit tests
@@ -34,6 +36,7 @@
 #include <jansson.h>
 
 #include "vmm/gmem.h"
+#include "vmm/virtio/virtio.h"
 
 struct vm;
 
@@ -41,11 +44,13 @@ struct vm;
 #define LX_CMDLINE 0x20000ULL
 #define LX_CMDLINE_MAX 0x10000ULL /* our buffer; the kernel's cmdline_size may be less */
 #define LX_MPTABLE 0x9fc00ULL
+#define LX_RESET_VECTOR 0xffff0ULL /* where a real-mode "BIOS reboot" jumps */
 #define LX_EBDA_END 0x100000ULL
 #define LX_KERNEL 0x100000ULL
 
 /* The boot protocol's fields we read or write: offsets in the zero page
  * (the setup header sits at 0x1f1 in both the image and the zero page). */
+#define LX_ACPI_RSDP_ADDR 0x070 /* u64 (protocol 2.14) */
 #define LX_E820_ENTRIES 0x1e8 /* u8 */
 #define LX_SETUP_SECTS 0x1f1  /* u8 */
 #define LX_BOOT_FLAG 0x1fe    /* u16 0xaa55 */
@@ -201,11 +206,20 @@ int i8042_save(struct vm *vm, void *arg, json_t **out, char *err, size_t errlen)
 int i8042_restore(struct vm *vm, void *arg, const json_t *st, uint32_t version, char *err,
 		  size_t errlen);
 
+/* The VM generation ID's interrupt: the Generic Event Device's GSI, the
+ * IOAPIC's last pin (virtio devices take 16 + i). */
+#define LX_GED_GSI 23U
+
 /* A Linux guest's machine (vm->mach): its devices, registered in this
- * order by the loader. */
+ * order by the loader (their state units follow it): the serial port,
+ * the i8042, then the virtio devices on MMIO: the disks (vda...), the
+ * console (hvc0), the rng; and the VM generation ID (16 bytes of guest
+ * memory at LX_VMGENID, renewed on every restore). */
 struct machine {
 	struct uart com1;
 	struct i8042 kbd;
+	unsigned nr_virtio;
+	struct virtio_dev virtio[VIRTIO_MAX_DEVS];
 };
 
 #endif

@@ -7,11 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/util.h"
 #include "common/log.h"
+#include "vmm/linux/acpi.h"
 #include "vmm/linux/linux.h"
 #include "vmm/loader.h"
 #include "vmm/state.h"
@@ -59,11 +61,43 @@ out:
 	return rc;
 }
 
+/* The virtio devices: the disks of the configuration (vda, vdb...), the
+ * console, the rng; device i at VIRTIO_MMIO_BASE + i * 4 KiB on GSI
+ * VIRTIO_GSI_BASE + i. */
+static int lx_virtio(struct vm *vm, char *err, size_t errlen)
+{
+	struct machine *mc = vm->mach;
+	int rc;
+
+	for (unsigned i = 0; i < vm->cfg.nr_disks; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "vd%c", 'a' + i);
+		unsigned n = mc->nr_virtio;
+		if ((rc = virtio_blk_create(vm, &mc->virtio[n], name, vm->cfg.disks[i].path,
+					    vm->cfg.disks[i].readonly, VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_SIZE,
+					    VIRTIO_GSI_BASE + n, err, errlen)) < 0)
+			return rc;
+		mc->nr_virtio++;
+	}
+	unsigned n = mc->nr_virtio;
+	if ((rc = virtio_console_create(vm, &mc->virtio[n], VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_SIZE,
+					VIRTIO_GSI_BASE + n)) < 0)
+		return err_fail(err, errlen, rc, "cannot register virtio-console: %s", strerror(-rc));
+	n = ++mc->nr_virtio;
+	if ((rc = virtio_rng_create(vm, &mc->virtio[n], VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_SIZE,
+				    VIRTIO_GSI_BASE + n)) < 0)
+		return err_fail(err, errlen, rc, "cannot register virtio-rng: %s", strerror(-rc));
+	mc->nr_virtio++;
+	return 0;
+}
+
 /* The machine's devices, in this order (their state units follow it). */
 static int lx_devices(struct vm *vm, char *err, size_t errlen)
 {
 	int rc;
 
+	if (vm->cfg.nr_disks + 2 > VIRTIO_MAX_DEVS)
+		return err_fail(err, errlen, -EINVAL, "at most %u disks", VIRTIO_MAX_DEVS - 2);
 	vm->mach = calloc(1, sizeof(*vm->mach));
 	if (!vm->mach)
 		return err_fail(err, errlen, -ENOMEM, "out of memory");
@@ -71,6 +105,45 @@ static int lx_devices(struct vm *vm, char *err, size_t errlen)
 	    (rc = i8042_register(vm, &vm->mach->kbd)) < 0)
 		return err_fail(err, errlen, rc, "cannot register the legacy devices: %s",
 			    strerror(-rc));
+	return lx_virtio(vm, err, errlen);
+}
+
+/* The ACPI tables describing the machine's devices, and the zero page's
+ * pointer to them. */
+static int lx_tables(struct vm *vm, char *err, size_t errlen)
+{
+	const struct machine *mc = vm->mach;
+	struct lx_acpi a = { .nr_vcpus = vm->nr_vcpus, .nr_mmio = mc->nr_virtio,
+			     .vmgenid = LX_VMGENID, .ged_gsi = LX_GED_GSI };
+	uint64_t rsdp;
+	int rc;
+
+	for (unsigned i = 0; i < mc->nr_virtio; i++)
+		a.mmio[i] = (struct lx_acpi_mmio){ mc->virtio[i].base, (uint32_t)VIRTIO_MMIO_SIZE,
+						   mc->virtio[i].gsi };
+	if ((rc = lx_acpi_write(&vm->mem, &a, &rsdp, err, errlen)) < 0)
+		return rc;
+	if ((rc = gmem_write(&vm->mem, LX_ZERO_PAGE + LX_ACPI_RSDP_ADDR, &rsdp, sizeof(rsdp))) < 0)
+		return err_fail(err, errlen, rc, "cannot write the zero page: %s", strerror(-rc));
+	return 0;
+}
+
+/* A new VM generation ID: 16 random bytes at LX_VMGENID, then the GED's
+ * interrupt, whose _EVT notifies the guest's vmgenid driver (it reseeds
+ * the kernel's RNG: add_vmfork_randomness). */
+static int lx_vmgenid_renew(struct vm *vm, char *err, size_t errlen)
+{
+	uint8_t id[16];
+	int rc;
+
+	if (getrandom(id, sizeof(id), 0) != (ssize_t)sizeof(id))
+		return err_fail(err, errlen, -EIO, "getrandom: %s", strerror(errno));
+	if ((rc = gmem_write(&vm->mem, LX_VMGENID, id, sizeof(id))) < 0)
+		return err_fail(err, errlen, rc, "cannot write the VM generation ID: %s", strerror(-rc));
+	if (vm->plat->irq_line) {
+		(void)vm->plat->irq_line(vm, LX_GED_GSI, 1);
+		(void)vm->plat->irq_line(vm, LX_GED_GSI, 0);
+	}
 	return 0;
 }
 
@@ -91,19 +164,19 @@ static int lx_load(struct vm *vm, const uint8_t *image, size_t len, char *err, s
 						      &initrd_len, err, errlen)) < 0)
 		return rc;
 	if ((rc = lx_setup(&vm->mem, image, &li, vm->cfg.cmdline, initrd, initrd_len, vm->nr_vcpus,
-			   err, errlen)) < 0)
-		return rc;
-	if ((rc = lx_devices(vm, err, errlen)) < 0)
+			   err, errlen)) < 0 ||
+	    (rc = lx_devices(vm, err, errlen)) < 0 || (rc = lx_tables(vm, err, errlen)) < 0 ||
+	    (rc = lx_vmgenid_renew(vm, err, errlen)) < 0)
 		return rc;
 	struct machine_entry me = {.entry = li.entry, .boot_params = LX_ZERO_PAGE};
 	if ((rc = vm->plat->machine_boot(vm, &me, err, errlen)) < 0)
 		return rc;
 	log_info("Linux kernel (%s, boot protocol %u.%02u, %zu KiB) entered at 0x%llx, initramfs "
-		 "%llu KiB at 0x%llx, %u vCPU(s)",
+		 "%llu KiB at 0x%llx, %u vCPU(s), %u disk(s)",
 		 li.elf ? "vmlinux" : "bzImage", li.version >> 8, li.version & 0xff,
 		 li.kernel_len >> 10, (unsigned long long)li.entry,
 		 (unsigned long long)(initrd_len >> 10),
-		 (unsigned long long)initrd, vm->nr_vcpus);
+		 (unsigned long long)initrd, vm->nr_vcpus, vm->cfg.nr_disks);
 	return 0;
 }
 
@@ -119,13 +192,34 @@ static int lx_restore_prepare(struct vm *vm, char *err, size_t errlen)
 	return lx_devices(vm, err, errlen);
 }
 
+/* After every unit: the guest gets a new generation ID (each restore is
+ * a new VM as far as its randomness goes). */
+static int lx_restore_finish(struct vm *vm, char *err, size_t errlen)
+{
+	return lx_vmgenid_renew(vm, err, errlen);
+}
+
 static size_t lx_units(struct vm *vm, struct state_unit *u, size_t max)
 {
-	if (!vm->mach || max < 2)
+	const struct machine *mc = vm->mach;
+	size_t n = 0;
+
+	if (!mc || max < 2 + mc->nr_virtio)
 		return 0;
-	u[0] = (struct state_unit){ "serial", 1, uart_save, uart_restore, &vm->mach->com1 };
-	u[1] = (struct state_unit){ "i8042", 1, i8042_save, i8042_restore, &vm->mach->kbd };
-	return 2;
+	u[n++] = (struct state_unit){ "serial", 1, uart_save, uart_restore, &vm->mach->com1 };
+	u[n++] = (struct state_unit){ "i8042", 1, i8042_save, i8042_restore, &vm->mach->kbd };
+	for (unsigned i = 0; i < mc->nr_virtio; i++) {
+		u[n] = (struct state_unit){ "", 1, virtio_save, virtio_restore, &vm->mach->virtio[i] };
+		snprintf(u[n].name, sizeof(u[n].name), "%s", mc->virtio[i].unit);
+		n++;
+	}
+	return n;
+}
+
+static void lx_destroy(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->mach->nr_virtio; i++)
+		virtio_dev_destroy(&vm->mach->virtio[i]);
 }
 
 const struct vm_loader linux_loader = {
@@ -134,5 +228,7 @@ const struct vm_loader linux_loader = {
     .probe = lx_probe,
     .load = lx_load,
     .restore_prepare = lx_restore_prepare,
+    .restore_finish = lx_restore_finish,
     .units = lx_units,
+    .destroy = lx_destroy,
 };
