@@ -138,9 +138,10 @@ PAYLOADS := $(PAYLOAD_SRC:guest/payloads/%.c=$(GUEST_O)/payloads/%)
 .PHONY: guest linux-guest
 guest: $(AGENT) $(PAYLOADS)
 
-# The Linux test guest (docs/linux-guests.md): Debian's kernel and a
-# busybox initramfs, made from Debian packages by scripts/linux-guest.sh
-# (cached; the tests of Linux guests need it, nothing else does).
+# The Linux test guest (docs/linux-guests.md): Debian's kernel, a busybox
+# initramfs with its virtio and ext4 modules, and a root disk image, made
+# from Debian packages by scripts/linux-guest.sh (cached; the tests of
+# Linux guests need it, nothing else does).
 LINUX_O := $(O)/linux
 linux-guest:
 	$(Q)sh scripts/linux-guest.sh $(LINUX_O)
