@@ -269,16 +269,24 @@ Test(linux, a_snapshot_restores_and_the_guest_counts_on, .fini = teardown, .time
 	free(dir);
 }
 
-/* forkvm --kernel FILE (with the test initramfs); status and stderr. */
-static int run_kernel(const char *file, const char *initrd, char **err)
+static void make_image(const char *path, size_t len, const char *head);
+
+/* forkvm --kernel FILE (with the test initramfs, and disk: a --disk
+ * value, or NULL); status and stderr. */
+static int run_kernel_disk(const char *file, const char *initrd, const char *disk, char **err)
 {
 	char *bin = h_bin("forkvm"), *dir = h_tmpdir();
 	const char *argv[] = {bin,    "--kernel", file,	 "--initramfs",
-			      initrd, "--serial", "off", NULL};
+			      initrd, "--serial", "off", disk ? "--disk" : NULL, disk, NULL};
 	int st = h_run(dir, argv, 60000, NULL, err);
 	free(bin);
 	h_rmtree(dir);
 	return st;
+}
+
+static int run_kernel(const char *file, const char *initrd, char **err)
+{
+	return run_kernel_disk(file, initrd, NULL, err);
 }
 
 /* A file with a bzImage's boot sector flag and header, and version. */
@@ -328,6 +336,23 @@ Test(linux, bad_kernels_and_initramfs_get_a_clear_error, .timeout = 120)
 		cr_assert_eq(run_kernel(k, missing, &err), 1, "%s", err);
 		cr_assert(strstr(err, "initramfs") && strstr(err, "No such file"), "%s", err);
 		free(err);
+		/* disks: missing, too small, a directory */
+		char opt[600];
+		snprintf(opt, sizeof(opt), "path=%s", missing);
+		cr_assert_eq(run_kernel_disk(k, initrd, opt, &err), 1, "%s", err);
+		cr_assert(strstr(err, "disk") && strstr(err, "No such file"), "%s", err);
+		free(err);
+		char *tiny = h_join(dir, "tiny.img");
+		make_image(tiny, 100, NULL);
+		snprintf(opt, sizeof(opt), "path=%s", tiny);
+		cr_assert_eq(run_kernel_disk(k, initrd, opt, &err), 1, "%s", err);
+		cr_assert(strstr(err, "too small"), "%s", err);
+		free(err);
+		snprintf(opt, sizeof(opt), "path=%s,readonly=on", dir);
+		cr_assert_eq(run_kernel_disk(k, initrd, opt, &err), 1, "%s", err);
+		cr_assert(strstr(err, "not a regular file"), "%s", err);
+		free(err);
+		free(tiny);
 	}
 	free(k);
 	/* a vmlinux cut short: its segments lie past the end of the file */
@@ -423,7 +448,7 @@ Test(linux, virtio_disks_console_and_rng_work, .fini = teardown, .timeout = 300)
 	len = fread(img, 1, 8192, f);
 	fclose(f);
 	cr_assert_eq(len, 8192);
-	cr_assert(memmem(img + 4096, 4096, "forkvm-linux-wrote7", 19), "the write is not in %s", vda);
+	cr_assert(memmem(img + 4096, 4096, "forkvm-linux-wrote 7", 20), "the write is not in %s", vda);
 	free(img);
 	free(c);
 	free(vda);
