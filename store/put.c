@@ -445,6 +445,13 @@ int store_put_dir(struct store *st, const char *dir, const char *tag, struct sto
 
 	if (rc < 0)
 		return rc;
+	if (sd.nr_disks) {
+		snapdir_close(&sd);
+		return err_fail(err, errlen, -ENOTSUP,
+			    "%s holds disk images (a Linux guest's); the store does not keep disks yet: "
+			    "restore it from the directory",
+			    dir);
+	}
 	void *mem = mmap(NULL, sd.memory_size, PROT_READ, MAP_SHARED, sd.mem_fd, 0);
 	if (mem == MAP_FAILED) {
 		rc = err_fail(err, errlen, -errno, "cannot map %s/memory-ranges: %s", dir, strerror(errno));

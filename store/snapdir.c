@@ -189,6 +189,8 @@ int snapdir_write(const char *dir, const json_t *config, const json_t *units,
 		goto mem_fail;
 	json_object_set_new(files, "memory-ranges", mentry);
 	mentry = NULL;
+	if (meta->extra_files && (rc = meta->extra_files(meta->extra_arg, dfd, files, err, errlen)) < 0)
+		goto out;
 
 	manifest = manifest_of(files, meta, config);
 	files = NULL; /* owned by manifest (or freed with it) */
@@ -322,6 +324,41 @@ out:
 	return rc;
 }
 
+/* The disk images a snapshot holds ("disk-vda"...: entries of kind
+ * "disk"): each a regular file of its size. Other entries than the three
+ * known files and disks are refused. */
+static int check_disks(const char *dir, const json_t *files, unsigned *nr, char *err,
+		       size_t errlen)
+{
+	const char *name;
+	json_t *e;
+
+	*nr = 0;
+	json_object_foreach((json_t *)(uintptr_t)files, name, e) {
+		if (!strcmp(name, "config.json") || !strcmp(name, "state.json") ||
+		    !strcmp(name, "memory-ranges"))
+			continue;
+		const char *kind = json_string_value(json_object_get(e, "kind"));
+		const json_t *size = json_object_get(e, "size");
+		if (!kind || strcmp(kind, "disk") || strncmp(name, "disk-vd", 7) || strlen(name) != 8 ||
+		    name[7] < 'a' || name[7] > 'z' || !json_is_integer(size) || json_integer_value(size) < 0)
+			return err_fail(err, errlen, -EINVAL, "%s/snapshot.json: unknown file entry %.40s",
+				    dir, name);
+		char path[PATH_MAX];
+		struct stat st;
+		snprintf(path, sizeof(path), "%s/%s", dir, name);
+		if (stat(path, &st) < 0)
+			return err_fail(err, errlen, -errno, "%s: %s (the snapshot's disk)", path,
+				    strerror(errno));
+		if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != (uint64_t)json_integer_value(size))
+			return err_fail(err, errlen, -EBADMSG,
+				    "%s: %lld bytes; the snapshot wrote %lld (truncated or replaced?)",
+				    path, (long long)st.st_size, (long long)json_integer_value(size));
+		(*nr)++;
+	}
+	return 0;
+}
+
 int snapdir_open(const char *dir, struct snapdir *s, char *err, size_t errlen)
 {
 	char path[PATH_MAX], *text = NULL;
@@ -444,6 +481,9 @@ int snapdir_open(const char *dir, struct snapdir *s, char *err, size_t errlen)
 	}
 	rc = verify_memory(dir, s->mem_fd, json_object_get(files, "memory-ranges"), s->memory_size,
 			   err, errlen);
+	if (rc < 0)
+		goto fail;
+	rc = check_disks(dir, files, &s->nr_disks, err, errlen);
 	if (rc < 0)
 		goto fail;
 	return 0;

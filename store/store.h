@@ -61,6 +61,12 @@ struct snap_meta {
 	unsigned vcpus;
 	uint64_t memory_size;
 	uint64_t created_realtime_ns; /* 0: now */
+	/* Files beyond config, state and memory (a Linux guest's disks:
+	 * "disk-vda"...), written by fn into the new directory dfd before its
+	 * manifest, their entries added to files ({"kind": "disk", "size"...}).
+	 * NULL: none. Returns 0 or -errno with err set. */
+	int (*extra_files)(void *arg, int dfd, json_t *files, char *err, size_t errlen);
+	void *extra_arg;
 };
 
 /* Writes the directory dir atomically: it must not exist or be an empty
@@ -88,6 +94,7 @@ struct snapdir {
 	unsigned vcpus;
 	uint64_t memory_size;
 	int mem_fd;           /* memory-ranges, read-only, size and checksum verified */
+	unsigned nr_disks;    /* "disk-*" files (present, of their size) */
 };
 
 /* Opens and verifies dir: format and versions, every checksum but

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 struct vm;
 struct state_unit;
 
@@ -35,6 +37,10 @@ struct vm_loader {
 	int (*set_identity)(struct vm *vm, const char *clone_id);
 	/* The payload's state units (appended after the VM's own). */
 	size_t (*units)(struct vm *vm, struct state_unit *u, size_t max);
+	/* Snapshot to a directory: writes the payload's files beside memory
+	 * and state into dfd (a Linux guest's disks) and adds their manifest
+	 * entries to files. NULL: none. Returns 0 or -errno with err set. */
+	int (*save_files)(struct vm *vm, int dfd, json_t *files, char *err, size_t errlen);
 	/* Frees what load or restore_prepare made (vm->mach), after the vCPU
 	 * threads are joined. NULL: nothing beyond free(vm->mach). */
 	void (*destroy)(struct vm *vm);

@@ -36,7 +36,7 @@ static const struct sc_rule vmm_rules[] = {
 	SC_ALLOW(writev), SC_ALLOW(preadv), SC_ALLOW(pwritev), SC_ALLOW(close), SC_ALLOW(openat),
 	SC_ALLOW(newfstatat), SC_ALLOW(fstat), SC_ALLOW(statx), SC_ALLOW(lseek), SC_ALLOW(fcntl),
 	SC_ALLOW(flock), SC_ALLOW(fsync), SC_ALLOW(fdatasync), SC_ALLOW(syncfs), SC_ALLOW(ftruncate),
-	SC_ALLOW(fallocate), SC_ALLOW(getdents64), SC_ALLOW(mkdirat), SC_ALLOW(mkdir),
+	SC_ALLOW(fallocate), SC_ALLOW(copy_file_range), SC_ALLOW(getdents64), SC_ALLOW(mkdirat), SC_ALLOW(mkdir),
 	SC_ALLOW(renameat), SC_ALLOW(renameat2), SC_ALLOW(rename), SC_ALLOW(unlinkat), SC_ALLOW(unlink),
 	SC_ALLOW(rmdir), SC_ALLOW(chmod), SC_ALLOW(fchmod), SC_ALLOW(fchmodat), SC_ALLOW(utimensat),
 	SC_ALLOW(access), SC_ALLOW(faccessat), SC_ALLOW(faccessat2), SC_ALLOW(readlink),

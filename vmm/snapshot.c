@@ -150,6 +150,8 @@ int snapshot_open(const char *dir, struct snapshot *s, char *err, size_t errlen)
 	snprintf(s->platform, sizeof(s->platform), "%s", sd.platform);
 	s->memory_size = sd.memory_size;
 	s->mem_fd = sd.mem_fd;
+	snprintf(s->dir, sizeof(s->dir), "%s", dir);
+	s->has_disks = sd.nr_disks > 0;
 	sd.mem_fd = -1;
 	snapdir_close(&sd);
 	return 0;
@@ -313,6 +315,13 @@ static int vm_save_units(struct vm *vm, json_t **out, char *err, size_t errlen)
 	return rc;
 }
 
+/* The payload's files beside the snapshot (a Linux guest's disks). */
+static int save_files(void *arg, int dfd, json_t *files, char *err, size_t errlen)
+{
+	struct vm *vm = arg;
+	return vm->loader->save_files(vm, dfd, files, err, errlen);
+}
+
 int vm_snapshot(struct vm *vm, const char *dir, char *err, size_t errlen)
 {
 	json_t *saved = NULL;
@@ -324,6 +333,7 @@ int vm_snapshot(struct vm *vm, const char *dir, char *err, size_t errlen)
 	struct snap_meta meta = {
 		.loader = vm->loader->name, .platform = vm->plat->name, .vcpus = vm->nr_vcpus,
 		.memory_size = vm->mem.size,
+		.extra_files = vm->loader->save_files ? save_files : NULL, .extra_arg = vm,
 	};
 	uint64_t t1 = time_mono_ns();
 	rc = snapshot_write_dir(dir, &vm->cfg, saved, &vm->mem, &meta, err, errlen);
@@ -367,8 +377,13 @@ int vm_snapshot_store(struct vm *vm, const char *store_root, const char *tag, ch
 	struct changed_arg ca = { .pages = NULL };
 	uint64_t *changed = NULL;
 	json_t *saved = NULL, *config = NULL;
-	int rc = vm_save_units(vm, &saved, err, errlen);
+	int rc;
 
+	if (vm->cfg.nr_disks)
+		return err_fail(err, errlen, -ENOTSUP,
+			    "this VM has disks, and the store does not keep disks yet: snapshot it to "
+			    "a directory (file:///DIR), which holds them");
+	rc = vm_save_units(vm, &saved, err, errlen);
 	if (rc < 0)
 		return rc;
 	rc = store_open(store_root, true, 0, &st, err, errlen);

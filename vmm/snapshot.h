@@ -22,6 +22,10 @@ struct snapshot {
 	char platform[16];     /* what ran the guest when it was taken */
 	int mem_fd;            /* memory to map copy-on-write, read-only */
 	uint64_t memory_size;
+	/* A directory snapshot: where it is, and whether it holds the disks
+	 * ("disk-vda"...: a restore maps them copy-on-write). */
+	char dir[4096];
+	bool has_disks;
 	/* From the store: the snapshot's id and chunk map (incremental
 	 * snapshots of the restored VM reuse it). */
 	bool from_store;

@@ -378,7 +378,9 @@ static int vm_build_in(struct vm *vm, struct snapshot *snap, const uint8_t **ima
 	rc = vm_channels(vm, snap != NULL, err, errlen);
 	if (rc < 0)
 		return rc;
+	vm->restoring = snap;
 	rc = snap ? vm_apply_snapshot(vm, snap, err, errlen) : vm_load_payload(vm, *image, *image_len, err, errlen);
+	vm->restoring = NULL;
 	t3 = time_mono_ns();
 	vm->timings.state_ns = t3 - t2;
 	log_debug("VM built on %s in %.2f ms: RAM %.2f, VM and vCPUs %.2f, channels and %s %.2f",

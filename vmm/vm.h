@@ -88,6 +88,7 @@ struct vm {
 	struct vm_timings timings; /* where a build or restore spent its time */
 	uint64_t first_run_at;     /* monotonic ns of the first KVM_RUN since the last resume (atomic) */
 	const struct vm_loader *loader; /* the payload's loader */
+	const struct snapshot *restoring; /* while a restore builds the VM: its snapshot */
 	/* Restored from a store snapshot: where from (incremental snapshots). */
 	char origin_store[4096];
 	struct store_id origin_id;

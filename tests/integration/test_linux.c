@@ -471,12 +471,46 @@ static char *second_urandom(const char *path)
 	return out;
 }
 
+/* The nth (0-based) "disk saw LINE" of the console file at path: LINE
+ * (malloc'd), or NULL. */
+static char *disk_saw(const char *path, int nth)
+{
+	char *c = h_read_file(path), *out = NULL, *p = c;
+	for (int i = 0; p && (p = strstr(p, "forkvm-linux: disk saw ")); i++, p++) {
+		if (i == nth) {
+			size_t n = strcspn(p + 23, "\r\n");
+			out = strndup(p + 23, n);
+			break;
+		}
+	}
+	free(c);
+	return out;
+}
+
+/* XXH-free content check: the file's bytes (malloc'd). */
+static char *file_bytes(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	cr_assert_not_null(f, "%s", path);
+	fseek(f, 0, SEEK_END);
+	*len = (size_t)ftell(f);
+	rewind(f);
+	char *b = malloc(*len + 1);
+	cr_assert_eq(fread(b, 1, *len, f), *len);
+	fclose(f);
+	return b;
+}
+
 /* Cloud Hypervisor's walkthrough verbatim: root=/dev/vda1 console=hvc0 rw
- * from a disk image (scripts/linux-guest.sh's rootfs.raw); pause,
- * snapshot, and two restores of that one snapshot: each gets a new VM
- * generation ID (Linux's vmgenid driver bound, through the GED's notify),
- * so their random streams differ although their memory was the same. */
-Test(linux, restores_of_one_snapshot_get_their_own_random_streams, .fini = teardown,
+ * from a disk image (scripts/linux-guest.sh's rootfs.raw); pause, snapshot
+ * (the directory holds the disk), and two restores of that one snapshot:
+ * - each gets a new VM generation ID (Linux's vmgenid driver bound,
+ *   through the GED's notify), so their random streams differ although
+ *   their memory was the same;
+ * - each has the disk as it was at the snapshot, copy-on-write: restore B
+ *   first reads what restore A first read, not what A wrote after; neither
+ *   the snapshot's copy nor the template's image changes. */
+Test(linux, restores_of_one_snapshot_get_their_own_random_streams_and_disks, .fini = teardown,
      .timeout = 600)
 {
 	need_linux();
@@ -488,32 +522,58 @@ Test(linux, restores_of_one_snapshot_get_their_own_random_streams, .fini = teard
 	snprintf(da, sizeof(da), "path=%s", disk);
 	const char *more[] = {"--disk", da, NULL};
 	char *k = kernel();
-	boot_with(k, "root=/dev/vda1 console=hvc0 rw panic=-1 forkvm.test=vmgenid", "2", more);
+	boot_with(k, "root=/dev/vda1 console=hvc0 rw panic=-1 forkvm.test=vmgenid forkvm.diskloop=1",
+		  "2", more);
 	free(k);
-	bool up = console_wait("forkvm-linux: urandom ", BOOT_MS);
+	bool up = console_wait("forkvm-linux: disk saw token-", BOOT_MS);
 	char *c = h_read_file(vm.console);
-	cr_assert(up, "no urandom line; forkvm: %s\nconsole:\n%s", h_stderr(&vm.proc), c);
+	cr_assert(up, "no disk token; forkvm: %s\nconsole:\n%s", h_stderr(&vm.proc), c);
 	cr_assert(strstr(c, "rootfs up"), "not on the root disk:\n%s", c);
 	cr_assert(strstr(c, "forkvm-linux: vmgenid bound"), "vmgenid did not bind:\n%s", c);
 	free(c);
 	char *snap = pause_and_snapshot(&vm, dir, "snap");
 	h_vm_stop(&vm);
-	char *streams[2];
+	char *snap_disk = h_join(snap, "disk-vda");
+	size_t img_len, copy_len;
+	char *img = file_bytes(disk, &img_len), *copy = file_bytes(snap_disk, &copy_len);
+	cr_assert(img_len == copy_len && memcmp(img, copy, img_len) == 0,
+		  "the snapshot's disk-vda is not the image");
+	char *streams[2], *first_saw[2];
 	for (int r = 0; r < 2; r++) {
 		restore_start(&vm, snap);
 		cr_assert_eq(h_api(&vm, "PUT", "/api/v1/vm.resume", NULL, NULL), 204);
-		for (int t = 0; t < 60000 && !(streams[r] = second_urandom(vm.console)); t += 200)
+		char *third = NULL;
+		for (int t = 0; t < 60000 && !(third = disk_saw(vm.console, 2)); t += 200)
 			h_sleep_ms(200);
 		c = h_read_file(vm.console);
-		cr_assert_not_null(streams[r], "restore %d printed no random line: %s\nconsole:\n%s",
-				   r, h_stderr(&vm.proc), c);
+		cr_assert_not_null(third, "restore %d: no third disk line: %s\nconsole:\n%s", r,
+				   h_stderr(&vm.proc), c);
+		streams[r] = second_urandom(vm.console);
+		first_saw[r] = disk_saw(vm.console, 0);
+		cr_assert_not_null(streams[r]);
 		cr_assert(!strstr(c, "Linux version"), "restore %d booted again:\n%s", r, c);
 		free(c);
+		free(third);
 		h_vm_stop(&vm);
 	}
 	cr_assert_str_neq(streams[0], streams[1], "two restores drew the same random bytes");
-	free(streams[0]);
-	free(streams[1]);
+	cr_assert_str_eq(first_saw[0], first_saw[1],
+			 "restore B saw \"%s\" on its disk, not what the snapshot held (\"%s\")",
+			 first_saw[1], first_saw[0]);
+	size_t n;
+	char *img2 = file_bytes(disk, &n), *copy2 = NULL;
+	cr_assert(n == img_len && memcmp(img, img2, n) == 0, "restores wrote to the template's image");
+	copy2 = file_bytes(snap_disk, &n);
+	cr_assert(n == copy_len && memcmp(copy, copy2, n) == 0, "restores wrote to the snapshot");
+	for (int r = 0; r < 2; r++) {
+		free(streams[r]);
+		free(first_saw[r]);
+	}
+	free(img);
+	free(img2);
+	free(copy);
+	free(copy2);
+	free(snap_disk);
 	free(snap);
 	free(disk);
 	free(rootfs);

@@ -3050,3 +3050,54 @@ Test(store, a_truncated_cached_image_is_made_again)
 	free(src);
 	img_free(&m);
 }
+
+/* A snapshot's extra files (a Linux guest's disks): written before the
+ * manifest, listed in it, checked when the directory is opened; the store
+ * refuses such a directory rather than drop its disks. */
+static int write_disk(void *arg, int dfd, json_t *files, char *err, size_t errlen)
+{
+	(void)arg;
+	int fd = openat(dfd, "disk-vda", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, 8192) < 0 || pwrite(fd, "disk", 4, 4096) != 4)
+		return err_fail(err, errlen, -EIO, "cannot write disk-vda");
+	close(fd);
+	json_object_set_new(files, "disk-vda", json_pack("{s:s,s:i,s:s}", "kind", "disk", "size",
+							 8192, "device", "vda"));
+	return 0;
+}
+
+Test(store, disks_of_a_snapshot_are_listed_checked_and_refused_by_the_store)
+{
+	struct img m = img_new(4 << 20);
+	char *dir = in_dir("withdisk"), err[512] = "";
+	json_t *cfg = test_config(m.size), *units = test_units(1);
+	struct store_mem sm = { .base = m.p, .size = m.size };
+	struct snap_meta meta = { .loader = "linux", .vcpus = 1, .memory_size = m.size,
+				  .extra_files = write_disk };
+	cr_assert_eq(snapdir_write(dir, cfg, units, &sm, &meta, err, sizeof(err)), 0, "%s", err);
+	struct snapdir sd;
+	cr_assert_eq(snapdir_open(dir, &sd, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(sd.nr_disks, 1);
+	snapdir_close(&sd);
+
+	struct store *st = open_store(0);
+	struct store_id id;
+	struct store_put_stats stats;
+	cr_assert_eq(store_put_dir(st, dir, "d", &id, &stats, err, sizeof(err)), -ENOTSUP);
+	cr_assert(strstr(err, "does not keep disks"), "%s", err);
+
+	/* a disk cut short, then gone */
+	char *disk = NULL;
+	cr_assert(asprintf(&disk, "%s/disk-vda", dir) > 0);
+	cr_assert_eq(truncate(disk, 4096), 0);
+	cr_assert_eq(snapdir_open(dir, &sd, err, sizeof(err)), -EBADMSG);
+	cr_assert(strstr(err, "disk-vda") && strstr(err, "8192"), "%s", err);
+	cr_assert_eq(unlink(disk), 0);
+	cr_assert_eq(snapdir_open(dir, &sd, err, sizeof(err)), -ENOENT);
+	cr_assert(strstr(err, "disk-vda"), "%s", err);
+	free(disk);
+	json_decref(cfg);
+	json_decref(units);
+	free(dir);
+	img_free(&m);
+}

@@ -66,7 +66,7 @@ static void make_disk(size_t n)
 static void blk(bool readonly)
 {
 	char err[512] = "";
-	int rc = virtio_blk_create(vm, &dev, "vda", disk, readonly, VIRTIO_MMIO_BASE, 16, err,
+	int rc = virtio_blk_create(vm, &dev, "vda", disk, readonly, false, VIRTIO_MMIO_BASE, 16, err,
 				   sizeof(err));
 	cr_assert_eq(rc, 0, "%s", err);
 }
@@ -296,16 +296,16 @@ Test(virtio, a_readonly_disk_refuses_writes)
 Test(virtio, bad_disks_are_refused_with_a_reason)
 {
 	char err[512] = "";
-	cr_assert_eq(virtio_blk_create(vm, &dev, "vda", "/nonexistent/disk.img", false,
+	cr_assert_eq(virtio_blk_create(vm, &dev, "vda", "/nonexistent/disk.img", false, false,
 				       VIRTIO_MMIO_BASE, 16, err, sizeof(err)),
 		     -ENOENT);
 	cr_assert(strstr(err, "/nonexistent/disk.img"), "%s", err);
 	make_disk(100);
-	cr_assert_eq(virtio_blk_create(vm, &dev, "vda", disk, false, VIRTIO_MMIO_BASE, 16, err,
+	cr_assert_eq(virtio_blk_create(vm, &dev, "vda", disk, false, false, VIRTIO_MMIO_BASE, 16, err,
 				       sizeof(err)),
 		     -EINVAL);
 	cr_assert(strstr(err, "too small"), "%s", err);
-	cr_assert_eq(virtio_blk_create(vm, &dev, "vda", dir, false, VIRTIO_MMIO_BASE, 16, err,
+	cr_assert_eq(virtio_blk_create(vm, &dev, "vda", dir, false, false, VIRTIO_MMIO_BASE, 16, err,
 				       sizeof(err)),
 		     -EISDIR);
 	cr_assert_null(bus_find(&vm->mmio, VIRTIO_MMIO_BASE, 4), "nothing registered");
@@ -468,4 +468,99 @@ Test(virtio, state_that_does_not_fit_this_machine_is_refused)
 	json_object_set_new(o, "queues", json_array());
 	cr_assert_eq(virtio_restore(vm, &dev, o, 1, err, sizeof(err)), -EINVAL);
 	json_decref(o);
+}
+
+/* The whole file at path (malloc'd), its length in *len. */
+static uint8_t *slurp(const char *path, size_t *len)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY);
+	cr_assert_geq(fd, 0, "%s", path);
+	cr_assert_eq(fstat(fd, &st), 0);
+	uint8_t *b = malloc((size_t)st.st_size + 1);
+	cr_assert_eq(read(fd, b, (size_t)st.st_size), st.st_size);
+	close(fd);
+	*len = (size_t)st.st_size;
+	return b;
+}
+
+/* A restored VM's disk: the snapshot's copy is read-only to it, its
+ * writes (partial blocks included) are its own, reads see them. */
+Test(virtio, a_copy_on_write_disk_keeps_the_guests_writes_private)
+{
+	char err[512] = "";
+	make_disk(64 * 1024);
+	size_t n0;
+	uint8_t *before = slurp(disk, &n0);
+	chmod(disk, 0400); /* the snapshot's copy: never opened for writing */
+	cr_assert_eq(virtio_blk_create(vm, &dev, "vda", disk, false, true, VIRTIO_MMIO_BASE, 16,
+				       err, sizeof(err)),
+		     0, "%s", err);
+	drv_init(1);
+	memset(gp(BUFS + 4096, 512), 0x5a, 512);
+	cr_assert_eq(blk_req(1, 3, 512, false), 0, "a write inside block 0");
+	memset(gp(BUFS + 4096, 8192), 0x6b, 8192);
+	cr_assert_eq(blk_req(1, 14, 8192, false), 0, "a write across blocks 1..3");
+	cr_assert_eq(blk_req(4, 0, 0, false), 0, "flush");
+	cr_assert_eq(blk_req(0, 0, 16384, true), 0, "read blocks 0..3 back");
+	const uint8_t *got = gp(BUFS + 4096, 16384);
+	for (unsigned i = 0; i < 16384; i++) {
+		uint8_t want = i >= 1536 && i < 2048   ? 0x5a :
+			       i >= 7168 && i < 15360 ? 0x6b :
+							(uint8_t)(i * 7);
+		cr_assert_eq(got[i], want, "byte %u", i);
+	}
+	size_t n1;
+	uint8_t *after = slurp(disk, &n1);
+	cr_assert(n0 == n1 && memcmp(before, after, n0) == 0, "the base image changed");
+	free(before);
+	free(after);
+}
+
+/* A snapshot's disk: the image as the guest sees it (copy-on-write writes
+ * merged), holes kept, with its manifest entry. */
+Test(virtio, a_captured_disk_is_what_the_guest_sees)
+{
+	char err[512] = "";
+	make_disk(16 * 1024);
+	cr_assert_eq(truncate(disk, 1 << 20), 0); /* a hole after 16 KiB */
+	cr_assert_eq(virtio_blk_create(vm, &dev, "vda", disk, false, true, VIRTIO_MMIO_BASE, 16,
+				       err, sizeof(err)),
+		     0, "%s", err);
+	drv_init(1);
+	memset(gp(BUFS + 4096, 1024), 0x77, 1024);
+	cr_assert_eq(blk_req(1, 1000, 1024, false), 0, "a write into the hole");
+	char sub[300];
+	snprintf(sub, sizeof(sub), "%s/snap", dir);
+	cr_assert_eq(mkdir(sub, 0700), 0);
+	int dfd = open(sub, O_RDONLY | O_DIRECTORY);
+	json_t *files = json_object();
+	cr_assert_eq(virtio_blk_capture(&dev, dfd, files, err, sizeof(err)), 0, "%s", err);
+	close(dfd);
+	json_t *e = json_object_get(files, "disk-vda");
+	cr_assert_str_eq(json_string_value(json_object_get(e, "kind")), "disk");
+	cr_assert_eq(json_integer_value(json_object_get(e, "size")), 1 << 20);
+	char path[400];
+	snprintf(path, sizeof(path), "%s/disk-vda", sub);
+	size_t n;
+	uint8_t *img = slurp(path, &n);
+	cr_assert_eq(n, 1 << 20);
+	for (size_t i = 0; i < n; i++) {
+		uint8_t want = i < 16384 ? (uint8_t)(i * 7) :
+			       i >= 1000 * 512 && i < 1000 * 512 + 1024 ? 0x77 :
+									  0;
+		cr_assert_eq(img[i], want, "byte %zu", i);
+	}
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_lt(st.st_blocks * 512, 512 * 1024, "the hole stayed a hole (%lld blocks)",
+		     (long long)st.st_blocks);
+	/* a second capture into the same directory is refused, not overwritten */
+	dfd = open(sub, O_RDONLY | O_DIRECTORY);
+	cr_assert_eq(virtio_blk_capture(&dev, dfd, files, err, sizeof(err)), -EEXIST);
+	close(dfd);
+	free(img);
+	json_decref(files);
+	unlink(path);
+	rmdir(sub);
 }

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "vmm/linux/acpi.h"
 #include "vmm/linux/linux.h"
+#include "vmm/snapshot.h"
 #include "vmm/loader.h"
 #include "vmm/state.h"
 #include "vmm/vm.h"
@@ -70,11 +71,25 @@ static int lx_virtio(struct vm *vm, char *err, size_t errlen)
 	int rc;
 
 	for (unsigned i = 0; i < vm->cfg.nr_disks; i++) {
-		char name[8];
+		char name[8], copy[4200];
+		const char *path = vm->cfg.disks[i].path;
+		bool cow = false;
 		snprintf(name, sizeof(name), "vd%c", 'a' + i);
+		/* restored from a directory that holds the disk: its copy, with
+		 * the guest's writes private to this VM */
+		const struct snapshot *snap = vm->restoring;
+		if (snap && snap->has_disks) {
+			snprintf(copy, sizeof(copy), "%s/disk-%s", snap->dir, name);
+			if (access(copy, F_OK) < 0)
+				return err_fail(err, errlen, -ENOENT,
+					    "the snapshot %s holds no copy of disk %s (%s)", snap->dir,
+					    name, path);
+			path = copy;
+			cow = true;
+		}
 		unsigned n = mc->nr_virtio;
-		if ((rc = virtio_blk_create(vm, &mc->virtio[n], name, vm->cfg.disks[i].path,
-					    vm->cfg.disks[i].readonly, VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_SIZE,
+		if ((rc = virtio_blk_create(vm, &mc->virtio[n], name, path, vm->cfg.disks[i].readonly,
+					    cow, VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_SIZE,
 					    VIRTIO_GSI_BASE + n, err, errlen)) < 0)
 			return rc;
 		mc->nr_virtio++;
@@ -216,6 +231,18 @@ static size_t lx_units(struct vm *vm, struct state_unit *u, size_t max)
 	return n;
 }
 
+/* A snapshot to a directory holds each disk as the guest sees it. */
+static int lx_save_files(struct vm *vm, int dfd, json_t *files, char *err, size_t errlen)
+{
+	const struct machine *mc = vm->mach;
+	int rc;
+
+	for (unsigned i = 0; mc && i < vm->cfg.nr_disks && i < mc->nr_virtio; i++)
+		if ((rc = virtio_blk_capture(&vm->mach->virtio[i], dfd, files, err, errlen)) < 0)
+			return rc;
+	return 0;
+}
+
 static void lx_destroy(struct vm *vm)
 {
 	for (unsigned i = 0; i < vm->mach->nr_virtio; i++)
@@ -230,5 +257,6 @@ const struct vm_loader linux_loader = {
     .restore_prepare = lx_restore_prepare,
     .restore_finish = lx_restore_finish,
     .units = lx_units,
+    .save_files = lx_save_files,
     .destroy = lx_destroy,
 };

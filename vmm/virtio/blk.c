@@ -1,12 +1,19 @@
 /* vmm/virtio/blk.c - virtio-blk (Virtio 1.2, 5.2) on a raw image file:
  * reads, writes, flush (fdatasync: what the guest flushed is on the
  * host's disk), the device id; read-only when asked. One request queue;
- * requests are served at once, on the notifying vCPU's thread. */
+ * requests are served at once, on the notifying vCPU's thread.
+ *
+ * Copy-on-write (a VM restored from a snapshot that holds its disk): the
+ * snapshot's copy is the read-only base, and what the guest writes goes to
+ * a private memfd, one bit per 4 KiB block saying which holds it. Neither
+ * the snapshot nor another VM restored from it ever sees those writes; a
+ * snapshot of this VM captures base and writes merged (virtio_blk_capture). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,14 +39,98 @@
 #define BLK_SECTOR 512ULL
 #define BLK_ID_BYTES 20
 #define BLK_CONFIG_LEN 24 /* capacity, size_max, seg_max, geometry, blk_size */
+#define BLK_BLOCK 4096ULL /* copy-on-write granularity */
 
 struct blk {
-	int fd;
+	int fd; /* the image, or with cow_fd its read-only base */
 	bool readonly;
 	uint64_t sectors;
-	char name[8]; /* vda */
+	int cow_fd;	/* copy-on-write: the blocks written since the restore; -1 */
+	uint8_t *dirty; /* one bit per BLK_BLOCK block: its bytes are in cow_fd */
+	char name[8];	/* vda */
 	char path[256];
 };
+
+static bool blk_dirty(const struct blk *b, uint64_t block)
+{
+	return b->dirty[block / 8] & (1U << (block % 8));
+}
+
+/* pread or pwrite of all len bytes at pos. Returns 0 or -errno (-EIO at
+ * the end of the file). */
+static int full_io(int fd, uint8_t *p, size_t len, uint64_t pos, bool write)
+{
+	for (size_t done = 0; done < len;) {
+		ssize_t n = write ? pwrite(fd, p + done, len - done, (off_t)(pos + done)) :
+				    pread(fd, p + done, len - done, (off_t)(pos + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Reads len bytes of the disk at pos: from the image, or block by block
+ * from the base or the copy-on-write file, in runs. Returns 0 or -errno. */
+static int blk_read(struct blk *b, uint8_t *p, size_t len, uint64_t pos)
+{
+	if (b->cow_fd < 0)
+		return full_io(b->fd, p, len, pos, false);
+	while (len) {
+		uint64_t block = pos / BLK_BLOCK;
+		bool dirty = blk_dirty(b, block);
+		size_t n = 0;
+		/* the run of blocks with the same source */
+		while (n < len && blk_dirty(b, (pos + n) / BLK_BLOCK) == dirty)
+			n += (size_t)MIN(len - n, BLK_BLOCK - (pos + n) % BLK_BLOCK);
+		int rc = full_io(dirty ? b->cow_fd : b->fd, p, n, pos, false);
+		if (rc < 0)
+			return rc;
+		p += n;
+		pos += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Copies block from the base into the copy-on-write file (before a write
+ * that covers only part of it). */
+static int blk_copy_up(struct blk *b, uint64_t block)
+{
+	uint8_t buf[BLK_BLOCK];
+	uint64_t at = block * BLK_BLOCK, size = b->sectors * BLK_SECTOR;
+	size_t n = (size_t)MIN(BLK_BLOCK, size - at);
+	int rc = full_io(b->fd, buf, n, at, false);
+
+	if (rc == 0)
+		rc = full_io(b->cow_fd, buf, n, at, true);
+	if (rc == 0)
+		b->dirty[block / 8] |= (uint8_t)(1U << (block % 8));
+	return rc;
+}
+
+/* Writes len bytes at pos: into the image, or into the copy-on-write file
+ * (the partial blocks at either end copied up first). Returns 0 or -errno. */
+static int blk_write(struct blk *b, const uint8_t *p, size_t len, uint64_t pos)
+{
+	int rc;
+
+	if (b->cow_fd < 0)
+		return full_io(b->fd, (uint8_t *)(uintptr_t)p, len, pos, true);
+	uint64_t first = pos / BLK_BLOCK, last = (pos + len - 1) / BLK_BLOCK;
+	if ((pos % BLK_BLOCK || len < BLK_BLOCK) && !blk_dirty(b, first) &&
+	    (rc = blk_copy_up(b, first)) < 0)
+		return rc;
+	if ((pos + len) % BLK_BLOCK && !blk_dirty(b, last) && (rc = blk_copy_up(b, last)) < 0)
+		return rc;
+	if ((rc = full_io(b->cow_fd, (uint8_t *)(uintptr_t)p, len, pos, true)) < 0)
+		return rc;
+	for (uint64_t i = first; i <= last; i++)
+		b->dirty[i / 8] |= (uint8_t)(1U << (i % 8));
+	return 0;
+}
 
 /* Reads (the guest's IN) or writes (OUT) the request's data buffers at
  * byte offset pos of the image. Returns the status byte's value and adds
@@ -66,18 +157,11 @@ static uint8_t blk_rw(struct blk *b, const struct virtq_req *r, bool in, uint64_
 			continue;
 		if (pos > b->sectors * BLK_SECTOR || len > b->sectors * BLK_SECTOR - pos)
 			return VIRTIO_BLK_S_IOERR;
-		for (size_t done = 0; done < len;) {
-			ssize_t n = in ? pread(b->fd, p + done, len - done, (off_t)(pos + done)) :
-					 pwrite(b->fd, p + done, len - done, (off_t)(pos + done));
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0) {
-				log_warn("virtio-blk %s: %s at byte %llu: %s", b->name,
-					 in ? "read" : "write", (unsigned long long)(pos + done),
-					 n < 0 ? strerror(errno) : "end of file");
-				return VIRTIO_BLK_S_IOERR;
-			}
-			done += (size_t)n;
+		int rc = in ? blk_read(b, p, len, pos) : blk_write(b, p, len, pos);
+		if (rc < 0) {
+			log_warn("virtio-blk %s: %s of %zu bytes at byte %llu: %s", b->name,
+				 in ? "read" : "write", len, (unsigned long long)pos, strerror(-rc));
+			return VIRTIO_BLK_S_IOERR;
 		}
 		if (in)
 			*written += (uint32_t)len;
@@ -114,7 +198,9 @@ static uint32_t blk_request(struct blk *b, const struct virtq_req *r)
 			status = blk_rw(b, r, type == VIRTIO_BLK_T_IN, sector * BLK_SECTOR, &written);
 		break;
 	case VIRTIO_BLK_T_FLUSH:
-		status = b->readonly || fdatasync(b->fd) == 0 ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
+		/* a copy-on-write disk's writes are the VM's own: nothing outlives it */
+		status = b->readonly || b->cow_fd >= 0 || fdatasync(b->fd) == 0 ? VIRTIO_BLK_S_OK :
+										       VIRTIO_BLK_S_IOERR;
 		break;
 	case VIRTIO_BLK_T_GET_ID: {
 		char id[BLK_ID_BYTES] = { 0 };
@@ -202,6 +288,10 @@ static void blk_destroy(struct virtio_dev *d)
 	struct blk *b = d->priv;
 	if (b && b->fd >= 0)
 		close(b->fd);
+	if (b && b->cow_fd >= 0)
+		close(b->cow_fd);
+	if (b)
+		free(b->dirty);
 	free(b);
 	d->priv = NULL;
 }
@@ -219,7 +309,7 @@ static const struct virtio_ops blk_ops = {
 };
 
 int virtio_blk_create(struct vm *vm, struct virtio_dev *d, const char *name, const char *path,
-		      bool readonly, uint64_t base, unsigned gsi, char *err, size_t errlen)
+		      bool readonly, bool cow, uint64_t base, unsigned gsi, char *err, size_t errlen)
 {
 	struct blk *b = calloc(1, sizeof(*b));
 	struct stat st;
@@ -231,7 +321,8 @@ int virtio_blk_create(struct vm *vm, struct virtio_dev *d, const char *name, con
 	snprintf(b->name, sizeof(b->name), "%s", name);
 	snprintf(b->path, sizeof(b->path), "%s", path);
 	b->readonly = readonly;
-	b->fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	b->cow_fd = -1;
+	b->fd = open(path, (readonly || cow ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (b->fd < 0) {
 		rc = err_fail(err, errlen, -errno, "disk %s: %s", path, strerror(errno));
 		goto fail;
@@ -250,6 +341,18 @@ int virtio_blk_create(struct vm *vm, struct virtio_dev *d, const char *name, con
 	if ((uint64_t)st.st_size % BLK_SECTOR)
 		log_warn("disk %s: %lld bytes is not a whole number of sectors; the guest sees %llu",
 			 path, (long long)st.st_size, (unsigned long long)b->sectors);
+	if (cow && !readonly) {
+		uint64_t blocks = (b->sectors * BLK_SECTOR + BLK_BLOCK - 1) / BLK_BLOCK;
+		b->cow_fd = memfd_create("forkvm-disk-cow", MFD_CLOEXEC);
+		b->dirty = calloc((size_t)(blocks + 7) / 8, 1);
+		if (b->cow_fd < 0 || !b->dirty ||
+		    ftruncate(b->cow_fd, (off_t)(b->sectors * BLK_SECTOR)) < 0) {
+			rc = err_fail(err, errlen, b->dirty ? -errno : -ENOMEM,
+				  "disk %s: cannot make its copy-on-write layer: %s", path,
+				  strerror(b->dirty ? errno : ENOMEM));
+			goto fail;
+		}
+	}
 	snprintf(unit, sizeof(unit), "virtio-blk:%s", name);
 	uint64_t f = VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_FLUSH | (readonly ? VIRTIO_BLK_F_RO : 0);
 	if ((rc = virtio_mmio_register(vm, d, &blk_ops, b, f, unit, base, gsi)) < 0) {
@@ -261,6 +364,103 @@ int virtio_blk_create(struct vm *vm, struct virtio_dev *d, const char *name, con
 fail:
 	if (b->fd >= 0)
 		close(b->fd);
+	if (b->cow_fd >= 0)
+		close(b->cow_fd);
+	free(b->dirty);
 	free(b);
 	return rc;
+}
+
+/* Copies [off, off+len) of fd to the same place in out, in the kernel
+ * where it can (copy_file_range: a reflink on filesystems that share
+ * blocks). Returns 0 or -errno. */
+static int copy_range(int fd, int out, uint64_t off, uint64_t len)
+{
+	while (len) {
+		loff_t in_off = (loff_t)off, out_off = (loff_t)off;
+		ssize_t n = copy_file_range(fd, &in_off, out, &out_off, (size_t)MIN(len, 1ULL << 30), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP ||
+			      errno == EINVAL)) {
+			uint8_t buf[64 * 1024];
+			size_t k = (size_t)MIN(len, sizeof(buf));
+			int rc = full_io(fd, buf, k, off, false);
+			if (rc == 0)
+				rc = full_io(out, buf, k, off, true);
+			if (rc < 0)
+				return rc;
+			n = (ssize_t)k;
+		} else if (n <= 0) {
+			return n < 0 ? -errno : -EIO;
+		}
+		off += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
+/* Copies the data extents of fd's first size bytes (holes stay holes). */
+static int copy_extents(int fd, int out, uint64_t size)
+{
+	for (off_t at = 0; (uint64_t)at < size;) {
+		off_t data = lseek(fd, at, SEEK_DATA);
+		if (data < 0)
+			return errno == ENXIO ? 0 : -errno;
+		if ((uint64_t)data >= size)
+			return 0;
+		off_t hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		if ((uint64_t)hole > size)
+			hole = (off_t)size;
+		int rc = copy_range(fd, out, (uint64_t)data, (uint64_t)(hole - data));
+		if (rc < 0)
+			return rc;
+		at = hole;
+	}
+	return 0;
+}
+
+int virtio_blk_capture(struct virtio_dev *d, int dfd, json_t *files, char *err, size_t errlen)
+{
+	const struct blk *b = d->priv;
+	uint64_t size = b->sectors * BLK_SECTOR;
+	char file[32];
+	int rc = 0;
+
+	snprintf(file, sizeof(file), "disk-%s", b->name);
+	int out = openat(dfd, file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0)
+		return err_fail(err, errlen, -errno, "%s: %s", file, strerror(errno));
+	if (ftruncate(out, (off_t)size) < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = copy_extents(b->fd, out, size);
+	/* then the blocks written since the restore, in runs */
+	uint64_t blocks = (size + BLK_BLOCK - 1) / BLK_BLOCK;
+	for (uint64_t i = 0; rc == 0 && b->cow_fd >= 0 && i < blocks;) {
+		if (!blk_dirty(b, i)) {
+			i++;
+			continue;
+		}
+		uint64_t j = i;
+		while (j < blocks && blk_dirty(b, j))
+			j++;
+		uint64_t at = i * BLK_BLOCK;
+		rc = copy_range(b->cow_fd, out, at, MIN(j * BLK_BLOCK, size) - at);
+		i = j;
+	}
+	if (rc == 0 && fsync(out) < 0)
+		rc = -errno;
+	if (close(out) < 0 && rc == 0)
+		rc = -errno;
+	if (rc < 0)
+		return err_fail(err, errlen, rc, "cannot copy disk %s (%s) into the snapshot: %s",
+			    b->name, b->path, strerror(-rc));
+	json_t *e = json_pack("{s:s,s:I,s:s,s:b}", "kind", "disk", "size", (json_int_t)size,
+			      "device", b->name, "readonly", b->readonly);
+	if (!e || json_object_set_new(files, file, e) < 0)
+		return err_fail(err, errlen, -ENOMEM, "out of memory");
+	return 0;
 }

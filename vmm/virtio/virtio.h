@@ -186,10 +186,17 @@ int virtio_restore(struct vm *vm, void *arg, const json_t *st, uint32_t version,
 /* ------------------------------------------------------------ devices */
 
 /* virtio-blk on a raw image (disk name "vda"...). Opens the image (read-
- * only when readonly) and refuses one smaller than a sector. Returns 0 or
- * -errno with err set. */
+ * only when readonly or cow) and refuses one smaller than a sector. cow:
+ * the image is a snapshot's copy, the guest's writes stay in a private
+ * layer (see blk.c). Returns 0 or -errno with err set. */
 int virtio_blk_create(struct vm *vm, struct virtio_dev *d, const char *name, const char *path,
-		      bool readonly, uint64_t base, unsigned gsi, char *err, size_t errlen)
+		      bool readonly, bool cow, uint64_t base, unsigned gsi, char *err,
+		      size_t errlen) __attribute__((warn_unused_result));
+/* Writes the disk as the guest sees it (the image, or base and private
+ * writes merged) into dfd as "disk-NAME", sparse and fsynced, and adds its
+ * entry ({"kind": "disk", "size", "device", "readonly"}) to files. The VM
+ * is paused. Returns 0 or -errno with err set. */
+int virtio_blk_capture(struct virtio_dev *d, int dfd, json_t *files, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 /* virtio-console (hvc0): what the guest writes goes to the VM's console
  * channel, as the serial port's does. */
