@@ -175,6 +175,7 @@ static void conn_drop(struct chan *c, struct loop *loop)
 	close(c->conn_fd);
 	c->conn_fd = -1;
 	c->out_watched = false;
+	c->in_watched = false;
 	c->peer_closed = false;
 	log_info("%s: client disconnected", c->name);
 	/* Take the next waiting client. */
@@ -207,10 +208,12 @@ void chan_close(struct chan *c, struct loop *loop)
 /* ------------------------------------------------------------ loop side */
 
 /* The loop watches a client for hangup and, while output is queued, for
- * room; guest reads take its input directly. */
+ * room; guest reads take its input directly, except for a device that
+ * takes input as it arrives (on_input): then for input too, while the
+ * ring has room. */
 static uint32_t conn_events(const struct chan *c)
 {
-	return (c->out_watched ? EPOLLOUT : 0) | EPOLLRDHUP;
+	return (c->out_watched ? EPOLLOUT : 0) | (c->in_watched ? EPOLLIN : 0) | EPOLLRDHUP;
 }
 
 /* Writes queued output to the client. Returns false if the client is gone.
@@ -249,14 +252,15 @@ static void drain_in(struct chan *c)
 	}
 }
 
-/* Re-arms the connection's epoll mask after the output ring changed. */
+/* Re-arms the connection's epoll mask after a ring changed. */
 static bool update_watch(struct chan *c, struct loop *loop)
 {
-	bool want_out = c->out.len > 0;
+	bool want_out = c->out.len > 0, want_in = c->on_input && c->in.len < c->in.cap;
 
-	if (want_out == c->out_watched)
+	if (want_out == c->out_watched && want_in == c->in_watched)
 		return true;
 	c->out_watched = want_out;
+	c->in_watched = want_in;
 	return loop_mod(loop, c->conn_fd, conn_events(c)) == 0;
 }
 
@@ -272,11 +276,16 @@ static void on_conn(void *arg, uint32_t events)
 {
 	struct chan *c = arg;
 	struct vm *vm = c->vm;
-	bool ok = true;
+	bool ok = true, input = false;
 
 	pthread_mutex_lock(&vm->lock);
 	if (c->out.len)
 		ok = flush_out(c);
+	if ((events & EPOLLIN) && c->on_input) {
+		size_t before = c->in.len;
+		drain_in(c);
+		input = c->in.len > before;
+	}
 	if (events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP))
 		ok = false;
 	if (ok)
@@ -286,6 +295,8 @@ static void on_conn(void *arg, uint32_t events)
 	else if (!c->out.len)
 		pthread_cond_broadcast(&vm->cond); /* room for waiting writers */
 	pthread_mutex_unlock(&vm->lock);
+	if ((input || !ok) && c->on_input)
+		c->on_input(c->on_input_arg);
 }
 
 static void on_listen(void *arg, uint32_t events)
@@ -304,6 +315,7 @@ static void on_listen(void *arg, uint32_t events)
 	pthread_mutex_lock(&vm->lock);
 	c->conn_fd = fd;
 	c->out_watched = c->out.len > 0;
+	c->in_watched = c->on_input && c->in.len < c->in.cap;
 	c->peer_closed = false;
 	if (loop_add(vm->loop, fd, conn_events(c), on_conn, c) < 0) {
 		close(fd);
@@ -418,6 +430,9 @@ long chan_read_locked(struct chan *c, void *dst, size_t len)
 		return 0;
 	if (c->in.len) {
 		size_t done = 0;
+		/* a full ring's reader (on_input) was not watched: re-arm it */
+		if (c->on_input && c->in.len == c->in.cap)
+			vm_notify(c->vm, VM_NOTIFY_CHAN);
 		while (done < len && c->in.len) {
 			const uint8_t *p;
 			size_t n = MIN(ring_peek(&c->in, &p), len - done);
@@ -451,6 +466,11 @@ int chan_input_fd_locked(const struct chan *c)
 	if (c->mode != CHAN_SOCKET || c->in.len || c->peer_closed)
 		return -1;
 	return c->conn_fd;
+}
+
+size_t chan_input_queued_locked(const struct chan *c)
+{
+	return c->mode == CHAN_SOCKET ? c->in.len : 0;
 }
 
 bool chan_input_ready_locked(const struct chan *c)

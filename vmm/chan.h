@@ -52,6 +52,13 @@ struct chan {
 	uint64_t dropped; /* output bytes dropped (no flow control, ring full; file full) */
 	uint64_t file_bytes, file_max; /* FILE: its size, and the most the guest may make it */
 	uint64_t rx_bytes, tx_bytes;
+	/* A device that takes input as it arrives (a Linux guest's serial
+	 * port) rather than when the guest asks: the loop reads the client's
+	 * bytes into the input ring and calls on_input(on_input_arg) on its
+	 * thread, vm->lock not held. NULL: input is read when the guest asks. */
+	void (*on_input)(void *arg);
+	void *on_input_arg;
+	bool in_watched; /* conn EPOLLIN on (on_input and room in the ring) */
 };
 
 #define CHAN_RING_SIZE (1U << 20)
@@ -93,6 +100,8 @@ int chan_input_fd_locked(const struct chan *c);
 /* True when input may be there without polling: queued bytes, or a client
  * to read from. */
 bool chan_input_ready_locked(const struct chan *c);
+/* Bytes of input queued in the ring (what an on_input device can take now). */
+size_t chan_input_queued_locked(const struct chan *c);
 
 /* --- state (VM paused) --- */
 struct json_t;

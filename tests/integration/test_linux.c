@@ -15,6 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <sys/types.h>
 
@@ -577,6 +580,74 @@ Test(linux, restores_of_one_snapshot_get_their_own_random_streams_and_disks, .fi
 	free(snap);
 	free(disk);
 	free(rootfs);
+	h_rmtree(dir);
+	free(dir);
+}
+
+/* ---------------------------------------------------------------- input */
+
+/* Connects to the Unix socket at path (waiting for it up to 60 s). */
+static int serial_connect(const char *path)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	for (int t = 0; t < 60000; t += 100) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		cr_assert_geq(fd, 0);
+		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+			return fd;
+		close(fd);
+		h_sleep_ms(100);
+	}
+	cr_assert_fail("cannot connect to %s", path);
+	return -1;
+}
+
+/* Reads from fd into buf (text so far, NUL-terminated) until it holds
+ * want; false on timeout or end of stream. */
+static bool serial_wait(int fd, char *buf, size_t cap, const char *want, int timeout_ms)
+{
+	size_t len = strlen(buf);
+	for (int t = 0; t < timeout_ms && !strstr(buf, want); t += 100) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		if (len + 1 >= cap) /* keep the tail */
+			memmove(buf, buf + cap / 2, len - cap / 2 + 1), len -= cap / 2;
+		ssize_t n = read(fd, buf + len, cap - 1 - len);
+		if (n <= 0)
+			return false;
+		len += (size_t)n;
+		buf[len] = 0;
+	}
+	return strstr(buf, want) != NULL;
+}
+
+/* Console input: a client of --serial socket=PATH types lines; the guest
+ * reads them from ttyS0 (the UART's receive side and its interrupt) and
+ * answers each. */
+Test(linux, the_serial_console_takes_input, .fini = teardown, .timeout = 300)
+{
+	need_linux();
+	char *dir = h_tmpdir(), *sock = h_join(dir, "serial.sock"), opt[300];
+	snprintf(opt, sizeof(opt), "socket=%s", sock);
+	const char *more[] = {"--serial", opt, NULL};
+	char *k = kernel();
+	boot_with(k, "console=ttyS0 panic=-1 forkvm.test=echo", "1", more);
+	free(k);
+	int fd = serial_connect(sock);
+	static char buf[1 << 16];
+	buf[0] = 0;
+	cr_assert(serial_wait(fd, buf, sizeof(buf), "forkvm-linux: echo ready", BOOT_MS),
+		  "no echo ready; forkvm: %s\nconsole:\n%s", h_stderr(&vm.proc), buf);
+	cr_assert_eq(write(fd, "hello-forkvm\n", 13), 13);
+	cr_assert(serial_wait(fd, buf, sizeof(buf), "forkvm-linux: echo hello-forkvm", 60000),
+		  "the guest did not read the line:\n%s", buf);
+	cr_assert_eq(write(fd, "quit\n", 5), 5);
+	int st = h_wait(&vm.proc, 60000);
+	cr_assert_eq(st, 0, "forkvm exited %d: %s", st, h_stderr(&vm.proc));
+	close(fd);
+	free(sock);
 	h_rmtree(dir);
 	free(dir);
 }

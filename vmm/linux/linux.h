@@ -34,6 +34,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
+#include <pthread.h>
 
 #include "vmm/gmem.h"
 #include "vmm/virtio/virtio.h"
@@ -142,8 +143,10 @@ int lx_write_mptable(struct gmem *m, unsigned nr_vcpus) __attribute__((warn_unus
 /* ------------------------------------------------------------ devices */
 
 /* A 16550A UART (the guest's ttyS0): its registers as plain data, the
- * state a snapshot records. Output goes to the VM's console channel;
- * the interrupt is raised and lowered through the platform's irq_line. */
+ * state a snapshot records. Output goes to the VM's console channel, and
+ * input comes from it (a client of --serial socket=PATH; the bytes wait
+ * in the channel's input ring, which is the receive FIFO); the interrupt
+ * is raised and lowered through the platform's irq_line. */
 struct uart_state {
 	uint8_t ier, lcr, mcr, lsr_extra, msr, scr, dll, dlm, fcr;
 	bool thr_irq;	/* transmitter-empty interrupt pending */
@@ -153,6 +156,7 @@ struct uart_state {
 struct uart {
 	struct vm *vm;
 	unsigned irq;
+	pthread_mutex_t lock; /* vCPUs and the loop (input); before vm->lock */
 	struct uart_state s;
 };
 
@@ -173,6 +177,8 @@ struct uart {
 #define UART_IER_THRI 0x02
 #define UART_IIR_NO_INT 0x01
 #define UART_IIR_THRI 0x02
+#define UART_IIR_RDI 0x04
+#define UART_LSR_DR 0x01
 #define UART_IIR_FIFO 0xc0
 #define UART_LCR_DLAB 0x80
 #define UART_MCR_LOOP 0x10
@@ -184,6 +190,7 @@ struct uart {
  * Returns 0 or -errno. */
 int uart_register(struct vm *vm, struct uart *u, uint16_t base, unsigned irq)
     __attribute__((warn_unused_result));
+void uart_destroy(struct uart *u);
 /* The UART's state unit ("serial"): its registers. arg: the struct uart. */
 int uart_save(struct vm *vm, void *arg, json_t **out, char *err, size_t errlen);
 int uart_restore(struct vm *vm, void *arg, const json_t *st, uint32_t version, char *err,

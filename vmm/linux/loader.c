@@ -245,6 +245,7 @@ static int lx_save_files(struct vm *vm, int dfd, json_t *files, char *err, size_
 
 static void lx_destroy(struct vm *vm)
 {
+	uart_destroy(&vm->mach->com1);
 	for (unsigned i = 0; i < vm->mach->nr_virtio; i++)
 		virtio_dev_destroy(&vm->mach->virtio[i]);
 }

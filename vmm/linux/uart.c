@@ -1,20 +1,39 @@
 /* vmm/linux/uart.c - a 16550A UART: the Linux guest's ttyS0. Transmits at
  * once (the line is always empty), so the transmitter-empty interrupt
- * follows every write; receives nothing yet (input stays with the console
- * channel's host end). The interrupt line follows IIR: raised while an
- * enabled interrupt is pending, lowered when none is (the ISA line is
- * edge-triggered: the driver reads IIR until it says none). */
+ * follows every write. Receives what the console channel's client sends
+ * (--serial socket=PATH): the channel's input ring is the receive FIFO,
+ * filled by the loop thread as bytes arrive, which then tells the UART
+ * (uart_on_input). The interrupt line follows IIR: raised while an
+ * enabled interrupt is pending (received data first, then transmitter
+ * empty), lowered when none is (the ISA line is edge-triggered: the
+ * driver reads IIR until it says none). */
 #include <errno.h>
 #include <string.h>
 
 #include "common/util.h"
+#include "vmm/chan.h"
 #include "vmm/linux/linux.h"
 #include "vmm/state.h"
 #include "vmm/vm.h"
 
-static uint8_t uart_iir(const struct uart_state *s)
+/* Bytes waiting for the guest (not in loopback, where the line is the
+ * UART's own). */
+static bool uart_rx_ready(struct uart *u)
 {
+	if (u->s.mcr & UART_MCR_LOOP)
+		return false;
+	pthread_mutex_lock(&u->vm->lock);
+	bool ready = chan_input_queued_locked(&u->vm->console) > 0;
+	pthread_mutex_unlock(&u->vm->lock);
+	return ready;
+}
+
+static uint8_t uart_iir(struct uart *u)
+{
+	const struct uart_state *s = &u->s;
 	uint8_t fifo = (s->fcr & UART_FCR_ENABLE) ? UART_IIR_FIFO : 0;
+	if ((s->ier & UART_IER_RDI) && uart_rx_ready(u))
+		return fifo | UART_IIR_RDI;
 	if ((s->ier & UART_IER_THRI) && s->thr_irq)
 		return fifo | UART_IIR_THRI;
 	return fifo | UART_IIR_NO_INT;
@@ -22,7 +41,7 @@ static uint8_t uart_iir(const struct uart_state *s)
 
 static void uart_update_irq(struct uart *u)
 {
-	bool level = !(uart_iir(&u->s) & UART_IIR_NO_INT);
+	bool level = !(uart_iir(u) & UART_IIR_NO_INT);
 	if (level == u->s.irq_level)
 		return;
 	u->s.irq_level = level;
@@ -54,15 +73,29 @@ static void uart_transmit(struct uart *u, uint8_t b)
 	u->s.thr_irq = true;
 }
 
+/* The next received byte (0 when none). */
+static uint8_t uart_rx(struct uart *u)
+{
+	uint8_t b = 0;
+	if (u->s.mcr & UART_MCR_LOOP)
+		return 0;
+	pthread_mutex_lock(&u->vm->lock);
+	if (chan_read_locked(&u->vm->console, &b, 1) != 1)
+		b = 0;
+	pthread_mutex_unlock(&u->vm->lock);
+	return b;
+}
+
 static enum vcpu_action uart_io(void *dev, struct vcpu *v, uint64_t off, void *data, unsigned len,
 				bool is_write)
 {
 	struct uart *u = dev;
 	struct uart_state *s = &u->s;
 	uint8_t *b = data;
-	bool dlab = s->lcr & UART_LCR_DLAB;
 
 	(void)v;
+	pthread_mutex_lock(&u->lock);
+	bool dlab = s->lcr & UART_LCR_DLAB;
 	if (len != 1) {
 		/* Wider accesses: bytes beyond the first read as all ones. */
 		if (!is_write)
@@ -105,13 +138,13 @@ static enum vcpu_action uart_io(void *dev, struct vcpu *v, uint64_t off, void *d
 	} else {
 		switch (off) {
 		case UART_RBR:
-			b[0] = dlab ? s->dll : 0;
+			b[0] = dlab ? s->dll : uart_rx(u);
 			break;
 		case UART_IER:
 			b[0] = dlab ? s->dlm : s->ier;
 			break;
 		case UART_IIR:
-			b[0] = uart_iir(s);
+			b[0] = uart_iir(u);
 			/* Reading IIR acknowledges the transmitter-empty interrupt. */
 			if ((b[0] & 0x0f) == UART_IIR_THRI)
 				s->thr_irq = false;
@@ -123,7 +156,7 @@ static enum vcpu_action uart_io(void *dev, struct vcpu *v, uint64_t off, void *d
 			b[0] = s->mcr;
 			break;
 		case UART_LSR:
-			b[0] = UART_LSR_THRE | UART_LSR_TEMT;
+			b[0] = UART_LSR_THRE | UART_LSR_TEMT | (uart_rx_ready(u) ? UART_LSR_DR : 0);
 			break;
 		case UART_MSR:
 			b[0] = uart_msr(s);
@@ -134,18 +167,55 @@ static enum vcpu_action uart_io(void *dev, struct vcpu *v, uint64_t off, void *d
 		}
 	}
 	uart_update_irq(u);
+	pthread_mutex_unlock(&u->lock);
 	return VCPU_CONTINUE;
+}
+
+/* The console channel received bytes (loop thread): the received-data
+ * interrupt, if the guest enabled it. */
+static void uart_on_input(void *arg)
+{
+	struct uart *u = arg;
+
+	pthread_mutex_lock(&u->lock);
+	uart_update_irq(u);
+	pthread_mutex_unlock(&u->lock);
 }
 
 int uart_register(struct vm *vm, struct uart *u, uint16_t base, unsigned irq)
 {
+	int rc;
+
 	memset(u, 0, sizeof(*u));
 	u->vm = vm;
 	u->irq = irq;
 	u->s.lcr = 0x03; /* 8N1 */
 	u->s.mcr = 0x08; /* OUT2 */
 	u->s.dll = 12;	 /* 9600 baud */
-	return bus_register(&vm->pio, base, 8, "uart", uart_io, u);
+	if ((rc = pthread_mutex_init(&u->lock, NULL)) != 0)
+		return -rc;
+	if ((rc = bus_register(&vm->pio, base, 8, "uart", uart_io, u)) < 0) {
+		pthread_mutex_destroy(&u->lock);
+		u->vm = NULL;
+		return rc;
+	}
+	pthread_mutex_lock(&vm->lock);
+	vm->console.on_input = uart_on_input;
+	vm->console.on_input_arg = u;
+	pthread_mutex_unlock(&vm->lock);
+	return 0;
+}
+
+void uart_destroy(struct uart *u)
+{
+	if (!u->vm)
+		return;
+	pthread_mutex_lock(&u->vm->lock);
+	if (u->vm->console.on_input_arg == u)
+		u->vm->console.on_input = NULL;
+	pthread_mutex_unlock(&u->vm->lock);
+	pthread_mutex_destroy(&u->lock);
+	u->vm = NULL;
 }
 
 /* ------------------------------------------------------------ state */
