@@ -6,9 +6,11 @@
  * and share=off (a private copy-on-write mapping of the same file) in
  * every restore, with the x-ignore-shared capability keeping RAM out of
  * the migration stream. forkvm restores the default agent guest from a
- * snapshot directory. Both figures are restore-to-first-answer: process
- * spawn -> snapshot loaded -> guest running -> the first answer on its
- * channel (the serial line for QEMU, an agent ping for forkvm).
+ * snapshot directory, and QEMU's own Linux guest (same kernel, initramfs
+ * and command line; its ttyS0 on --serial socket=) from another. Every
+ * figure is restore-to-first-answer: process spawn -> snapshot loaded ->
+ * guest running -> the first answer on its channel (the serial line for
+ * QEMU and forkvm's Linux guest, an agent ping for the agent guest).
  *
  * QEMU uses KVM when the guest answers under it within PEER_KVM_PROBE_MS,
  * TCG otherwise (on PVM hosts a Linux guest cannot run on /dev/kvm), and
@@ -41,6 +43,7 @@
 #define PEER_KVM_PROBE_MS 10000      /* the guest must answer under KVM by then */
 #define PEER_BOOT_MS 180000          /* a TCG boot takes ~5 s here */
 #define PEER_STEP_MS 60000           /* any other step */
+#define PEER_LINUX_BOOT_MS 180000    /* forkvm's Linux boot (the KVM lane: ~30 s) */
 #define PEER_QEMU "qemu-system-x86_64"
 /* The initramfs's name carries a version: change it whenever peer_init or
  * its build changes, so that caches rebuild it. */
@@ -141,6 +144,7 @@ struct peer {
 	char kernel[4200], initrd[4200];
 	char mem[128], mig[128], serial[128], qmp[128], log[128];
 	char fsnap[128], fapi[128], fagent[128];
+	char lsnap[128], lserial[128];  /* forkvm's Linux guest: snapshot, ttyS0 */
 	char size[32];                  /* "256M": QEMU's -m and backend size */
 	const char *accel;              /* "kvm" or "tcg" */
 	char why[256];                  /* why not KVM, when TCG */
@@ -769,6 +773,120 @@ out:
 	return rc;
 }
 
+/* ---------------------------------------------------------------- forkvm, Linux */
+
+/* Why forkvm's Linux guest is not measured here ("" when it is). */
+static const char *linux_skip_reason(void)
+{
+	/* PVM (kvm_pvm) emulates guest ring 0 about 1000 times slower than
+	 * hardware: a kernel does not boot in minutes. */
+	if (access("/sys/module/kvm_pvm", F_OK) == 0)
+		return "PVM's /dev/kvm runs a Linux kernel about 1000 times slower than hardware";
+	return "";
+}
+
+/* Boots QEMU's guest under forkvm (the same kernel, initramfs and command
+ * line; ttyS0 on a socket, which now takes input), waits for its first
+ * answer, pauses it and snapshots it to p->lsnap. *boot_ns: spawn to the
+ * first answer. */
+static int linux_template(struct peer *p, uint64_t mem, uint64_t *boot_ns)
+{
+	char cpus[64], msize[64], serial[200], body[300];
+	const char *args[] = { p->o->forkvm, "--api-socket", p->fapi, "--kernel", p->kernel,
+			       "--initramfs", p->initrd, "--cmdline", "console=ttyS0 panic=-1",
+			       "--cpus", cpus, "--memory", msize, "--serial", serial, NULL };
+	int st, rc;
+
+	snprintf(cpus, sizeof(cpus), "boot=%s", p->o->cpus);
+	snprintf(msize, sizeof(msize), "size=%llu", (unsigned long long)mem);
+	snprintf(serial, sizeof(serial), "socket=%s", p->lserial);
+	snprintf(body, sizeof(body), "{\"destination_url\": \"file://%s\"}", p->lsnap);
+	unlink(p->fapi);
+	unlink(p->lserial);
+	uint64_t t0 = time_mono_ns(), deadline = t0 + PEER_LINUX_BOOT_MS * 1000000ULL;
+	pid_t pid = spawn_forkvm(args);
+	p->slen = 0;
+	p->ser_fd = connect_child(p->lserial, pid, deadline);
+	rc = p->ser_fd < 0 ? p->ser_fd : serial_wait(p, PEER_READY, deadline);
+	if (rc == 0)
+		rc = serial_ping(p, "warm-up", deadline);
+	*boot_ns = time_mono_ns() - t0;
+	if (rc < 0)
+		fail("forkvm: the Linux guest did not answer on ttyS0: %s", strerror(-rc));
+	else if (api_put(p->fapi, "/api/v1/vm.pause", NULL, &st) < 0 || st != 204 ||
+		 api_put(p->fapi, "/api/v1/vm.snapshot", body, &st) < 0 || st != 204)
+		rc = fail("forkvm: pause or snapshot of the Linux guest failed");
+	if (p->ser_fd >= 0)
+		close(p->ser_fd);
+	p->ser_fd = -1;
+	stop_vm(pid);
+	return rc;
+}
+
+/* One restore of the Linux guest: spawn forkvm --restore (paused) -> API
+ * up -> ttyS0 connected -> vm.resume -> the first "pong" on ttyS0. */
+static int linux_restore(struct peer *p, uint64_t t[F_N])
+{
+	char src[300], serial[200];
+	const char *args[] = { p->o->forkvm, "--api-socket", p->fapi, "--restore", src,
+			       "--serial", serial, NULL };
+	int st, rc = -1;
+
+	snprintf(src, sizeof(src), "source_url=file://%s", p->lsnap);
+	snprintf(serial, sizeof(serial), "socket=%s", p->lserial);
+	unlink(p->fapi);
+	unlink(p->lserial);
+	uint64_t t0 = time_mono_ns();
+	pid_t pid = spawn_forkvm(args);
+	if (wait_paused(p->fapi, PEER_STEP_MS) < 0) {
+		fail("forkvm: the restored Linux guest did not come up paused");
+		goto out;
+	}
+	t[F_PAUSED] = time_mono_ns() - t0;
+	p->ser_fd = connect_child(p->lserial, pid, time_mono_ns() + PEER_STEP_MS * 1000000ULL);
+	if (p->ser_fd < 0 || api_put(p->fapi, "/api/v1/vm.resume", NULL, &st) < 0 || st != 204 ||
+	    serial_ping(p, "restored", time_mono_ns() + PEER_STEP_MS * 1000000ULL) < 0) {
+		fail("forkvm: no answer from the restored Linux guest");
+		goto out;
+	}
+	t[F_ANSWER] = time_mono_ns() - t0;
+	rc = 0;
+out:
+	if (p->ser_fd >= 0)
+		close(p->ser_fd);
+	p->ser_fd = -1;
+	stop_vm(pid);
+	return rc;
+}
+
+/* forkvm on QEMU's Linux guest: the template, then total restores; l[]
+ * the samples after the warm-ups. Returns 0, or -1 when it could not be
+ * measured (why says why; the rest of peer goes on). */
+static int linux_side(struct peer *p, uint64_t mem, int total, uint64_t *l[F_N], uint64_t *boot_ns,
+		      char *why, size_t whylen)
+{
+	const char *skip = linux_skip_reason();
+	if (*skip) {
+		snprintf(why, whylen, "%s", skip);
+		return -1;
+	}
+	if (linux_template(p, mem, boot_ns) < 0) {
+		snprintf(why, whylen, "its boot or snapshot failed (see above)");
+		return -1;
+	}
+	for (int i = 0; i < total; i++) {
+		uint64_t t[F_N];
+		if (linux_restore(p, t) < 0) {
+			snprintf(why, whylen, "a restore failed (see above)");
+			return -1;
+		}
+		if (i >= p->o->warmup)
+			for (int k = 0; k < F_N; k++)
+				l[k][i - p->o->warmup] = t[k];
+	}
+	return 0;
+}
+
 /* ---------------------------------------------------------------- command */
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -842,7 +960,8 @@ int cmd_peer(const struct opts *o)
 	static struct peer pp; /* large buffers: not on the stack */
 	struct peer *p = &pp;
 	int total = o->samples + o->warmup, rc = 1, fd;
-	uint64_t *q[Q_N] = { 0 }, *f[F_N] = { 0 }, mem;
+	uint64_t *q[Q_N] = { 0 }, *f[F_N] = { 0 }, *l[F_N] = { 0 }, mem, lboot = 0;
+	char lwhy[200] = "";
 	char version[256], what[128];
 
 	memset(p, 0, sizeof(*p));
@@ -898,11 +1017,14 @@ int cmd_peer(const struct opts *o)
 	join(p->fsnap, sizeof(p->fsnap), p->dir, "forkvm-snap");
 	join(p->fapi, sizeof(p->fapi), p->dir, "api.sock");
 	join(p->fagent, sizeof(p->fagent), p->dir, "agent.sock");
+	join(p->lsnap, sizeof(p->lsnap), p->dir, "forkvm-linux-snap");
+	join(p->lserial, sizeof(p->lserial), p->dir, "forkvm-serial.sock");
 	for (int k = 0; k < Q_N; k++)
 		if (!(q[k] = calloc((size_t)total, sizeof(uint64_t))))
 			goto out;
 	for (int k = 0; k < F_N; k++)
-		if (!(f[k] = calloc((size_t)total, sizeof(uint64_t))))
+		if (!(f[k] = calloc((size_t)total, sizeof(uint64_t))) ||
+		    !(l[k] = calloc((size_t)total, sizeof(uint64_t))))
 			goto out;
 
 	/* forkvm first: it fails fast if something is wrong with the build. */
@@ -916,6 +1038,8 @@ int cmd_peer(const struct opts *o)
 			for (int k = 0; k < F_N; k++)
 				f[k][i - o->warmup] = t[k];
 	}
+
+	bool linux_ok = linux_side(p, mem, total, l, &lboot, lwhy, sizeof(lwhy)) == 0;
 
 	qemu_version(version, sizeof(version));
 	if (qemu_template(p) < 0)
@@ -954,6 +1078,21 @@ int cmd_peer(const struct opts *o)
 	report(what, q[Q_ANSWER], o->samples, o);
 	report("forkvm: spawn to paused", f[F_PAUSED], o->samples, o);
 	report("forkvm: restore to first answer", f[F_ANSWER], o->samples, o);
+	if (linux_ok) {
+		note(o, "forkvm-linux: QEMU's guest (same kernel, initramfs, command line, RAM and "
+			"vCPUs) under forkvm, ttyS0 on --serial socket=; boot to first answer %.1f ms; "
+			"restore = forkvm --restore (paused), vm.resume, a line on ttyS0",
+		     (double)lboot / 1e6);
+		report("forkvm-linux: spawn to paused", l[F_PAUSED], o->samples, o);
+		report("forkvm-linux: restore to first answer", l[F_ANSWER], o->samples, o);
+		snprintf(what, sizeof(what), "peer: qemu-%s/forkvm-linux restore to answer p50",
+			 p->accel);
+		figure(o, what,
+		       (double)p50(q[Q_ANSWER], o->samples) / (double)p50(l[F_ANSWER], o->samples),
+		       "x");
+	} else {
+		note(o, "forkvm-linux: not measured: %s", lwhy);
+	}
 	figure(o, "peer: qemu accelerator is kvm", !strcmp(p->accel, "kvm"), "bool");
 	snprintf(what, sizeof(what), "peer: qemu-%s/forkvm restore to answer p50", p->accel);
 	figure(o, what, (double)p50(q[Q_ANSWER], o->samples) / (double)p50(f[F_ANSWER], o->samples),
@@ -964,7 +1103,9 @@ out:
 	nftw(p->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	for (int k = 0; k < Q_N; k++)
 		free(q[k]);
-	for (int k = 0; k < F_N; k++)
+	for (int k = 0; k < F_N; k++) {
 		free(f[k]);
+		free(l[k]);
+	}
 	return rc;
 }
