@@ -624,16 +624,17 @@ static bool serial_wait(int fd, char *buf, size_t cap, const char *want, int tim
 }
 
 /* Console input: a client of --serial socket=PATH types lines; the guest
- * reads them from ttyS0 (the UART's receive side and its interrupt) and
- * answers each. */
-Test(linux, the_serial_console_takes_input, .fini = teardown, .timeout = 300)
+ * reads them from its console (ttyS0: the UART's receive side and its
+ * interrupt; hvc0: virtio-console's receive queue) and answers each. */
+static void console_takes_input(const char *console)
 {
 	need_linux();
-	char *dir = h_tmpdir(), *sock = h_join(dir, "serial.sock"), opt[300];
+	char *dir = h_tmpdir(), *sock = h_join(dir, "serial.sock"), opt[300], cmdline[128];
 	snprintf(opt, sizeof(opt), "socket=%s", sock);
+	snprintf(cmdline, sizeof(cmdline), "console=%s panic=-1 forkvm.test=echo", console);
 	const char *more[] = {"--serial", opt, NULL};
 	char *k = kernel();
-	boot_with(k, "console=ttyS0 panic=-1 forkvm.test=echo", "1", more);
+	boot_with(k, cmdline, "1", more);
 	free(k);
 	int fd = serial_connect(sock);
 	static char buf[1 << 16];
@@ -642,7 +643,7 @@ Test(linux, the_serial_console_takes_input, .fini = teardown, .timeout = 300)
 		  "no echo ready; forkvm: %s\nconsole:\n%s", h_stderr(&vm.proc), buf);
 	cr_assert_eq(write(fd, "hello-forkvm\n", 13), 13);
 	cr_assert(serial_wait(fd, buf, sizeof(buf), "forkvm-linux: echo hello-forkvm", 60000),
-		  "the guest did not read the line:\n%s", buf);
+		  "the guest did not read the line on %s:\n%s", console, buf);
 	cr_assert_eq(write(fd, "quit\n", 5), 5);
 	int st = h_wait(&vm.proc, 60000);
 	cr_assert_eq(st, 0, "forkvm exited %d: %s", st, h_stderr(&vm.proc));
@@ -650,4 +651,14 @@ Test(linux, the_serial_console_takes_input, .fini = teardown, .timeout = 300)
 	free(sock);
 	h_rmtree(dir);
 	free(dir);
+}
+
+Test(linux, the_serial_console_takes_input, .fini = teardown, .timeout = 300)
+{
+	console_takes_input("ttyS0");
+}
+
+Test(linux, the_hvc0_console_takes_input, .fini = teardown, .timeout = 300)
+{
+	console_takes_input("hvc0");
 }

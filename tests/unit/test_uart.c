@@ -35,6 +35,7 @@ static void setup(void)
 	cr_assert_eq(vm_create_nokvm(&cfg, err, sizeof(err), &vm), 0, "%s", err);
 	vm_config_free(&cfg);
 	cr_assert_eq(uart_register(vm, &uart, LX_COM1_PORT, LX_COM1_IRQ), 0);
+	uart_take_input(&uart);
 }
 
 static void teardown(void)
@@ -117,4 +118,12 @@ Test(uart, loopback_keeps_the_line_to_itself)
 	cr_assert_eq(in(UART_RBR), 0);
 	out(UART_MCR, 0x08);
 	cr_assert_eq(in(UART_RBR), 'a', "still there after loopback");
+}
+
+Test(uart, a_port_whose_console_is_elsewhere_receives_nothing)
+{
+	uart.rx = false; /* the console is hvc0 */
+	client_sends("x");
+	cr_assert_eq(in(UART_LSR) & UART_LSR_DR, 0);
+	cr_assert_eq(in(UART_RBR), 0);
 }

@@ -564,3 +564,42 @@ Test(virtio, a_captured_disk_is_what_the_guest_sees)
 	unlink(path);
 	rmdir(sub);
 }
+
+/* hvc0 as the console: what a client of the serial socket sends fills the
+ * receive queue's buffers, when there are bytes and when the guest posts
+ * buffers; a buffer is not taken without bytes for it. */
+Test(virtio, console_input_fills_the_receive_queue)
+{
+	char err[512] = "", *payload = ut_payload("hello");
+	struct vm_config cfg;
+
+	vm_destroy(vm); /* this test's VM has its console on a socket */
+	vm_config_init(&cfg);
+	cfg.memory_size = 64ULL << 20;
+	cfg.kernel = payload;
+	cfg.serial_mode = VM_SERIAL_SOCKET;
+	cr_assert(asprintf(&cfg.serial_path, "%s/serial.sock", dir) > 0);
+	cr_assert_eq(vm_create_nokvm(&cfg, err, sizeof(err), &vm), 0, "%s", err);
+	vm_config_free(&cfg);
+	cr_assert_eq(virtio_console_create(vm, &dev, VIRTIO_MMIO_BASE, 18), 0);
+	virtio_console_take_input(&dev);
+	drv_init(2);
+	/* the guest posts one 4-byte buffer before there is input: kept */
+	drv_submit(0, (struct seg[]){ { BUFS, 4, true } }, 1);
+	cr_assert_eq(used_idx(0), 0);
+	json_t *st = json_pack("{s:o,s:o}", "output", state_json_blob("", 0), "input",
+			       state_json_blob("typed!", 6));
+	cr_assert_eq(chan_restore(&vm->console, st, err, sizeof(err)), 0, "%s", err);
+	json_decref(st);
+	vm->console.on_input(vm->console.on_input_arg); /* as the loop does */
+	cr_assert_eq(used_idx(0), 1);
+	cr_assert_eq(used_len(0, 0), 4);
+	cr_assert_eq(memcmp(gp(BUFS, 4), "type", 4), 0);
+	cr_assert(mr(VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_INT_USED);
+	/* the rest when the guest posts another buffer */
+	drv_submit(0, (struct seg[]){ { BUFS + 64, 16, true } }, 1);
+	cr_assert_eq(used_idx(0), 2);
+	cr_assert_eq(used_len(0, 1), 2);
+	cr_assert_eq(memcmp(gp(BUFS + 64, 2), "d!", 2), 0);
+	unlink(serial);
+}

@@ -157,6 +157,7 @@ struct uart {
 	struct vm *vm;
 	unsigned irq;
 	pthread_mutex_t lock; /* vCPUs and the loop (input); before vm->lock */
+	bool rx;	      /* the console's input is this port's (uart_take_input) */
 	struct uart_state s;
 };
 
@@ -191,6 +192,9 @@ struct uart {
 int uart_register(struct vm *vm, struct uart *u, uint16_t base, unsigned irq)
     __attribute__((warn_unused_result));
 void uart_destroy(struct uart *u);
+/* Makes the console channel's input this port's: it receives what a client
+ * sends (else it receives nothing). */
+void uart_take_input(struct uart *u);
 /* The UART's state unit ("serial"): its registers. arg: the struct uart. */
 int uart_save(struct vm *vm, void *arg, json_t **out, char *err, size_t errlen);
 int uart_restore(struct vm *vm, void *arg, const json_t *st, uint32_t version, char *err,

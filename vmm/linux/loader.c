@@ -106,6 +106,17 @@ static int lx_virtio(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
+/* True when the kernel's console (its last console= on the command line,
+ * the one /dev/console is) is hvc0 rather than the serial port. */
+static bool lx_console_is_hvc(const char *cmdline)
+{
+	bool hvc = false;
+	for (const char *p = cmdline; p && (p = strstr(p, "console=")); p += 8)
+		if (p == cmdline || p[-1] == ' ' || p[-1] == '\t')
+			hvc = strncmp(p + 8, "hvc", 3) == 0;
+	return hvc;
+}
+
 /* The machine's devices, in this order (their state units follow it). */
 static int lx_devices(struct vm *vm, char *err, size_t errlen)
 {
@@ -120,7 +131,14 @@ static int lx_devices(struct vm *vm, char *err, size_t errlen)
 	    (rc = i8042_register(vm, &vm->mach->kbd)) < 0)
 		return err_fail(err, errlen, rc, "cannot register the legacy devices: %s",
 			    strerror(-rc));
-	return lx_virtio(vm, err, errlen);
+	if ((rc = lx_virtio(vm, err, errlen)) < 0)
+		return rc;
+	/* Console input goes where the kernel's console is. */
+	if (lx_console_is_hvc(vm->cfg.cmdline))
+		virtio_console_take_input(&vm->mach->virtio[vm->cfg.nr_disks]);
+	else
+		uart_take_input(&vm->mach->com1);
+	return 0;
 }
 
 /* The ACPI tables describing the machine's devices, and the zero page's

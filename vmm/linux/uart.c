@@ -20,7 +20,7 @@
  * UART's own). */
 static bool uart_rx_ready(struct uart *u)
 {
-	if (u->s.mcr & UART_MCR_LOOP)
+	if (!u->rx || (u->s.mcr & UART_MCR_LOOP))
 		return false;
 	pthread_mutex_lock(&u->vm->lock);
 	bool ready = chan_input_queued_locked(&u->vm->console) > 0;
@@ -77,7 +77,7 @@ static void uart_transmit(struct uart *u, uint8_t b)
 static uint8_t uart_rx(struct uart *u)
 {
 	uint8_t b = 0;
-	if (u->s.mcr & UART_MCR_LOOP)
+	if (!u->rx || (u->s.mcr & UART_MCR_LOOP))
 		return 0;
 	pthread_mutex_lock(&u->vm->lock);
 	if (chan_read_locked(&u->vm->console, &b, 1) != 1)
@@ -199,11 +199,16 @@ int uart_register(struct vm *vm, struct uart *u, uint16_t base, unsigned irq)
 		u->vm = NULL;
 		return rc;
 	}
-	pthread_mutex_lock(&vm->lock);
-	vm->console.on_input = uart_on_input;
-	vm->console.on_input_arg = u;
-	pthread_mutex_unlock(&vm->lock);
 	return 0;
+}
+
+void uart_take_input(struct uart *u)
+{
+	pthread_mutex_lock(&u->vm->lock);
+	u->rx = true;
+	u->vm->console.on_input = uart_on_input;
+	u->vm->console.on_input_arg = u;
+	pthread_mutex_unlock(&u->vm->lock);
 }
 
 void uart_destroy(struct uart *u)

@@ -199,9 +199,12 @@ int virtio_blk_create(struct vm *vm, struct virtio_dev *d, const char *name, con
 int virtio_blk_capture(struct virtio_dev *d, int dfd, json_t *files, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 /* virtio-console (hvc0): what the guest writes goes to the VM's console
- * channel, as the serial port's does. */
+ * channel, as the serial port's does; input when it takes it. */
 int virtio_console_create(struct vm *vm, struct virtio_dev *d, uint64_t base, unsigned gsi)
 	__attribute__((warn_unused_result));
+/* Makes the console channel's input hvc0's (else its receive queue stays
+ * empty). */
+void virtio_console_take_input(struct virtio_dev *d);
 /* virtio-rng: the host's getrandom(). */
 int virtio_rng_create(struct vm *vm, struct virtio_dev *d, uint64_t base, unsigned gsi)
 	__attribute__((warn_unused_result));
