@@ -1,6 +1,7 @@
 # forkvm - one non-recursive Makefile. Output goes under build/.
 #   make            build everything (installs missing Debian packages first)
 #   make run        boot the default guest (the JavaScript agent) and talk to it
+#   make run-linux  the snapshot/restore walkthrough with a Linux guest
 #   make test       unit + integration tests (Criterion)
 #   make bench      forkbench's standard suite (results in build/bench/)
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (clang)
@@ -172,6 +173,12 @@ RUN_DIR := $(O)/run
 .PHONY: run
 run: all
 	$(Q)sh scripts/run-demo.sh $(O) $(AGENT)
+
+# The walkthrough with a Linux guest: natively where /dev/kvm runs Linux
+# guests (not PVM), else in the KVM lane (scripts/run-linux.sh).
+.PHONY: run-linux
+run-linux: all linux-guest
+	$(Q)sh scripts/run-linux.sh $(O)
 
 # ---------------------------------------------------------------- bench
 # forkbench's standard suite (docs/benchmarks.md records its results).

@@ -139,3 +139,5 @@ wait "$fpid" || true
 fpid=""
 left=$(pgrep -c forkd-clone || true)
 echo "forkd exited; clone processes left: ${left:-0}"
+echo
+echo "Linux guests: make run-linux (Cloud Hypervisor's walkthrough with a real kernel and disk)"

@@ -12,12 +12,14 @@
  * lane with FORKVM_TEST_LINUX_LANE=1 (make test-linux-lane), where a boot
  * takes 20-40 s and the lane itself may freeze (docs/linux-guests.md). */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/types.h>
 
@@ -608,15 +610,24 @@ static int serial_connect(const char *path)
 static bool serial_wait(int fd, char *buf, size_t cap, const char *want, int timeout_ms)
 {
 	size_t len = strlen(buf);
-	for (int t = 0; t < timeout_ms && !strstr(buf, want); t += 100) {
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	/* by the clock: the serial port's output comes a few bytes at a time */
+	long long deadline = now.tv_sec * 1000LL + now.tv_nsec / 1000000 + timeout_ms;
+	while (!strstr(buf, want)) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec * 1000LL + now.tv_nsec / 1000000 >= deadline)
+			break;
 		struct pollfd p = {.fd = fd, .events = POLLIN};
 		if (poll(&p, 1, 100) <= 0)
 			continue;
 		if (len + 1 >= cap) /* keep the tail */
 			memmove(buf, buf + cap / 2, len - cap / 2 + 1), len -= cap / 2;
 		ssize_t n = read(fd, buf + len, cap - 1 - len);
-		if (n <= 0)
+		if (n <= 0) {
+			fprintf(stderr, "serial: %s\n", n < 0 ? strerror(errno) : "end of stream");
 			return false;
+		}
 		len += (size_t)n;
 		buf[len] = 0;
 	}
@@ -639,8 +650,9 @@ static void console_takes_input(const char *console)
 	int fd = serial_connect(sock);
 	static char buf[1 << 16];
 	buf[0] = 0;
-	cr_assert(serial_wait(fd, buf, sizeof(buf), "forkvm-linux: echo ready", BOOT_MS),
-		  "no echo ready; forkvm: %s\nconsole:\n%s", h_stderr(&vm.proc), buf);
+	bool ready = serial_wait(fd, buf, sizeof(buf), "forkvm-linux: echo ready", BOOT_MS);
+	cr_assert(ready, "no echo ready; forkvm (status %d): %s\nconsole:\n%s", h_wait(&vm.proc, 1000),
+		  h_stderr(&vm.proc), buf);
 	cr_assert_eq(write(fd, "hello-forkvm\n", 13), 13);
 	cr_assert(serial_wait(fd, buf, sizeof(buf), "forkvm-linux: echo hello-forkvm", 60000),
 		  "the guest did not read the line on %s:\n%s", console, buf);
