@@ -188,6 +188,9 @@ int ut_vm_create(const struct ut_vm_opts *o, char *err, size_t errlen, struct vm
 	if (o->serial_file) {
 		cfg.serial_mode = VM_SERIAL_FILE;
 		cfg.serial_path = strdup(o->serial_file);
+	} else if (o->serial_socket) {
+		cfg.serial_mode = VM_SERIAL_SOCKET;
+		cfg.serial_path = strdup(o->serial_socket);
 	} else {
 		cfg.serial_mode = VM_SERIAL_OFF;
 	}

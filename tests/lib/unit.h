@@ -58,7 +58,8 @@ struct ut_vm_opts {
 	const char *cmdline;     /* NULL: none */
 	uint64_t memory;         /* 0: 64 MiB */
 	unsigned vcpus;          /* 0: 1 */
-	const char *serial_file; /* NULL: serial off */
+	const char *serial_file; /* NULL: serial off (or on serial_socket) */
+	const char *serial_socket; /* the console on a socket (its input ring) */
 	const char *hostname;    /* NULL: default */
 };
 

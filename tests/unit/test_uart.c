@@ -23,17 +23,13 @@ static char *dir;
 
 static void setup(void)
 {
-	char err[512] = "", *payload = ut_payload("hello");
-	struct vm_config cfg;
+	char err[512] = "", *sock;
 
 	dir = ut_tmpdir();
-	vm_config_init(&cfg);
-	cfg.memory_size = 64ULL << 20;
-	cfg.kernel = payload;
-	cfg.serial_mode = VM_SERIAL_SOCKET;
-	cr_assert(asprintf(&cfg.serial_path, "%s/serial.sock", dir) > 0);
-	cr_assert_eq(vm_create_nokvm(&cfg, err, sizeof(err), &vm), 0, "%s", err);
-	vm_config_free(&cfg);
+	cr_assert(asprintf(&sock, "%s/serial.sock", dir) > 0);
+	struct ut_vm_opts o = { .payload = "hello", .serial_socket = sock };
+	cr_assert_eq(ut_vm_create(&o, err, sizeof(err), &vm), 0, "%s", err);
+	free(sock);
 	cr_assert_eq(uart_register(vm, &uart, LX_COM1_PORT, LX_COM1_IRQ), 0);
 	uart_take_input(&uart);
 }

@@ -570,17 +570,12 @@ Test(virtio, a_captured_disk_is_what_the_guest_sees)
  * buffers; a buffer is not taken without bytes for it. */
 Test(virtio, console_input_fills_the_receive_queue)
 {
-	char err[512] = "", *payload = ut_payload("hello");
-	struct vm_config cfg;
+	char err[512] = "", sock[300];
 
 	vm_destroy(vm); /* this test's VM has its console on a socket */
-	vm_config_init(&cfg);
-	cfg.memory_size = 64ULL << 20;
-	cfg.kernel = payload;
-	cfg.serial_mode = VM_SERIAL_SOCKET;
-	cr_assert(asprintf(&cfg.serial_path, "%s/serial.sock", dir) > 0);
-	cr_assert_eq(vm_create_nokvm(&cfg, err, sizeof(err), &vm), 0, "%s", err);
-	vm_config_free(&cfg);
+	snprintf(sock, sizeof(sock), "%s/serial.sock", dir);
+	struct ut_vm_opts o = { .payload = "hello", .serial_socket = sock };
+	cr_assert_eq(ut_vm_create(&o, err, sizeof(err), &vm), 0, "%s", err);
 	cr_assert_eq(virtio_console_create(vm, &dev, VIRTIO_MMIO_BASE, 18), 0);
 	virtio_console_take_input(&dev);
 	drv_init(2);

@@ -9,6 +9,7 @@
 
 #include "common/util.h"
 #include "vmm/linux/acpi.h"
+#include "vmm/linux/bytes.h"
 #include "vmm/linux/linux.h"
 
 #define OEM_ID "FORKVM"
@@ -83,33 +84,6 @@
 #define RES_EXT_IRQ 0x89     /* large, 6 bytes for one interrupt */
 #define RES_IRQ_CONSUMER 0x01
 #define RES_IRQ_EDGE 0x02 /* 0: level; polarity bit 2 clear: active high */
-
-static void wr16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void wr64(uint8_t *p, uint64_t v)
-{
-	wr32(p, (uint32_t)v);
-	wr32(p + 4, (uint32_t)(v >> 32));
-}
-
-/* The byte that makes p[0..n) sum to zero when it is added. */
-static uint8_t checksum(const uint8_t *p, size_t n)
-{
-	uint8_t s = 0;
-	for (size_t i = 0; i < n; i++)
-		s = (uint8_t)(s + p[i]);
-	return (uint8_t)(0x100 - s);
-}
 
 /* ------------------------------------------------------------ AML */
 
@@ -313,8 +287,8 @@ static void res_put(struct res *r, const uint8_t *s, size_t n)
 static void res_mem32(struct res *r, uint32_t base, uint32_t len)
 {
 	uint8_t d[12] = {RES_MEM32_FIXED, 9, 0, 1 /* read-write */};
-	wr32(d + 4, base);
-	wr32(d + 8, len);
+	lx_wr32(d + 4, base);
+	lx_wr32(d + 8, len);
 	res_put(r, d, sizeof(d));
 }
 
@@ -322,7 +296,7 @@ static void res_mem32(struct res *r, uint32_t base, uint32_t len)
 static void res_irq(struct res *r, unsigned gsi)
 {
 	uint8_t d[9] = {RES_EXT_IRQ, 6, 0, RES_IRQ_CONSUMER | RES_IRQ_EDGE, 1};
-	wr32(d + 5, gsi);
+	lx_wr32(d + 5, gsi);
 	res_put(r, d, sizeof(d));
 }
 
@@ -330,8 +304,8 @@ static void res_irq(struct res *r, unsigned gsi)
 static void res_io(struct res *r, uint16_t port, uint8_t len)
 {
 	uint8_t d[8] = {RES_IO, 1 /* 16-bit decode */};
-	wr16(d + 2, port);
-	wr16(d + 4, port);
+	lx_wr16(d + 2, port);
+	lx_wr16(d + 4, port);
 	d[6] = 1; /* alignment */
 	d[7] = len;
 	res_put(r, d, sizeof(d));
@@ -344,7 +318,7 @@ static void aml_crs(struct aml *b, struct res *r)
 	uint8_t end[2] = {RES_END, 0};
 
 	res_put(r, end, 1);
-	end[1] = checksum(r->b, r->len);
+	end[1] = lx_checksum(r->b, r->len);
 	res_put(r, end + 1, 1);
 	aml_byte(b, AML_NAME);
 	aml_name(b, "_CRS");
@@ -460,21 +434,21 @@ static void dsdt_ged(struct aml *b, unsigned gsi)
 static void sdt_header(uint8_t *t, const char *sig, uint32_t len, uint8_t rev)
 {
 	memcpy(t, sig, 4);
-	wr32(t + 4, len);
+	lx_wr32(t + 4, len);
 	t[8] = rev;
 	memcpy(t + 10, OEM_ID, 6);
 	memcpy(t + 16, OEM_TABLE_PREFIX, 4);
 	memcpy(t + 20, sig, 4);
-	wr32(t + 24, OEM_REVISION);
+	lx_wr32(t + 24, OEM_REVISION);
 	memcpy(t + 28, CREATOR_ID, 4);
-	wr32(t + 32, CREATOR_REVISION);
+	lx_wr32(t + 32, CREATOR_REVISION);
 }
 
 /* Sets the checksum of the table t of len bytes. */
 static void sdt_seal(uint8_t *t, size_t len)
 {
 	t[9] = 0;
-	t[9] = checksum(t, len);
+	t[9] = lx_checksum(t, len);
 }
 
 /* The DSDT at t (cap bytes of room). Returns its length, or 0 if it does
@@ -518,20 +492,20 @@ static size_t madt_write(uint8_t *t, unsigned n)
 	uint8_t *e = t + MADT_HDR;
 
 	sdt_header(t, "APIC", (uint32_t)len, 6);
-	wr32(t + 36, LAPIC_ADDR);
-	wr32(t + 40, 0);
+	lx_wr32(t + 36, LAPIC_ADDR);
+	lx_wr32(t + 40, 0);
 	for (unsigned i = 0; i < n; i++, e += MADT_LAPIC_LEN) {
 		e[0] = 0; /* Processor Local APIC */
 		e[1] = MADT_LAPIC_LEN;
 		e[2] = (uint8_t)i; /* ACPI processor UID */
 		e[3] = (uint8_t)i; /* APIC id; vCPU 0, the BSP, first */
-		wr32(e + 4, 1);	   /* enabled */
+		lx_wr32(e + 4, 1);	   /* enabled */
 	}
 	e[0] = 1; /* I/O APIC */
 	e[1] = MADT_IOAPIC_LEN;
 	e[2] = (uint8_t)n;
-	wr32(e + 4, IOAPIC_ADDR);
-	wr32(e + 8, 0); /* GSI base */
+	lx_wr32(e + 4, IOAPIC_ADDR);
+	lx_wr32(e + 8, 0); /* GSI base */
 	sdt_seal(t, len);
 	return len;
 }
@@ -540,11 +514,11 @@ static size_t madt_write(uint8_t *t, unsigned n)
 static void fadt_write(uint8_t *t, uint64_t dsdt)
 {
 	sdt_header(t, "FACP", FADT_LEN, 6);
-	wr32(t + FADT_DSDT, (uint32_t)dsdt);
-	wr16(t + FADT_IAPC_BOOT_ARCH, IAPC_8042 | IAPC_NO_VGA | IAPC_NO_MSI | IAPC_NO_CMOS_RTC);
-	wr32(t + FADT_FLAGS, FADT_F_HW_REDUCED | FADT_F_PWR_BUTTON | FADT_F_SLP_BUTTON);
+	lx_wr32(t + FADT_DSDT, (uint32_t)dsdt);
+	lx_wr16(t + FADT_IAPC_BOOT_ARCH, IAPC_8042 | IAPC_NO_VGA | IAPC_NO_MSI | IAPC_NO_CMOS_RTC);
+	lx_wr32(t + FADT_FLAGS, FADT_F_HW_REDUCED | FADT_F_PWR_BUTTON | FADT_F_SLP_BUTTON);
 	t[FADT_MINOR_VERSION] = 5;
-	wr64(t + FADT_X_DSDT, dsdt);
+	lx_wr64(t + FADT_X_DSDT, dsdt);
 	memcpy(t + FADT_HYPERVISOR_ID, HYPERVISOR_ID, 8);
 	sdt_seal(t, FADT_LEN);
 }
@@ -553,8 +527,8 @@ static void fadt_write(uint8_t *t, uint64_t dsdt)
 static void xsdt_write(uint8_t *t, uint64_t fadt, uint64_t madt)
 {
 	sdt_header(t, "XSDT", XSDT_LEN, 1);
-	wr64(t + SDT_HDR, fadt);
-	wr64(t + SDT_HDR + 8, madt);
+	lx_wr64(t + SDT_HDR, fadt);
+	lx_wr64(t + SDT_HDR + 8, madt);
 	sdt_seal(t, XSDT_LEN);
 }
 
@@ -565,12 +539,12 @@ static void rsdp_write(uint8_t *p, uint64_t xsdt)
 	p[8] = 0;
 	memcpy(p + 9, OEM_ID, 6);
 	p[15] = 2;
-	wr32(p + 16, 0);
-	wr32(p + 20, RSDP_LEN);
-	wr64(p + 24, xsdt);
+	lx_wr32(p + 16, 0);
+	lx_wr32(p + 20, RSDP_LEN);
+	lx_wr64(p + 24, xsdt);
 	p[32] = 0;
-	p[8] = checksum(p, 20);
-	p[32] = checksum(p, RSDP_LEN);
+	p[8] = lx_checksum(p, 20);
+	p[32] = lx_checksum(p, RSDP_LEN);
 }
 
 /* ------------------------------------------------------------ checks */

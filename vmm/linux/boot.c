@@ -7,44 +7,12 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "vmm/linux/bytes.h"
 #include "vmm/linux/linux.h"
-
-static uint16_t rd16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t rd32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void wr16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void wr64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-	return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
-}
 
 static bool bz_probe(const uint8_t *image, size_t len)
 {
-	return len >= 0x250 && rd16(image + LX_BOOT_FLAG) == 0xaa55 &&
+	return len >= 0x250 && lx_rd16(image + LX_BOOT_FLAG) == 0xaa55 &&
 	       memcmp(image + LX_HEADER, "HdrS", 4) == 0;
 }
 
@@ -67,17 +35,17 @@ static bool bz_probe(const uint8_t *image, size_t len)
 /* The program header i of an ELF image whose header was checked. */
 static const uint8_t *elf_ph(const uint8_t *image, unsigned i)
 {
-	return image + rd64(image + EH_PHOFF) + (uint64_t)i * PH_SIZE;
+	return image + lx_rd64(image + EH_PHOFF) + (uint64_t)i * PH_SIZE;
 }
 
 /* ELF64, little-endian, x86-64, an executable, program headers in the file. */
 static bool elf_header_ok(const uint8_t *image, size_t len)
 {
 	if (len < EH_SIZE || memcmp(image, "\x7f" "ELF", 4) || image[4] != 2 || image[5] != 1 ||
-	    rd16(image + EH_TYPE) != ET_EXEC_ || rd16(image + EH_MACHINE) != EM_X86_64_ ||
-	    rd16(image + EH_PHENTSIZE) != PH_SIZE)
+	    lx_rd16(image + EH_TYPE) != ET_EXEC_ || lx_rd16(image + EH_MACHINE) != EM_X86_64_ ||
+	    lx_rd16(image + EH_PHENTSIZE) != PH_SIZE)
 		return false;
-	uint64_t off = rd64(image + EH_PHOFF), n = rd16(image + EH_PHNUM);
+	uint64_t off = lx_rd64(image + EH_PHOFF), n = lx_rd16(image + EH_PHNUM);
 	return n > 0 && off <= len && n * PH_SIZE <= len - off;
 }
 
@@ -85,9 +53,9 @@ static bool elf_probe(const uint8_t *image, size_t len)
 {
 	if (!elf_header_ok(image, len))
 		return false;
-	for (unsigned i = 0; i < rd16(image + EH_PHNUM); i++) {
+	for (unsigned i = 0; i < lx_rd16(image + EH_PHNUM); i++) {
 		const uint8_t *ph = elf_ph(image, i);
-		if (rd32(ph) == PT_LOAD_ && rd64(ph + 16) >= KERNEL_HALF)
+		if (lx_rd32(ph) == PT_LOAD_ && lx_rd64(ph + 16) >= KERNEL_HALF)
 			return true;
 	}
 	return false;
@@ -103,13 +71,13 @@ static int elf_parse(const uint8_t *image, size_t len, struct lx_image *li, char
 	li->version = LX_ELF_PROTOCOL;
 	li->cmdline_size = LX_ELF_CMDLINE_SIZE;
 	li->initrd_addr_max = LX_ELF_INITRD_ADDR_MAX;
-	li->entry = rd64(image + EH_ENTRY);
-	for (unsigned i = 0; i < rd16(image + EH_PHNUM); i++) {
+	li->entry = lx_rd64(image + EH_ENTRY);
+	for (unsigned i = 0; i < lx_rd16(image + EH_PHNUM); i++) {
 		const uint8_t *ph = elf_ph(image, i);
-		if (rd32(ph) != PT_LOAD_)
+		if (lx_rd32(ph) != PT_LOAD_)
 			continue;
-		uint64_t off = rd64(ph + 8), paddr = rd64(ph + 24), filesz = rd64(ph + 32),
-			 memsz = rd64(ph + 40);
+		uint64_t off = lx_rd64(ph + 8), paddr = lx_rd64(ph + 24), filesz = lx_rd64(ph + 32),
+			 memsz = lx_rd64(ph + 40);
 		if (li->nr_segs == LX_ELF_MAX_SEGMENTS)
 			return err_fail(err, errlen, -ENOEXEC, "vmlinux: more than %d loadable segments",
 				    LX_ELF_MAX_SEGMENTS);
@@ -166,14 +134,14 @@ int lx_parse(const uint8_t *image, size_t len, struct lx_image *out, char *err, 
 		return err_fail(err, errlen, -ENOEXEC,
 			    "not a Linux kernel: no bzImage (boot sector flag and \"HdrS\" header) and no "
 			    "x86-64 vmlinux ELF");
-	li.version = rd16(image + LX_VERSION);
+	li.version = lx_rd16(image + LX_VERSION);
 	/* 2.12: xloadflags, the 64-bit entry point (Linux 3.8 on). */
 	if (li.version < 0x20c)
 		return err_fail(
 		    err, errlen, -ENOEXEC,
 		    "boot protocol %u.%02u is too old: forkvm needs 2.12 or later (Linux 3.8)",
 		    li.version >> 8, li.version & 0xff);
-	if (!(rd16(image + LX_XLOADFLAGS) & LX_XLF_KERNEL_64))
+	if (!(lx_rd16(image + LX_XLOADFLAGS) & LX_XLF_KERNEL_64))
 		return err_fail(err, errlen, -ENOEXEC,
 			    "the kernel has no 64-bit entry point (a 32-bit kernel?): forkvm boots "
 			    "x86-64 kernels only");
@@ -187,9 +155,9 @@ int lx_parse(const uint8_t *image, size_t len, struct lx_image *out, char *err, 
 			    li.setup_len, len);
 	li.kernel_off = li.setup_len;
 	li.kernel_len = len - li.setup_len;
-	li.init_size = rd32(image + LX_INIT_SIZE);
-	li.initrd_addr_max = rd32(image + LX_INITRD_ADDR_MAX);
-	li.cmdline_size = rd32(image + LX_CMDLINE_SIZE);
+	li.init_size = lx_rd32(image + LX_INIT_SIZE);
+	li.initrd_addr_max = lx_rd32(image + LX_INITRD_ADDR_MAX);
+	li.cmdline_size = lx_rd32(image + LX_CMDLINE_SIZE);
 	if (li.init_size < li.kernel_len)
 		li.init_size = (uint32_t)MIN(li.kernel_len, (size_t)UINT32_MAX);
 	li.entry = LX_KERNEL + 0x200; /* startup_64 */
@@ -202,9 +170,9 @@ int lx_parse(const uint8_t *image, size_t len, struct lx_image *out, char *err, 
 static void e820_set(uint8_t *zp, unsigned i, uint64_t addr, uint64_t size, uint32_t type)
 {
 	uint8_t *e = zp + LX_E820_TABLE + 20 * i;
-	wr64(e, addr);
-	wr64(e + 8, size);
-	wr32(e + 16, type);
+	lx_wr64(e, addr);
+	lx_wr64(e + 8, size);
+	lx_wr32(e + 16, type);
 }
 
 /* The e820 map: low RAM below the EBDA, the EBDA and BIOS area reserved,
@@ -300,23 +268,23 @@ int lx_setup(struct gmem *m, const uint8_t *image, const struct lx_image *li, co
 	 * here), then what the boot loader fills in. */
 	memset(zp, 0, GMEM_PAGE_SIZE);
 	if (li->elf) {
-		wr16(zp + LX_BOOT_FLAG, 0xaa55);
+		lx_wr16(zp + LX_BOOT_FLAG, 0xaa55);
 		memcpy(zp + LX_HEADER, "HdrS", 4);
-		wr16(zp + LX_VERSION, li->version);
-		wr32(zp + LX_INITRD_ADDR_MAX, li->initrd_addr_max);
-		wr32(zp + LX_CMDLINE_SIZE, li->cmdline_size);
-		wr16(zp + LX_XLOADFLAGS, LX_XLF_KERNEL_64);
-		wr32(zp + LX_INIT_SIZE, li->init_size);
+		lx_wr16(zp + LX_VERSION, li->version);
+		lx_wr32(zp + LX_INITRD_ADDR_MAX, li->initrd_addr_max);
+		lx_wr32(zp + LX_CMDLINE_SIZE, li->cmdline_size);
+		lx_wr16(zp + LX_XLOADFLAGS, LX_XLF_KERNEL_64);
+		lx_wr32(zp + LX_INIT_SIZE, li->init_size);
 	} else {
 		size_t hdr_end = 0x202 + (size_t)image[0x201];
 		memcpy(zp + LX_SETUP_SECTS, image + LX_SETUP_SECTS, hdr_end - LX_SETUP_SECTS);
 	}
 	zp[LX_TYPE_OF_LOADER] = 0xff; /* undefined loader */
 	zp[LX_LOADFLAGS] |= LX_LOADED_HIGH | LX_CAN_USE_HEAP;
-	wr16(zp + LX_HEAP_END_PTR, 0xfe00);
-	wr32(zp + LX_CMD_LINE_PTR, (uint32_t)LX_CMDLINE);
-	wr32(zp + LX_RAMDISK_IMAGE, (uint32_t)initrd_gpa);
-	wr32(zp + LX_RAMDISK_SIZE, (uint32_t)initrd_len);
+	lx_wr16(zp + LX_HEAP_END_PTR, 0xfe00);
+	lx_wr32(zp + LX_CMD_LINE_PTR, (uint32_t)LX_CMDLINE);
+	lx_wr32(zp + LX_RAMDISK_IMAGE, (uint32_t)initrd_gpa);
+	lx_wr32(zp + LX_RAMDISK_SIZE, (uint32_t)initrd_len);
 	zp[LX_E820_ENTRIES] = (uint8_t)e820_fill(m, zp);
 	/* There is no BIOS. A hardware-reduced ACPI kernel reboots through
 	 * EFI, and without EFI through the BIOS: it jumps to the reset vector
@@ -344,14 +312,6 @@ int lx_setup(struct gmem *m, const uint8_t *image, const struct lx_image *li, co
 #define MP_IOAPIC_ADDR 0xfec00000U
 #define MP_ISA_IRQS 16
 
-static uint8_t checksum(const uint8_t *p, size_t n)
-{
-	uint8_t s = 0;
-	for (size_t i = 0; i < n; i++)
-		s = (uint8_t)(s + p[i]);
-	return (uint8_t)(0x100 - s);
-}
-
 int lx_write_mptable(struct gmem *m, unsigned nr_vcpus)
 {
 	size_t entries = (size_t)nr_vcpus + 1 + 1 + MP_ISA_IRQS + 2;
@@ -369,27 +329,27 @@ int lx_write_mptable(struct gmem *m, unsigned nr_vcpus)
 	memset(fp, 0, 16 + table_len);
 	/* The floating pointer: the kernel finds it in the EBDA's first KiB. */
 	memcpy(fp, "_MP_", 4);
-	wr32(fp + 4, (uint32_t)cfg_gpa);
+	lx_wr32(fp + 4, (uint32_t)cfg_gpa);
 	fp[8] = 1; /* length in 16-byte units */
 	fp[9] = 4; /* spec revision 1.4 */
-	fp[10] = checksum(fp, 16);
+	fp[10] = lx_checksum(fp, 16);
 
 	t = fp + 16;
 	memcpy(t, "PCMP", 4);
-	wr16(t + 4, (uint16_t)table_len);
+	lx_wr16(t + 4, (uint16_t)table_len);
 	t[6] = 4;
 	memcpy(t + 8, "FORKVM  ", 8);
 	memcpy(t + 16, "LINUX GUEST ", 12);
-	wr16(t + 34, (uint16_t)entries);
-	wr32(t + 36, MP_LAPIC_ADDR);
+	lx_wr16(t + 34, (uint16_t)entries);
+	lx_wr32(t + 36, MP_LAPIC_ADDR);
 	e = t + MP_HDR;
 	for (unsigned i = 0; i < nr_vcpus; i++, e += MP_CPU_ENTRY) {
 		e[0] = 0; /* processor */
 		e[1] = (uint8_t)i;
 		e[2] = MP_APIC_VERSION;
 		e[3] = (uint8_t)(1 | (i == 0 ? 2 : 0)); /* enabled; BSP */
-		wr32(e + 4, 0x600);			/* family 6 */
-		wr32(e + 8, 0x201);			/* FPU, APIC */
+		lx_wr32(e + 4, 0x600);			/* family 6 */
+		lx_wr32(e + 8, 0x201);			/* FPU, APIC */
 	}
 	e[0] = 1; /* bus 0: ISA */
 	memcpy(e + 2, "ISA   ", 6);
@@ -398,7 +358,7 @@ int lx_write_mptable(struct gmem *m, unsigned nr_vcpus)
 	e[1] = (uint8_t)ioapic_id;
 	e[2] = MP_IOAPIC_VERSION;
 	e[3] = 1; /* enabled */
-	wr32(e + 4, MP_IOAPIC_ADDR);
+	lx_wr32(e + 4, MP_IOAPIC_ADDR);
 	e += MP_SMALL_ENTRY;
 	for (unsigned irq = 0; irq < MP_ISA_IRQS; irq++, e += MP_SMALL_ENTRY) {
 		e[0] = 3; /* I/O interrupt: INT, conforming polarity and trigger */
@@ -413,6 +373,6 @@ int lx_write_mptable(struct gmem *m, unsigned nr_vcpus)
 		e[6] = 0xff;			/* every local APIC */
 		e[7] = (uint8_t)lint;
 	}
-	t[7] = checksum(t, table_len);
+	t[7] = lx_checksum(t, table_len);
 	return 0;
 }
