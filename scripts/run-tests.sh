@@ -220,6 +220,7 @@ linux_lane_pass() {
 					TEST_ARGS="--filter=$lx_csuite/$lx_name"
 					export TEST_ARGS
 					lx_failed=$failed
+					lx_lines=$(wc -l < "$summary")
 					lane_pass "$lx_suite" 2
 					if [ "$failed" != "$lx_failed" ] &&
 						echo "$failed" | tail -c 80 | grep -q 'the lane went down'; then
@@ -228,8 +229,10 @@ linux_lane_pass() {
 						failed=$lx_failed
 						lane_pass "$lx_suite" 2
 					fi
-					# the summary's line for this run names the test
-					sed -i '$ s|$|  '"$lx_csuite/$lx_name"'|' "$summary"
+					# the summary's line for this run (if the lane gave one) names the test
+					if [ "$(wc -l < "$summary")" -gt "$lx_lines" ] && tail -n 1 "$summary" | grep -q ' tested '; then
+						sed -i '$ s|$|  '"$lx_csuite/$lx_name"'|' "$summary"
+					fi
 				done
 			done
 			unset TEST_ARGS
