@@ -210,3 +210,27 @@ int err_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 	}
 	return rc;
 }
+
+int fd_data_extents(int fd, uint64_t size, uint64_t align,
+		    int (*cb)(void *arg, uint64_t off, uint64_t len), void *arg)
+{
+	off_t pos = 0;
+
+	while ((uint64_t)pos < size) {
+		off_t data = lseek(fd, pos, SEEK_DATA);
+		if (data < 0)
+			return errno == ENXIO ? 0 : -errno;
+		off_t hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		uint64_t s = align_down((uint64_t)data, align);
+		uint64_t e = MIN(align_up((uint64_t)hole, align), size);
+		if (e > s) {
+			int rc = cb(arg, s, e - s);
+			if (rc < 0)
+				return rc;
+		}
+		pos = (off_t)e;
+	}
+	return 0;
+}

@@ -73,4 +73,11 @@ int hex_decode(const char *s, void *out, size_t len) WUR;
  * Returns 0 or -errno (-EFBIG when larger than max). */
 int file_read_all(const char *path, size_t max, char **out, size_t *len) WUR;
 
+/* Calls cb for each data extent of fd in [0, size) (SEEK_DATA/SEEK_HOLE),
+ * widened to align (a power of 2; 1: exact) and cut at size; holes are
+ * skipped. Returns 0, cb's first error, or -errno. */
+int fd_data_extents(int fd, uint64_t size, uint64_t align,
+		    int (*cb)(void *arg, uint64_t off, uint64_t len), void *arg)
+	__attribute__((warn_unused_result));
+
 #endif

@@ -105,7 +105,7 @@ struct mem_extents {
 static int exp_populated(void *arg, int (*cb)(void *cbarg, uint64_t off, uint64_t len), void *cbarg)
 {
 	struct mem_extents *e = arg;
-	return st_data_extents(e->fd, e->size, cb, cbarg);
+	return fd_data_extents(e->fd, e->size, STORE_PAGE, cb, cbarg);
 }
 
 int store_export(struct store *st, const struct store_id *id, const char *dir, char *err,

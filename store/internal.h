@@ -49,10 +49,6 @@ int st_make_sibling(const char *dir, char parent[4096], char tmp[8400], char *er
 int st_commit_sibling(const char *tmp, const char *dir, const char *parent, char *err,
 		      size_t errlen) STORE_WUR;
 
-/* Data extents of fd in [0, size) via SEEK_DATA/SEEK_HOLE. */
-int st_data_extents(int fd, uint64_t size, int (*cb)(void *arg, uint64_t off, uint64_t len),
-		    void *arg) STORE_WUR;
-
 /* JSON document text with a trailing newline (malloc'd), as the snapshot
  * directory writes it. */
 char *st_json_text(const json_t *doc, size_t flags, size_t *len);

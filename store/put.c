@@ -434,7 +434,7 @@ struct extents_arg {
 static int dir_populated(void *arg, int (*cb)(void *cbarg, uint64_t off, uint64_t len), void *cbarg)
 {
 	struct extents_arg *a = arg;
-	return st_data_extents(a->fd, a->size, cb, cbarg);
+	return fd_data_extents(a->fd, a->size, STORE_PAGE, cb, cbarg);
 }
 
 int store_put_dir(struct store *st, const char *dir, const char *tag, struct store_id *id,

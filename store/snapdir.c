@@ -308,7 +308,7 @@ static int verify_memory(const char *dir, int fd, const json_t *entry, uint64_t 
 		goto out;
 	}
 	XXH3_128bits_reset(r.hash);
-	rc = st_data_extents(fd, size, verify_range, &r);
+	rc = fd_data_extents(fd, size, STORE_PAGE, verify_range, &r);
 	if (rc < 0) {
 		err_fail(err, errlen, rc, "%s/memory-ranges: %s", dir, strerror(-rc));
 		goto out;

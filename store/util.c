@@ -191,30 +191,6 @@ int st_commit_sibling(const char *tmp, const char *dir, const char *parent, char
 	return 0;
 }
 
-int st_data_extents(int fd, uint64_t size, int (*cb)(void *arg, uint64_t off, uint64_t len),
-		    void *arg)
-{
-	off_t pos = 0;
-
-	while ((uint64_t)pos < size) {
-		off_t data = lseek(fd, pos, SEEK_DATA);
-		if (data < 0)
-			return errno == ENXIO ? 0 : -errno;
-		off_t hole = lseek(fd, data, SEEK_HOLE);
-		if (hole < 0)
-			return -errno;
-		uint64_t s = align_down((uint64_t)data, STORE_PAGE);
-		uint64_t e = MIN(align_up((uint64_t)hole, STORE_PAGE), size);
-		if (e > s) {
-			int rc = cb(arg, s, e - s);
-			if (rc < 0)
-				return rc;
-		}
-		pos = (off_t)e;
-	}
-	return 0;
-}
-
 char *st_json_text(const json_t *doc, size_t flags, size_t *len)
 {
 	char *text = json_dumps(doc, flags);

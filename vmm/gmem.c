@@ -117,31 +117,6 @@ int gmem_init_file(struct gmem *m, int fd, uint64_t size)
 	return 0;
 }
 
-/* Data extents of fd in [0, size), via SEEK_DATA/SEEK_HOLE. */
-static int for_each_extent(int fd, uint64_t size, int (*cb)(void *arg, uint64_t off, uint64_t len),
-			   void *arg)
-{
-	off_t pos = 0;
-
-	while ((uint64_t)pos < size) {
-		off_t data = lseek(fd, pos, SEEK_DATA);
-		if (data < 0)
-			return errno == ENXIO ? 0 : -errno;
-		off_t hole = lseek(fd, data, SEEK_HOLE);
-		if (hole < 0)
-			return -errno;
-		uint64_t s = align_down((uint64_t)data, GMEM_PAGE_SIZE);
-		uint64_t e = MIN(align_up((uint64_t)hole, GMEM_PAGE_SIZE), size);
-		if (e > s) {
-			int rc = cb(arg, s, e - s);
-			if (rc < 0)
-				return rc;
-		}
-		pos = (off_t)e;
-	}
-	return 0;
-}
-
 struct bitmap_arg {
 	uint64_t *bits;
 };
@@ -267,12 +242,12 @@ int gmem_for_each_populated(const struct gmem *m, int (*cb)(void *arg, uint64_t 
 	int rc;
 
 	if (m->backing == GMEM_MEMFD)
-		return for_each_extent(m->fd, m->size, cb, arg);
+		return fd_data_extents(m->fd, m->size, GMEM_PAGE_SIZE, cb, arg);
 	/* Private mappings: the file's extents plus the private copies. */
 	b.bits = calloc((pages + 63) / 64, sizeof(uint64_t));
 	if (!b.bits)
 		return -ENOMEM;
-	rc = m->fd >= 0 ? for_each_extent(m->fd, m->size, mark_range, &b) : 0;
+	rc = m->fd >= 0 ? fd_data_extents(m->fd, m->size, GMEM_PAGE_SIZE, mark_range, &b) : 0;
 	if (rc == 0)
 		rc = mark_private_pages(m, b.bits);
 	for (uint64_t p = 0; rc == 0 && p < pages;) {

@@ -400,26 +400,15 @@ static int copy_range(int fd, int out, uint64_t off, uint64_t len)
 	return 0;
 }
 
-/* Copies the data extents of fd's first size bytes (holes stay holes). */
-static int copy_extents(int fd, int out, uint64_t size)
+struct copy_arg {
+	int fd, out;
+};
+
+/* One data extent of the disk's image into the snapshot's copy. */
+static int copy_extent(void *arg, uint64_t off, uint64_t len)
 {
-	for (off_t at = 0; (uint64_t)at < size;) {
-		off_t data = lseek(fd, at, SEEK_DATA);
-		if (data < 0)
-			return errno == ENXIO ? 0 : -errno;
-		if ((uint64_t)data >= size)
-			return 0;
-		off_t hole = lseek(fd, data, SEEK_HOLE);
-		if (hole < 0)
-			return -errno;
-		if ((uint64_t)hole > size)
-			hole = (off_t)size;
-		int rc = copy_range(fd, out, (uint64_t)data, (uint64_t)(hole - data));
-		if (rc < 0)
-			return rc;
-		at = hole;
-	}
-	return 0;
+	const struct copy_arg *a = arg;
+	return copy_range(a->fd, a->out, off, len);
 }
 
 int virtio_blk_capture(struct virtio_dev *d, int dfd, json_t *files, char *err, size_t errlen)
@@ -435,8 +424,10 @@ int virtio_blk_capture(struct virtio_dev *d, int dfd, json_t *files, char *err, 
 		return err_fail(err, errlen, -errno, "%s: %s", file, strerror(errno));
 	if (ftruncate(out, (off_t)size) < 0)
 		rc = -errno;
+	/* the image's data extents (holes stay holes) */
+	struct copy_arg ca = { b->fd, out };
 	if (rc == 0)
-		rc = copy_extents(b->fd, out, size);
+		rc = fd_data_extents(b->fd, size, 1, copy_extent, &ca);
 	/* then the blocks written since the restore, in runs */
 	uint64_t blocks = (size + BLK_BLOCK - 1) / BLK_BLOCK;
 	for (uint64_t i = 0; rc == 0 && b->cow_fd >= 0 && i < blocks;) {
