@@ -175,4 +175,15 @@ void *vcpu_thread(void *arg);
 /* Frees what a vCPU's start and saved state hold. */
 void vcpu_state_free(struct vcpu *v);
 
+/* One edge on interrupt line gsi of a machine guest (raised, then
+ * lowered): an edge-triggered device's interrupt. No-op on a platform
+ * without interrupt controllers. */
+static inline void vm_irq_pulse(struct vm *vm, unsigned gsi)
+{
+	if (vm->plat->irq_line) {
+		(void)vm->plat->irq_line(vm, gsi, 1);
+		(void)vm->plat->irq_line(vm, gsi, 0);
+	}
+}
+
 #endif

@@ -173,10 +173,7 @@ static int lx_vmgenid_renew(struct vm *vm, char *err, size_t errlen)
 		return err_fail(err, errlen, -EIO, "getrandom: %s", strerror(errno));
 	if ((rc = gmem_write(&vm->mem, LX_VMGENID, id, sizeof(id))) < 0)
 		return err_fail(err, errlen, rc, "cannot write the VM generation ID: %s", strerror(-rc));
-	if (vm->plat->irq_line) {
-		(void)vm->plat->irq_line(vm, LX_GED_GSI, 1);
-		(void)vm->plat->irq_line(vm, LX_GED_GSI, 0);
-	}
+	vm_irq_pulse(vm, LX_GED_GSI);
 	return 0;
 }
 

@@ -171,8 +171,9 @@ static uint8_t blk_rw(struct blk *b, const struct virtq_req *r, bool in, uint64_
 }
 
 /* Serves one request; returns the bytes written into guest memory. */
-static uint32_t blk_request(struct blk *b, const struct virtq_req *r)
+static uint32_t blk_request(struct virtio_dev *d, const struct virtq_req *r)
 {
+	struct blk *b = d->priv;
 	uint8_t hdr[16];
 	uint32_t type, written = 0;
 	uint64_t sector;
@@ -227,15 +228,7 @@ static uint32_t blk_request(struct blk *b, const struct virtq_req *r)
 
 static void blk_notify(struct virtio_dev *d, unsigned q)
 {
-	struct virtq_req r;
-	bool any = false;
-
-	while (virtq_pop(d, q, &r) > 0) {
-		virtq_push(d, q, r.head, blk_request(d->priv, &r));
-		any = true;
-	}
-	if (any)
-		virtio_interrupt(d, q);
+	virtq_serve(d, q, blk_request);
 }
 
 static void blk_config(struct virtio_dev *d, uint32_t off, void *data, unsigned len, bool is_write)
@@ -283,16 +276,21 @@ static int blk_restore(struct virtio_dev *d, const json_t *o, char *err, size_t 
 	return 0;
 }
 
+static void blk_free(struct blk *b)
+{
+	if (!b)
+		return;
+	if (b->fd >= 0)
+		close(b->fd);
+	if (b->cow_fd >= 0)
+		close(b->cow_fd);
+	free(b->dirty);
+	free(b);
+}
+
 static void blk_destroy(struct virtio_dev *d)
 {
-	struct blk *b = d->priv;
-	if (b && b->fd >= 0)
-		close(b->fd);
-	if (b && b->cow_fd >= 0)
-		close(b->cow_fd);
-	if (b)
-		free(b->dirty);
-	free(b);
+	blk_free(d->priv);
 	d->priv = NULL;
 }
 
@@ -362,12 +360,7 @@ int virtio_blk_create(struct vm *vm, struct virtio_dev *d, const char *name, con
 	}
 	return 0;
 fail:
-	if (b->fd >= 0)
-		close(b->fd);
-	if (b->cow_fd >= 0)
-		close(b->cow_fd);
-	free(b->dirty);
-	free(b);
+	blk_free(b);
 	return rc;
 }
 

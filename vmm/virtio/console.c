@@ -30,14 +30,15 @@ static void console_rx(struct virtio_dev *d)
 	if (!c || !c->rx || !d->s.q[CONSOLE_RX].ready || !(d->s.status & VIRTIO_STATUS_DRIVER_OK))
 		return;
 	for (;;) {
+		/* a buffer is taken only when there are bytes for it (the
+		 * console's reader is this device alone: they stay there) */
 		struct virtq_req r;
-		pthread_mutex_lock(&vm->lock);
-		bool queued = chan_input_queued_locked(&vm->console) > 0;
-		pthread_mutex_unlock(&vm->lock);
-		if (!queued || virtq_pop(d, CONSOLE_RX, &r) <= 0)
-			break;
 		uint32_t written = 0;
 		pthread_mutex_lock(&vm->lock);
+		if (chan_input_queued_locked(&vm->console) == 0 || virtq_pop(d, CONSOLE_RX, &r) <= 0) {
+			pthread_mutex_unlock(&vm->lock);
+			break;
+		}
 		for (unsigned i = 0; i < r.nr; i++) {
 			if (!r.seg[i].write || !r.seg[i].len)
 				continue;
@@ -78,27 +79,26 @@ static void console_destroy(struct virtio_dev *d)
 	d->priv = NULL;
 }
 
-static void console_notify(struct virtio_dev *d, unsigned q)
+/* What the guest transmits, to the console channel; nothing is written
+ * into its buffers. */
+static uint32_t console_tx(struct virtio_dev *d, const struct virtq_req *r)
 {
 	struct vm *vm = d->vm;
-	struct virtq_req r;
-	bool any = false;
 
-	if (q == CONSOLE_RX) {
+	pthread_mutex_lock(&vm->lock);
+	for (unsigned i = 0; i < r->nr; i++)
+		if (!r->seg[i].write && r->seg[i].len)
+			(void)chan_write_locked(&vm->console, r->seg[i].p, r->seg[i].len);
+	pthread_mutex_unlock(&vm->lock);
+	return 0;
+}
+
+static void console_notify(struct virtio_dev *d, unsigned q)
+{
+	if (q == CONSOLE_RX)
 		console_rx(d);
-		return;
-	}
-	while (virtq_pop(d, q, &r) > 0) {
-		pthread_mutex_lock(&vm->lock);
-		for (unsigned i = 0; i < r.nr; i++)
-			if (!r.seg[i].write && r.seg[i].len)
-				(void)chan_write_locked(&vm->console, r.seg[i].p, r.seg[i].len);
-		pthread_mutex_unlock(&vm->lock);
-		virtq_push(d, q, r.head, 0);
-		any = true;
-	}
-	if (any)
-		virtio_interrupt(d, q);
+	else
+		virtq_serve(d, q, console_tx);
 }
 
 static const struct virtio_ops console_ops = {

@@ -45,16 +45,6 @@ static int virtq_check(struct vm *vm, const struct virtq_state *q)
 	return 0;
 }
 
-/* Raises the device's edge-triggered line once. */
-static void virtio_pulse(struct virtio_dev *d)
-{
-	const struct platform *p = d->vm->plat;
-	if (p->irq_line) {
-		(void)p->irq_line(d->vm, d->gsi, 1);
-		(void)p->irq_line(d->vm, d->gsi, 0);
-	}
-}
-
 /* The guest broke the queue protocol: the device stops serving until the
  * driver resets it (2.1.2). */
 static void virtio_needs_reset(struct virtio_dev *d, const char *why)
@@ -63,7 +53,7 @@ static void virtio_needs_reset(struct virtio_dev *d, const char *why)
 	d->s.status |= VIRTIO_STATUS_NEEDS_RESET;
 	if (d->s.status & VIRTIO_STATUS_DRIVER_OK) {
 		d->s.isr |= VIRTIO_INT_CONFIG;
-		virtio_pulse(d);
+		vm_irq_pulse(d->vm, d->gsi);
 	}
 }
 
@@ -136,6 +126,20 @@ void virtq_push(struct virtio_dev *d, unsigned qi, uint16_t head, uint32_t writt
 	__atomic_store_n((uint16_t *)(void *)(used + 2), q->used_idx, __ATOMIC_RELEASE);
 }
 
+void virtq_serve(struct virtio_dev *d, unsigned q,
+		 uint32_t (*serve)(struct virtio_dev *d, const struct virtq_req *r))
+{
+	struct virtq_req r;
+	bool any = false;
+
+	while (virtq_pop(d, q, &r) > 0) {
+		virtq_push(d, q, r.head, serve(d, &r));
+		any = true;
+	}
+	if (any)
+		virtio_interrupt(d, q);
+}
+
 void virtio_interrupt(struct virtio_dev *d, unsigned qi)
 {
 	struct virtq_state *q = &d->s.q[qi];
@@ -149,7 +153,7 @@ void virtio_interrupt(struct virtio_dev *d, unsigned qi)
 	if (flags & VRING_AVAIL_F_NO_INTERRUPT)
 		return;
 	d->s.isr |= VIRTIO_INT_USED;
-	virtio_pulse(d);
+	vm_irq_pulse(d->vm, d->gsi);
 }
 
 size_t virtq_req_read(const struct virtq_req *r, size_t off, void *dst, size_t len)

@@ -6,28 +6,28 @@
 #include "common/util.h"
 #include "vmm/virtio/virtio.h"
 
+/* Fills the request's writable buffers; returns the bytes written. */
+static uint32_t rng_fill(struct virtio_dev *d, const struct virtq_req *r)
+{
+	uint32_t written = 0;
+
+	(void)d;
+	for (unsigned i = 0; i < r->nr; i++) {
+		if (!r->seg[i].write)
+			continue;
+		ssize_t n = getrandom(r->seg[i].p, r->seg[i].len, 0);
+		if (n <= 0)
+			break;
+		written += (uint32_t)n;
+		if ((uint32_t)n < r->seg[i].len)
+			break;
+	}
+	return written;
+}
+
 static void rng_notify(struct virtio_dev *d, unsigned q)
 {
-	struct virtq_req r;
-	bool any = false;
-
-	while (virtq_pop(d, q, &r) > 0) {
-		uint32_t written = 0;
-		for (unsigned i = 0; i < r.nr; i++) {
-			if (!r.seg[i].write)
-				continue;
-			ssize_t n = getrandom(r.seg[i].p, r.seg[i].len, 0);
-			if (n <= 0)
-				break;
-			written += (uint32_t)n;
-			if ((uint32_t)n < r.seg[i].len)
-				break;
-		}
-		virtq_push(d, q, r.head, written);
-		any = true;
-	}
-	if (any)
-		virtio_interrupt(d, q);
+	virtq_serve(d, q, rng_fill);
 }
 
 static const struct virtio_ops rng_ops = {

@@ -167,6 +167,11 @@ int virtq_pop(struct virtio_dev *d, unsigned q, struct virtq_req *r);
 /* Returns request head to the used ring with written bytes; the
  * interrupt is raised by virtio_interrupt(). Caller holds d->lock. */
 void virtq_push(struct virtio_dev *d, unsigned q, uint16_t head, uint32_t written);
+/* Serves every request waiting on queue q: serve returns the bytes it
+ * wrote into the request's buffers; then one used-buffer interrupt.
+ * Caller holds d->lock. */
+void virtq_serve(struct virtio_dev *d, unsigned q,
+		 uint32_t (*serve)(struct virtio_dev *d, const struct virtq_req *r));
 /* Raises the used-buffer interrupt unless the driver asked for none on
  * queue q. Caller holds d->lock. */
 void virtio_interrupt(struct virtio_dev *d, unsigned q);
