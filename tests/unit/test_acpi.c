@@ -13,22 +13,9 @@
 
 #include "vmm/gmem.h"
 #include "vmm/linux/acpi.h"
+#include "vmm/linux/bytes.h"
 
 #define MiB_ (1024ULL * 1024)
-
-static uint32_t rd32(const uint8_t *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return v;
-}
 
 static uint8_t sum(const uint8_t *p, size_t n)
 {
@@ -71,7 +58,7 @@ static const uint8_t *table(const struct gmem *m, uint64_t gpa, const char *sig)
 	cr_assert(t, "table %s at 0x%llx is outside RAM", sig, (unsigned long long)gpa);
 	cr_assert_eq(memcmp(t, sig, 4), 0, "expected %s at 0x%llx, found %.4s", sig,
 		     (unsigned long long)gpa, (const char *)t);
-	uint32_t len = rd32(t + 4);
+	uint32_t len = lx_rd32(t + 4);
 	cr_assert_geq(gpa, LX_ACPI_BASE);
 	cr_assert_leq(gpa + len, LX_ACPI_END, "%s ends past LX_ACPI_END", sig);
 	t = gmem_ptr(m, gpa, len);
@@ -84,17 +71,17 @@ static const uint8_t *table(const struct gmem *m, uint64_t gpa, const char *sig)
 static uint64_t xsdt_entry(const struct gmem *m, uint64_t rsdp, unsigned i)
 {
 	const uint8_t *r = gmem_ptr(m, rsdp, 36);
-	const uint8_t *x = table(m, rd64(r + 24), "XSDT");
-	cr_assert_eq(rd32(x + 4), 36 + 2 * 8, "the XSDT lists FADT and MADT");
-	return rd64(x + 36 + 8 * i);
+	const uint8_t *x = table(m, lx_rd64(r + 24), "XSDT");
+	cr_assert_eq(lx_rd32(x + 4), 36 + 2 * 8, "the XSDT lists FADT and MADT");
+	return lx_rd64(x + 36 + 8 * i);
 }
 
 /* The DSDT of the tables at rsdp, and its length. */
 static const uint8_t *dsdt(const struct gmem *m, uint64_t rsdp, uint32_t *len)
 {
 	const uint8_t *f = table(m, xsdt_entry(m, rsdp, 0), "FACP");
-	const uint8_t *d = table(m, rd64(f + 140), "DSDT");
-	*len = rd32(d + 4);
+	const uint8_t *d = table(m, lx_rd64(f + 140), "DSDT");
+	*len = lx_rd32(d + 4);
 	return d;
 }
 
@@ -138,10 +125,10 @@ Test(acpi, the_rsdp_is_found_by_scanning_and_every_table_checks_out)
 	cr_assert_eq(scan_rsdp(&m), rsdp, "the kernel's scan finds another RSDP");
 	const uint8_t *r = gmem_ptr(&m, rsdp, 36);
 	cr_assert_eq(r[15], 2, "revision 2: the XSDT");
-	cr_assert_eq(rd32(r + 20), 36);
+	cr_assert_eq(lx_rd32(r + 20), 36);
 	cr_assert_eq(sum(r, 36), 0, "extended checksum");
 	cr_assert_eq(memcmp(r + 9, "FORKVM", 6), 0);
-	cr_assert_eq(rd32(r + 16), 0, "no RSDT");
+	cr_assert_eq(lx_rd32(r + 16), 0, "no RSDT");
 	uint64_t fadt = xsdt_entry(&m, rsdp, 0), madt = xsdt_entry(&m, rsdp, 1);
 	table(&m, fadt, "FACP");
 	table(&m, madt, "APIC");
@@ -170,18 +157,18 @@ Test(acpi, the_fadt_is_hardware_reduced_and_points_at_the_dsdt)
 	cr_assert_eq(lx_acpi_write(&m, &a, &rsdp, err, sizeof(err)), 0, "%s", err);
 	uint64_t fadt = xsdt_entry(&m, rsdp, 0);
 	const uint8_t *f = table(&m, fadt, "FACP");
-	cr_assert_eq(rd32(f + 4), 276, "revision 6 length");
+	cr_assert_eq(lx_rd32(f + 4), 276, "revision 6 length");
 	cr_assert_eq(f[8], 6);
 	cr_assert_eq(f[131], 5, "minor version: ACPI 6.5");
-	cr_assert_eq(rd32(f + 112), 1u << 20 | 1u << 4 | 1u << 5,
+	cr_assert_eq(lx_rd32(f + 112), 1u << 20 | 1u << 4 | 1u << 5,
 		     "flags: HW_REDUCED_ACPI, PWR_BUTTON, SLP_BUTTON");
 	uint16_t iapc = (uint16_t)(f[109] | f[110] << 8);
 	cr_assert_eq(iapc, 1u << 1 | 1u << 2 | 1u << 3 | 1u << 5,
 		     "IA-PC boot flags: 8042, no VGA, no MSI, no CMOS RTC");
 	cr_assert_eq(f[46] | f[47] << 8, 0, "no SCI");
-	cr_assert_eq(rd32(f + 36), 0, "no FACS");
-	uint64_t x_dsdt = rd64(f + 140);
-	cr_assert_eq(rd32(f + 40), x_dsdt, "DSDT and X_DSDT agree");
+	cr_assert_eq(lx_rd32(f + 36), 0, "no FACS");
+	uint64_t x_dsdt = lx_rd64(f + 140);
+	cr_assert_eq(lx_rd32(f + 40), x_dsdt, "DSDT and X_DSDT agree");
 	table(&m, x_dsdt, "DSDT");
 	cr_assert_eq(memcmp(f + 268, "FORKVM", 6), 0, "hypervisor vendor id");
 	gmem_fini(&m);
@@ -192,12 +179,12 @@ Test(acpi, the_fadt_is_hardware_reduced_and_points_at_the_dsdt)
 static void check_madt(const struct gmem *m, uint64_t rsdp, unsigned n)
 {
 	const uint8_t *t = table(m, xsdt_entry(m, rsdp, 1), "APIC");
-	uint32_t len = rd32(t + 4);
+	uint32_t len = lx_rd32(t + 4);
 	unsigned cpus = 0, ioapics = 0;
 
 	cr_assert_eq(len, 44 + 8 * n + 12);
-	cr_assert_eq(rd32(t + 36), 0xfee00000u);
-	cr_assert_eq(rd32(t + 40), 0, "flags: no PCAT_COMPAT");
+	cr_assert_eq(lx_rd32(t + 36), 0xfee00000u);
+	cr_assert_eq(lx_rd32(t + 40), 0, "flags: no PCAT_COMPAT");
 	for (const uint8_t *e = t + 44; e < t + len; e += e[1]) {
 		cr_assert_gt(e[1], 0);
 		if (e[0] == 0) {
@@ -205,14 +192,14 @@ static void check_madt(const struct gmem *m, uint64_t rsdp, unsigned n)
 			cr_assert_eq(ioapics, 0, "local APICs first");
 			cr_assert_eq(e[2], cpus, "processor UID");
 			cr_assert_eq(e[3], cpus, "APIC id");
-			cr_assert_eq(rd32(e + 4), 1, "enabled");
+			cr_assert_eq(lx_rd32(e + 4), 1, "enabled");
 			cpus++;
 		} else {
 			cr_assert_eq(e[0], 1, "unexpected MADT entry type %u", e[0]);
 			cr_assert_eq(e[1], 12);
 			cr_assert_eq(e[2], n, "the IOAPIC's id follows the CPUs'");
-			cr_assert_eq(rd32(e + 4), 0xfec00000u);
-			cr_assert_eq(rd32(e + 8), 0, "GSI base");
+			cr_assert_eq(lx_rd32(e + 4), 0xfec00000u);
+			cr_assert_eq(lx_rd32(e + 8), 0, "GSI base");
 			ioapics++;
 		}
 	}

@@ -11,6 +11,7 @@
 
 #include "vmm/gmem.h"
 #include "vmm/kvm/x86.h"
+#include "vmm/linux/bytes.h"
 #include "vmm/linux/linux.h"
 
 #define MiB_ (1024ULL * 1024)
@@ -46,20 +47,6 @@ static void fini(void)
 {
 	free(image);
 	image = NULL;
-}
-
-static uint32_t rd32(const uint8_t *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return v;
 }
 
 Test(linux_boot, probe_and_parse_a_bzimage, .fini = fini)
@@ -125,24 +112,24 @@ Test(linux_boot, the_zero_page_holds_the_header_cmdline_initramfs_and_e820, .fin
 	cr_assert_eq(zp[LX_TYPE_OF_LOADER], 0xff);
 	cr_assert(zp[LX_LOADFLAGS] & LX_LOADED_HIGH);
 	cr_assert(zp[LX_LOADFLAGS] & LX_CAN_USE_HEAP);
-	cr_assert_eq(rd32(zp + LX_CMD_LINE_PTR), LX_CMDLINE);
+	cr_assert_eq(lx_rd32(zp + LX_CMD_LINE_PTR), LX_CMDLINE);
 	cr_assert_str_eq((const char *)gmem_ptr(&m, LX_CMDLINE, 20), "console=ttyS0 quiet");
-	cr_assert_eq(rd32(zp + LX_RAMDISK_IMAGE), initrd);
-	cr_assert_eq(rd32(zp + LX_RAMDISK_SIZE), 3 * 4096 + 5);
+	cr_assert_eq(lx_rd32(zp + LX_RAMDISK_IMAGE), initrd);
+	cr_assert_eq(lx_rd32(zp + LX_RAMDISK_SIZE), 3 * 4096 + 5);
 	/* the kernel is at 1 MiB, byte for byte */
 	cr_assert_eq(memcmp(gmem_ptr(&m, LX_KERNEL, 8192), image + 1024, 8192), 0);
 	/* e820: low RAM, the reserved EBDA and BIOS area, RAM from 1 MiB */
 	cr_assert_eq(zp[LX_E820_ENTRIES], 3);
 	const uint8_t *e = zp + LX_E820_TABLE;
-	cr_assert_eq(rd64(e), 0);
-	cr_assert_eq(rd64(e + 8), LX_MPTABLE);
-	cr_assert_eq(rd32(e + 16), LX_E820_RAM);
-	cr_assert_eq(rd64(e + 20), LX_MPTABLE);
-	cr_assert_eq(rd64(e + 28), LX_EBDA_END - LX_MPTABLE);
-	cr_assert_eq(rd32(e + 36), LX_E820_RESERVED);
-	cr_assert_eq(rd64(e + 40), LX_EBDA_END);
-	cr_assert_eq(rd64(e + 48), 64 * MiB_ - LX_EBDA_END);
-	cr_assert_eq(rd32(e + 56), LX_E820_RAM);
+	cr_assert_eq(lx_rd64(e), 0);
+	cr_assert_eq(lx_rd64(e + 8), LX_MPTABLE);
+	cr_assert_eq(lx_rd32(e + 16), LX_E820_RAM);
+	cr_assert_eq(lx_rd64(e + 20), LX_MPTABLE);
+	cr_assert_eq(lx_rd64(e + 28), LX_EBDA_END - LX_MPTABLE);
+	cr_assert_eq(lx_rd32(e + 36), LX_E820_RESERVED);
+	cr_assert_eq(lx_rd64(e + 40), LX_EBDA_END);
+	cr_assert_eq(lx_rd64(e + 48), 64 * MiB_ - LX_EBDA_END);
+	cr_assert_eq(lx_rd32(e + 56), LX_E820_RAM);
 	/* the reset vector (no BIOS): mov al, 0xfe; out 0x64, al (the i8042's reset) */
 	const uint8_t *rv = gmem_ptr(&m, LX_RESET_VECTOR, 16);
 	cr_assert_eq(memcmp(rv, "\xb0\xfe\xe6\x64", 4), 0);
@@ -197,13 +184,13 @@ Test(linux_boot, the_mp_table_lists_every_vcpu_the_ioapic_and_isa_irqs)
 	const uint8_t *fp = gmem_ptr(&m, LX_MPTABLE, 16);
 	cr_assert_eq(memcmp(fp, "_MP_", 4), 0);
 	cr_assert_eq(sum(fp, 16), 0, "floating pointer checksum");
-	uint32_t cfg = rd32(fp + 4);
+	uint32_t cfg = lx_rd32(fp + 4);
 	const uint8_t *t = gmem_ptr(&m, cfg, 44);
 	cr_assert_eq(memcmp(t, "PCMP", 4), 0);
 	uint16_t len = (uint16_t)(t[4] | t[5] << 8), count = (uint16_t)(t[34] | t[35] << 8);
 	t = gmem_ptr(&m, cfg, len);
 	cr_assert_eq(sum(t, len), 0, "configuration table checksum");
-	cr_assert_eq(rd32(t + 36), 0xfee00000u);
+	cr_assert_eq(lx_rd32(t + 36), 0xfee00000u);
 	/* walk the entries */
 	const uint8_t *e = t + 44;
 	unsigned cpus = 0, bsp = 0, ioapics = 0, ints = 0, lints = 0, buses = 0;
@@ -222,7 +209,7 @@ Test(linux_boot, the_mp_table_lists_every_vcpu_the_ioapic_and_isa_irqs)
 		case 2:
 			ioapics++;
 			cr_assert_eq(e[1], 4, "the IOAPIC's id follows the CPUs'");
-			cr_assert_eq(rd32(e + 4), 0xfec00000u);
+			cr_assert_eq(lx_rd32(e + 4), 0xfec00000u);
 			break;
 		case 3:
 			cr_assert_eq(e[5], ints, "ISA IRQ n");
@@ -370,9 +357,9 @@ Test(linux_boot, a_vmlinux_is_loaded_at_its_physical_addresses_with_a_made_heade
 	cr_assert_eq(zp[LX_VERSION] | zp[LX_VERSION + 1] << 8, LX_ELF_PROTOCOL);
 	cr_assert_eq(zp[LX_XLOADFLAGS] & LX_XLF_KERNEL_64, LX_XLF_KERNEL_64);
 	cr_assert_eq(zp[LX_TYPE_OF_LOADER], 0xff);
-	cr_assert_eq(rd32(zp + LX_CMD_LINE_PTR), LX_CMDLINE);
-	cr_assert_eq(rd32(zp + LX_RAMDISK_IMAGE), initrd);
-	cr_assert_eq(rd32(zp + LX_RAMDISK_SIZE), 8192);
+	cr_assert_eq(lx_rd32(zp + LX_CMD_LINE_PTR), LX_CMDLINE);
+	cr_assert_eq(lx_rd32(zp + LX_RAMDISK_IMAGE), initrd);
+	cr_assert_eq(lx_rd32(zp + LX_RAMDISK_SIZE), 8192);
 	cr_assert_eq(zp[LX_E820_ENTRIES], 3);
 	gmem_fini(&m);
 }
