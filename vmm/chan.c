@@ -294,9 +294,12 @@ static void on_conn(void *arg, uint32_t events)
 		conn_hangup(c, vm->loop);
 	else if (!c->out.len)
 		pthread_cond_broadcast(&vm->cond); /* room for waiting writers */
+	bool room = c->on_room && c->out.len < c->out.cap;
 	pthread_mutex_unlock(&vm->lock);
 	if ((input || !ok) && c->on_input)
 		c->on_input(c->on_input_arg);
+	if (room)
+		c->on_room(c->on_input_arg);
 }
 
 static void on_listen(void *arg, uint32_t events)
@@ -348,7 +351,10 @@ void chan_service(struct chan *c, struct loop *loop)
 			conn_hangup(c, loop);
 		pthread_cond_broadcast(&vm->cond);
 	}
+	bool room = c->on_room && c->out.len < c->out.cap;
 	pthread_mutex_unlock(&vm->lock);
+	if (room)
+		c->on_room(c->on_input_arg);
 }
 
 /* ------------------------------------------------------------ guest side */

@@ -58,6 +58,9 @@ struct chan {
 	 * thread, vm->lock not held. NULL: input is read when the guest asks. */
 	void (*on_input)(void *arg);
 	void *on_input_arg;
+	/* Called like on_input when the output ring has room again after a
+	 * flush (a device holding guest output that did not fit). NULL: none. */
+	void (*on_room)(void *arg);
 	bool in_watched; /* conn EPOLLIN on (on_input and room in the ring) */
 };
 

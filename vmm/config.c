@@ -29,6 +29,7 @@ void vm_config_free(struct vm_config *cfg)
 	free(cfg->initramfs);
 	free(cfg->serial_path);
 	free(cfg->agent_socket);
+	free(cfg->vsock_socket);
 	free(cfg->hostname);
 	for (unsigned i = 0; i < cfg->nr_disks; i++)
 		free(cfg->disks[i].path);
@@ -50,7 +51,7 @@ int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 {
 	struct vm_config c = *src;
 
-	c.kernel = c.cmdline = c.initramfs = c.serial_path = c.agent_socket = c.hostname = NULL;
+	c.kernel = c.cmdline = c.initramfs = c.serial_path = c.agent_socket = c.hostname = c.vsock_socket = NULL;
 	for (unsigned i = 0; i < c.nr_disks; i++)
 		c.disks[i].path = NULL;
 	bool disks_ok = true;
@@ -59,7 +60,7 @@ int vm_config_copy(struct vm_config *dst, const struct vm_config *src)
 	if (!disks_ok || set_str(&c.kernel, src->kernel) || set_str(&c.cmdline, src->cmdline) ||
 	    set_str(&c.initramfs, src->initramfs) ||
 	    set_str(&c.serial_path, src->serial_path) || set_str(&c.agent_socket, src->agent_socket) ||
-	    set_str(&c.hostname, src->hostname)) {
+	    set_str(&c.hostname, src->hostname) || set_str(&c.vsock_socket, src->vsock_socket)) {
 		vm_config_free(&c);
 		return -ENOMEM;
 	}
@@ -105,6 +106,15 @@ int vm_config_validate(const struct vm_config *cfg, char *err, size_t errlen)
 	    strcmp(cfg->agent_socket, cfg->serial_path) == 0)
 		return err_fail(err, errlen, -EINVAL, "agent and serial cannot share the socket %s",
 			    cfg->agent_socket);
+	if (cfg->vsock_cid && (cfg->vsock_cid < VM_VSOCK_CID_MIN || cfg->vsock_cid > VM_VSOCK_CID_MAX))
+		return err_fail(err, errlen, -EINVAL,
+			    "vsock: cid must be between %u and %u (0-2 are the hypervisor, local "
+			    "and host addresses; got %u)",
+			    VM_VSOCK_CID_MIN, VM_VSOCK_CID_MAX, cfg->vsock_cid);
+	if (cfg->vsock_socket && !cfg->vsock_cid)
+		return err_fail(err, errlen, -EINVAL, "vsock: a socket needs a cid");
+	if (cfg->vsock_socket && check_socket_path("vsock", cfg->vsock_socket, err, errlen) < 0)
+		return -EINVAL;
 	if (cfg->hostname && (strlen(cfg->hostname) > 64 || !*cfg->hostname))
 		return err_fail(err, errlen, -EINVAL, "hostname must have 1 to 64 characters");
 	if (cfg->nr_disks > VM_MAX_DISKS)
@@ -217,12 +227,13 @@ static int get_disks(const json_t *j, struct vm_config *c, char *err, size_t err
 int vm_config_from_json(const json_t *j, struct vm_config *out, char *err, size_t errlen)
 {
 	static const char *const top[] = { "cpus", "memory", "payload", "serial", "agent",
-					   "hostname", "disks", NULL };
+					   "hostname", "disks", "vsock", NULL };
 	static const char *const cpus_k[] = { "boot_vcpus", "max_vcpus", NULL };
 	static const char *const mem_k[] = { "size", NULL };
 	static const char *const pay_k[] = { "kernel", "cmdline", "initramfs", NULL };
 	static const char *const ser_k[] = { "mode", "file", "socket", NULL };
 	static const char *const agent_k[] = { "socket", NULL };
+	static const char *const vsock_k[] = { "cid", "socket", NULL };
 	const json_t *o;
 	struct vm_config c;
 	int rc;
@@ -292,6 +303,21 @@ int vm_config_from_json(const json_t *j, struct vm_config *out, char *err, size_
 	if (o && ((rc = only_keys(o, "agent", agent_k, err, errlen)) < 0 ||
 		  (rc = get_str(o, "agent", "socket", &c.agent_socket, err, errlen)) < 0))
 		goto out;
+	if ((rc = get_obj(j, "vsock", &o, err, errlen)) < 0)
+		goto out;
+	if (o) {
+		uint64_t cid = 0;
+		if ((rc = only_keys(o, "vsock", vsock_k, err, errlen)) < 0 ||
+		    (rc = get_uint(o, "vsock", "cid", UINT32_MAX, &cid, err, errlen)) < 0 ||
+		    (rc = get_str(o, "vsock", "socket", &c.vsock_socket, err, errlen)) < 0)
+			goto out;
+		if (!cid) {
+			rc = err_fail(err, errlen, -EINVAL, "vsock.cid is required (%u or more)",
+				      VM_VSOCK_CID_MIN);
+			goto out;
+		}
+		c.vsock_cid = (uint32_t)cid;
+	}
 	if ((rc = get_str(j, "", "hostname", &c.hostname, err, errlen)) < 0 ||
 	    (rc = get_disks(j, &c, err, errlen)) < 0)
 		goto out;
@@ -324,6 +350,9 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
 		json_object_set_new(j, "agent", json_pack("{s:s}", "socket", cfg->agent_socket));
 	if (cfg->hostname)
 		json_object_set_new(j, "hostname", json_string(cfg->hostname));
+	if (cfg->vsock_cid)
+		json_object_set_new(j, "vsock", json_pack("{s:I,s:s?}", "cid", (json_int_t)cfg->vsock_cid,
+							  "socket", cfg->vsock_socket));
 	if (cfg->nr_disks) {
 		json_t *a = json_array();
 		for (unsigned i = 0; a && i < cfg->nr_disks; i++)
@@ -513,5 +542,49 @@ int vm_config_parse_disk(struct vm_config *cfg, const char *arg, char *err, size
 		return rc;
 	}
 	cfg->disks[cfg->nr_disks++] = a.d;
+	return 0;
+}
+
+struct vsock_arg {
+	uint64_t cid;
+	char *socket;
+};
+
+static int vsock_kv(void *arg, const char *k, const char *v, char *err, size_t errlen)
+{
+	struct vsock_arg *a = arg;
+
+	if (!strcmp(k, "cid")) {
+		if (parse_u64(v, VM_VSOCK_CID_MIN, VM_VSOCK_CID_MAX, &a->cid) < 0)
+			return err_fail(err, errlen, -EINVAL,
+				    "--vsock: cid must be a number between %u and %u (got '%s')",
+				    VM_VSOCK_CID_MIN, VM_VSOCK_CID_MAX, v);
+		return 0;
+	}
+	if (!strcmp(k, "socket")) {
+		if (check_socket_path("--vsock", v, err, errlen) < 0)
+			return -EINVAL;
+		if (set_str(&a->socket, v) < 0)
+			return err_fail(err, errlen, -ENOMEM, "out of memory");
+		return 0;
+	}
+	return err_fail(err, errlen, -EINVAL, "--vsock: unknown option '%s' (supported: cid, socket)", k);
+}
+
+int vm_config_parse_vsock(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	struct vsock_arg a = { 0, NULL };
+	int rc = with_kv(arg, "--vsock", vsock_kv, &a, err, errlen);
+
+	if (rc == 0 && !a.cid)
+		rc = err_fail(err, errlen, -EINVAL, "--vsock: expected cid=N[,socket=PATH] (got '%s')",
+			      arg ? arg : "");
+	if (rc < 0) {
+		free(a.socket);
+		return rc;
+	}
+	free(cfg->vsock_socket);
+	cfg->vsock_cid = (uint32_t)a.cid;
+	cfg->vsock_socket = a.socket;
 	return 0;
 }

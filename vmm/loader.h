@@ -12,6 +12,7 @@
 
 struct vm;
 struct state_unit;
+struct loop;
 
 struct vm_loader {
 	const char *name; /* recorded in snapshots: restore finds the loader by it */
@@ -41,6 +42,15 @@ struct vm_loader {
 	 * and state into dfd (a Linux guest's disks) and adds their manifest
 	 * entries to files. NULL: none. Returns 0 or -errno with err set. */
 	int (*save_files)(struct vm *vm, int dfd, json_t *files, char *err, size_t errlen);
+	/* Once the VM has its event loop (after load or restore): registers
+	 * the devices' host sockets on it. NULL: none. Returns 0 or -errno. */
+	int (*attach)(struct vm *vm, struct loop *loop);
+	/* On the loop thread, after vm_notify(vm, VM_NOTIFY_DEV): the devices
+	 * update what the loop watches for them. NULL: none. */
+	void (*service)(struct vm *vm);
+	/* A restore that succeeded: the devices' sockets, bound under
+	 * temporary names, take their paths. NULL: none. Returns 0 or -errno. */
+	int (*publish)(struct vm *vm);
 	/* Frees what load or restore_prepare made (vm->mach), after the vCPU
 	 * threads are joined. NULL: nothing beyond free(vm->mach). */
 	void (*destroy)(struct vm *vm);

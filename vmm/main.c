@@ -46,6 +46,12 @@ static void usage(FILE *f)
 		"  --disk path=IMG[,readonly=on]\n"
 		"                           Linux: a raw disk image on virtio-blk (vda,\n"
 		"                           vdb... in order; up to 4 --disk options)\n"
+		"  --vsock cid=N[,socket=PATH]\n"
+		"                           Linux: virtio-vsock, guest CID N (3 or more);\n"
+		"                           host port 1024 is the --agent channel; with\n"
+		"                           socket=PATH, Firecracker's convention: clients\n"
+		"                           of PATH send \"CONNECT PORT\\n\", and the guest's\n"
+		"                           connections to port P reach PATH_P\n"
 		"  --cpus boot=N            vCPUs, 1..254 (default 1); each guest thread\n"
 		"                           runs on its own vCPU\n"
 		"  --memory size=SIZE       guest RAM, e.g. 512M, 4G (default 512M;\n"
@@ -189,13 +195,14 @@ static int die_usage_cfg(struct vm_config *cfg, const char *msg, const char *arg
 int main(int argc, char **argv)
 {
 	enum { O_API = 256, O_KERNEL, O_CMDLINE, O_CPUS, O_MEMORY, O_SERIAL, O_AGENT, O_LOGFILE,
-	       O_RESTORE, O_STORE, O_SECCOMP, O_PLATFORM, O_INITRAMFS, O_DISK };
+	       O_RESTORE, O_STORE, O_SECCOMP, O_PLATFORM, O_INITRAMFS, O_DISK, O_VSOCK };
 	static const struct option opts[] = {
 		{ "api-socket", required_argument, NULL, O_API },
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "cmdline", required_argument, NULL, O_CMDLINE },
 		{ "initramfs", required_argument, NULL, O_INITRAMFS },
 		{ "disk", required_argument, NULL, O_DISK },
+		{ "vsock", required_argument, NULL, O_VSOCK },
 		{ "cpus", required_argument, NULL, O_CPUS },
 		{ "memory", required_argument, NULL, O_MEMORY },
 		{ "serial", required_argument, NULL, O_SERIAL },
@@ -248,6 +255,9 @@ int main(int argc, char **argv)
 			break;
 		case O_DISK:
 			rc = vm_config_parse_disk(&cfg, optarg, err, sizeof(err));
+			break;
+		case O_VSOCK:
+			rc = vm_config_parse_vsock(&cfg, optarg, err, sizeof(err));
 			break;
 		case O_CPUS:
 			rc = vm_config_parse_cpus(&cfg, optarg, err, sizeof(err));
@@ -304,17 +314,18 @@ int main(int argc, char **argv)
 		return die_usage_cfg(&cfg, "unexpected argument: ", argv[optind]);
 	struct restore_arg ra = { 0 };
 	if (restore) {
-		if (cfg.kernel || cfg.cmdline || cfg.initramfs || cfg.nr_disks || set_sizes)
-			return die_usage_cfg(&cfg, "--restore takes the payload, disks, vCPUs and memory from the "
-					 "snapshot: drop --kernel, --cmdline, --initramfs, --disk, --cpus and --memory", "");
+		if (cfg.kernel || cfg.cmdline || cfg.initramfs || cfg.nr_disks || cfg.vsock_cid || set_sizes)
+			return die_usage_cfg(&cfg, "--restore takes the payload, devices, vCPUs and memory from the "
+					 "snapshot: drop --kernel, --cmdline, --initramfs, --disk, --vsock, --cpus and --memory", "");
 		if (parse_restore(restore, &ra, err, sizeof(err)) < 0)
 			return die_usage_cfg(&cfg, err, "");
 	}
 	if (!cfg.kernel && !api_path && !restore)
 		return die_usage_cfg(&cfg, "nothing to do: give --kernel PATH, --restore source_url=URL and/or "
 				 "--api-socket PATH", "");
-	if (!cfg.kernel && !restore && (cfg.cmdline || cfg.agent_socket || cfg.initramfs || cfg.nr_disks))
-		return die_usage_cfg(&cfg, "--cmdline, --initramfs, --disk and --agent need --kernel (or --restore)", "");
+	if (!cfg.kernel && !restore &&
+	    (cfg.cmdline || cfg.agent_socket || cfg.initramfs || cfg.nr_disks || cfg.vsock_cid))
+		return die_usage_cfg(&cfg, "--cmdline, --initramfs, --disk, --vsock and --agent need --kernel (or --restore)", "");
 
 	log_set_level(verbose >= 3 ? LOG_TRACE : verbose == 2 ? LOG_DEBUG : verbose == 1 ? LOG_INFO : LOG_WARN);
 	/* API clients, channels and the store's files each take a descriptor:

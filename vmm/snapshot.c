@@ -504,7 +504,8 @@ static int vm_restore_from(struct snapshot *snap, const char *what, const struct
 		return rc;
 	}
 	/* Only now, with everything restored, the sockets take their paths. */
-	if ((rc = chan_publish(&(*out)->agent)) < 0 || (rc = chan_publish(&(*out)->console)) < 0) {
+	if ((rc = chan_publish(&(*out)->agent)) < 0 || (rc = chan_publish(&(*out)->console)) < 0 ||
+	    ((*out)->mach && (*out)->loader->publish && (rc = (*out)->loader->publish(*out)) < 0)) {
 		err_fail(err, errlen, rc, "cannot put the channel sockets in place: %s", strerror(-rc));
 		vm_destroy(*out);
 		*out = NULL;

@@ -191,6 +191,8 @@ static void on_notify(void *arg, uint32_t events)
 		chan_service(&vm->agent, vm->loop);
 		chan_service(&vm->console, vm->loop);
 	}
+	if ((bits & VM_NOTIFY_DEV) && vm->loader && vm->loader->service)
+		vm->loader->service(vm);
 	if ((bits & VM_NOTIFY_EXIT) && vm->on_exit)
 		vm->on_exit(vm->on_exit_arg, vm);
 }
@@ -294,6 +296,11 @@ static int vm_probe_payload(struct vm *vm, const uint8_t *image, size_t len, cha
 			if (!vm->loader->machine && vm->cfg.nr_disks)
 				return err_fail(err, errlen, -EINVAL,
 					    "%s: a function guest has no disks (--disk is for Linux guests)",
+					    vm->cfg.kernel);
+			if (!vm->loader->machine && vm->cfg.vsock_cid)
+				return err_fail(err, errlen, -EINVAL,
+					    "%s: a function guest has no vsock device (--vsock is for Linux "
+					    "guests; a function guest's agent channel is its fd 0/1)",
 					    vm->cfg.kernel);
 			return 0;
 		}
@@ -435,6 +442,8 @@ int vm_create_from(const struct vm_config *cfg, struct snapshot *snap, struct lo
 		rc = chan_attach(&vm->agent, loop);
 	if (rc == 0)
 		rc = chan_attach(&vm->console, loop);
+	if (rc == 0 && vm->loader && vm->loader->attach)
+		rc = vm->loader->attach(vm, loop);
 	if (rc < 0) {
 		err_fail(err, errlen, rc, "event loop: %s", strerror(-rc));
 		goto err;

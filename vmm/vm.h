@@ -59,6 +59,7 @@ struct vcpu {
 /* Bits of vm->notify_pending: work for the loop thread. */
 #define VM_NOTIFY_CHAN 0x1u
 #define VM_NOTIFY_EXIT 0x2u
+#define VM_NOTIFY_DEV 0x4u  /* the loader's service(): a device's host sockets */
 
 struct vm {
 	struct vm_config cfg;

@@ -51,6 +51,10 @@ struct vm_disk {
 };
 
 #define VM_MAX_DISKS 4
+/* Guest vsock CIDs: 0-2 are reserved (hypervisor, local, host), and
+ * 0xffffffff is VMADDR_CID_ANY. */
+#define VM_VSOCK_CID_MIN 3U
+#define VM_VSOCK_CID_MAX 0xfffffffeU
 
 enum vm_serial_mode {
 	VM_SERIAL_OFF,
@@ -74,6 +78,11 @@ struct vm_config {
 	enum vm_serial_mode serial_mode;
 	char *serial_path;  /* FILE or SOCKET mode */
 	char *agent_socket; /* Unix socket for guest fd 0/1; NULL: fd 1 -> console, fd 0 EOF */
+	/* Linux: virtio-vsock with guest CID vsock_cid (0: no device). Host
+	 * port 1024 is the agent channel; other ports follow Firecracker's
+	 * Unix socket convention on vsock_socket (NULL: none). */
+	uint32_t vsock_cid;
+	char *vsock_socket;
 	char *hostname;     /* uname nodename; NULL: "forkvm" */
 	/* Where the VM runs: the host's choice, not part of the guest's
 	 * configuration (not in config.json; vm.info reports it). */
@@ -110,6 +119,9 @@ int vm_config_parse_agent(struct vm_config *cfg, const char *arg, char *err, siz
 	__attribute__((warn_unused_result));
 /* One --disk value, "path=IMG[,readonly=on|off]", appended to cfg's disks. */
 int vm_config_parse_disk(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+/* The --vsock value, "cid=N[,socket=PATH]" (Cloud Hypervisor's syntax). */
+int vm_config_parse_vsock(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
 /* ------------------------------------------------------------ VM */

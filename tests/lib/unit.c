@@ -195,6 +195,7 @@ int ut_vm_create(const struct ut_vm_opts *o, char *err, size_t errlen, struct vm
 		cfg.serial_mode = VM_SERIAL_OFF;
 	}
 	cfg.hostname = o->hostname ? strdup(o->hostname) : NULL;
+	cfg.agent_socket = o->agent_socket ? strdup(o->agent_socket) : NULL;
 	if (!cfg.kernel) {
 		vm_config_free(&cfg);
 		snprintf(err, errlen, "out of memory");

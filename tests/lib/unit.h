@@ -61,6 +61,7 @@ struct ut_vm_opts {
 	const char *serial_file; /* NULL: serial off (or on serial_socket) */
 	const char *serial_socket; /* the console on a socket (its input ring) */
 	const char *hostname;    /* NULL: default */
+	const char *agent_socket; /* NULL: no agent channel */
 };
 
 /* Builds a VM with vm_create_nokvm(); returns its rc, the message in err. */

@@ -512,3 +512,50 @@ Test(config, json_out_of_memory_sets_err)
 	cr_assert_not_null(memchr(err, '\0', sizeof(err)),
 			   "vm_config_from_json failed with -ENOMEM and left err unset");
 }
+
+Test(config, vsock)
+{
+	cr_assert_eq(vm_config_parse_vsock(&cfg, "cid=3,socket=/tmp/v.sock", err, sizeof(err)), 0,
+		     "%s", err);
+	cr_assert_eq(cfg.vsock_cid, 3);
+	cr_assert_str_eq(cfg.vsock_socket, "/tmp/v.sock");
+	cr_assert_eq(vm_config_parse_vsock(&cfg, "cid=4294967294", err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(cfg.vsock_cid, 4294967294U);
+	cr_assert_null(cfg.vsock_socket, "a later --vsock replaces the earlier one");
+	static const char *const bad_args[] = { "", "cid=2", "cid=0", "cid=4294967295", "cid=x",
+						"socket=/tmp/v", "cid=3,port=5", "cid=3,socket=" };
+	for (size_t i = 0; i < sizeof(bad_args) / sizeof(bad_args[0]); i++)
+		expect_err(vm_config_parse_vsock(&cfg, bad_args[i], err, sizeof(err)), "--vsock");
+	cr_assert_eq(cfg.vsock_cid, 4294967294U, "failures change nothing");
+
+	/* JSON: Cloud Hypervisor's "vsock": {"cid", "socket"}, round trip, copy */
+	cr_assert_eq(vm_config_parse_vsock(&cfg, "cid=7,socket=/tmp/v.sock", err, sizeof(err)), 0);
+	free(cfg.kernel);
+	cfg.kernel = strdup("/k");
+	json_t *j = vm_config_to_json(&cfg);
+	struct vm_config back, copy;
+	cr_assert_eq(vm_config_from_json(j, &back, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(back.vsock_cid, 7);
+	cr_assert_str_eq(back.vsock_socket, "/tmp/v.sock");
+	cr_assert_eq(vm_config_copy(&copy, &back), 0);
+	cr_assert_str_eq(copy.vsock_socket, "/tmp/v.sock");
+	cr_assert_neq(copy.vsock_socket, back.vsock_socket);
+	vm_config_free(&copy);
+	vm_config_free(&back);
+	json_decref(j);
+	static const char *const bad[] = {
+		"{\"payload\":{\"kernel\":\"/k\"},\"vsock\":3}",
+		"{\"payload\":{\"kernel\":\"/k\"},\"vsock\":{}}",
+		"{\"payload\":{\"kernel\":\"/k\"},\"vsock\":{\"cid\":2}}",
+		"{\"payload\":{\"kernel\":\"/k\"},\"vsock\":{\"cid\":4294967296}}",
+		"{\"payload\":{\"kernel\":\"/k\"},\"vsock\":{\"cid\":3,\"socket\":5}}",
+		"{\"payload\":{\"kernel\":\"/k\"},\"vsock\":{\"cid\":3,\"iommu\":true}}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		json_t *b = json_loads(bad[i], 0, NULL);
+		cr_assert_not_null(b, "%s", bad[i]);
+		cr_assert_eq(vm_config_from_json(b, &back, err, sizeof(err)), -EINVAL, "%s", bad[i]);
+		cr_assert(strstr(err, "vsock"), "%s: %s", bad[i], err);
+		json_decref(b);
+	}
+}

@@ -10,8 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include "common/loop.h"
 
 #include "tests/lib/unit.h"
 #include "vmm/state.h"
@@ -597,4 +601,387 @@ Test(virtio, console_input_fills_the_receive_queue)
 	cr_assert_eq(used_len(0, 1), 2);
 	cr_assert_eq(memcmp(gp(BUFS + 64, 2), "d!", 2), 0);
 	unlink(serial);
+}
+
+/* ---------------------------------------------------------------- vsock */
+
+#define VS_CID 3
+#define VS_HDR 44
+#define VS_RXBUF (BUFS + 2 * MiB_) /* receive buffers, 8 KiB apart */
+#define VS_TXBUF (BUFS + 4 * MiB_) /* transmit packets, 8 KiB apart */
+
+enum { VS_REQUEST = 1, VS_RESPONSE, VS_RST, VS_SHUTDOWN, VS_RW, VS_CREDIT_UPDATE, VS_CREDIT_REQUEST };
+
+static uint16_t vq_avail[3], vq_seen[3];
+static unsigned vq_desc[3], vs_tx_slot, vs_rx_slot;
+
+/* One descriptor on queue q; notifies. */
+static void vq_post(unsigned q, uint64_t gpa, uint32_t len, bool write)
+{
+	uint64_t base = RINGS + q * 3 * 4096ULL;
+	uint8_t *desc = gp(base, 16 * QNUM), *avail = gp(base + 4096, 6 + 2 * QNUM);
+	uint16_t i = (uint16_t)(vq_desc[q]++ % QNUM), flags = write ? 2 : 0, next = 0;
+	memcpy(desc + 16 * i, &gpa, 8);
+	memcpy(desc + 16 * i + 8, &len, 4);
+	memcpy(desc + 16 * i + 12, &flags, 2);
+	memcpy(desc + 16 * i + 14, &next, 2);
+	memcpy(avail + 4 + 2 * (vq_avail[q] % QNUM), &i, 2);
+	vq_avail[q]++;
+	memcpy(avail + 2, &vq_avail[q], 2);
+	mw(VIRTIO_MMIO_QUEUE_NOTIFY, q);
+}
+
+static void vs_device(const char *path)
+{
+	char err[512] = "", sock[300];
+
+	vm_destroy(vm); /* this VM has an agent channel */
+	snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
+	struct ut_vm_opts o = { .payload = "hello", .serial_file = serial, .agent_socket = sock };
+	cr_assert_eq(ut_vm_create(&o, err, sizeof(err), &vm), 0, "%s", err);
+	cr_assert_eq(virtio_vsock_create(vm, &dev, VS_CID, path, false, VIRTIO_MMIO_BASE, 19, err,
+					 sizeof(err)),
+		     0, "%s", err);
+	drv_init(3);
+	memset(vq_avail, 0, sizeof(vq_avail));
+	memset(vq_seen, 0, sizeof(vq_seen));
+	memset(vq_desc, 0, sizeof(vq_desc));
+	vs_tx_slot = vs_rx_slot = 0;
+}
+
+/* The guest posts n receive buffers of 4 KiB + header. */
+static void vs_post_rx(unsigned n)
+{
+	for (unsigned i = 0; i < n; i++, vs_rx_slot++)
+		vq_post(0, VS_RXBUF + (vs_rx_slot % QNUM) * 8192ULL, 4096 + VS_HDR, true);
+}
+
+/* The guest (port sport) sends op to host port dport. */
+static void vs_send(uint32_t sport, uint32_t dport, uint16_t op, const void *data, uint32_t len,
+		    uint32_t buf_alloc, uint32_t fwd_cnt)
+{
+	uint64_t gpa = VS_TXBUF + (vs_tx_slot++ % QNUM) * 8192ULL, cid = VS_CID, host = 2;
+	uint8_t *p = gp(gpa, VS_HDR + len);
+	uint16_t type = 1;
+	uint32_t flags = op == VS_SHUTDOWN ? 3 : 0;
+	memset(p, 0, VS_HDR);
+	memcpy(p, &cid, 8);
+	memcpy(p + 8, &host, 8);
+	memcpy(p + 16, &sport, 4);
+	memcpy(p + 20, &dport, 4);
+	memcpy(p + 24, &len, 4);
+	memcpy(p + 28, &type, 2);
+	memcpy(p + 30, &op, 2);
+	memcpy(p + 32, &flags, 4);
+	memcpy(p + 36, &buf_alloc, 4);
+	memcpy(p + 40, &fwd_cnt, 4);
+	if (len)
+		memcpy(p + VS_HDR, data, len);
+	vq_post(1, gpa, VS_HDR + len, false);
+}
+
+struct vs_pkt {
+	uint64_t src_cid, dst_cid;
+	uint32_t src_port, dst_port, len, flags, buf_alloc, fwd_cnt;
+	uint16_t type, op;
+	uint8_t data[4096];
+};
+
+/* The next packet the device put in a receive buffer: true, or false for none. */
+static bool vs_recv(struct vs_pkt *k)
+{
+	if (used_idx(0) == vq_seen[0])
+		return false;
+	uint64_t base = RINGS;
+	unsigned e = vq_seen[0]++ % QNUM;
+	uint32_t id, len;
+	memcpy(&id, gp(base + 8192 + 4 + 8 * e, 4), 4);
+	memcpy(&len, gp(base + 8192 + 4 + 8 * e + 4, 4), 4);
+	uint64_t addr;
+	memcpy(&addr, gp(base + 16 * id, 8), 8);
+	const uint8_t *p = gp(addr, len);
+	cr_assert_geq(len, VS_HDR);
+	memcpy(&k->src_cid, p, 8);
+	memcpy(&k->dst_cid, p + 8, 8);
+	memcpy(&k->src_port, p + 16, 4);
+	memcpy(&k->dst_port, p + 20, 4);
+	memcpy(&k->len, p + 24, 4);
+	memcpy(&k->type, p + 28, 2);
+	memcpy(&k->op, p + 30, 2);
+	memcpy(&k->flags, p + 32, 4);
+	memcpy(&k->buf_alloc, p + 36, 4);
+	memcpy(&k->fwd_cnt, p + 40, 4);
+	cr_assert_eq(len, VS_HDR + k->len);
+	memcpy(k->data, p + VS_HDR, k->len);
+	return true;
+}
+
+/* The agent channel's queued output (no client is connected). */
+static size_t agent_out(char *buf, size_t max)
+{
+	char err[256];
+	json_t *st = NULL;
+	uint8_t *b = NULL;
+	size_t n = 0;
+	cr_assert_eq(chan_save(&vm->agent, &st, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(state_get_blob_any(st, "output", 1 << 20, &b, &n, err, sizeof(err)), 0, "%s", err);
+	json_decref(st);
+	cr_assert_leq(n, max);
+	memcpy(buf, b, n);
+	free(b);
+	return n;
+}
+
+static void agent_in(const char *s)
+{
+	char err[256];
+	json_t *st = json_pack("{s:o,s:o}", "output", state_json_blob("", 0), "input",
+			       state_json_blob(s, strlen(s)));
+	cr_assert_eq(chan_restore(&vm->agent, st, err, sizeof(err)), 0, "%s", err);
+	json_decref(st);
+	vm->agent.on_input(vm->agent.on_input_arg); /* as the loop does */
+}
+
+Test(virtio, vsock_host_port_1024_is_the_agent_channel)
+{
+	struct vs_pkt k;
+	char out[64];
+
+	vs_device(NULL);
+	uint64_t cid = 0;
+	const struct bus_range *r = bus_find(&vm->mmio, VIRTIO_MMIO_BASE + 0x100, 8);
+	r->io(r->dev, NULL, 0x100, &cid, 8, false);
+	cr_assert_eq(cid, VS_CID);
+	cr_assert_eq(mr(VIRTIO_MMIO_DEVICE_ID), 19);
+	vs_post_rx(8);
+	vs_send(50000, 1024, VS_REQUEST, NULL, 0, 8, 0);
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_RESPONSE);
+	cr_assert_eq(k.src_cid, 2);
+	cr_assert_eq(k.dst_cid, VS_CID);
+	cr_assert_eq(k.src_port, 1024);
+	cr_assert_eq(k.dst_port, 50000);
+	cr_assert_eq(k.buf_alloc, VSOCK_BUF_ALLOC);
+	/* guest -> agent channel */
+	vs_send(50000, 1024, VS_RW, "ready!", 6, 8, 0);
+	cr_assert_eq(agent_out(out, sizeof(out)), 6);
+	cr_assert_eq(memcmp(out, "ready!", 6), 0);
+	/* agent channel -> guest, within the guest's 8-byte credit */
+	agent_in("0123456789");
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_RW, "op %u len %u", k.op, k.len);
+	cr_assert_eq(k.len, 8);
+	cr_assert_eq(memcmp(k.data, "01234567", 8), 0);
+	cr_assert_eq(k.fwd_cnt, 6); /* what we forwarded */
+	cr_assert_not(vs_recv(&k));
+	/* the guest read them: the rest */
+	vs_send(50000, 1024, VS_CREDIT_UPDATE, NULL, 0, 8, 8);
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_RW);
+	cr_assert_eq(k.len, 2);
+	cr_assert_eq(memcmp(k.data, "89", 2), 0);
+	/* one agent connection at a time */
+	vs_send(50001, 1024, VS_REQUEST, NULL, 0, 8, 0);
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_RST);
+	cr_assert_eq(k.dst_port, 50001);
+	/* a credit request is answered */
+	vs_send(50000, 1024, VS_CREDIT_REQUEST, NULL, 0, 8, 10);
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_CREDIT_UPDATE);
+	cr_assert_eq(k.fwd_cnt, 6);
+}
+
+Test(virtio, vsock_refuses_what_it_cannot_connect_and_resets_a_greedy_guest)
+{
+	struct vs_pkt k;
+	static uint8_t big[VSOCK_BUF_ALLOC / 4];
+
+	vs_device(NULL);
+	vs_post_rx(8);
+	/* no socket for the Firecracker convention: any other port is refused */
+	vs_send(40000, 5000, VS_REQUEST, NULL, 0, 4096, 0);
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_RST);
+	cr_assert_eq(k.src_port, 5000);
+	/* data on a connection that does not exist */
+	vs_send(40001, 1024, VS_RW, "x", 1, 4096, 0);
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_RST);
+	/* packets that are not from this guest to the host are dropped */
+	cr_assert_not(vs_recv(&k));
+	/* the agent connection, flooded past the credit: output waits in the
+	 * channel (no client), then the connection is reset */
+	vs_send(40002, 1024, VS_REQUEST, NULL, 0, 4096, 0);
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_RESPONSE);
+	bool reset = false;
+	for (unsigned i = 0; i < 40 && !reset; i++) {
+		uint64_t gpa = VS_TXBUF + 8 * MiB_;
+		uint8_t *p = gp(gpa, VS_HDR + sizeof(big));
+		(void)p;
+		vs_send(40002, 1024, VS_RW, big, sizeof(big), 4096, 0);
+		while (vs_recv(&k)) {
+			reset |= k.op == VS_RST;
+			vs_post_rx(1); /* the guest gives back what it took */
+		}
+	}
+	cr_assert(reset, "a guest sending past its credit is reset");
+}
+
+Test(virtio, vsock_state_keeps_the_agent_connection_and_resets_the_others)
+{
+	struct vs_pkt k;
+	char err[512] = "";
+	char out[64];
+
+	vs_device(NULL);
+	vs_post_rx(4);
+	vs_send(50000, 1024, VS_REQUEST, NULL, 0, 64, 0);
+	cr_assert(vs_recv(&k) && k.op == VS_RESPONSE);
+	vs_send(50000, 1024, VS_RW, "abc", 3, 64, 0);
+	/* a connection whose host end is a socket, as far as the state goes */
+	json_t *st = NULL;
+	cr_assert_eq(virtio_save(vm, &dev, &st, err, sizeof(err)), 0, "%s", err);
+	json_t *conns = json_object_get(st, "connections");
+	cr_assert_eq(json_array_size(conns), 1);
+	json_array_append_new(conns, json_pack("{s:b,s:i,s:i}", "agent", 0, "local_port", 6000,
+					       "peer_port", 777));
+	/* the device takes the unit back, as a restore's does */
+	cr_assert_eq(virtio_restore(vm, &dev, st, 1, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(virtio_vsock_attach(&dev, NULL), 0);
+	/* the socket connection is reset, the agent's carries on */
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_RST);
+	cr_assert_eq(k.src_port, 6000);
+	cr_assert_eq(k.dst_port, 777);
+	vs_send(50000, 1024, VS_RW, "def", 3, 64, 0);
+	size_t got = agent_out(out, sizeof(out));
+	cr_assert_eq(got, 6, "%zu: %.*s", got, (int)got, out);
+	cr_assert_eq(memcmp(out, "abcdef", 6), 0);
+	agent_in("hi");
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_RW);
+	cr_assert_eq(k.dst_port, 50000);
+	cr_assert_eq(k.fwd_cnt, 6);
+	/* a unit that does not fit is refused with a reason */
+	json_object_set_new(st, "guest_cid", state_json_u64(9));
+	cr_assert_lt(virtio_restore(vm, &dev, st, 1, err, sizeof(err)), 0);
+	cr_assert(strstr(err, "CID"), "%s", err);
+	json_object_set_new(st, "guest_cid", state_json_u64(VS_CID));
+	json_array_append_new(conns, json_pack("{s:b,s:i,s:i}", "agent", 1, "local_port", 1024,
+					       "peer_port", 1));
+	cr_assert_lt(virtio_restore(vm, &dev, st, 1, err, sizeof(err)), 0);
+	json_decref(st);
+}
+
+static int sock_listen(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	snprintf(a.sun_path, sizeof(a.sun_path), "%.100s", path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(fd, 4), 0);
+	return fd;
+}
+
+static int sock_connect(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	snprintf(a.sun_path, sizeof(a.sun_path), "%.100s", path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "%s: %s", path, strerror(errno));
+	return fd;
+}
+
+/* Runs the loop (and the device's service, as VM_NOTIFY_DEV would). */
+static void spin(struct loop *l)
+{
+	for (int i = 0; i < 5; i++) {
+		virtio_vsock_service(&dev);
+		(void)loop_run_once(l, 20);
+	}
+}
+
+Test(virtio, vsock_follows_firecrackers_unix_socket_convention)
+{
+	char path[300], port_path[320], line[64];
+	struct vs_pkt k;
+	struct loop *l;
+
+	snprintf(path, sizeof(path), "%s/v.sock", dir);
+	vs_device(path);
+	cr_assert_eq(loop_create(&l), 0);
+	cr_assert_eq(virtio_vsock_attach(&dev, l), 0);
+	vs_post_rx(8);
+	/* host-initiated: CONNECT 5000 */
+	int cl = sock_connect(path);
+	cr_assert_eq(write(cl, "CONNECT 5000\nearly", 18), 18);
+	spin(l);
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_REQUEST);
+	cr_assert_eq(k.dst_port, 5000);
+	uint32_t hport = k.src_port;
+	cr_assert_geq(hport, 1U << 30);
+	vs_send(5000, hport, VS_RESPONSE, NULL, 0, 4096, 0);
+	ssize_t n = read(cl, line, sizeof(line) - 1);
+	cr_assert_gt(n, 0);
+	line[n] = '\0';
+	char want[32];
+	snprintf(want, sizeof(want), "OK %u\n", hport);
+	cr_assert_str_eq(line, want);
+	spin(l);
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_RW);
+	cr_assert_eq(k.len, 5);
+	cr_assert_eq(memcmp(k.data, "early", 5), 0);
+	vs_send(5000, hport, VS_RW, "pong", 4, 4096, 5);
+	cr_assert_eq(read(cl, line, 4), 4);
+	cr_assert_eq(memcmp(line, "pong", 4), 0);
+	/* the client hangs up: the guest is told */
+	close(cl);
+	spin(l);
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_SHUTDOWN);
+	cr_assert_eq(k.flags, 3);
+	vs_send(5000, hport, VS_RST, NULL, 0, 4096, 5);
+	/* a line that is not CONNECT PORT: the client is closed */
+	cl = sock_connect(path);
+	cr_assert_eq(write(cl, "HELLO\n", 6), 6);
+	spin(l);
+	cr_assert_eq(read(cl, line, sizeof(line)), 0);
+	close(cl);
+	cr_assert_not(vs_recv(&k));
+	/* guest-initiated: port 6000 is PATH_6000 */
+	snprintf(port_path, sizeof(port_path), "%s_6000", path);
+	int ls = sock_listen(port_path);
+	vs_send(41000, 6000, VS_REQUEST, NULL, 0, 4096, 0);
+	spin(l);
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_RESPONSE);
+	cr_assert_eq(k.src_port, 6000);
+	int srv = accept(ls, NULL, NULL);
+	cr_assert_geq(srv, 0);
+	vs_send(41000, 6000, VS_RW, "to-host", 7, 4096, 0);
+	cr_assert_eq(read(srv, line, 7), 7);
+	cr_assert_eq(memcmp(line, "to-host", 7), 0);
+	cr_assert_eq(write(srv, "back", 4), 4);
+	spin(l);
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_RW);
+	cr_assert_eq(memcmp(k.data, "back", 4), 0);
+	/* nothing listens on PATH_6001 */
+	vs_send(41001, 6001, VS_REQUEST, NULL, 0, 4096, 0);
+	spin(l);
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_RST);
+	close(srv);
+	close(ls);
+	unlink(port_path);
+	virtio_dev_destroy(&dev);
+	memset(&dev, 0, sizeof(dev));
+	loop_destroy(l);
+	cr_assert_neq(access(path, F_OK), 0, "the socket is removed with the device");
 }

@@ -231,6 +231,7 @@ struct machine {
 	struct i8042 kbd;
 	unsigned nr_virtio;
 	struct virtio_dev virtio[VIRTIO_MAX_DEVS];
+	struct virtio_dev *vsock; /* one of virtio[], or NULL */
 };
 
 #endif

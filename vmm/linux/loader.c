@@ -63,7 +63,7 @@ out:
 }
 
 /* The virtio devices: the disks of the configuration (vda, vdb...), the
- * console, the rng; device i at VIRTIO_MMIO_BASE + i * 4 KiB on GSI
+ * console, the rng, and the vsock device when configured; device i at VIRTIO_MMIO_BASE + i * 4 KiB on GSI
  * VIRTIO_GSI_BASE + i. */
 static int lx_virtio(struct vm *vm, char *err, size_t errlen)
 {
@@ -102,7 +102,16 @@ static int lx_virtio(struct vm *vm, char *err, size_t errlen)
 	if ((rc = virtio_rng_create(vm, &mc->virtio[n], VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_SIZE,
 				    VIRTIO_GSI_BASE + n)) < 0)
 		return err_fail(err, errlen, rc, "cannot register virtio-rng: %s", strerror(-rc));
-	mc->nr_virtio++;
+	n = ++mc->nr_virtio;
+	if (vm->cfg.vsock_cid) {
+		if ((rc = virtio_vsock_create(vm, &mc->virtio[n], vm->cfg.vsock_cid,
+					      vm->cfg.vsock_socket, vm->restoring != NULL,
+					      VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_SIZE,
+					      VIRTIO_GSI_BASE + n, err, errlen)) < 0)
+			return rc;
+		mc->vsock = &mc->virtio[n];
+		mc->nr_virtio++;
+	}
 	return 0;
 }
 
@@ -122,8 +131,8 @@ static int lx_devices(struct vm *vm, char *err, size_t errlen)
 {
 	int rc;
 
-	if (vm->cfg.nr_disks + 2 > VIRTIO_MAX_DEVS)
-		return err_fail(err, errlen, -EINVAL, "at most %u disks", VIRTIO_MAX_DEVS - 2);
+	if (vm->cfg.nr_disks + 3 > VIRTIO_MAX_DEVS)
+		return err_fail(err, errlen, -EINVAL, "at most %u disks", VIRTIO_MAX_DEVS - 3);
 	vm->mach = calloc(1, sizeof(*vm->mach));
 	if (!vm->mach)
 		return err_fail(err, errlen, -ENOMEM, "out of memory");
@@ -258,6 +267,22 @@ static int lx_save_files(struct vm *vm, int dfd, json_t *files, char *err, size_
 	return 0;
 }
 
+static int lx_attach(struct vm *vm, struct loop *loop)
+{
+	return vm->mach->vsock ? virtio_vsock_attach(vm->mach->vsock, loop) : 0;
+}
+
+static void lx_service(struct vm *vm)
+{
+	if (vm->mach && vm->mach->vsock)
+		virtio_vsock_service(vm->mach->vsock);
+}
+
+static int lx_publish(struct vm *vm)
+{
+	return vm->mach->vsock ? virtio_vsock_publish(vm->mach->vsock) : 0;
+}
+
 static void lx_destroy(struct vm *vm)
 {
 	uart_destroy(&vm->mach->com1);
@@ -274,5 +299,8 @@ const struct vm_loader linux_loader = {
     .restore_finish = lx_restore_finish,
     .units = lx_units,
     .save_files = lx_save_files,
+    .attach = lx_attach,
+    .service = lx_service,
+    .publish = lx_publish,
     .destroy = lx_destroy,
 };

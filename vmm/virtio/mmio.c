@@ -187,6 +187,8 @@ size_t virtq_req_len(const struct virtq_req *r, bool write)
 
 static void virtio_reset(struct virtio_dev *d)
 {
+	if (d->ops->reset)
+		d->ops->reset(d);
 	memset(&d->s, 0, sizeof(d->s));
 }
 

@@ -1,7 +1,7 @@
 /* vmm/virtio/virtio.h - private: virtio devices of a Linux guest on the
  * virtio-mmio transport (Virtio 1.2, section 4.2: the "modern" register
  * layout, version 2), split virtqueues (section 2.7), and the devices:
- * blk (vda...), console (hvc0) and rng. The guest finds them through the
+ * blk (vda...), console (hvc0), rng and vsock. The guest finds them through the
  * ACPI DSDT (vmm/linux/acpi.c: "LNRO0005", a 4 KiB window and one edge-
  * triggered GSI each).
  *
@@ -35,7 +35,7 @@ struct vm;
 #define VIRTIO_GSI_BASE 16U
 #define VIRTIO_MAX_DEVS 7U
 
-#define VIRTIO_MAX_QUEUES 2U
+#define VIRTIO_MAX_QUEUES 3U
 #define VIRTQ_MAX_SIZE 256U
 #define VIRTQ_MAX_SEGS 64U /* descriptors in one chain we take */
 
@@ -43,6 +43,7 @@ struct vm;
 #define VIRTIO_ID_BLOCK 2
 #define VIRTIO_ID_CONSOLE 3
 #define VIRTIO_ID_RNG 4
+#define VIRTIO_ID_VSOCK 19
 
 /* Device status bits (2.1). */
 #define VIRTIO_STATUS_ACKNOWLEDGE 1U
@@ -135,6 +136,9 @@ struct virtio_ops {
 	/* Device-specific state for snapshots (NULL: none). */
 	int (*save)(struct virtio_dev *d, json_t *obj, char *err, size_t errlen);
 	int (*restore)(struct virtio_dev *d, const json_t *obj, char *err, size_t errlen);
+	/* The driver reset the device (status 0). NULL: nothing beyond the
+	 * transport's registers. */
+	void (*reset)(struct virtio_dev *d);
 	void (*destroy)(struct virtio_dev *d);
 };
 
@@ -213,5 +217,25 @@ void virtio_console_take_input(struct virtio_dev *d);
 /* virtio-rng: the host's getrandom(). */
 int virtio_rng_create(struct vm *vm, struct virtio_dev *d, uint64_t base, unsigned gsi)
 	__attribute__((warn_unused_result));
+
+/* virtio-vsock: guest CID cid; host port VSOCK_AGENT_PORT is the VM's
+ * agent channel when it is a socket; path (NULL: none) is the Unix socket
+ * of Firecracker's convention (see vsock.c), bound under a temporary name
+ * until virtio_vsock_publish() when takeover (a restore). Returns 0 or
+ * -errno with err set. */
+#define VSOCK_AGENT_PORT 1024U
+#define VSOCK_BUF_ALLOC (256U * 1024) /* what a connection buffers from the guest */
+#define VSOCK_MAX_CONNS 64U
+int virtio_vsock_create(struct vm *vm, struct virtio_dev *d, uint64_t cid, const char *path,
+			bool takeover, uint64_t base, unsigned gsi, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+struct loop;
+/* Registers the socket on the VM's loop and sends what a restore owes the
+ * guest. Returns 0 or -errno. */
+int virtio_vsock_attach(struct virtio_dev *d, struct loop *loop) __attribute__((warn_unused_result));
+/* Loop thread, after VM_NOTIFY_DEV: connects, closes, re-arms watches. */
+void virtio_vsock_service(struct virtio_dev *d);
+/* Puts a restore's socket at its path. Returns 0 or -errno. */
+int virtio_vsock_publish(struct virtio_dev *d) __attribute__((warn_unused_result));
 
 #endif
