@@ -188,7 +188,7 @@ run-linux: all linux-guest
 bench: all
 	$(Q)sh scripts/bench.sh $(O)
 
-bench-lane: all
+bench-lane: all linux-guest
 	$(Q)bash scripts/lane.sh run --rw $(O)/bench-lane -- sh scripts/bench.sh $(O) $(O)/bench-lane
 
 # ---------------------------------------------------------------- fuzz

@@ -29,6 +29,8 @@ struct opts {
 	bool prepare;           /* peer: only fill the cache (QEMU, kernel, initramfs) */
 	const char *platform;   /* "kvm" or "process" (resolved; also in FORKVM_PLATFORM) */
 	const char *payloads;   /* the test payloads' directory (build/guest/payloads) */
+	const char *linux_kernel;    /* linux: the test guest (build/linux/vmlinuz) */
+	const char *linux_initramfs; /* ... and its initramfs with the agent */
 };
 
 #define FORKBENCH_VERSION "0.1.0"
@@ -71,6 +73,7 @@ int cmd_peer(const struct opts *o);
 int cmd_e2e(const struct opts *o);
 int cmd_fanout(const struct opts *o);
 int cmd_density(const struct opts *o);
+int cmd_linux(const struct opts *o);
 int cmd_boot_vs_fork(const struct opts *o);
 /* Raw-KVM floor of a fork's work (bench/floor.c). */
 int cmd_floor(const struct opts *o);

@@ -35,6 +35,8 @@ struct fb {
 	const struct opts *o;
 	char dir[64], sock[128];
 	pid_t forkd;
+	bool linux_guest;    /* the template is the Linux test guest, its agent on vsock */
+	uint64_t template_ns; /* POST /v1/templates: boot to agent ready, load, snapshot */
 };
 
 /* One request; returns the HTTP status (or -errno) and the JSON body. */
@@ -93,11 +95,20 @@ static int add_template(struct fb *b)
 
 	if (parse_size(b->o->memory, &mem) < 0)
 		return -1;
-	body = json_pack("{s:s,s:{s:{s:I},s:{s:s},s:{s:i}},s:s}", "name", "bench", "boot", "memory",
-			 "size", (json_int_t)mem, "payload", "kernel", b->o->agent, "cpus",
-			 "boot_vcpus", atoi(b->o->cpus), "load", template_script);
+	if (b->linux_guest)
+		body = json_pack("{s:s,s:{s:{s:I},s:{s:s,s:s,s:s},s:{s:i},s:{s:i}},s:s}", "name",
+				 "bench", "boot", "memory", "size", (json_int_t)mem, "payload", "kernel",
+				 b->o->linux_kernel, "initramfs", b->o->linux_initramfs, "cmdline",
+				 "console=ttyS0 panic=-1 quiet forkvm.test=agent", "cpus", "boot_vcpus",
+				 atoi(b->o->cpus), "vsock", "cid", 3, "load", template_script);
+	else
+		body = json_pack("{s:s,s:{s:{s:I},s:{s:s},s:{s:i}},s:s}", "name", "bench", "boot",
+				 "memory", "size", (json_int_t)mem, "payload", "kernel", b->o->agent,
+				 "cpus", "boot_vcpus", atoi(b->o->cpus), "load", template_script);
 	char *txt = json_dumps(body, JSON_COMPACT);
+	uint64_t t0 = time_mono_ns();
 	int st = call(b, "POST", "/v1/templates", txt, &j);
+	b->template_ns = time_mono_ns() - t0;
 	free(txt);
 	json_decref(body);
 	json_decref(j);
@@ -423,10 +434,11 @@ static int bench_density(struct fb *b, int n)
 	return made == n && answered == n ? 0 : -1;
 }
 
-/* A fresh forkd and template; run fn; stop and clean up. */
-static int with_forkd(const struct opts *o, int (*fn)(struct fb *b))
+/* A fresh forkd and template (the Linux test guest when linux_guest); run
+ * fn; stop and clean up. */
+static int with_forkd_of(const struct opts *o, bool linux_guest, int (*fn)(struct fb *b))
 {
-	struct fb b = { .o = o, .forkd = -1 };
+	struct fb b = { .o = o, .forkd = -1, .linux_guest = linux_guest };
 	int rc = -1;
 
 	snprintf(b.dir, sizeof(b.dir), "/tmp/forkbench-XXXXXX");
@@ -449,6 +461,11 @@ static int with_forkd(const struct opts *o, int (*fn)(struct fb *b))
 	if (system(cmd) != 0)
 		fprintf(stderr, "forkbench: cannot remove %s\n", b.dir);
 	return rc == 0 ? 0 : 1;
+}
+
+static int with_forkd(const struct opts *o, int (*fn)(struct fb *b))
+{
+	return with_forkd_of(o, false, fn);
 }
 
 static int run_fork(struct fb *b)
@@ -484,6 +501,45 @@ static int run_fanout(struct fb *b)
 static int run_density(struct fb *b)
 {
 	return bench_density(b, b->o->density);
+}
+
+/* The Linux guest through forkd: its template (boot to agent ready over
+ * vsock, the warm-up script, snapshot into the store), fork to first
+ * answer cold and from a warm pool, and idle clones' memory. */
+static int run_linux(struct fb *b)
+{
+	const struct opts *o = b->o;
+	uint64_t t = b->template_ns;
+
+	note(o, "Linux test guest (build/linux: Debian's kernel, busybox initramfs); the agent "
+		"runs as a process of its init, on vsock");
+	report("linux: template: boot to agent ready, load, snapshot (forkd)", &t, 1, o);
+	note(o, "design target on a KVM host, 512 MiB Linux guest: fork to first answer <= 20 ms "
+		"cold, <= 5 ms from a pool");
+	int rc = bench_forks(b, false, o->samples, true);
+	if (rc == 0 && (rc = set_pool(b, 2)) == 0) {
+		note(o, "warm pool of 2 shells (paused, prepared ahead)");
+		rc = bench_forks(b, true, o->samples, true);
+	}
+	if (rc == 0 && (rc = set_pool(b, 0)) == 0)
+		rc = bench_density(b, o->density);
+	return rc;
+}
+
+int cmd_linux(const struct opts *o)
+{
+	if (o->platform && strcmp(o->platform, "kvm")) {
+		fprintf(stderr, "forkbench: linux: Linux guests run on KVM only (the platform here is "
+				"%s); in the KVM lane: make bench-lane\n",
+			o->platform);
+		return 2;
+	}
+	if (access(o->linux_kernel, R_OK) < 0 || access(o->linux_initramfs, R_OK) < 0) {
+		fprintf(stderr, "forkbench: linux: the test guest is missing (%s, %s): make linux-guest\n",
+			o->linux_kernel, o->linux_initramfs);
+		return 2;
+	}
+	return with_forkd_of(o, true, run_linux);
 }
 
 int cmd_fork(const struct opts *o)

@@ -646,6 +646,10 @@ static void usage(FILE *f)
 		"                versus a fork of its snapshot; the speed-up\n"
 		"  floor         the bare cost of a fork's work: raw KVM ioctls, or on the\n"
 		"                process platform raw ptrace\n"
+		"  linux [N]     the Linux test guest through forkd (KVM only): template\n"
+		"                (boot to agent ready on vsock, load, snapshot), fork to first\n"
+		"                answer cold and from a warm pool, then N idle clones'\n"
+		"                memory (default 4)\n"
 		"  peer          QEMU restoring a minimal Linux guest from a migration file\n"
 		"                versus forkvm (its agent guest, and the same Linux guest\n"
 		"                where KVM is not PVM), restore to first answer (docs/peer.md)\n"
@@ -656,11 +660,12 @@ static void usage(FILE *f)
 		"                   else process); named in the header\n"
 		"  -n N             samples (defaults: boot 5, eval 1000, syscall 10000,\n"
 		"                   restore 10, fork and e2e 50, boot-vs-fork 5, peer 5,\n"
+		"                   linux 10,\n"
 		"                   store 5 restores)\n"
 		"  --warmup N       excluded warm-up runs (default: boot 1, eval 20,\n"
 		"                   syscall 100, fork 3)\n"
 		"  --cpus N         vCPUs (default 1)\n"
-		"  --memory SIZE    guest RAM (default 512M; store 4G; fork, e2e, fanout,\n"
+		"  --memory SIZE    guest RAM (default 512M, linux too; store 4G; fork, e2e, fanout,\n"
 		"                   density, boot-vs-fork, floor 256M)\n"
 		"  --code JS        what eval evaluates (default '1+1')\n"
 		"  --touch MIB      guest memory to fill first (default 0; store: 10%% of RAM)\n"
@@ -712,7 +717,7 @@ int main(int argc, char **argv)
 	struct opts o = { .samples = -1, .warmup = -1, .cpus = "1", .code = "1+1", .touch_mb = -1,
 			  .chunk_sizes = "256K", .dirty_mb = 16, .clones = 10, .fanout = 16,
 			  .density = 1000, .budget = 1ULL << 30, .jail = "on" };
-	static char forkvm[4200], agent[4200], payloads[4200];
+	static char forkvm[4200], agent[4200], payloads[4200], lx_kernel[4200], lx_initrd[4200];
 	char self[4000], why[512] = "";
 	int opt;
 	uint64_t v;
@@ -818,7 +823,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *cmd = argv[optind], *arg = argc - optind == 2 ? argv[optind + 1] : NULL;
-	if (arg && strcmp(cmd, "fanout") && strcmp(cmd, "density")) {
+	if (arg && strcmp(cmd, "fanout") && strcmp(cmd, "density") && strcmp(cmd, "linux")) {
 		fprintf(stderr, "forkbench: %s takes no argument\n", cmd);
 		return 2;
 	}
@@ -828,8 +833,10 @@ int main(int argc, char **argv)
 	}
 	if (arg && !strcmp(cmd, "fanout"))
 		o.fanout = (int)v;
-	if (arg && !strcmp(cmd, "density"))
+	if (arg && (!strcmp(cmd, "density") || !strcmp(cmd, "linux")))
 		o.density = (int)v;
+	else if (!strcmp(cmd, "linux"))
+		o.density = 4;
 	/* forkvm and the agent next to this binary: build/bin, build/guest. */
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	self[n > 0 ? n : 0] = '\0';
@@ -843,6 +850,14 @@ int main(int argc, char **argv)
 		snprintf(agent, sizeof(agent), "%s/../../guest/agent", self);
 		snprintf(payloads, sizeof(payloads), "%s/../../guest/payloads", self);
 	}
+	snprintf(lx_kernel, sizeof(lx_kernel), "%s/../linux/vmlinuz", self);
+	snprintf(lx_initrd, sizeof(lx_initrd), "%s/../linux/initramfs.cpio.gz", self);
+	if (access(lx_kernel, R_OK) != 0) { /* build/san/bin */
+		snprintf(lx_kernel, sizeof(lx_kernel), "%s/../../linux/vmlinuz", self);
+		snprintf(lx_initrd, sizeof(lx_initrd), "%s/../../linux/initramfs.cpio.gz", self);
+	}
+	o.linux_kernel = lx_kernel;
+	o.linux_initramfs = lx_initrd;
 	o.forkvm = forkvm;
 	o.agent = agent;
 	o.payloads = payloads;
@@ -878,6 +893,15 @@ int main(int argc, char **argv)
 		     : !strcmp(cmd, "boot-vs-fork") ? cmd_boot_vs_fork
 		     : !strcmp(cmd, "floor")	  ? cmd_floor
 						  : NULL;
+	} else if (!strcmp(cmd, "linux")) {
+		o.memory = o.memory ? o.memory : "512M";
+		o.samples = o.samples > 0 ? o.samples : 10;
+		o.warmup = o.warmup >= 0 ? o.warmup : 1;
+		if (o.density < 1 || o.density > 1000) {
+			fprintf(stderr, "forkbench: linux: 1..1000 idle clones\n");
+			return 2;
+		}
+		fn = cmd_linux;
 	} else if (!strcmp(cmd, "peer")) {
 		o.memory = o.memory ? o.memory : "256M";
 		o.samples = o.samples > 0 ? o.samples : 5;

@@ -21,6 +21,9 @@
 #include "forkd/internal.h"
 
 #define BOOT_TIMEOUT_MS 30000
+/* A Linux template (its agent on vsock) boots a kernel first: up to a
+ * minute in the KVM lane's nested virtualization. */
+#define LINUX_BOOT_TIMEOUT_MS 240000
 #define LOAD_TIMEOUT_MS 120000
 
 struct builder {
@@ -136,9 +139,10 @@ static int boot_and_snapshot(struct forkd *d, const char *name, json_t *boot, co
 		rc = api_call(&b, "PUT", "/api/v1/vm.boot", NULL, NULL, err, errlen);
 	if (rc < 0)
 		goto out;
-	rc = agent_client_connect(b.agent, BOOT_TIMEOUT_MS, &ac);
+	int boot_ms = json_object_get(boot, "vsock") ? LINUX_BOOT_TIMEOUT_MS : BOOT_TIMEOUT_MS;
+	rc = agent_client_connect(b.agent, boot_ms, &ac);
 	if (rc == 0)
-		rc = agent_client_wait_ready(ac, BOOT_TIMEOUT_MS, NULL);
+		rc = agent_client_wait_ready(ac, boot_ms, NULL);
 	if (rc < 0) {
 		snprintf(err, errlen, "the guest's agent did not become ready: %s (see %.300s)",
 			 strerror(-rc), b.console);

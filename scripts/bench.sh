@@ -68,6 +68,15 @@ else
 fi
 run "boot-vs-fork-$p" boot-vs-fork $P $(lane -n 2)
 run "floor-$p" floor $P $(lane -n 10)
+# the Linux test guest through forkd: KVM only, and not on PVM (which runs
+# guest ring 0 about 1000x slower)
+if [ "$p" = kvm ] && [ ! -d /sys/module/kvm_pvm ]; then
+	if [ -s "$build/linux/vmlinuz" ]; then
+		run "linux-$p" linux $P $(lane -n 3 2)
+	else
+		echo "make bench: no Linux test guest in $build/linux: 'make linux-guest' adds the linux figures"
+	fi
+fi
 # QEMU once, beside the last platform's forkvm
 if [ "$p" = "$last" ]; then
 	run "peer-$p" peer $P $(lane -n 2 --accel kvm) # TCG inside the lane's TCG takes minutes
