@@ -3,9 +3,10 @@
  * (QueueNotify included) and the bytes it puts in its memory (descriptor
  * tables, rings, request headers), all from the input.
  *
- * One VM without KVM (fuzz_vm.h) with 16 MiB of RAM and three devices made
- * once: virtio-blk on a 1 MiB memfd image, the same copy-on-write over a
- * read-only image, and virtio-rng. Each input resets them (status 0) and
+ * One VM without KVM (fuzz_vm.h) with 16 MiB of RAM, an agent channel, and
+ * four devices made once: virtio-blk on a 1 MiB memfd image, the same
+ * copy-on-write over a read-only image, virtio-rng, and virtio-vsock (its
+ * port 1024 the agent channel; no Unix socket, no loop). Each input resets them (status 0) and
  * zeroes a 64 KiB window of guest memory at 8 MiB, then runs its steps:
  *   0..2 dev, 'w' off16 val32   register write on device dev
  *   0..2 dev, 'r' off16         register read
@@ -16,6 +17,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -26,7 +28,7 @@
 
 #define WINDOW (8ULL << 20)
 #define WINDOW_LEN (64U << 10)
-#define NR_DEVS 3
+#define NR_DEVS 4
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -47,7 +49,10 @@ static void setup(void)
 	char err[256], a[64], b[64];
 
 	log_set_level(LOG_ERROR);
-	if (fuzz_vm_create(1, 16ULL << 20, NULL, NULL, &vm) < 0)
+	char sock[64];
+	snprintf(sock, sizeof(sock), "/tmp/fuzz-virtio-%d.sock", (int)getpid());
+	unlink(sock);
+	if (fuzz_vm_create(1, 16ULL << 20, sock, NULL, &vm) < 0)
 		abort();
 	image(a, sizeof(a));
 	image(b, sizeof(b));
@@ -55,7 +60,9 @@ static void setup(void)
 			      sizeof(err)) < 0 ||
 	    virtio_blk_create(vm, &devs[1], "vdb", b, false, true, VIRTIO_MMIO_BASE + 0x1000, 17,
 			      err, sizeof(err)) < 0 ||
-	    virtio_rng_create(vm, &devs[2], VIRTIO_MMIO_BASE + 0x2000, 18) < 0)
+	    virtio_rng_create(vm, &devs[2], VIRTIO_MMIO_BASE + 0x2000, 18) < 0 ||
+	    virtio_vsock_create(vm, &devs[3], 3, NULL, false, VIRTIO_MMIO_BASE + 0x3000, 19, err,
+				sizeof(err)) < 0)
 		abort();
 }
 
