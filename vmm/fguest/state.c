@@ -12,11 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "common/util.h"
-#include "guest/abi/forkvm_identity.h"
 #include "vmm/fguest/fguest.h"
+#include "vmm/idpage.h"
 #include "vmm/state.h"
 #include "vmm/vm.h"
 
@@ -25,53 +24,21 @@
 
 /* ------------------------------------------------------------ identity */
 
-/* The identity page is guest memory (maybe another process's): read,
- * changed here, written back. */
+/* The identity page at FG_IDENTITY_PAGE (vmm/idpage.c; guest memory,
+ * maybe another process's). */
 int fg_identity_write(struct vm *vm, bool restored)
 {
-	struct forkvm_identity id;
-	uint64_t gen = 0;
-
-	if (gmem_read(&vm->mem, FG_IDENTITY_PAGE, &id, sizeof(id)) < 0)
-		return -EFAULT;
-	if (restored) {
-		/* The guest can write this page (it is its memory): trust only
-		 * the magic and carry the counter on. */
-		gen = id.magic == FORKVM_IDENTITY_MAGIC ? id.generation + 1 : 1;
-	} else {
-		memset(&id, 0, sizeof(id));
-	}
-	id.magic = FORKVM_IDENTITY_MAGIC;
-	id.version = FORKVM_IDENTITY_VERSION;
-	id.size = sizeof(id);
-	id.generation = gen;
-	id.restored_realtime_ns = restored ? time_real_ns() : 0;
-	if (getrandom(id.random, sizeof(id.random), 0) != sizeof(id.random))
-		return -EIO;
-	id.clone_id[sizeof(id.clone_id) - 1] = '\0';
-	return gmem_write(&vm->mem, FG_IDENTITY_PAGE, &id, sizeof(id));
+	return idpage_write(&vm->mem, FG_IDENTITY_PAGE, restored);
 }
 
 int fg_identity_set_clone(struct vm *vm, const char *clone_id)
 {
-	struct forkvm_identity id;
-
-	if (gmem_read(&vm->mem, FG_IDENTITY_PAGE, &id, sizeof(id)) < 0)
-		return -EFAULT;
-	if (getrandom(id.random, sizeof(id.random), 0) != sizeof(id.random))
-		return -EIO;
-	memset(id.clone_id, 0, sizeof(id.clone_id));
-	snprintf(id.clone_id, sizeof(id.clone_id), "%s", clone_id);
-	id.restored_realtime_ns = time_real_ns();
-	return gmem_write(&vm->mem, FG_IDENTITY_PAGE, &id, sizeof(id));
+	return idpage_set_clone(&vm->mem, FG_IDENTITY_PAGE, clone_id);
 }
 
 uint64_t fg_identity_generation(struct vm *vm)
 {
-	struct forkvm_identity id;
-	if (gmem_read(&vm->mem, FG_IDENTITY_PAGE, &id, sizeof(id)) < 0)
-		return 0;
-	return id.magic == FORKVM_IDENTITY_MAGIC ? id.generation : 0;
+	return idpage_generation(&vm->mem, FG_IDENTITY_PAGE);
 }
 
 /* ------------------------------------------------------------ save */
