@@ -1,7 +1,9 @@
 /* tests/unit/test_linux_boot.c - vmm/linux/boot.c: bzImage parsing, the
  * zero page, the e820 map, the initramfs's place and the MP table, read
- * back from guest memory the way the kernel reads them; and the KVM
- * platform's 64-bit entry tables (vmm/kvm/x86.c). No KVM needed. */
+ * back from guest memory the way the kernel reads them; the KVM
+ * platform's 64-bit entry tables (vmm/kvm/x86.c); and the identity page
+ * of a Linux guest (vmm/idpage.c, the loader's restore and clone hooks).
+ * No KVM needed. */
 #include <criterion/criterion.h>
 
 #include <errno.h>
@@ -9,10 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
+#include "guest/abi/forkvm_identity.h"
+#include "guest/abi/forkvm_linux.h"
+#include "tests/lib/unit.h"
 #include "vmm/gmem.h"
+#include "vmm/idpage.h"
 #include "vmm/kvm/x86.h"
+#include "vmm/linux/acpi.h"
 #include "vmm/linux/bytes.h"
 #include "vmm/linux/linux.h"
+#include "vmm/loader.h"
+#include "vmm/vm.h"
 
 #define MiB_ (1024ULL * 1024)
 
@@ -399,4 +409,134 @@ Test(linux_boot, a_user_space_elf_is_not_taken_for_a_kernel, .fini = fini)
 	make_vmlinux(16 * MiB_, 16 * MiB_);
 	wr64_(image + 64 + 16, 0x400000); /* text linked at 4 MiB, user space */
 	cr_assert_not(lx_probe(image, image_len));
+}
+
+/* ------------------------------------------------------------ identity page */
+
+#define ID_GPA ((uint64_t)FORKVM_IDENTITY_LINUX_GPA)
+
+Test(linux_identity, the_page_is_e820_reserved_and_clear_of_the_firmware, .fini = fini)
+{
+	struct gmem m;
+	struct lx_image li;
+	char err[256];
+	uint64_t rsdp;
+
+	make_image(0x020f, LX_XLF_KERNEL_64, 8192);
+	cr_assert_eq(lx_parse(image, image_len, &li, err, sizeof(err)), 0);
+	cr_assert_eq(gmem_init(&m, 64 * MiB_, GMEM_ANON), 0);
+	cr_assert_eq(lx_setup(&m, image, &li, "console=ttyS0", 0, 0, 2, err, sizeof(err)), 0, "%s",
+		     err);
+	struct lx_acpi a = { .nr_vcpus = 2, .vmgenid = LX_VMGENID, .ged_gsi = LX_GED_GSI };
+	cr_assert_eq(lx_acpi_write(&m, &a, &rsdp, err, sizeof(err)), 0, "%s", err);
+	memset(gmem_ptr(&m, LX_VMGENID, 16), 0xa5, 16);
+	/* everything from the ACPI tables to the reset vector, before */
+	uint8_t *before = malloc(LX_EBDA_END - LX_ACPI_BASE);
+	cr_assert(before);
+	memcpy(before, gmem_ptr(&m, LX_ACPI_BASE, LX_EBDA_END - LX_ACPI_BASE),
+	       LX_EBDA_END - LX_ACPI_BASE);
+
+	cr_assert_eq(idpage_write(&m, ID_GPA, false), 0);
+
+	/* the one e820 entry holding the page is reserved, not RAM: the kernel
+	 * never allocates it, and /dev/mem (STRICT_DEVMEM) lets root read it */
+	const uint8_t *zp = gmem_ptr(&m, LX_ZERO_PAGE, 4096);
+	unsigned holders = 0;
+	for (unsigned i = 0; i < zp[LX_E820_ENTRIES]; i++) {
+		const uint8_t *e = zp + LX_E820_TABLE + 20 * i;
+		uint64_t at = lx_rd64(e), end = at + lx_rd64(e + 8);
+		if (end <= ID_GPA || at >= ID_GPA + 4096)
+			continue;
+		holders++;
+		cr_assert_leq(at, ID_GPA);
+		cr_assert_geq(end, ID_GPA + 4096, "the page is inside one entry");
+		cr_assert_eq(lx_rd32(e + 16), LX_E820_RESERVED);
+	}
+	cr_assert_eq(holders, 1);
+	cr_assert_lt(ID_GPA, 1 * MiB_, "STRICT_DEVMEM allows reserved pages below 1 MiB only");
+	/* the page changed nothing else below 1 MiB: tables, generation ID,
+	 * reset vector */
+	const uint8_t *after = gmem_ptr(&m, LX_ACPI_BASE, LX_EBDA_END - LX_ACPI_BASE);
+	for (uint64_t o = 0; o < LX_EBDA_END - LX_ACPI_BASE; o++) {
+		uint64_t gpa = LX_ACPI_BASE + o;
+		if (gpa >= ID_GPA && gpa < ID_GPA + sizeof(struct forkvm_identity))
+			continue;
+		cr_assert_eq(after[o], before[o], "byte 0x%llx changed", (unsigned long long)gpa);
+	}
+	free(before);
+	const struct forkvm_identity *id = gmem_ptr(&m, ID_GPA, sizeof(*id));
+	static const uint8_t zero[32];
+	cr_assert_eq(id->magic, FORKVM_IDENTITY_MAGIC);
+	cr_assert_eq(id->version, FORKVM_IDENTITY_VERSION);
+	cr_assert_eq(id->size, sizeof(*id));
+	cr_assert_eq(id->generation, 0);
+	cr_assert_eq(id->restored_realtime_ns, 0);
+	cr_assert_neq(memcmp(id->random, zero, 32), 0);
+	cr_assert_eq(id->clone_id[0], '\0');
+	cr_assert_eq(idpage_generation(&m, ID_GPA), 0);
+	/* not guest memory: refused, nothing written */
+	cr_assert_eq(idpage_write(&m, 64 * MiB_, false), -EFAULT);
+	cr_assert_eq(idpage_set_clone(&m, 64 * MiB_, "x"), -EFAULT);
+	cr_assert_eq(idpage_generation(&m, 64 * MiB_), 0);
+	gmem_fini(&m);
+}
+
+/* The Linux loader's restore and clone hooks on guest memory: a VM built
+ * without KVM (a function guest's, whose RAM also starts at 0) stands in
+ * for the machine, whose own load needs KVM. */
+Test(linux_identity, restores_bump_the_generation_and_clones_get_their_id)
+{
+	struct ut_vm_opts o = { .payload = "hello" };
+	struct vm *vm;
+	char err[256];
+
+	cr_assert_eq(ut_vm_create(&o, err, sizeof(err), &vm), 0, "%s", err);
+	const struct vm_loader *lx = vm_loader_by_name("linux");
+	cr_assert_not_null(lx);
+	cr_assert_not_null(lx->set_identity, "Linux guests have an identity to set");
+	cr_assert_eq(idpage_write(&vm->mem, ID_GPA, false), 0, "what lx_load writes at boot");
+	struct forkvm_identity *id = gmem_ptr(&vm->mem, ID_GPA, sizeof(*id)), before;
+	uint8_t genid[16];
+	memcpy(genid, gmem_ptr(&vm->mem, LX_VMGENID, 16), 16);
+
+	for (uint64_t gen = 1; gen <= 3; gen++) {
+		before = *id;
+		uint64_t t0 = time_real_ns();
+		cr_assert_eq(lx->restore_finish(vm, err, sizeof(err)), 0, "%s", err);
+		uint64_t t1 = time_real_ns();
+		cr_assert_eq(id->magic, FORKVM_IDENTITY_MAGIC);
+		cr_assert_eq(id->generation, gen, "each restore increments it");
+		cr_assert_geq(id->restored_realtime_ns, t0);
+		cr_assert_leq(id->restored_realtime_ns, t1);
+		cr_assert_neq(memcmp(id->random, before.random, 32), 0, "random is refreshed");
+		cr_assert_neq(memcmp(gmem_ptr(&vm->mem, LX_VMGENID, 16), genid, 16), 0,
+			      "and the VM generation ID");
+		memcpy(genid, gmem_ptr(&vm->mem, LX_VMGENID, 16), 16);
+	}
+
+	before = *id;
+	cr_assert_eq(lx->set_identity(vm, "9e3b5f0c1a7d"), 0);
+	cr_assert_str_eq(id->clone_id, "9e3b5f0c1a7d");
+	cr_assert_eq(id->generation, 3, "a clone id leaves the generation alone");
+	cr_assert_neq(memcmp(id->random, before.random, 32), 0);
+	cr_assert_geq(id->restored_realtime_ns, before.restored_realtime_ns);
+	/* the next restore keeps the id; a longer one is cut to 63 bytes */
+	cr_assert_eq(lx->restore_finish(vm, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(id->generation, 4);
+	cr_assert_str_eq(id->clone_id, "9e3b5f0c1a7d");
+	char longid[100];
+	memset(longid, 'c', sizeof(longid) - 1);
+	longid[sizeof(longid) - 1] = '\0';
+	cr_assert_eq(lx->set_identity(vm, longid), 0);
+	cr_assert_eq(strlen(id->clone_id), 63);
+	cr_assert_eq(lx->set_identity(vm, ""), 0);
+	cr_assert_str_eq(id->clone_id, "");
+
+	/* a guest that scribbled over the page starts again at 1 */
+	id->magic = 0;
+	id->generation = 1000;
+	cr_assert_eq(lx->restore_finish(vm, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(id->magic, FORKVM_IDENTITY_MAGIC);
+	cr_assert_eq(id->generation, 1);
+	vm_destroy(vm);
 }

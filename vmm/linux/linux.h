@@ -21,6 +21,8 @@
  *   0x020000  kernel command line
  *   0x09fc00  MP floating pointer and configuration table (reserved in e820)
  *   0x0e0000  ACPI tables (acpi.h), the VM generation ID at 0x0ef000
+ *   0x0f0000  the identity page (guest/abi/forkvm_linux.h), in e820-reserved
+ *             memory (the agent reads it through /dev/mem)
  *   0x0ffff0  the reset vector: a stub that resets through the i8042
  *   0x100000  the protected-mode kernel
  * The initramfs sits page-aligned at the top of RAM below 4 GiB and below

@@ -13,6 +13,8 @@
 
 #include "common/util.h"
 #include "common/log.h"
+#include "guest/abi/forkvm_linux.h"
+#include "vmm/idpage.h"
 #include "vmm/linux/acpi.h"
 #include "vmm/linux/linux.h"
 #include "vmm/snapshot.h"
@@ -186,6 +188,35 @@ static int lx_vmgenid_renew(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
+/* The identity page (guest/abi/forkvm_linux.h): a page of the
+ * e820-reserved area below 1 MiB, clear of the ACPI tables, the VM
+ * generation ID's page and the reset vector's. */
+_Static_assert(FORKVM_IDENTITY_LINUX_GPA % GMEM_PAGE_SIZE == 0 &&
+		       FORKVM_IDENTITY_LINUX_GPA >= LX_MPTABLE &&
+		       FORKVM_IDENTITY_LINUX_GPA + GMEM_PAGE_SIZE <= LX_EBDA_END,
+	       "the Linux identity page must be e820-reserved");
+_Static_assert(FORKVM_IDENTITY_LINUX_GPA >= LX_VMGENID + GMEM_PAGE_SIZE &&
+		       FORKVM_IDENTITY_LINUX_GPA + GMEM_PAGE_SIZE <= (LX_RESET_VECTOR & ~0xfffULL),
+	       "the Linux identity page overlaps the ACPI tables, VM generation ID or reset vector");
+
+/* Writes the identity page at boot (generation 0) or restore (the next
+ * generation, fresh random): vmm/idpage.c. */
+static int lx_identity_write(struct vm *vm, bool restored, char *err, size_t errlen)
+{
+	int rc = idpage_write(&vm->mem, FORKVM_IDENTITY_LINUX_GPA, restored);
+
+	if (rc < 0)
+		return err_fail(err, errlen, rc, "cannot write the identity page: %s",
+				strerror(-rc));
+	return 0;
+}
+
+/* The loader's set_identity: a clone's id and fresh random (vm paused). */
+static int lx_set_identity(struct vm *vm, const char *clone_id)
+{
+	return idpage_set_clone(&vm->mem, FORKVM_IDENTITY_LINUX_GPA, clone_id);
+}
+
 static int lx_load(struct vm *vm, const uint8_t *image, size_t len, char *err, size_t errlen)
 {
 	struct lx_image li;
@@ -205,7 +236,8 @@ static int lx_load(struct vm *vm, const uint8_t *image, size_t len, char *err, s
 	if ((rc = lx_setup(&vm->mem, image, &li, vm->cfg.cmdline, initrd, initrd_len, vm->nr_vcpus,
 			   err, errlen)) < 0 ||
 	    (rc = lx_devices(vm, err, errlen)) < 0 || (rc = lx_tables(vm, err, errlen)) < 0 ||
-	    (rc = lx_vmgenid_renew(vm, err, errlen)) < 0)
+	    (rc = lx_vmgenid_renew(vm, err, errlen)) < 0 ||
+	    (rc = lx_identity_write(vm, false, err, errlen)) < 0)
 		return rc;
 	struct machine_entry me = {.entry = li.entry, .boot_params = LX_ZERO_PAGE};
 	if ((rc = vm->plat->machine_boot(vm, &me, err, errlen)) < 0)
@@ -232,10 +264,13 @@ static int lx_restore_prepare(struct vm *vm, char *err, size_t errlen)
 }
 
 /* After every unit: the guest gets a new generation ID (each restore is
- * a new VM as far as its randomness goes). */
+ * a new VM as far as its randomness goes) and its identity page the next
+ * generation. */
 static int lx_restore_finish(struct vm *vm, char *err, size_t errlen)
 {
-	return lx_vmgenid_renew(vm, err, errlen);
+	int rc = lx_identity_write(vm, true, err, errlen);
+
+	return rc < 0 ? rc : lx_vmgenid_renew(vm, err, errlen);
 }
 
 static size_t lx_units(struct vm *vm, struct state_unit *u, size_t max)
@@ -297,6 +332,7 @@ const struct vm_loader linux_loader = {
     .load = lx_load,
     .restore_prepare = lx_restore_prepare,
     .restore_finish = lx_restore_finish,
+    .set_identity = lx_set_identity,
     .units = lx_units,
     .save_files = lx_save_files,
     .attach = lx_attach,
