@@ -131,6 +131,7 @@ int agent_json_member(const char *s, size_t len, const char *key, const char **v
 /* ---------------------------------------------------------------- ops.c */
 
 #include "../abi/forkvm_identity.h"
+#include "../abi/forkvm_linux.h"
 
 /* The agent process: one per program, set up by main.c. */
 struct agent {
@@ -149,6 +150,9 @@ struct agent {
 	uint64_t reseeds; /* times Math.random was re-seeded after a restore */
 };
 
+/* The agent's struct, from a Duktape context of its heap. */
+struct agent *agent_of(duk_context *ctx);
+
 /* Checks the identity page: after a restore (a new generation) re-seeds
  * Math.random, so clones of one snapshot never share a random stream. */
 void agent_check_generation(struct agent *a);
@@ -161,6 +165,39 @@ int agent_send_ready(struct agent *a) AGENT_WUR;
 
 /* Returns the handler of op name ([req] -> [result]), or NULL if unknown. */
 duk_c_function agent_op_find(const char *name);
+
+/* ---------------------------------------------------------------- linux.c */
+
+/* The options, for an agent that runs as a process of a Linux guest
+ * (docs/linux-guests.md); a function guest's agent is given none. */
+struct agent_opts {
+	unsigned vsock_port;	  /* 0: the channel is fd 0/1 as inherited */
+	const char *identity_mem; /* NULL: the identity page from the auxiliary vector;
+				     else physical memory (/dev/mem) holding it at
+				     FORKVM_IDENTITY_LINUX_GPA */
+};
+
+/* How long --vsock retries a host that is not there yet. */
+#define AGENT_VSOCK_TIMEOUT_MS 10000u
+
+/* Parses argv: --vsock PORT (or --vsock=PORT; 1..4294967294),
+ * --identity-devmem (/dev/mem) or --identity-devmem=PATH (a file standing
+ * for it, for tests). Returns 0, or -EINVAL with the message (and usage)
+ * in err. */
+int agent_parse_args(int argc, char *const argv[], struct agent_opts *o, char *err,
+		     size_t errlen) AGENT_WUR;
+
+/* Connects a vsock stream to the host (CID 2) on port, retrying what
+ * says the host end is not up yet (ENODEV, ECONNREFUSED, ETIMEDOUT...)
+ * every 100 ms for timeout_ms, and makes the connection AGENT_FD_IN and
+ * AGENT_FD_OUT; SIGPIPE is ignored from then on. Returns 0 or -errno. */
+int agent_vsock_channel(unsigned port, unsigned timeout_ms) AGENT_WUR;
+
+/* Maps, read-only, the page of path (physical memory) at
+ * FORKVM_IDENTITY_LINUX_GPA. Returns it when it holds an identity page
+ * (magic, version >= 1), else NULL with the reason in err. */
+const volatile struct forkvm_identity *agent_identity_map(const char *path, char *err,
+							  size_t errlen);
 
 /* ---------------------------------------------------------------- dispatch.c */
 

@@ -3,7 +3,6 @@
  * __forkvm_reseed). */
 #include <errno.h>
 #include <string.h>
-#include <sys/auxv.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -134,13 +133,13 @@ static duk_ret_t js_reseed(duk_context *ctx)
 }
 
 /* forkvm.identity(): {clone_id, generation} from the VM's identity page
- * (guest/abi/forkvm_identity.h); {clone_id: "", generation: 0} on a plain
+ * (guest/abi/forkvm_identity.h: the function guest's, or the Linux guest's
+ * that --identity-devmem maps); {clone_id: "", generation: 0} on a plain
  * host. A clone of the fork daemon sees its own id from its first
  * instruction after resume. */
 static duk_ret_t js_identity(duk_context *ctx)
 {
-	const volatile struct forkvm_identity *id =
-		(const volatile struct forkvm_identity *)getauxval(FORKVM_AT_IDENTITY);
+	const volatile struct forkvm_identity *id = agent_of(ctx)->identity;
 	char cid[sizeof(id->clone_id)] = "";
 	double gen = 0;
 

@@ -24,7 +24,7 @@ uint64_t agent_now_ns(void)
 }
 
 /* Returns the agent that owns the heap of ctx. */
-static struct agent *agent_of(duk_context *ctx)
+struct agent *agent_of(duk_context *ctx)
 {
 	return (struct agent *)(void *)((char *)agent_js_of(ctx) - offsetof(struct agent, js));
 }

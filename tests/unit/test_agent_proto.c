@@ -21,6 +21,8 @@
 
 #include "common/agent_client.h"
 #include "common/util.h"
+#include "guest/abi/forkvm_identity.h"
+#include "guest/abi/forkvm_linux.h"
 
 #define T_MS 10000 /* generous per-request timeout */
 
@@ -215,34 +217,45 @@ static const char *agent_bin(void)
 	return path;
 }
 
-/* Forks the agent with fd as its fd 0 and 1 (stderr to /dev/null). */
-static pid_t spawn_agent(const char *bin, int fd)
+/* Forks the agent with fd as its fd 0 and 1, errfd as its fd 2 (-1:
+ * /dev/null) and the arguments args (NULL-terminated; NULL: none). */
+static pid_t spawn_agent_with(const char *bin, int fd, int errfd, const char *const *args)
 {
 	pid_t pid = fork();
 
 	cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
 	if (pid == 0) {
-		int null = open("/dev/null", O_WRONLY);
+		const char *argv[8] = { "agent" };
+		int err = errfd >= 0 ? errfd : open("/dev/null", O_WRONLY);
 
-		if (dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || null < 0 || dup2(null, 2) < 0)
+		for (int i = 0; args && args[i] && i < 6; i++)
+			argv[i + 1] = args[i];
+		if (dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || err < 0 || dup2(err, 2) < 0)
 			_exit(126);
-		execl(bin, "agent", (char *)NULL);
+		execv(bin, (char *const *)(uintptr_t)argv);
 		_exit(127);
 	}
 	return pid;
 }
 
-static void native_start(struct native *n)
+/* Starts the agent on a socketpair with the arguments args (NULL: none)
+ * and its stderr on errfd (-1: /dev/null). */
+static void native_start_with(struct native *n, int errfd, const char *const *args)
 {
 	const char *bin = agent_bin();
 	int sv[2];
 
 	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	n->pid = spawn_agent(bin, sv[1]);
+	n->pid = spawn_agent_with(bin, sv[1], errfd, args);
 	close(sv[1]);
 	n->raw = fcntl(sv[0], F_DUPFD_CLOEXEC, 3);
 	cr_assert_geq(n->raw, 0);
 	cr_assert_eq(agent_client_from_fd(sv[0], &n->c), 0);
+}
+
+static void native_start(struct native *n)
+{
+	native_start_with(n, -1, NULL);
 }
 
 /* Waits up to 5 s for pid to exit; kills it after that. Returns the status. */
@@ -774,4 +787,197 @@ Test(agent_native, unix_socket_end_to_end)
 	status = reap(pid);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
 	rmdir(dir);
+}
+
+/* ---------------------------------------------------------------- Linux guest options */
+
+/* A pipe for the agent's stderr: [0] non-blocking, for the test. */
+static void err_pipe(int p[2])
+{
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	cr_assert_eq(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
+}
+
+/* What is in the pipe now (at most len - 1 bytes), NUL-terminated. */
+static const char *drain(int fd, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	for (;;) {
+		ssize_t r = read(fd, buf + n, len - 1 - n);
+		if (r <= 0 || (n += (size_t)r) == len - 1)
+			break;
+	}
+	buf[n] = '\0';
+	return buf;
+}
+
+Test(agent_native, bad_options_are_refused_with_a_message)
+{
+	static const struct {
+		const char *args[3];
+		const char *says;
+	} cases[] = {
+		{ { "--vsock" }, "--vsock needs a port" },
+		{ { "--vsock", "port" }, "--vsock port: the port must be a number" },
+		{ { "--vsock", "0" }, "--vsock 0: the port must be a number from 1 to 4294967294" },
+		{ { "--vsock", "4294967295" }, "--vsock 4294967295: the port must be" },
+		{ { "--vsock=-1" }, "--vsock -1: the port must be" },
+		{ { "--vsock", "1024x" }, "--vsock 1024x: the port must be" },
+		{ { "--identity-devmem=" }, "unknown argument '--identity-devmem='" },
+		{ { "--vsock=1024", "extra" }, "unknown argument 'extra'" },
+		{ { "-v" }, "unknown argument '-v'" },
+	};
+	const char *bin = agent_bin();
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int p[2], sv[2];
+		char out[1024];
+
+		err_pipe(p);
+		cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+		pid_t pid = spawn_agent_with(bin, sv[1], p[1], cases[i].args);
+		close(sv[1]);
+		close(p[1]);
+		int status = reap(pid);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 2, "case %zu: status %#x", i,
+			  status);
+		drain(p[0], out, sizeof(out));
+		cr_assert(strstr(out, cases[i].says), "case %zu: stderr '%s'", i, out);
+		cr_assert(strncmp(out, "forkvm-agent: ", 14) == 0, "case %zu: %s", i, out);
+		/* nothing on the channel: not even the ready event */
+		char b;
+		cr_assert_eq(read(sv[0], &b, 1), 0, "case %zu", i);
+		close(sv[0]);
+		close(p[0]);
+	}
+}
+
+/* A file standing for /dev/mem: sparse, with an identity page at
+ * FORKVM_IDENTITY_LINUX_GPA when id is not NULL. */
+static char *fake_devmem(char *dir, const struct forkvm_identity *id, uint64_t size)
+{
+	char *path = NULL;
+
+	cr_assert_not_null(mkdtemp(dir));
+	cr_assert_gt(asprintf(&path, "%s/mem", dir), 0);
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(ftruncate(fd, (off_t)size), 0);
+	if (id)
+		cr_assert_eq(pwrite(fd, id, sizeof(*id), FORKVM_IDENTITY_LINUX_GPA),
+			     (ssize_t)sizeof(*id));
+	close(fd);
+	return path;
+}
+
+/* The result of an info request. Caller decrefs the reply. */
+static json_t *info_of(struct native *n, json_t **reply)
+{
+	cr_assert_eq(agent_client_info(n->c, T_MS, reply), 0);
+	return json_object_get(*reply, "result");
+}
+
+Test(agent_native, identity_devmem_reports_the_linux_guests_page)
+{
+	char dir[] = "/tmp/forkvm-agent-test-XXXXXX", out[1024], arg[160];
+	struct forkvm_identity id = {
+		.magic = FORKVM_IDENTITY_MAGIC, .version = FORKVM_IDENTITY_VERSION,
+		.size = sizeof(id), .generation = 5, .clone_id = "9e3b5f0c1a7d",
+	};
+	char *path = fake_devmem(dir, &id, FORKVM_IDENTITY_LINUX_GPA + 4096);
+	struct native n;
+	json_t *r = NULL, *res;
+	int p[2];
+
+	snprintf(arg, sizeof(arg), "--identity-devmem=%s", path);
+	err_pipe(p);
+	native_start_with(&n, p[1], (const char *const[]){ arg, NULL });
+	close(p[1]);
+	cr_assert_eq(agent_client_wait_ready(n.c, T_MS, NULL), 0);
+	/* one line on the console at start */
+	cr_assert_str_eq(drain(p[0], out, sizeof(out)),
+			 "forkvm-agent: identity page at 0xf0000: generation 5, clone_id "
+			 "\"9e3b5f0c1a7d\"\n");
+	expect_eval(&n, "JSON.stringify(forkvm.identity())",
+		    "\"{\\\"clone_id\\\":\\\"9e3b5f0c1a7d\\\",\\\"generation\\\":5}\"");
+	res = info_of(&n, &r);
+	cr_assert_eq(json_integer_value(json_object_get(res, "generation")), 5);
+	cr_assert_str_eq(json_string_value(json_object_get(res, "clone_id")), "9e3b5f0c1a7d");
+	cr_assert_eq(json_integer_value(json_object_get(res, "reseeds")), 0);
+	json_decref(r);
+
+	/* what the VMM does at a restore: the agent sees it at its next request */
+	id.generation = 6;
+	snprintf(id.clone_id, sizeof(id.clone_id), "clone-b");
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pwrite(fd, &id, sizeof(id), FORKVM_IDENTITY_LINUX_GPA), (ssize_t)sizeof(id));
+	close(fd);
+	res = info_of(&n, &r);
+	cr_assert_eq(json_integer_value(json_object_get(res, "generation")), 6);
+	cr_assert_str_eq(json_string_value(json_object_get(res, "clone_id")), "clone-b");
+	cr_assert_eq(json_integer_value(json_object_get(res, "reseeds")), 1,
+		     "a new generation re-seeds Math.random");
+	json_decref(r);
+	expect_eval(&n, "forkvm.identity().clone_id + ' ' + forkvm.identity().generation",
+		    "\"clone-b 6\"");
+	cr_assert_eq(native_stop(&n), 0);
+	cr_assert_str_eq(drain(p[0], out, sizeof(out)), "", "nothing more on the console");
+	close(p[0]);
+	unlink(path);
+	free(path);
+	rmdir(dir);
+}
+
+Test(agent_native, identity_devmem_without_a_page_says_so_and_carries_on)
+{
+	static const struct {
+		uint64_t size;
+		bool page;
+		const char *says;
+	} cases[] = {
+		{ FORKVM_IDENTITY_LINUX_GPA + 4096, false,
+		  "at 0xf0000 holds no identity page (magic 0000000000000000, version 0)" },
+		{ FORKVM_IDENTITY_LINUX_GPA, true, "is too short to hold 0xf0000" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char dir[] = "/tmp/forkvm-agent-test-XXXXXX", out[1024], arg[160];
+		char *path = fake_devmem(dir, NULL, cases[i].size);
+		struct native n;
+		int p[2];
+
+		snprintf(arg, sizeof(arg), "--identity-devmem=%s", path);
+		err_pipe(p);
+		native_start_with(&n, p[1], (const char *const[]){ arg, NULL });
+		close(p[1]);
+		cr_assert_eq(agent_client_wait_ready(n.c, T_MS, NULL), 0);
+		drain(p[0], out, sizeof(out));
+		cr_assert(strncmp(out, "forkvm-agent: no identity page: ", 32) == 0, "%s", out);
+		cr_assert(strstr(out, cases[i].says), "case %zu: %s", i, out);
+		cr_assert(strstr(out, "; carrying on without\n"), "%s", out);
+		cr_assert_eq(strchr(out, '\n') - out + 1, (long)strlen(out), "one line: %s", out);
+		expect_eval(&n, "JSON.stringify(forkvm.identity())",
+			    "\"{\\\"clone_id\\\":\\\"\\\",\\\"generation\\\":0}\"");
+		cr_assert_eq(native_stop(&n), 0);
+		close(p[0]);
+		unlink(path);
+		free(path);
+		rmdir(dir);
+	}
+	/* no such file: the same, with the reason */
+	char out[1024];
+	struct native n;
+	int p[2];
+	err_pipe(p);
+	native_start_with(&n, p[1],
+			  (const char *const[]){ "--identity-devmem=/nonexistent/mem", NULL });
+	close(p[1]);
+	cr_assert_eq(agent_client_wait_ready(n.c, T_MS, NULL), 0);
+	cr_assert_str_eq(drain(p[0], out, sizeof(out)),
+			 "forkvm-agent: no identity page: cannot open /nonexistent/mem: No such "
+			 "file or directory; carrying on without\n");
+	cr_assert_eq(native_stop(&n), 0);
+	close(p[0]);
 }
