@@ -140,12 +140,12 @@ PAYLOADS := $(PAYLOAD_SRC:guest/payloads/%.c=$(GUEST_O)/payloads/%)
 guest: $(AGENT) $(PAYLOADS)
 
 # The Linux test guest (docs/linux-guests.md): Debian's kernel, a busybox
-# initramfs with its virtio and ext4 modules, and a root disk image, made
-# from Debian packages by scripts/linux-guest.sh (cached; the tests of
-# Linux guests need it, nothing else does).
+# initramfs with its virtio, vsock and ext4 modules and the agent, and a
+# root disk image, made from Debian packages by scripts/linux-guest.sh
+# (cached; the tests of Linux guests need it, nothing else does).
 LINUX_O := $(O)/linux
-linux-guest:
-	$(Q)sh scripts/linux-guest.sh $(LINUX_O)
+linux-guest: $(AGENT)
+	$(Q)sh scripts/linux-guest.sh $(LINUX_O) $(AGENT)
 
 # Installed by deps: with -j, make must not look for it before deps ran.
 $(DUKTAPE_DIR)/duktape.c: | deps

@@ -1,6 +1,8 @@
 #!/bin/sh
-# scripts/linux-guest.sh OUT_DIR: forkvm's Linux test guest, from Debian
-# packages only (docs/linux-guests.md):
+# scripts/linux-guest.sh OUT_DIR [AGENT]: forkvm's Linux test guest, from
+# Debian packages and forkvm's agent (AGENT, default build/guest/agent: the
+# Makefile's $(AGENT), which `make linux-guest` builds first) only
+# (docs/linux-guests.md):
 #   OUT_DIR/vmlinuz          Debian's stock kernel (linux-image-amd64's
 #                            bzImage, the one the KVM lane boots: scripts/lane.sh
 #                            prepare downloads it once into /var/cache/forkvm-lane)
@@ -9,8 +11,10 @@
 #                            bzImage at its header's payload_offset and
 #                            decompressed (xz, zstd or gzip, by its magic)
 #   OUT_DIR/initramfs.cpio.gz  busybox-static, guest/linux/init as /init,
-#                            and the kernel's modules for the virtio-mmio
-#                            devices and ext4 with their dependencies (from
+#                            AGENT stripped as /bin/forkvm-agent (init's
+#                            forkvm.test=agent), and the kernel's modules for
+#                            the virtio-mmio devices, the vsock transport
+#                            and ext4 with their dependencies (from
 #                            the same kernel package's .deb, the one lane.sh
 #                            keeps in its cache; depmod and modprobe
 #                            --show-depends order them) in /lib/modules, listed
@@ -22,7 +26,8 @@
 #                            sfdisk and mkfs.ext4 -d -E offset=, without loop
 #                            devices or mounts
 # Cached: each is rebuilt only when an input changed (this script, the
-# init, busybox, the kernel), written to a temporary name and renamed. The
+# init, busybox, the kernel, the agent for the initramfs), written to a
+# temporary name and renamed. The
 # initramfs and the disk are deterministic (fixed times, owners, UUIDs).
 # Exit status non-zero, with what is missing, when the packages cannot be
 # had.
@@ -31,6 +36,7 @@ out=$1
 top=$(cd "$(dirname "$0")/.." && pwd)
 self=$top/scripts/linux-guest.sh
 init=$top/guest/linux/init
+agent=${2:-$top/build/guest/agent}
 lane_dir=${FORKVM_LANE_DIR:-$top/build/lane}
 lane_image=$lane_dir/image
 # where lane.sh keeps the kernel's .deb (its FORKVM_LANE_CACHE, or
@@ -43,6 +49,7 @@ die() {
 	echo "linux-guest: $*" >&2
 	exit 1
 }
+[ -x "$agent" ] || die "the agent $agent is missing (make guest)"
 
 if [ ! -f "$lane_image/vmlinuz" ]; then
 	bash "$top/scripts/lane.sh" prepare >&2 ||
@@ -99,7 +106,8 @@ fresh() {
 }
 img=$out/initramfs.cpio.gz
 disk=$out/rootfs.raw
-fresh "$img" "$self" "$init" /bin/busybox "$out/vmlinuz" && fresh "$disk" "$self" "$init" /bin/busybox && exit 0
+fresh "$img" "$self" "$init" /bin/busybox "$out/vmlinuz" "$agent" &&
+	fresh "$disk" "$self" "$init" /bin/busybox && exit 0
 
 tmp=$(mktemp -d "$out/.build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -110,7 +118,7 @@ trap 'exit 130' INT TERM HUP
 export E2FSPROGS_FAKE_TIME=1 SOURCE_DATE_EPOCH=1
 stamp() { find "$1" -exec touch -h -d @1 {} +; }
 
-if ! fresh "$img" "$self" "$init" /bin/busybox "$out/vmlinuz"; then
+if ! fresh "$img" "$self" "$init" /bin/busybox "$out/vmlinuz" "$agent"; then
 	# the kernel's .deb, as lane.sh prepare finds or downloads it
 	[ -f "$lane_image/PKG" ] || die "$lane_image/PKG is missing: run scripts/lane.sh prepare"
 	pkg=$(cat "$lane_image/PKG")
@@ -147,7 +155,9 @@ if ! fresh "$img" "$self" "$init" /bin/busybox "$out/vmlinuz"; then
 	rm -rf "$tmp/k"
 	cp /bin/busybox "$tmp/root/bin/busybox"
 	cp "$init" "$tmp/root/init"
-	chmod 755 "$tmp/root/init" "$tmp/root/bin/busybox"
+	# without its debug sections (a sixth of the size, and no build paths)
+	strip -o "$tmp/root/bin/forkvm-agent" "$agent" || die "strip $agent failed"
+	chmod 755 "$tmp/root/init" "$tmp/root/bin/busybox" "$tmp/root/bin/forkvm-agent"
 	chmod 644 "$tmp/root/lib/modules/"*
 	find "$tmp/root" -type d -exec chmod 755 {} +
 	stamp "$tmp/root"

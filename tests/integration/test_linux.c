@@ -5,7 +5,9 @@
  * resumes, is snapshotted and restored (twice, a chain) with its counting
  * init going on, and ends with forkvm's exit status 0 when it
  * reboots. Bad kernels and initramfs images get a clear error on either
- * platform; the process platform refuses a kernel and says why.
+ * platform; the process platform refuses a kernel and says why. The
+ * agent runs as a process of the guest (forkvm.test=agent) and finds the
+ * identity page the VMM wrote at boot.
  *
  * Linux guests need hardware virtualization: on KVM natively, except on
  * PVM (which runs guest ring 0 about 1000 times slower), and in the KVM
@@ -678,4 +680,49 @@ Test(linux, the_serial_console_takes_input, .fini = teardown, .timeout = 300)
 Test(linux, the_hvc0_console_takes_input, .fini = teardown, .timeout = 300)
 {
 	console_takes_input("hvc0");
+}
+
+/* forkd's Linux templates: the function guest's agent runs as a process
+ * of the guest (init's forkvm.test=agent: `forkvm-agent --vsock 1024
+ * --identity-devmem`) and maps the identity page the loader wrote at boot
+ * from /dev/mem (reserved and below 1 MiB: STRICT_DEVMEM allows it). Its
+ * vsock connection: AF_VSOCK and the virtio transport are there (the
+ * modules loaded); whether the host answers is the vsock device's test. */
+Test(linux, the_agent_starts_and_finds_its_identity_page, .fini = teardown, .timeout = 300)
+{
+	need_linux();
+	boot("agent", "1");
+	bool found = console_wait("forkvm-agent: identity page at 0xf0000: generation 0, "
+				  "clone_id \"\"",
+				  BOOT_MS);
+	char *c = h_read_file(vm.console);
+	cr_assert(found, "the agent did not find its identity page; forkvm: %s\nconsole:\n%s",
+		  h_stderr(&vm.proc), c ? c : "");
+	cr_assert(strstr(c, "forkvm-linux: userspace up, 1 cpus, mode agent"), "%s", c);
+	cr_assert_null(strstr(c, "forkvm-linux: module "), "a module is missing or failed:\n%s", c);
+	cr_assert_null(strstr(c, "no identity page"), "%s", c);
+	free(c);
+	/* connected, or still no host end after its 10 s of retries: either
+	 * way not "Address family not supported" (no vsock in the guest) */
+	const char *ok = "forkvm-agent: agent channel on vsock port 1024 of the host";
+	const char *gave_up = "forkvm-agent: cannot connect to the host's vsock port 1024: ";
+	bool said = false;
+	for (int t = 0; t < 60000 && !said; t += 200) {
+		c = h_read_file(vm.console);
+		said = c && (strstr(c, ok) || strstr(c, gave_up));
+		free(c);
+		if (!said)
+			h_sleep_ms(200);
+	}
+	c = h_read_file(vm.console);
+	cr_assert(said, "the agent said nothing of its vsock connection:\n%s", c ? c : "");
+	const char *why = strstr(c, gave_up);
+	if (why) {
+		why += strlen(gave_up);
+		cr_assert(strncmp(why, "Address family", 14) != 0,
+			  "no AF_VSOCK in the guest:\n%s", c);
+		cr_assert(console_wait("forkvm-linux: agent exited 1", 20000),
+			  "init did not see the agent exit:\n%s", c);
+	}
+	free(c);
 }
