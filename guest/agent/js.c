@@ -122,6 +122,28 @@ static duk_ret_t js_random(duk_context *ctx)
 	return 1;
 }
 
+/* forkvm.randomHex(n): n bytes (1..4096) of getrandom(2), the kernel's
+ * RNG (/dev/urandom's stream on Linux), in hex. */
+static duk_ret_t js_random_hex(duk_context *ctx)
+{
+	duk_int_t n = duk_require_int(ctx, 0);
+	unsigned char b[4096];
+	char hex[2 * sizeof(b) + 1];
+
+	if (n < 1 || n > (duk_int_t)sizeof(b))
+		return duk_error(ctx, DUK_ERR_RANGE_ERROR, "randomHex: 1 to %d bytes, not %ld",
+				 (int)sizeof(b), (long)n);
+	int rc = agent_rand_bytes(b, (size_t)n);
+	if (rc < 0)
+		return duk_error(ctx, DUK_ERR_ERROR, "getrandom failed: errno %d", -rc);
+	for (duk_int_t i = 0; i < n; i++) {
+		hex[2 * i] = "0123456789abcdef"[b[i] >> 4];
+		hex[2 * i + 1] = "0123456789abcdef"[b[i] & 15];
+	}
+	duk_push_lstring(ctx, hex, (duk_size_t)(2 * n));
+	return 1;
+}
+
 /* __forkvm_reseed(): reseeds Math.random from getrandom(2). */
 static duk_ret_t js_reseed(duk_context *ctx)
 {
@@ -188,6 +210,7 @@ static duk_ret_t js_install(duk_context *ctx, void *udata)
 
 	duk_push_object(ctx);
 	js_put_func(ctx, "identity", js_identity, 0);
+	js_put_func(ctx, "randomHex", js_random_hex, 1);
 	js_def_hidden(ctx, "forkvm");
 
 	duk_push_object(ctx);

@@ -19,12 +19,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+
+#include "common/agent_client.h"
 #include "tests/lib/harness.h"
 
 #define BOOT_MS 240000
@@ -682,47 +686,260 @@ Test(linux, the_hvc0_console_takes_input, .fini = teardown, .timeout = 300)
 	console_takes_input("hvc0");
 }
 
-/* forkd's Linux templates: the function guest's agent runs as a process
- * of the guest (init's forkvm.test=agent: `forkvm-agent --vsock 1024
- * --identity-devmem`) and maps the identity page the loader wrote at boot
- * from /dev/mem (reserved and below 1 MiB: STRICT_DEVMEM allows it). Its
- * vsock connection: AF_VSOCK and the virtio transport are there (the
- * modules loaded); whether the host answers is the vsock device's test. */
-Test(linux, the_agent_starts_and_finds_its_identity_page, .fini = teardown, .timeout = 300)
+/* ---------------------------------------------------------------- agent */
+
+/* The agent inside the guest (forkvm.test=agent: init runs it on vsock)
+ * at path: connected, ready or answering a ping. */
+static struct agent_client *agent_at(const char *path, bool fresh_boot)
+{
+	struct agent_client *ac = NULL;
+	int rc = agent_client_connect(path, BOOT_MS, &ac);
+	cr_assert_eq(rc, 0, "cannot connect to %s: %s", path, strerror(-rc));
+	rc = fresh_boot ? agent_client_wait_ready(ac, BOOT_MS, NULL) : agent_client_ping(ac, 60000, NULL);
+	char *c = h_read_file(vm.console);
+	cr_assert_eq(rc, 0, "the guest's agent did not answer: %s; forkvm: %s\nconsole:\n%s",
+		     strerror(-rc), h_stderr(&vm.proc), c ? c : "");
+	free(c);
+	return ac;
+}
+
+/* eval code; the result as compact JSON (malloc'd). */
+static char *agent_eval(struct agent_client *ac, const char *code)
+{
+	json_t *r = NULL;
+	const char *en = NULL, *em = NULL;
+	int rc = agent_client_eval(ac, code, 60000, &r);
+	cr_assert_eq(rc, 0, "eval `%s`: %s", code, strerror(-rc));
+	cr_assert(agent_client_reply_ok(r, &en, &em), "eval `%s` threw %s: %s", code, en, em);
+	const json_t *res = json_object_get(r, "result");
+	char *s = res ? json_dumps(res, JSON_ENCODE_ANY | JSON_COMPACT) : strdup("undefined");
+	json_decref(r);
+	return s;
+}
+
+/* The agent's info field key (an integer or a string, as JSON). */
+static char *agent_info(struct agent_client *ac, const char *key)
+{
+	json_t *r = NULL;
+	int rc = agent_client_info(ac, 60000, &r);
+	cr_assert_eq(rc, 0, "info: %s", strerror(-rc));
+	const json_t *v = json_object_get(json_object_get(r, "result"), key);
+	char *dump = json_dumps(r, JSON_COMPACT);
+	cr_assert_not_null(v, "info has no %s: %s", key, dump);
+	free(dump);
+	char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+	json_decref(r);
+	return s;
+}
+
+/* The agent as a process of the guest's init, on vsock (host port 1024 is
+ * forkvm's agent channel): it answers, its JavaScript state is kept in a
+ * snapshot, and in each of two restores (with agent sockets of their own)
+ * its connection carries on without a new one, the identity page says
+ * generation 1, and the kernel's random bytes differ. */
+Test(linux, the_agent_runs_in_the_guest_on_vsock_and_carries_on_in_restores, .fini = teardown,
+     .timeout = 600)
 {
 	need_linux();
-	boot("agent", "1");
-	bool found = console_wait("forkvm-agent: identity page at 0xf0000: generation 0, "
-				  "clone_id \"\"",
-				  BOOT_MS);
-	char *c = h_read_file(vm.console);
-	cr_assert(found, "the agent did not find its identity page; forkvm: %s\nconsole:\n%s",
-		  h_stderr(&vm.proc), c ? c : "");
-	cr_assert(strstr(c, "forkvm-linux: userspace up, 1 cpus, mode agent"), "%s", c);
-	cr_assert_null(strstr(c, "forkvm-linux: module "), "a module is missing or failed:\n%s", c);
-	cr_assert_null(strstr(c, "no identity page"), "%s", c);
-	free(c);
-	/* connected, or still no host end after its 10 s of retries: either
-	 * way not "Address family not supported" (no vsock in the guest) */
-	const char *ok = "forkvm-agent: agent channel on vsock port 1024 of the host";
-	const char *gave_up = "forkvm-agent: cannot connect to the host's vsock port 1024: ";
-	bool said = false;
-	for (int t = 0; t < 60000 && !said; t += 200) {
-		c = h_read_file(vm.console);
-		said = c && (strstr(c, ok) || strstr(c, gave_up));
+	char *k = kernel();
+	const char *more[] = {"--vsock", "cid=3", NULL};
+	boot_with(k, "console=ttyS0 panic=-1 forkvm.test=agent", "1", more);
+	free(k);
+	struct agent_client *ac = agent_at(vm.agent, true);
+	char *s = agent_eval(ac, "var n = 41; 6 * 7");
+	cr_assert_str_eq(s, "42");
+	free(s);
+	s = agent_info(ac, "generation");
+	cr_assert_str_eq(s, "0", "a booted guest's generation: %s", s);
+	free(s);
+	agent_client_close(ac);
+	char *dir = h_tmpdir(), *snap = pause_and_snapshot(&vm, dir, "snap");
+	h_vm_stop(&vm);
+	char *rand[2];
+	for (int r = 0; r < 2; r++) {
+		char *bin = h_bin("forkvm"), *src = h_fmt("source_url=file://%s", snap);
+		memset(&vm, 0, sizeof(vm));
+		vm.dir = h_tmpdir();
+		vm.api = h_join(vm.dir, "api.sock");
+		vm.agent = h_join(vm.dir, "agent.sock");
+		vm.console = h_join(vm.dir, "console.log");
+		char *ag = h_fmt("socket=%s", vm.agent), *ser = h_fmt("file=%s", vm.console);
+		const char *argv[] = {bin, "--api-socket", vm.api, "--restore", src, "--agent", ag,
+				      "--serial", ser, NULL};
+		cr_assert_eq(h_spawn(&vm.proc, vm.dir, argv), 0);
+		cr_assert(h_wait_path(vm.api, 60000), "restore %d did not start: %s", r,
+			  h_stderr(&vm.proc));
+		cr_assert_eq(h_api(&vm, "PUT", "/api/v1/vm.resume", NULL, NULL), 204);
+		ac = agent_at(vm.agent, false);
+		s = agent_eval(ac, "++n");
+		cr_assert_str_eq(s, "42", "restore %d: the agent's state: %s", r, s);
+		free(s);
+		s = agent_info(ac, "generation");
+		cr_assert_str_eq(s, "1", "restore %d: generation %s", r, s);
+		free(s);
+		rand[r] = agent_eval(ac, "forkvm.randomHex(16)");
+		cr_assert_eq(strlen(rand[r]), 34, "restore %d: %s", r, rand[r]);
+		agent_client_close(ac);
+		char *c = h_read_file(vm.console);
+		cr_assert(!c || !strstr(c, "agent exited"), "restore %d: the agent exited:\n%s", r, c);
 		free(c);
-		if (!said)
-			h_sleep_ms(200);
+		h_vm_stop(&vm);
+		free(bin);
+		free(src);
+		free(ag);
+		free(ser);
 	}
-	c = h_read_file(vm.console);
-	cr_assert(said, "the agent said nothing of its vsock connection:\n%s", c ? c : "");
-	const char *why = strstr(c, gave_up);
-	if (why) {
-		why += strlen(gave_up);
-		cr_assert(strncmp(why, "Address family", 14) != 0,
-			  "no AF_VSOCK in the guest:\n%s", c);
-		cr_assert(console_wait("forkvm-linux: agent exited 1", 20000),
-			  "init did not see the agent exit:\n%s", c);
-	}
+	cr_assert_str_neq(rand[0], rand[1], "two restores' kernels gave the same random bytes");
+	free(rand[0]);
+	free(rand[1]);
+	free(snap);
+	h_rmtree(dir);
+	free(dir);
+}
+
+/* Firecracker's convention, guest side: the agent started on host port
+ * 5000 (forkvm.agent_port=5000) is connected by forkvm to the Unix socket
+ * PATH_5000, where this test listens and talks to it itself. */
+Test(linux, a_guest_connection_to_a_host_port_reaches_path_port, .fini = teardown, .timeout = 300)
+{
+	need_linux();
+	char *dir = h_tmpdir(), *path = h_join(dir, "v.sock"), *port_path = h_fmt("%s_5000", path);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", port_path);
+	int ls = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(ls, 0);
+	cr_assert_eq(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(ls, 1), 0);
+	char *k = kernel(), *vs = h_fmt("cid=7,socket=%s", path);
+	const char *more[] = {"--vsock", vs, NULL};
+	boot_with(k, "console=ttyS0 panic=-1 forkvm.test=agent forkvm.agent_port=5000", "1", more);
+	struct pollfd p = {.fd = ls, .events = POLLIN};
+	int ready = poll(&p, 1, BOOT_MS);
+	char *c = h_read_file(vm.console);
+	cr_assert_eq(ready, 1, "the guest's agent never connected to %s; forkvm: %s\nconsole:\n%s",
+		     port_path, h_stderr(&vm.proc), c ? c : "");
 	free(c);
+	int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	struct agent_client *ac = NULL;
+	cr_assert_eq(agent_client_from_fd(fd, &ac), 0);
+	cr_assert_eq(agent_client_wait_ready(ac, 60000, NULL), 0);
+	char *s = agent_eval(ac, "[1, 2, 3].length");
+	cr_assert_str_eq(s, "3");
+	free(s);
+	agent_client_close(ac);
+	close(ls);
+	free(k);
+	free(vs);
+	free(path);
+	free(port_path);
+	h_rmtree(dir);
+	free(dir);
+}
+
+/* ---------------------------------------------------------------- forkd */
+
+/* forkd with a Linux template: booted once with the agent inside (on
+ * vsock), snapshotted into the store; 10 clones forked (cold, and from a
+ * warm pool of 2): each answers through its own agent socket, sees its
+ * own clone id and a new generation, and no two draw the same random
+ * bytes from their kernels (getrandom, /dev/urandom's stream) or from
+ * Math.random; invoke works; a deleted clone's process is gone. */
+Test(linux, forkd_forks_linux_clones_each_with_its_own_identity_and_randomness, .timeout = 900)
+{
+	need_linux();
+	struct h_forkd d;
+	memset(&d, 0, sizeof(d));
+	int rc = h_forkd_start(&d, NULL, NULL, 30000);
+	char *log = h_forkd_log(&d);
+	cr_assert_eq(rc, 0, "forkd did not start: %s", log);
+	free(log);
+	char *k = kernel(), *i = initramfs(), *sock = h_join(d.dir, "forkd.sock");
+	json_t *body = json_pack(
+	    "{s:s,s:{s:{s:I},s:{s:s,s:s,s:s},s:{s:i}},s:s,s:i}", "name", "lx", "boot", "memory",
+	    "size", (json_int_t)(256 << 20), "payload", "kernel", k, "initramfs", i, "cmdline",
+	    "console=ttyS0 panic=-1 quiet forkvm.test=agent", "vsock", "cid", 3, "load",
+	    "var seen = 0; function handle(x) { seen++; return {x: x, seen: seen}; }", "pool", 2);
+	char *txt = json_dumps(body, JSON_COMPACT), *out = NULL;
+	json_decref(body);
+	int st = h_http(sock, "POST", "/v1/templates", txt, BOOT_MS + 120000, &out);
+	log = h_forkd_log(&d);
+	cr_assert_eq(st, 201, "POST /v1/templates: %d %s\nforkd: %s", st, out, log);
+	free(log);
+	free(out);
+	free(txt);
+	/* 10 clones in two requests (the pool's two, then cold ones) */
+	json_t *clones = json_array();
+	for (int batch = 0; batch < 2; batch++) {
+		out = NULL;
+		st = h_http(sock, "POST", "/v1/templates/lx/clones", "{\"count\": 5}", 600000, &out);
+		cr_assert_eq(st, 201, "fork: %d %s", st, out);
+		json_t *j = json_loads(out, 0, NULL);
+		json_array_extend(clones, json_object_get(j, "clones"));
+		json_decref(j);
+		free(out);
+	}
+	cr_assert_eq(json_array_size(clones), 10);
+	char *ids[10], *rnd[10], *mrnd[10];
+	size_t n;
+	json_t *c;
+	json_array_foreach(clones, n, c) {
+		const char *id = json_string_value(json_object_get(c, "id"));
+		const char *ag = json_string_value(json_object_get(c, "agent_socket"));
+		cr_assert(id && ag, "clone %zu: no id or agent socket", n);
+		struct agent_client *ac = NULL;
+		cr_assert_eq(agent_client_connect(ag, 60000, &ac), 0, "clone %s: %s", id, ag);
+		rc = agent_client_ping(ac, 120000, NULL);
+		cr_assert_eq(rc, 0, "clone %s: no pong: %s", id, strerror(-rc));
+		char *cid = agent_info(ac, "clone_id"), *want = h_fmt("\"%s\"", id);
+		cr_assert_str_eq(cid, want, "clone %s: the guest sees clone id %s", id, cid);
+		free(cid);
+		free(want);
+		char *gen = agent_info(ac, "generation");
+		cr_assert_str_neq(gen, "0", "clone %s: generation 0 (not restored?)", id);
+		free(gen);
+		char *seen = agent_eval(ac, "seen");
+		cr_assert_str_eq(seen, "0", "clone %s: the template's state: seen = %s", id, seen);
+		free(seen);
+		ids[n] = strdup(id);
+		rnd[n] = agent_eval(ac, "forkvm.randomHex(16)");
+		mrnd[n] = agent_eval(ac, "Math.random()");
+		agent_client_close(ac);
+	}
+	for (size_t a = 0; a < 10; a++)
+		for (size_t b = a + 1; b < 10; b++) {
+			cr_assert_str_neq(rnd[a], rnd[b], "clones %s and %s drew the same kernel bytes %s",
+					  ids[a], ids[b], rnd[a]);
+			cr_assert_str_neq(mrnd[a], mrnd[b], "clones %s and %s: same Math.random()",
+					  ids[a], ids[b]);
+		}
+	/* invoke: a clone runs handle() */
+	out = NULL;
+	st = h_http(sock, "POST", "/v1/templates/lx/invoke", "{\"fn\": \"handle\", \"args\": [7], \"timeout_ms\": 120000}", 600000, &out);
+	cr_assert_eq(st, 200, "invoke: %d %s", st, out);
+	cr_assert(strstr(out, "\"x\":7") || strstr(out, "\"x\": 7"), "invoke answered %s", out);
+	free(out);
+	/* delete: the clone process goes */
+	json_array_foreach(clones, n, c) {
+		pid_t pid = (pid_t)json_integer_value(json_object_get(c, "pid"));
+		char *path = h_fmt("/v1/clones/%s", ids[n]);
+		st = h_http(sock, "DELETE", path, NULL, 60000, NULL);
+		cr_assert_eq(st, 204, "DELETE %s: %d", path, st);
+		bool gone = false;
+		for (int t = 0; t < 10000 && !gone; t += 50) {
+			gone = kill(pid, 0) < 0 && errno == ESRCH;
+			if (!gone)
+				h_sleep_ms(50);
+		}
+		cr_assert(gone, "clone %s (pid %d) is still there", ids[n], (int)pid);
+		free(path);
+		free(ids[n]);
+		free(rnd[n]);
+		free(mrnd[n]);
+	}
+	json_decref(clones);
+	free(k);
+	free(i);
+	free(sock);
+	h_forkd_stop(&d, 30000);
 }

@@ -726,6 +726,20 @@ Test(agent_native, random_differs_and_reseed)
 	cr_assert_eq(native_stop(&b), 0);
 }
 
+Test(agent_native, random_hex_draws_from_the_kernel)
+{
+	struct native a;
+
+	native_start(&a);
+	expect_eval(&a, "forkvm.randomHex(16).length", "32");
+	expect_eval(&a, "/^[0-9a-f]{8192}$/.test(forkvm.randomHex(4096))", "true");
+	expect_eval(&a, "forkvm.randomHex(16) !== forkvm.randomHex(16)", "true");
+	expect_eval(&a, "try { forkvm.randomHex(0); 'no' } catch (e) { e.name }", "\"RangeError\"");
+	expect_eval(&a, "try { forkvm.randomHex(4097); 'no' } catch (e) { e.name }",
+		    "\"RangeError\"");
+	cr_assert_eq(native_stop(&a), 0);
+}
+
 Test(agent_native, console_goes_to_stderr)
 {
 	struct native n;
