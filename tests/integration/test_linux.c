@@ -694,7 +694,12 @@ static struct agent_client *agent_at(const char *path, bool fresh_boot)
 {
 	struct agent_client *ac = NULL;
 	int rc = agent_client_connect(path, BOOT_MS, &ac);
-	cr_assert_eq(rc, 0, "cannot connect to %s: %s", path, strerror(-rc));
+	if (rc < 0) {
+		char *c = h_read_file(vm.console);
+		cr_assert_fail("cannot connect to %s: %s; forkvm (%s): %s\nconsole:\n%s", path,
+			       strerror(-rc), h_wait(&vm.proc, 0) >= 0 ? "exited" : "running",
+			       h_stderr(&vm.proc), c ? c : "");
+	}
 	rc = fresh_boot ? agent_client_wait_ready(ac, BOOT_MS, NULL) : agent_client_ping(ac, 60000, NULL);
 	char *c = h_read_file(vm.console);
 	cr_assert_eq(rc, 0, "the guest's agent did not answer: %s; forkvm: %s\nconsole:\n%s",
@@ -741,11 +746,12 @@ Test(linux, the_agent_runs_in_the_guest_on_vsock_and_carries_on_in_restores, .fi
      .timeout = 600)
 {
 	need_linux();
-	char *k = kernel();
-	const char *more[] = {"--vsock", "cid=3", NULL};
+	char *k = kernel(), *adir = h_tmpdir(), *apath = h_join(adir, "agent.sock");
+	char *aopt = h_fmt("socket=%s", apath);
+	const char *more[] = {"--vsock", "cid=3", "--agent", aopt, NULL};
 	boot_with(k, "console=ttyS0 panic=-1 forkvm.test=agent", "1", more);
 	free(k);
-	struct agent_client *ac = agent_at(vm.agent, true);
+	struct agent_client *ac = agent_at(apath, true);
 	char *s = agent_eval(ac, "var n = 41; 6 * 7");
 	cr_assert_str_eq(s, "42");
 	free(s);
@@ -795,6 +801,10 @@ Test(linux, the_agent_runs_in_the_guest_on_vsock_and_carries_on_in_restores, .fi
 	free(snap);
 	h_rmtree(dir);
 	free(dir);
+	h_rmtree(adir);
+	free(adir);
+	free(apath);
+	free(aopt);
 }
 
 /* Firecracker's convention, guest side: the agent started on host port

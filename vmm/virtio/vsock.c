@@ -437,10 +437,14 @@ static void guest_connect(struct vsock *vs, uint32_t lport, uint32_t pport)
 		c->agent = true;
 		c->st = VC_OPEN;
 		c->pend = PEND_RESPONSE;
+		log_info("vsock: the guest's port %u connected to the agent channel", pport);
 	} else if (vs->path) {
 		c->st = VC_CONNECT; /* the loop thread connects PATH_lport */
 		vs_kick_loop(vs);
 	} else {
+		log_info("vsock: the guest's connection to host port %u is refused (%s)", lport,
+			 lport == VSOCK_AGENT_PORT ? "this VM's agent channel is not a socket" :
+						     "no socket=PATH");
 		c->st = VC_CLOSING;
 		c->pend = PEND_RST;
 	}
@@ -467,6 +471,8 @@ static uint32_t vs_tx_one(struct virtio_dev *d, const struct virtq_req *r)
 		c->peer_buf_alloc = lx_rd32(h + 36);
 		c->peer_fwd_cnt = lx_rd32(h + 40);
 	}
+	log_debug("vsock: guest port %u -> host port %u: op %u type %u len %u%s", src_port, dst_port,
+		  op, type, len, c ? "" : " (no connection)");
 	if (type != VSOCK_TYPE_STREAM || (!c && op != OP_REQUEST)) {
 		if (op != OP_RST && !c) {
 			/* an RST for what we do not know (Linux does the same) */
