@@ -170,9 +170,15 @@ $(GUEST_O)/payloads/%: guest/payloads/%.c | deps
 
 # ---------------------------------------------------------------- run
 RUN_DIR := $(O)/run
+# make run: the default guest's pipeline (scripts/run-demo.sh), then the
+# Linux path (scripts/run-linux.sh: natively where /dev/kvm runs Linux
+# guests, else in the KVM lane); RUN_LINUX=0 leaves the Linux path out.
+RUN_LINUX ?= 1
 .PHONY: run
-run: all
+run: all linux-guest
 	$(Q)sh scripts/run-demo.sh $(O) $(AGENT)
+	$(Q)if [ "$(RUN_LINUX)" != 0 ]; then sh scripts/run-linux.sh $(O); \
+	else echo "make run: RUN_LINUX=0: the Linux path (make run-linux) left out"; fi
 
 # The walkthrough with a Linux guest: natively where /dev/kvm runs Linux
 # guests (not PVM), else in the KVM lane (scripts/run-linux.sh).

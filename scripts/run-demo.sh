@@ -140,4 +140,5 @@ fpid=""
 left=$(pgrep -c forkd-clone || true)
 echo "forkd exited; clone processes left: ${left:-0}"
 echo
-echo "Linux guests: make run-linux (Cloud Hypervisor's walkthrough with a real kernel and disk)"
+echo "Next, a Linux guest (make run-linux): Cloud Hypervisor's walkthrough with a real kernel and"
+echo "disk, then forkd forking Linux clones whose agent runs inside the guest on vsock."
