@@ -972,6 +972,12 @@ Test(virtio, vsock_follows_firecrackers_unix_socket_convention)
 	cr_assert(vs_recv(&k));
 	cr_assert_eq(k.op, VS_RW);
 	cr_assert_eq(memcmp(k.data, "back", 4), 0);
+	/* the guest closes first: an RST for it, and the host end reads EOF */
+	vs_send(41000, 6000, VS_SHUTDOWN, NULL, 0, 4096, 4);
+	cr_assert(vs_recv(&k));
+	cr_assert_eq(k.op, VS_RST);
+	spin(l);
+	cr_assert_eq(read(srv, line, sizeof(line)), 0, "the host end sees the connection end");
 	/* nothing listens on PATH_6001 */
 	vs_send(41001, 6001, VS_REQUEST, NULL, 0, 4096, 0);
 	spin(l);

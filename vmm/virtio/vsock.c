@@ -109,6 +109,7 @@ struct vconn {
 	uint32_t buf_len;
 	bool host_eof;     /* the host end sent everything it will */
 	bool guest_done;   /* the guest sends no more (SHUTDOWN SEND) */
+	bool shut_wr;      /* loop thread: the host socket's sending side is shut */
 	char hello[32];
 	unsigned hello_len;
 };
@@ -175,13 +176,14 @@ static void conn_end(struct vconn *c)
 	c->buf_len = 0;
 }
 
-/* Ends the connection after an RST to the guest. */
+/* Ends the connection after an RST to the guest (its host socket is
+ * closed by the loop thread once the RST is sent: a vCPU thread's seccomp
+ * filter has no shutdown(2)). */
 static void conn_reset(struct vconn *c)
 {
-	if (c->fd >= 0) {
-		shutdown(c->fd, SHUT_RDWR);
+	if (c->fd >= 0)
 		vs_kick_loop(c->vs);
-	}
+	c->host_eof = true; /* nothing more is read from it */
 	c->st = VC_CLOSING;
 	c->pend = PEND_RST;
 	c->buf_len = 0;
@@ -394,8 +396,8 @@ static void conn_flush(struct vsock *vs, struct vconn *c, bool held)
 	if (c->fwd_cnt != c->fwd_told &&
 	    (held || c->rx_cnt - c->fwd_told >= VSOCK_BUF_ALLOC / 2))
 		c->pend |= PEND_CREDIT;
-	if (!c->buf_len && c->guest_done && c->fd >= 0)
-		shutdown(c->fd, SHUT_WR);
+	if (!c->buf_len && c->guest_done && c->fd >= 0 && !c->shut_wr)
+		vs_kick_loop(vs); /* the loop shuts the host socket's sending side */
 }
 
 /* An RW packet's payload (bytes [VSOCK_HDR_LEN, VSOCK_HDR_LEN + len) of r's
@@ -713,6 +715,10 @@ static void vs_service_locked(struct vsock *vs)
 		}
 		if (c->fd < 0)
 			continue;
+		if (c->guest_done && !c->buf_len && !c->shut_wr && c->st == VC_OPEN) {
+			shutdown(c->fd, SHUT_WR); /* the guest sends no more: its peer reads EOF */
+			c->shut_wr = true;
+		}
 		uint32_t want = 0;
 		if (c->st == VC_HELLO)
 			want = EPOLLIN;
