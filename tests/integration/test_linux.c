@@ -923,6 +923,17 @@ Test(linux, forkd_forks_linux_clones_each_with_its_own_identity_and_randomness, 
 			cr_assert_str_neq(mrnd[a], mrnd[b], "clones %s and %s: same Math.random()",
 					  ids[a], ids[b]);
 		}
+	/* metrics: the Linux clones are counted, with their memory */
+	out = NULL;
+	st = h_http(sock, "GET", "/v1/metrics", NULL, 60000, &out);
+	cr_assert_eq(st, 200, "metrics: %d", st);
+	const char *live = strstr(out, "\nforkd_clones_live ");
+	cr_assert_not_null(live, "no forkd_clones_live in:\n%s", out);
+	cr_assert_geq(strtol(live + 19, NULL, 10), 10, "%.60s", live + 1);
+	const char *priv = strstr(out, "\nforkd_clone_memory_private_bytes ");
+	cr_assert_not_null(priv, "no forkd_clone_memory_private_bytes in:\n%s", out);
+	cr_assert_gt(strtoll(priv + 34, NULL, 10), 0, "%.80s", priv + 1);
+	free(out);
 	/* invoke: a clone runs handle() */
 	out = NULL;
 	st = h_http(sock, "POST", "/v1/templates/lx/invoke", "{\"fn\": \"handle\", \"args\": [7], \"timeout_ms\": 120000}", 600000, &out);
