@@ -126,20 +126,26 @@ static int cmd_put(struct store *st, int argc, char **argv, bool json)
 	store_id_hex(&id, hex);
 	if (json)
 		return print_json_line(json_pack(
-			"{s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "id", hex, "tag", tag,
+			"{s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "id", hex, "tag", tag,
 			"logical_bytes", (json_int_t)s.logical_bytes, "data_chunks",
 			(json_int_t)s.data_chunks, "new_chunks", (json_int_t)s.new_chunks,
 			"reused_chunks", (json_int_t)s.reused_chunks, "new_raw_bytes",
 			(json_int_t)s.new_raw_bytes, "new_stored_bytes", (json_int_t)s.new_stored_bytes,
-			"seconds", s.seconds));
+			"disk_bytes", (json_int_t)s.disk_bytes, "disk_data_chunks",
+			(json_int_t)s.disk_data_chunks, "disk_new_chunks",
+			(json_int_t)s.disk_new_chunks, "seconds", s.seconds));
 	printf("%s\n", hex);
 	human(s.new_raw_bytes, a, sizeof(a));
 	human(s.new_stored_bytes, b, sizeof(b));
+	char disks[96] = "";
+	if (s.disk_bytes)
+		snprintf(disks, sizeof(disks), " (of them the disks': %" PRIu64 ", %" PRIu64
+			 " new)", s.disk_data_chunks, s.disk_new_chunks);
 	fprintf(stderr,
 		"put %.12s%s%s: %" PRIu64 " data chunks, %" PRIu64 " new (%s, %s stored), %" PRIu64
-		" already in the store, %.2f s\n",
+		" already in the store%s, %.2f s\n",
 		hex, tag ? " as " : "", tag ? tag : "", s.data_chunks, s.new_chunks, a, b,
-		s.reused_chunks, s.seconds);
+		s.reused_chunks, disks, s.seconds);
 	return 0;
 }
 
@@ -190,6 +196,22 @@ struct ls_ctx {
 	bool json;
 };
 
+/* A manifest's stored bytes (chunks of memory and disks, each counted at
+ * the chunk size) and its disks' sizes. */
+static void data_of(const json_t *m, uint64_t *data, uint64_t *disk_bytes)
+{
+	const json_t *mm = json_object_get(m, "memory"), *d;
+	uint64_t cs = (uint64_t)json_integer_value(json_object_get(mm, "chunk_size"));
+	size_t i;
+
+	*data = cs * json_array_size(json_object_get(mm, "chunks"));
+	*disk_bytes = 0;
+	json_array_foreach(json_object_get(m, "disks"), i, d) {
+		*data += cs * json_array_size(json_object_get(d, "chunks"));
+		*disk_bytes += (uint64_t)json_integer_value(json_object_get(d, "size"));
+	}
+}
+
 static int ls_cb(void *arg, const struct store_entry *e)
 {
 	struct ls_ctx *c = arg;
@@ -203,8 +225,9 @@ static int ls_cb(void *arg, const struct store_entry *e)
 		fmt_time(created, when, sizeof(when));
 		const json_t *mm = json_object_get(m, "memory");
 		human((uint64_t)json_integer_value(json_object_get(mm, "size")), mem, sizeof(mem));
-		uint64_t cs = (uint64_t)json_integer_value(json_object_get(mm, "chunk_size"));
-		human(cs * json_array_size(json_object_get(mm, "chunks")), data, sizeof(data));
+		uint64_t bytes, disk_bytes;
+		data_of(m, &bytes, &disk_bytes);
+		human(bytes, data, sizeof(data));
 		const char *p = json_string_value(json_object_get(m, "parent"));
 		if (p)
 			snprintf(parent, sizeof(parent), "%.12s", p);
@@ -229,12 +252,13 @@ static int ls_cb(void *arg, const struct store_entry *e)
 		for (size_t i = 0; e->tags && e->tags[i]; i++)
 			json_array_append_new(tl, json_string(e->tags[i]));
 		const json_t *mm = json_object_get(m, "memory");
-		uint64_t cs = (uint64_t)json_integer_value(json_object_get(mm, "chunk_size"));
-		r->j = json_pack("{s:s,s:I,s:I,s:I,s:s?,s:o,s:b}", "id", hex, "created_realtime_ns",
-				 (json_int_t)created, "memory_size",
+		uint64_t bytes, disk_bytes;
+		data_of(m, &bytes, &disk_bytes);
+		r->j = json_pack("{s:s,s:I,s:I,s:I,s:I,s:s?,s:o,s:b}", "id", hex,
+				 "created_realtime_ns", (json_int_t)created, "memory_size",
 				 (json_int_t)json_integer_value(json_object_get(mm, "size")),
-				 "data_bytes",
-				 (json_int_t)(cs * json_array_size(json_object_get(mm, "chunks"))),
+				 "disk_bytes", (json_int_t)disk_bytes, "data_bytes",
+				 (json_int_t)bytes,
 				 "parent", json_string_value(json_object_get(m, "parent")), "tags", tl,
 				 "damaged", m == NULL);
 	}
@@ -456,7 +480,7 @@ static int cmd_du(struct store *st, int argc, char **argv, bool json)
 	human(d.stored_bytes, s, sizeof(s));
 	human(d.image_bytes, im, sizeof(im));
 	printf("snapshots          %" PRIu64 "\n", d.snapshots);
-	printf("logical bytes      %s (guest memory of all snapshots)\n", l);
+	printf("logical bytes      %s (guest memory and disks of all snapshots)\n", l);
 	printf("referenced bytes   %s (their objects: non-zero chunks, manifests, state)\n", r);
 	printf("unique bytes       %s in %" PRIu64 " objects\n", u, d.objects);
 	printf("stored bytes       %s\n", s);

@@ -1,8 +1,8 @@
 /* store/export.c - writing a store snapshot back as a snapshot directory:
  * config.json, state.json and (for an imported directory) snapshot.json
- * byte for byte as they were, memory-ranges from the chunks (zero chunks
- * are holes). A snapshot taken straight into the store gets the
- * snapshot.json its files call for. */
+ * byte for byte as they were, memory-ranges and the disks (disk-vda...)
+ * from the chunks (zero pages are holes). A snapshot taken straight into
+ * the store gets the snapshot.json its files call for. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -17,7 +17,9 @@
 #include "store/internal.h"
 
 struct exp {
-	const struct st_manifest *m;
+	const struct st_chunks *c;
+	uint32_t chunk_size;
+	const char *file; /* "memory-ranges", "disk-vda" */
 	int fd;
 	pthread_mutex_t mu;
 	int rc;
@@ -27,12 +29,12 @@ struct exp {
 static void exp_error(struct exp *x, int rc, uint64_t k, const char *what)
 {
 	char hex[33];
-	store_id_hex(&x->m->chunk_id[k], hex);
+	store_id_hex(&x->c->id[k], hex);
 	pthread_mutex_lock(&x->mu);
 	if (!x->rc) {
 		x->rc = rc;
-		snprintf(x->err, sizeof(x->err), "object %s (chunk %llu): %s", hex,
-			 (unsigned long long)x->m->chunk_index[k], what);
+		snprintf(x->err, sizeof(x->err), "object %s (chunk %llu%s): %s", hex,
+			 (unsigned long long)x->c->index[k], x->c->of, what);
 	}
 	pthread_mutex_unlock(&x->mu);
 }
@@ -40,18 +42,18 @@ static void exp_error(struct exp *x, int rc, uint64_t k, const char *what)
 static void exp_step(void *ctx, struct st_job *j, unsigned worker)
 {
 	struct exp *x = ctx;
-	uint64_t k = j->index, c = x->m->chunk_index[k];
-	uint64_t off = c * x->m->chunk_size, len = MIN((uint64_t)x->m->chunk_size, x->m->memory_size - off);
+	uint64_t k = j->index, c = x->c->index[k];
+	uint64_t off = c * x->chunk_size, len = MIN((uint64_t)x->chunk_size, x->c->size - off);
 
 	(void)worker;
 	if (j->phase == 0) {
-		j->len = OBJ_HDR + ZSTD_compressBound(x->m->chunk_size);
+		j->len = OBJ_HDR + ZSTD_compressBound(x->chunk_size);
 		j->buf = st_job_scratch(j, 0, j->len);
 		if (!j->buf) {
 			exp_error(x, -ENOMEM, k, "out of memory");
 			return;
 		}
-		st_obj_rel(&x->m->chunk_id[k], j->rel, sizeof(j->rel));
+		st_obj_rel(&x->c->id[k], j->rel, sizeof(j->rel));
 		j->io_op = ST_IO_READ_FILE;
 		j->phase = 1;
 		return;
@@ -60,7 +62,7 @@ static void exp_step(void *ctx, struct st_job *j, unsigned worker)
 		uint8_t *raw = j->io_res >= 0 ? st_job_scratch(j, 1, len) : NULL;
 		int rc = j->io_res < 0 ? (int)j->io_res :
 			 !raw		? -ENOMEM :
-					  st_obj_decode_into(j->dctx, &x->m->chunk_id[k], j->buf, (size_t)j->io_res, raw, len);
+					  st_obj_decode_into(j->dctx, &x->c->id[k], j->buf, (size_t)j->io_res, raw, len);
 		j->buf = NULL;
 		j->raw = raw;
 		if (rc < 0) {
@@ -74,7 +76,9 @@ static void exp_step(void *ctx, struct st_job *j, unsigned worker)
 				return;
 		}
 	} else if (j->io_res != (long)j->len) {
-		exp_error(x, j->io_res < 0 ? (int)j->io_res : -EIO, k, "cannot write memory-ranges");
+		char why[64];
+		snprintf(why, sizeof(why), "cannot write %s", x->file);
+		exp_error(x, j->io_res < 0 ? (int)j->io_res : -EIO, k, why);
 	} else if (st_job_next_run(j, x->fd)) {
 		return;
 	}
@@ -108,13 +112,45 @@ static int exp_populated(void *arg, int (*cb)(void *cbarg, uint64_t off, uint64_
 	return fd_data_extents(e->fd, e->size, STORE_PAGE, cb, cbarg);
 }
 
+/* Writes file in dfd from chunks c (sparse), fsynced; its descriptor
+ * (read-write) in *fd_out. Returns 0 or -errno with err set. */
+static int write_chunks_file(struct store *st, int dfd, const char *file, const struct st_chunks *c,
+			     uint32_t chunk_size, const char *hex, int *fd_out, char *err,
+			     size_t errlen)
+{
+	struct exp x = { .c = c, .chunk_size = chunk_size, .file = file };
+	int rc;
+
+	x.fd = openat(dfd, file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (x.fd < 0 || ftruncate(x.fd, (off_t)c->size) < 0) {
+		rc = err_fail(err, errlen, -errno, "%s: %s", file, strerror(errno));
+		if (x.fd >= 0)
+			close(x.fd);
+		return rc;
+	}
+	pthread_mutex_init(&x.mu, NULL);
+	rc = st_engine_run(st, c->nr_stored, 64, exp_step, &x);
+	if (rc == 0)
+		rc = x.rc;
+	if (rc < 0)
+		err_fail(err, errlen, rc, "snapshot %s: %s", hex, x.rc ? x.err : strerror(-rc));
+	else if (fsync(x.fd) < 0)
+		rc = err_fail(err, errlen, -errno, "%s: %s", file, strerror(errno));
+	pthread_mutex_destroy(&x.mu);
+	if (rc < 0)
+		close(x.fd);
+	else
+		*fd_out = x.fd;
+	return rc;
+}
+
 int store_export(struct store *st, const struct store_id *id, const char *dir, char *err,
 		 size_t errlen)
 {
 	char parent[4096], tmp[8400], real[4096], hex[33];
 	struct st_manifest m;
-	struct exp x = { .fd = -1 };
-	int dfd = -1, rc;
+	json_t *disks = NULL;
+	int dfd = -1, mem_fd = -1, rc;
 
 	store_id_hex(id, hex);
 	rc = st_check_destination(&dir, real, err, errlen);
@@ -140,25 +176,31 @@ int store_export(struct store *st, const struct store_id *id, const char *dir, c
 	rc = write_object_file(st, dfd, "config.json", &m.config, err, errlen);
 	if (rc == 0)
 		rc = write_object_file(st, dfd, "state.json", &m.state, err, errlen);
+	if (rc == 0)
+		rc = write_chunks_file(st, dfd, "memory-ranges", &m.mem, m.chunk_size, hex, &mem_fd,
+				       err, errlen);
 	if (rc < 0)
 		goto out;
-	x.m = &m;
-	pthread_mutex_init(&x.mu, NULL);
-	x.fd = openat(dfd, "memory-ranges", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (x.fd < 0 || ftruncate(x.fd, (off_t)m.memory_size) < 0) {
-		rc = err_fail(err, errlen, -errno, "memory-ranges: %s", strerror(errno));
+	/* The disks, and their entries for a snapshot.json made here. */
+	disks = json_object();
+	if (!disks) {
+		rc = err_fail(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
-	rc = st_engine_run(st, m.nr_stored, 64, exp_step, &x);
-	if (rc == 0)
-		rc = x.rc;
-	if (rc < 0) {
-		err_fail(err, errlen, rc, "snapshot %s: %s", hex, x.rc ? x.err : strerror(-rc));
-		goto out;
-	}
-	if (fsync(x.fd) < 0) {
-		rc = err_fail(err, errlen, -errno, "memory-ranges: %s", strerror(errno));
-		goto out;
+	for (unsigned i = 0; i < m.nr_disks; i++) {
+		char file[16];
+		int fd = -1;
+		snprintf(file, sizeof(file), "disk-%s", m.disks[i].disk.device);
+		rc = write_chunks_file(st, dfd, file, &m.disks[i].c, m.chunk_size, hex, &fd, err,
+				       errlen);
+		if (rc < 0)
+			goto out;
+		close(fd);
+		json_t *e = snapdir_disk_entry(&m.disks[i].disk);
+		if (!e || json_object_set_new(disks, file, e) < 0) {
+			rc = err_fail(err, errlen, -ENOMEM, "out of memory");
+			goto out;
+		}
 	}
 	if (m.has_snapshot_json) {
 		rc = write_object_file(st, dfd, "snapshot.json", &m.snapshot_json, err, errlen);
@@ -167,7 +209,7 @@ int store_export(struct store *st, const struct store_id *id, const char *dir, c
 		 * just written. */
 		char *config = NULL, *state = NULL;
 		size_t clen = 0, slen = 0;
-		void *mem = mmap(NULL, m.memory_size, PROT_READ, MAP_SHARED, x.fd, 0);
+		void *mem = mmap(NULL, m.memory_size, PROT_READ, MAP_SHARED, mem_fd, 0);
 		rc = mem == MAP_FAILED ? -errno : 0;
 		if (rc == 0)
 			rc = store_read_object(st, &m.config, &config, &clen, err, errlen);
@@ -177,13 +219,14 @@ int store_export(struct store *st, const struct store_id *id, const char *dir, c
 		if (rc == 0 && !cobj)
 			rc = err_fail(err, errlen, -EBADMSG, "snapshot %s: config is not JSON", hex);
 		if (rc == 0) {
-			struct mem_extents me = { x.fd, m.memory_size };
+			struct mem_extents me = { mem_fd, m.memory_size };
 			struct store_mem sm = { .base = mem, .size = m.memory_size, .populated = exp_populated, .arg = &me };
 			struct snap_meta meta = { .loader = m.loader, .platform = m.platform,
 						  .vcpus = m.vcpus,
 						  .memory_size = m.memory_size,
 						  .created_realtime_ns = m.created_realtime_ns };
-			json_t *man = snapdir_manifest(config, clen, state, slen, &sm, &meta, cobj, err, errlen);
+			json_t *man = snapdir_manifest(config, clen, state, slen, &sm, &meta, cobj, disks,
+						       err, errlen);
 			size_t mlen;
 			char *mtext = man ? st_json_text(man, JSON_INDENT(2), &mlen) : NULL;
 			rc = mtext ? st_write_file(dfd, "snapshot.json", mtext, mlen, err, errlen) :
@@ -202,10 +245,9 @@ int store_export(struct store *st, const struct store_id *id, const char *dir, c
 	if (rc == 0)
 		tmp[0] = '\0';
 out:
-	if (x.fd >= 0)
-		close(x.fd);
-	if (x.m)
-		pthread_mutex_destroy(&x.mu);
+	json_decref(disks);
+	if (mem_fd >= 0)
+		close(mem_fd);
 	if (dfd >= 0)
 		close(dfd);
 	if (tmp[0])

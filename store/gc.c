@@ -73,8 +73,11 @@ static int mark(struct store *st, struct idset *live, char *err, size_t errlen)
 			rc = idset_add(live, &m.state);
 		if (rc == 0 && m.has_snapshot_json)
 			rc = idset_add(live, &m.snapshot_json);
-		for (uint64_t k = 0; rc == 0 && k < m.nr_stored; k++)
-			rc = idset_add(live, &m.chunk_id[k]);
+		for (uint64_t k = 0; rc == 0 && k < m.mem.nr_stored; k++)
+			rc = idset_add(live, &m.mem.id[k]);
+		for (unsigned d = 0; d < m.nr_disks; d++)
+			for (uint64_t k = 0; rc == 0 && k < m.disks[d].c.nr_stored; k++)
+				rc = idset_add(live, &m.disks[d].c.id[k]);
 		st_manifest_free(&m);
 	}
 	free(ids);
@@ -177,7 +180,10 @@ static void scan_image(void *arg, int dfd, const char *name)
 			close(fd);
 		return;
 	}
-	if (n != 36 || strcmp(name + 32, ".img"))
+	/* <id>.img (memory) or <id>-vdX.img (a disk) */
+	if (!((n == 36 && !strcmp(name + 32, ".img")) ||
+	      (n == 40 && !strncmp(name + 32, "-vd", 3) && name[35] >= 'a' && name[35] <= 'z' &&
+	       !strcmp(name + 36, ".img"))))
 		return;
 	snprintf(hex, sizeof(hex), "%.32s", name);
 	snprintf(rel, sizeof(rel), "snapshots/%s", hex);
@@ -290,7 +296,8 @@ out:
 
 struct ver {
 	struct store *st;
-	const struct st_manifest *m;
+	const struct st_chunks *c;
+	uint32_t chunk_size;
 	char snap[33];
 	void (*cb)(void *arg, const char *problem);
 	void *arg;
@@ -317,63 +324,80 @@ static void problem(struct ver *v, const char *fmt, ...)
 static void ver_step(void *ctx, struct st_job *j, unsigned worker)
 {
 	struct ver *v = ctx;
-	uint64_t k = j->index, c = v->m->chunk_index[k];
-	uint64_t len = MIN((uint64_t)v->m->chunk_size, v->m->memory_size - c * v->m->chunk_size);
+	uint64_t k = j->index, c = v->c->index[k];
+	uint64_t len = MIN((uint64_t)v->chunk_size, v->c->size - c * v->chunk_size);
 	char hex[33];
 
 	(void)worker;
 	if (j->phase == 0) {
-		j->len = OBJ_HDR + ZSTD_compressBound(v->m->chunk_size);
+		j->len = OBJ_HDR + ZSTD_compressBound(v->chunk_size);
 		j->buf = st_job_scratch(j, 0, j->len);
 		if (!j->buf) {
 			problem(v, "out of memory");
 			return;
 		}
-		st_obj_rel(&v->m->chunk_id[k], j->rel, sizeof(j->rel));
+		st_obj_rel(&v->c->id[k], j->rel, sizeof(j->rel));
 		j->io_op = ST_IO_READ_FILE;
 		j->phase = 1;
 		return;
 	}
-	store_id_hex(&v->m->chunk_id[k], hex);
+	store_id_hex(&v->c->id[k], hex);
 	uint8_t *raw = j->io_res >= 0 ? st_job_scratch(j, 1, len) : NULL;
 	int rc = j->io_res < 0 ? (int)j->io_res :
 		 !raw		? -ENOMEM :
-				  st_obj_decode_into(j->dctx, &v->m->chunk_id[k], j->buf, (size_t)j->io_res, raw, len);
+				  st_obj_decode_into(j->dctx, &v->c->id[k], j->buf, (size_t)j->io_res, raw, len);
 	if (rc < 0)
-		problem(v, "object %s (chunk %llu of snapshot %s): %s", hex, (unsigned long long)c, v->snap,
+		problem(v, "object %s (chunk %llu%s of snapshot %s): %s", hex, (unsigned long long)c,
+			v->c->of, v->snap,
 			rc == -ENOENT ? "missing" :
 			rc == -EBADMSG ? "corrupt (its content does not match its name)" :
 					 strerror(-rc));
 	j->buf = NULL; /* the buffers are the slot's scratch */
 }
 
-/* Compares a cached image with the chunks it was made from. */
-static void verify_image(struct ver *v)
+/* Compares a cached image (images/<name>.img) with the chunks it was made
+ * from. */
+static void verify_image(struct ver *v, const char *name)
 {
 	char rel[64];
-	snprintf(rel, sizeof(rel), "images/%s.img", v->snap);
+	const struct st_chunks *ch = v->c;
+	snprintf(rel, sizeof(rel), "images/%s.img", name);
 	int fd = openat(v->st->root_fd, rel, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
-	uint8_t *buf = malloc(v->m->chunk_size);
-	uint64_t k = 0;
-	for (uint64_t c = 0; buf && c < v->m->nr_chunks; c++) {
-		uint64_t off = c * v->m->chunk_size;
-		uint64_t len = MIN((uint64_t)v->m->chunk_size, v->m->memory_size - off);
-		bool stored = k < v->m->nr_stored && v->m->chunk_index[k] == c;
-		off_t data = lseek(fd, (off_t)off, SEEK_DATA);
-		if (!stored && (data < 0 || (uint64_t)data >= off + len))
-			continue; /* a hole, as a zero chunk should be */
+	uint8_t *buf = malloc(v->chunk_size);
+	uint64_t k = 0, data = 0; /* where the image has data next (UINT64_MAX: nowhere) */
+	bool known = false;
+	for (uint64_t c = 0; buf && c < ch->nr_chunks; c++) {
+		uint64_t off = c * v->chunk_size;
+		uint64_t len = MIN((uint64_t)v->chunk_size, ch->size - off);
+		bool stored = k < ch->nr_stored && ch->index[k] == c;
+		if (!known || (data != UINT64_MAX && data < off)) {
+			off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+			data = d < 0 ? UINT64_MAX : (uint64_t)d;
+			known = true;
+		}
+		if (!stored && data >= off + len) {
+			/* a hole, as a zero chunk should be: on to the next stored
+			 * chunk or the chunk with the next data (a large sparse
+			 * disk costs its data, not its size) */
+			uint64_t next = k < ch->nr_stored ? ch->index[k] : ch->nr_chunks;
+			if (data != UINT64_MAX)
+				next = MIN(next, data / v->chunk_size);
+			c = MAX(next, c + 1) - 1;
+			continue;
+		}
 		if (pread(fd, buf, len, (off_t)off) != (ssize_t)len) {
-			problem(v, "image of snapshot %s: cannot read chunk %llu", v->snap, (unsigned long long)c);
+			problem(v, "image%s of snapshot %s: cannot read chunk %llu", ch->of, v->snap,
+				(unsigned long long)c);
 			break;
 		}
 		struct store_id got;
 		st_hash_id(XXH3_128bits(buf, len), &got);
-		if (stored ? !store_id_equal(&got, &v->m->chunk_id[k]) : !st_is_zero(buf, len))
-			problem(v, "image of snapshot %s: chunk %llu differs from the store (gc removes "
+		if (stored ? !store_id_equal(&got, &ch->id[k]) : !st_is_zero(buf, len))
+			problem(v, "image%s of snapshot %s: chunk %llu differs from the store (gc removes "
 				   "the image with the snapshot, or rm the snapshot's image file)",
-				v->snap, (unsigned long long)c);
+				ch->of, v->snap, (unsigned long long)c);
 		if (stored)
 			k++;
 	}
@@ -385,8 +409,9 @@ static int verify_one(struct store *st, const struct store_id *id,
 		      void (*cb)(void *arg, const char *problem), void *arg, int *problems)
 {
 	struct st_manifest m;
-	struct ver v = { .st = st, .m = &m, .cb = cb, .arg = arg };
+	struct ver v = { .st = st, .cb = cb, .arg = arg };
 	char why[400];
+	int rc = 0;
 
 	store_id_hex(id, v.snap);
 	pthread_mutex_init(&v.mu, NULL);
@@ -410,9 +435,19 @@ static int verify_one(struct store *st, const struct store_id *id,
 			free(data);
 		}
 	}
-	int rc = st_engine_run(st, m.nr_stored, 64, ver_step, &v);
-	if (rc == 0)
-		verify_image(&v);
+	/* memory, then each disk: their chunks and cached images */
+	v.chunk_size = m.chunk_size;
+	for (unsigned i = 0; rc == 0 && i <= m.nr_disks; i++) {
+		char name[48];
+		v.c = i ? &m.disks[i - 1].c : &m.mem;
+		if (i)
+			snprintf(name, sizeof(name), "%s-%s", v.snap, m.disks[i - 1].disk.device);
+		else
+			snprintf(name, sizeof(name), "%s", v.snap);
+		rc = st_engine_run(st, v.c->nr_stored, 64, ver_step, &v);
+		if (rc == 0)
+			verify_image(&v, name);
+	}
 	*problems += v.problems;
 	st_manifest_free(&m);
 	pthread_mutex_destroy(&v.mu);
@@ -498,10 +533,13 @@ int store_du(struct store *st, struct store_du *du, char *err, size_t errlen)
 		if (st_manifest_read(st, &ids[i], &m, why, sizeof(why)) < 0)
 			continue;
 		du->snapshots++;
-		du->logical_bytes += m.memory_size;
-		for (uint64_t k = 0; k < m.nr_stored; k++) {
-			uint64_t off = m.chunk_index[k] * m.chunk_size;
-			du->referenced_bytes += MIN((uint64_t)m.chunk_size, m.memory_size - off);
+		for (unsigned d = 0; d <= m.nr_disks; d++) {
+			const struct st_chunks *c = d ? &m.disks[d - 1].c : &m.mem;
+			du->logical_bytes += c->size;
+			for (uint64_t k = 0; k < c->nr_stored; k++) {
+				uint64_t off = c->index[k] * m.chunk_size;
+				du->referenced_bytes += MIN((uint64_t)m.chunk_size, c->size - off);
+			}
 		}
 		/* The manifest and its files count too, as in unique_bytes. */
 		du->referenced_bytes += st_obj_raw_len(st, &ids[i]) + st_obj_raw_len(st, &m.config) +

@@ -117,9 +117,21 @@ int st_obj_put(struct store *st, const void *raw, size_t len, struct store_id *i
 int st_lock(struct store *st, bool exclusive) STORE_WUR;
 void st_unlock(struct store *st);
 
+/* Guest memory or a disk in a manifest: size bytes cut into chunks of the
+ * manifest's chunk size; the non-zero ones listed. */
+struct st_chunks {
+	uint64_t size;
+	uint64_t nr_chunks;      /* size / chunk_size, rounded up */
+	uint64_t nr_stored;      /* non-zero chunks */
+	uint64_t *index;         /* [nr_stored], ascending */
+	struct store_id *id;     /* [nr_stored] */
+	char of[20];             /* in messages after "chunk N": "" (memory) or " of disk vda" */
+};
+
 /* A snapshot's manifest, parsed. */
 struct st_manifest {
 	json_t *json;
+	int version;             /* 1, or 2 with disks */
 	struct store_id config, state, snapshot_json;
 	bool has_snapshot_json;
 	bool has_parent;
@@ -129,12 +141,17 @@ struct st_manifest {
 	unsigned vcpus;
 	uint64_t memory_size;
 	uint32_t chunk_size;
-	uint64_t nr_chunks;      /* memory_size / chunk_size, rounded up */
-	uint64_t nr_stored;      /* non-zero chunks */
-	uint64_t *chunk_index;   /* [nr_stored], ascending */
-	struct store_id *chunk_id; /* [nr_stored] */
+	struct st_chunks mem;    /* guest memory (size memory_size) */
+	unsigned nr_disks;       /* in device order */
+	struct st_disk {
+		struct snap_disk disk;
+		struct st_chunks c;
+	} disks[STORE_MAX_DISKS];
 	uint64_t created_realtime_ns;
 };
+/* The most a disk in a manifest can hold: the readers size per-chunk
+ * tables and image files by it. */
+#define ST_MAX_DISK_SIZE (1ULL << 40)
 int st_manifest_read(struct store *st, const struct store_id *id, struct st_manifest *m, char *err,
 		     size_t errlen) STORE_WUR;
 void st_manifest_free(struct st_manifest *m);

@@ -115,9 +115,15 @@ static json_t *manifest_of(json_t *files, const struct snap_meta *meta, const js
 			 "page_size", (json_int_t)STORE_PAGE, "config", config, "files", files);
 }
 
+json_t *snapdir_disk_entry(const struct snap_disk *d)
+{
+	return json_pack("{s:s,s:I,s:s,s:b}", "kind", "disk", "size", (json_int_t)d->size, "device",
+			 d->device, "readonly", d->readonly);
+}
+
 json_t *snapdir_manifest(const char *config, size_t config_len, const char *state,
 			 size_t state_len, const struct store_mem *mem, const struct snap_meta *meta,
-			 const json_t *config_obj, char *err, size_t errlen)
+			 const json_t *config_obj, const json_t *extra, char *err, size_t errlen)
 {
 	json_t *files = json_object(), *mentry = NULL;
 	int rc = files ? walk_memory(mem, -1, &mentry) : -ENOMEM;
@@ -130,6 +136,11 @@ json_t *snapdir_manifest(const char *config, size_t config_len, const char *stat
 	json_object_set_new(files, "config.json", file_entry(config, config_len));
 	json_object_set_new(files, "state.json", file_entry(state, state_len));
 	json_object_set_new(files, "memory-ranges", mentry);
+	if (extra && json_object_update(files, (json_t *)(uintptr_t)extra) < 0) {
+		json_decref(files);
+		err_fail(err, errlen, -ENOMEM, "out of memory");
+		return NULL;
+	}
 	json_t *m = manifest_of(files, meta, config_obj);
 	if (!m)
 		err_fail(err, errlen, -ENOMEM, "out of memory");
@@ -324,16 +335,21 @@ out:
 	return rc;
 }
 
+static int cmp_disk(const void *a, const void *b)
+{
+	return strcmp(((const struct snap_disk *)a)->device, ((const struct snap_disk *)b)->device);
+}
+
 /* The disk images a snapshot holds ("disk-vda"...: entries of kind
- * "disk"): each a regular file of its size. Other entries than the three
- * known files and disks are refused. */
-static int check_disks(const char *dir, const json_t *files, unsigned *nr, char *err,
+ * "disk"): each a regular file of its size, listed in s->disks in device
+ * order. Other entries than the three known files and disks are refused. */
+static int check_disks(const char *dir, const json_t *files, struct snapdir *s, char *err,
 		       size_t errlen)
 {
 	const char *name;
 	json_t *e;
 
-	*nr = 0;
+	s->nr_disks = 0;
 	json_object_foreach((json_t *)(uintptr_t)files, name, e) {
 		if (!strcmp(name, "config.json") || !strcmp(name, "state.json") ||
 		    !strcmp(name, "memory-ranges"))
@@ -354,8 +370,13 @@ static int check_disks(const char *dir, const json_t *files, unsigned *nr, char 
 			return err_fail(err, errlen, -EBADMSG,
 				    "%s: %lld bytes; the snapshot wrote %lld (truncated or replaced?)",
 				    path, (long long)st.st_size, (long long)json_integer_value(size));
-		(*nr)++;
+		/* at most one entry per name, so at most 26 */
+		struct snap_disk *d = &s->disks[s->nr_disks++];
+		snprintf(d->device, sizeof(d->device), "%s", name + 5);
+		d->size = (uint64_t)json_integer_value(size);
+		d->readonly = json_is_true(json_object_get(e, "readonly"));
 	}
+	qsort(s->disks, s->nr_disks, sizeof(s->disks[0]), cmp_disk);
 	return 0;
 }
 
@@ -483,7 +504,7 @@ int snapdir_open(const char *dir, struct snapdir *s, char *err, size_t errlen)
 			   err, errlen);
 	if (rc < 0)
 		goto fail;
-	rc = check_disks(dir, files, &s->nr_disks, err, errlen);
+	rc = check_disks(dir, files, s, err, errlen);
 	if (rc < 0)
 		goto fail;
 	return 0;

@@ -490,6 +490,72 @@ static int id_of(const json_t *j, struct store_id *id)
  * (GMEM_MAX_SIZE). A manifest giving more is damaged, and the readers
  * size their per-chunk tables and the image file by it. */
 #define MANIFEST_MAX_MEMORY (64ULL << 30)
+/* The manifest versions this forkvm reads: 1, and 2 (disks). */
+#define MANIFEST_VERSION 2
+
+/* A "chunks" list ([[index, id], ...], indices ascending and below
+ * c->nr_chunks) into c. Returns 0, -EBADMSG, -ENOMEM. */
+static int parse_chunks(const json_t *chunks, struct st_chunks *c)
+{
+	c->nr_stored = json_array_size(chunks);
+	c->index = calloc(c->nr_stored ? c->nr_stored : 1, sizeof(*c->index));
+	c->id = calloc(c->nr_stored ? c->nr_stored : 1, sizeof(*c->id));
+	if (!c->index || !c->id)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->nr_stored; i++) {
+		const json_t *e = json_array_get(chunks, i);
+		const json_t *ix = json_array_get(e, 0);
+		if (!json_is_integer(ix) || json_integer_value(ix) < 0 ||
+		    (uint64_t)json_integer_value(ix) >= c->nr_chunks ||
+		    id_of(json_array_get(e, 1), &c->id[i]) < 0 ||
+		    (i && (uint64_t)json_integer_value(ix) <= c->index[i - 1]))
+			return -EBADMSG;
+		c->index[i] = (uint64_t)json_integer_value(ix);
+	}
+	return 0;
+}
+
+/* The manifest's "disks" (version 2): each {"device": "vda".."vdz" in
+ * ascending order, "size", "readonly", "chunks"}. Returns 0 or -errno
+ * with err set. */
+static int parse_disks(const json_t *disks, struct st_manifest *m, const char *hex, char *err,
+		       size_t errlen)
+{
+	size_t i;
+	const json_t *d;
+
+	if (!json_is_array(disks))
+		return err_fail(err, errlen, -EBADMSG, "snapshot %s: its manifest's disks are malformed",
+			       hex);
+	json_array_foreach(disks, i, d) {
+		const char *dev = json_string_value(json_object_get(d, "device"));
+		const json_t *size = json_object_get(d, "size"), *ro = json_object_get(d, "readonly");
+		const json_t *chunks = json_object_get(d, "chunks");
+		if (!dev || strlen(dev) != 3 || strncmp(dev, "vd", 2) || dev[2] < 'a' || dev[2] > 'z' ||
+		    (i && strcmp(dev, m->disks[i - 1].disk.device) <= 0) || !json_is_integer(size) ||
+		    json_integer_value(size) < 0 || !json_is_boolean(ro) || !json_is_array(chunks))
+			return err_fail(err, errlen, -EBADMSG,
+				       "snapshot %s: disk entry %zu of its manifest is malformed", hex, i);
+		if ((uint64_t)json_integer_value(size) > ST_MAX_DISK_SIZE)
+			return err_fail(err, errlen, -EBADMSG,
+				       "snapshot %s: disk %s of %lld bytes is over %llu GiB", hex, dev,
+				       (long long)json_integer_value(size), ST_MAX_DISK_SIZE >> 30);
+		struct st_disk *sd = &m->disks[m->nr_disks++];
+		snprintf(sd->disk.device, sizeof(sd->disk.device), "%s", dev);
+		sd->disk.size = (uint64_t)json_integer_value(size);
+		sd->disk.readonly = json_is_true(ro);
+		sd->c.size = sd->disk.size;
+		sd->c.nr_chunks = (sd->c.size + m->chunk_size - 1) / m->chunk_size;
+		snprintf(sd->c.of, sizeof(sd->c.of), " of disk %s", dev);
+		int rc = parse_chunks(chunks, &sd->c);
+		if (rc == -ENOMEM)
+			return err_fail(err, errlen, rc, "out of memory");
+		if (rc < 0)
+			return err_fail(err, errlen, rc, "snapshot %s: disk %s: a chunk entry is malformed",
+				       hex, dev);
+	}
+	return 0;
+}
 
 int st_manifest_read(struct store *st, const struct store_id *id, struct st_manifest *m, char *err,
 		     size_t errlen)
@@ -514,26 +580,29 @@ int st_manifest_read(struct store *st, const struct store_id *id, struct st_mani
 	const char *format = json_string_value(json_object_get(j, "format"));
 	const char *loader = json_string_value(json_object_get(j, "loader"));
 	const json_t *ver = json_object_get(j, "version"), *size = json_object_get(mem, "size"),
-		     *cs = json_object_get(mem, "chunk_size"), *vcpus = json_object_get(j, "vcpus");
+		     *cs = json_object_get(mem, "chunk_size"), *vcpus = json_object_get(j, "vcpus"),
+		     *disks = json_object_get(j, "disks");
 	/* A newer format first: say so rather than "malformed". */
 	if (j && format && !strcmp(format, "forkvm-store-snapshot") && json_is_integer(ver) &&
-	    json_integer_value(ver) > 1) {
+	    json_integer_value(ver) > MANIFEST_VERSION) {
 		long long v = (long long)json_integer_value(ver);
 		st_manifest_free(m);
 		return err_fail(err, errlen, -EPROTONOSUPPORT,
-			       "snapshot %s: manifest version %lld is newer than this forkvm's 1 "
+			       "snapshot %s: manifest version %lld is newer than this forkvm's %d "
 			       "(written by a newer forkvm: use that one)",
-			       hex, v);
+			       hex, v, MANIFEST_VERSION);
 	}
+	/* Disks came with version 2: a version 1 manifest names none. */
 	if (!j || !format || strcmp(format, "forkvm-store-snapshot") || !json_is_integer(ver) ||
-	    json_integer_value(ver) != 1 || !loader || strlen(loader) >= sizeof(m->loader) ||
-	    !json_is_integer(size) || json_integer_value(size) <= 0 || !json_is_integer(cs) ||
-	    !json_is_integer(vcpus) || !json_is_array(chunks) ||
-	    id_of(json_object_get(files, "config.json"), &m->config) < 0 ||
+	    json_integer_value(ver) < 1 || (json_integer_value(ver) == 1 && disks) || !loader ||
+	    strlen(loader) >= sizeof(m->loader) || !json_is_integer(size) ||
+	    json_integer_value(size) <= 0 || !json_is_integer(cs) || !json_is_integer(vcpus) ||
+	    !json_is_array(chunks) || id_of(json_object_get(files, "config.json"), &m->config) < 0 ||
 	    id_of(json_object_get(files, "state.json"), &m->state) < 0) {
 		st_manifest_free(m);
 		return err_fail(err, errlen, -EBADMSG, "snapshot %s: its manifest is malformed", hex);
 	}
+	m->version = (int)json_integer_value(ver);
 	json_int_t c = json_integer_value(cs);
 	if (c < (json_int_t)STORE_PAGE || c > (64 << 20) || (c & (c - 1))) {
 		st_manifest_free(m);
@@ -568,31 +637,23 @@ int st_manifest_read(struct store *st, const struct store_id *id, struct st_mani
 	snprintf(m->platform, sizeof(m->platform), "%s", platform ? platform : "kvm");
 	m->memory_size = (uint64_t)bytes;
 	m->chunk_size = (uint32_t)c;
-	m->nr_chunks = (m->memory_size + m->chunk_size - 1) / m->chunk_size;
+	m->mem.size = m->memory_size;
+	m->mem.nr_chunks = (m->memory_size + m->chunk_size - 1) / m->chunk_size;
 	m->vcpus = (unsigned)json_integer_value(vcpus);
 	const json_t *created = json_object_get(j, "created_realtime_ns");
 	m->created_realtime_ns = json_is_integer(created) ? (uint64_t)json_integer_value(created) : 0;
 	m->has_snapshot_json = id_of(json_object_get(files, "snapshot.json"), &m->snapshot_json) == 0;
 	m->has_parent = id_of(json_object_get(j, "parent"), &m->parent) == 0;
-	m->nr_stored = json_array_size(chunks);
-	m->chunk_index = calloc(m->nr_stored ? m->nr_stored : 1, sizeof(*m->chunk_index));
-	m->chunk_id = calloc(m->nr_stored ? m->nr_stored : 1, sizeof(*m->chunk_id));
-	if (!m->chunk_index || !m->chunk_id) {
+	rc = parse_chunks(chunks, &m->mem);
+	if (rc < 0) {
 		st_manifest_free(m);
-		return err_fail(err, errlen, -ENOMEM, "out of memory");
+		return rc == -ENOMEM ? err_fail(err, errlen, rc, "out of memory") :
+				       err_fail(err, errlen, rc, "snapshot %s: a chunk entry is malformed",
+						hex);
 	}
-	for (size_t i = 0; i < m->nr_stored; i++) {
-		const json_t *e = json_array_get(chunks, i);
-		const json_t *ix = json_array_get(e, 0);
-		if (!json_is_integer(ix) || json_integer_value(ix) < 0 ||
-		    (uint64_t)json_integer_value(ix) >= m->nr_chunks ||
-		    id_of(json_array_get(e, 1), &m->chunk_id[i]) < 0 ||
-		    (i && (uint64_t)json_integer_value(ix) <= m->chunk_index[i - 1])) {
-			st_manifest_free(m);
-			return err_fail(err, errlen, -EBADMSG, "snapshot %s: chunk entry %zu is malformed",
-				       hex, i);
-		}
-		m->chunk_index[i] = (uint64_t)json_integer_value(ix);
+	if (disks && (rc = parse_disks(disks, m, hex, err, errlen)) < 0) {
+		st_manifest_free(m);
+		return rc;
 	}
 	return 0;
 }
@@ -600,8 +661,12 @@ int st_manifest_read(struct store *st, const struct store_id *id, struct st_mani
 void st_manifest_free(struct st_manifest *m)
 {
 	json_decref(m->json);
-	free(m->chunk_index);
-	free(m->chunk_id);
+	free(m->mem.index);
+	free(m->mem.id);
+	for (unsigned i = 0; i < m->nr_disks; i++) {
+		free(m->disks[i].c.index);
+		free(m->disks[i].c.id);
+	}
 	memset(m, 0, sizeof(*m));
 }
 

@@ -6,10 +6,11 @@
  *   - the snapshot directory (docs/snapshot-format.md): config.json,
  *     state.json, sparse memory-ranges, snapshot.json with checksums;
  *   - the store (docs/store-format.md): immutable objects named by the
- *     XXH3-128 of their content and kept zstd-compressed, guest memory cut
- *     into fixed-size chunks (zero chunks not stored), a snapshot being a
- *     manifest object whose name is its id; mutable tags; materialized
- *     memory images that restores map copy-on-write.
+ *     XXH3-128 of their content and kept zstd-compressed, guest memory and
+ *     disks cut into fixed-size chunks (zero chunks not stored), a
+ *     snapshot being a manifest object whose name is its id; mutable tags;
+ *     materialized memory and disk images that restores map (memory) or
+ *     read (disks) copy-on-write.
  *
  * Every function returns >= 0 on success and -errno on failure, with a
  * human-readable reason in err where it takes one. Nothing here prints.
@@ -27,15 +28,28 @@
 /* ------------------------------------------------------------ memory */
 
 /* Guest memory as the formats see it: size bytes at base (a mapping of the
- * VM's RAM or of a memory-ranges file). Byte o is RAM at backing offset o. */
+ * VM's RAM or of a memory-ranges file). Byte o is RAM at backing offset o.
+ * A disk is seen the same way, through read when it is not mapped. */
 struct store_mem {
-	const uint8_t *base;
+	const uint8_t *base; /* NULL: read the bytes with read */
 	uint64_t size;
 	/* Calls cb for ranges (ascending, page aligned) outside of which every
 	 * byte is zero; NULL means "anywhere". Returns 0 or the first
 	 * negative value of cb, or -errno. */
 	int (*populated)(void *arg, int (*cb)(void *cbarg, uint64_t off, uint64_t len), void *cbarg);
+	/* Without base: reads len bytes at off into buf; called from several
+	 * threads at once. Returns 0 or -errno. (The store only.) */
+	int (*read)(void *arg, uint64_t off, void *buf, size_t len);
 	void *arg;
+};
+
+/* A disk in a snapshot: "disk-vda"... in a directory, a member of "disks"
+ * in a store manifest. */
+#define STORE_MAX_DISKS 26 /* vda ... vdz */
+struct snap_disk {
+	char device[8]; /* "vda" */
+	uint64_t size;  /* bytes */
+	bool readonly;
 };
 
 /* ------------------------------------------------------------ URLs */
@@ -95,6 +109,7 @@ struct snapdir {
 	uint64_t memory_size;
 	int mem_fd;           /* memory-ranges, read-only, size and checksum verified */
 	unsigned nr_disks;    /* "disk-*" files (present, of their size) */
+	struct snap_disk disks[STORE_MAX_DISKS]; /* in device order */
 };
 
 /* Opens and verifies dir: format and versions, every checksum but
@@ -106,11 +121,16 @@ int snapdir_open(const char *dir, struct snapdir *s, char *err, size_t errlen) S
 void snapdir_close(struct snapdir *s);
 
 /* The snapshot.json a directory of these files would have: checksums of
- * config and state texts and of mem's non-zero pages. Returns NULL on
- * failure. (Export of a snapshot taken straight into the store.) */
+ * config and state texts and of mem's non-zero pages, and the entries of
+ * extra (the disks', or NULL). Returns NULL on failure. (Export of a
+ * snapshot taken straight into the store.) */
 json_t *snapdir_manifest(const char *config, size_t config_len, const char *state,
 			 size_t state_len, const struct store_mem *mem, const struct snap_meta *meta,
-			 const json_t *config_obj, char *err, size_t errlen);
+			 const json_t *config_obj, const json_t *extra, char *err, size_t errlen);
+
+/* The manifest entry of a disk file ("disk-vda": {"kind": "disk", "size",
+ * "device", "readonly"}). NULL when out of memory. */
+json_t *snapdir_disk_entry(const struct snap_disk *d);
 
 /* ------------------------------------------------------------ the store */
 
@@ -153,13 +173,27 @@ int store_resolve(struct store *st, const char *ref, struct store_id *id, char *
 bool store_tag_valid(const char *name);
 
 struct store_put_stats {
-	uint64_t logical_bytes;  /* guest memory size */
-	uint64_t data_chunks;    /* non-zero chunks */
+	uint64_t logical_bytes;  /* guest memory size and the disks' sizes */
+	uint64_t data_chunks;    /* non-zero chunks (memory and disks) */
 	uint64_t reused_chunks;  /* already in the store (dedup) or unchanged from the parent */
 	uint64_t new_chunks;
 	uint64_t new_raw_bytes;  /* of the new chunks */
 	uint64_t new_stored_bytes;
+	uint64_t disk_bytes;       /* of logical_bytes: the disks' */
+	uint64_t disk_data_chunks; /* of data_chunks: the disks' */
+	uint64_t disk_new_chunks;  /* of new_chunks: the disks' */
 	double seconds;
+};
+
+/* A disk to put with a snapshot. */
+struct store_disk_in {
+	struct snap_disk disk;
+	const struct store_mem *data; /* its bytes (size disk.size) */
+	/* Incremental (with the snapshot's parent): true for a chunk that may
+	 * differ from the parent's disk of this device, which this disk was
+	 * made from. NULL: the disk is not the parent's (every chunk is read). */
+	bool (*changed)(void *arg, uint64_t chunk, uint32_t chunk_size);
+	void *changed_arg;
 };
 
 /* A snapshot to put into the store. */
@@ -177,20 +211,25 @@ struct store_snapshot_in {
 	const struct store_id *parent;
 	bool (*changed)(void *arg, uint64_t chunk, uint32_t chunk_size);
 	void *changed_arg;
+	/* Disks (in device order; at most STORE_MAX_DISKS). */
+	const struct store_disk_in *disks;
+	unsigned nr_disks;
 };
 
-/* Puts a snapshot: chunks hashed and compressed on every core, written with
- * io_uring, the manifest and then the tag last. Returns 0 and its id. */
+/* Puts a snapshot: memory and disk chunks hashed and compressed on every
+ * core, written with io_uring, the manifest and then the tag last. Returns
+ * 0 and its id. */
 int store_put_snapshot(struct store *st, const struct store_snapshot_in *in, const char *tag,
 		       struct store_id *id, struct store_put_stats *stats, char *err,
 		       size_t errlen) STORE_WUR;
 
-/* Imports a snapshot directory (verified first). */
+/* Imports a snapshot directory (verified first), its disks included. */
 int store_put_dir(struct store *st, const char *dir, const char *tag, struct store_id *id,
 		  struct store_put_stats *stats, char *err, size_t errlen) STORE_WUR;
 
 /* Writes snapshot id as a directory (atomically, like snapdir_write):
- * byte-identical to the directory it was imported from. */
+ * byte-identical to the directory it was imported from, disks included
+ * (sparse: zero pages are holes). */
 int store_export(struct store *st, const struct store_id *id, const char *dir, char *err,
 		 size_t errlen) STORE_WUR;
 
@@ -211,11 +250,18 @@ struct store_snapshot {
 	uint64_t nr_chunks;
 	bool *chunk_nonzero;  /* per chunk: stored (else zero) - for incremental snapshots */
 	struct store_id *chunk_ids; /* per chunk (valid where chunk_nonzero) */
+	/* The disks, each materialized like memory: the image read-only and
+	 * share-locked while open (a restored VM's copy-on-write base). */
+	unsigned nr_disks;
+	struct store_disk {
+		struct snap_disk disk;
+		int fd;
+	} disks[STORE_MAX_DISKS];
 };
 
-/* Loads snapshot id for a restore, materializing its memory image first if
- * it is not cached (every chunk verified against its name). Returns 0 or
- * -errno with err naming the object and the snapshot. */
+/* Loads snapshot id for a restore, materializing its memory and disk
+ * images first if they are not cached (every chunk verified against its
+ * name). Returns 0 or -errno with err naming the object and the snapshot. */
 int store_load(struct store *st, const struct store_id *id, struct store_snapshot *out, char *err,
 	       size_t errlen) STORE_WUR;
 void store_snapshot_free(struct store_snapshot *s);
@@ -258,7 +304,7 @@ int store_verify(struct store *st, const struct store_id *id,
 
 struct store_du {
 	uint64_t snapshots;
-	uint64_t logical_bytes;    /* sum of the snapshots' memory sizes */
+	uint64_t logical_bytes;    /* sum of the snapshots' memory and disk sizes */
 	uint64_t referenced_bytes; /* raw bytes of all chunks, counted per snapshot */
 	uint64_t unique_bytes;     /* raw bytes of distinct objects */
 	uint64_t stored_bytes;     /* object files on disk */

@@ -10,7 +10,7 @@
  * prints their ids); per input it stores the manifest as an object
  * (st_obj_put), commits it as a snapshot and writes the tag, then runs
  * store_resolve (by tag and by id prefix), st_manifest_read, store_list,
- * store_load (which materializes the memory image), store_verify,
+ * store_load (which materializes the memory and disk images), store_verify,
  * store_export and store_rm, and removes what the input left. (store_du
  * reads manifests with st_manifest_read too, but spends its time walking
  * every object directory: left out.) FUZZ_SHOW=1 also prints each step's
@@ -155,6 +155,12 @@ static void forget(const struct store_id *id)
 	unlinkat(st->root_fd, rel, 0);
 	snprintf(rel, sizeof(rel), "images/%s.lock", hex);
 	unlinkat(st->root_fd, rel, 0);
+	for (char d = 'a'; d <= 'z'; d++) { /* the disks' images */
+		snprintf(rel, sizeof(rel), "images/%s-vd%c.img", hex, d);
+		unlinkat(st->root_fd, rel, 0);
+		snprintf(rel, sizeof(rel), "images/%s-vd%c.lock", hex, d);
+		unlinkat(st->root_fd, rel, 0);
+	}
 	st_remove_tree(export_dir);
 }
 

@@ -21,6 +21,12 @@
  *   - crash safety: forkctl store put killed with SIGKILL part-way;
  *   - bad command lines: exit 2 for usage errors, 1 for failures, a
  *     message on stderr, nothing written.
+ *   - disks (a Linux guest's disk-vda... files; manifest version 2): put
+ *     and export byte for byte with holes, live puts through a read
+ *     function, materialized images, dedup (one changed block: one new
+ *     chunk), incremental disks read only where changed, gc keeping disk
+ *     chunks until the last snapshot using them goes, image eviction,
+ *     damaged disk chunks and images, malformed disk entries.
  * Everything lives in a fresh ut_tmpdir(); stores use 64 KiB chunks. */
 #include <criterion/criterion.h>
 
@@ -463,48 +469,65 @@ static uint64_t allocated(const char *path)
 	return (uint64_t)s.st_blocks * 512;
 }
 
-/* Two snapshot directories hold the same files with the same bytes and
- * modes, and memory-ranges has its data at the same places. */
-static void assert_same_dir(const char *a, const char *b)
+/* Two files hold the same bytes with the same mode, their data at the
+ * same places (holes kept). */
+static void assert_same_file(const char *pa, const char *pb)
+{
+	size_t la, lb;
+	uint8_t *ba = slurp(pa, &la), *bb = slurp(pb, &lb);
+	struct stat sa, sb;
+	cr_assert_eq(la, lb, "%s: %zu bytes, %s: %zu bytes", pa, la, pb, lb);
+	for (size_t k = 0; k < la; k++)
+		if (ba[k] != bb[k])
+			cr_assert_fail("%s and %s differ at byte %zu (%02x != %02x)", pa, pb, k, ba[k],
+				       bb[k]);
+	cr_assert_eq(stat(pa, &sa), 0);
+	cr_assert_eq(stat(pb, &sb), 0);
+	cr_assert_eq(sa.st_mode & 0777, sb.st_mode & 0777, "%s mode %o, %s mode %o", pa,
+		     sa.st_mode & 0777, pb, sb.st_mode & 0777);
+	free(ba);
+	free(bb);
+}
+
+static void assert_same_extents(const char *pa, const char *pb)
+{
+	char *ea = extents_of(pa), *eb = extents_of(pb);
+	cr_assert_str_eq(eb, ea, "extents differ:\n%s: %s\n%s: %s", pa, ea, pb, eb);
+	uint64_t aa = allocated(pa), ab = allocated(pb);
+	cr_assert(ab <= aa + 64 * KiB && aa <= ab + 64 * KiB,
+		  "allocation differs: %s %llu bytes, %s %llu bytes", pa, (unsigned long long)aa, pb,
+		  (unsigned long long)ab);
+	free(ea);
+	free(eb);
+}
+
+/* Two snapshot directories hold the same files (the four, and the disk
+ * files named in disks: "disk-vda/disk-vdb/", or NULL for none) with the
+ * same bytes and modes, and memory-ranges and the disks have their data at
+ * the same places. */
+static void assert_same_dir_disks(const char *a, const char *b, const char *disks)
 {
 	char *na = names_of(a), *nb = names_of(b);
-	cr_assert_str_eq(na, "config.json/memory-ranges/snapshot.json/state.json/", "%s: %s", a,
-			 na);
+	char *want = h_fmt("config.json/%smemory-ranges/snapshot.json/state.json/", disks ? disks : "");
+	cr_assert_str_eq(na, want, "%s: %s", a, na);
 	cr_assert_str_eq(nb, na, "%s holds %s, %s holds %s", a, na, b, nb);
-	free(na);
-	free(nb);
-	static const char *const files[] = { "config.json", "state.json", "snapshot.json",
-					     "memory-ranges" };
-	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
-		char *pa = h_fmt("%s/%s", a, files[i]), *pb = h_fmt("%s/%s", b, files[i]);
-		size_t la, lb;
-		uint8_t *ba = slurp(pa, &la), *bb = slurp(pb, &lb);
-		struct stat sa, sb;
-		cr_assert_eq(la, lb, "%s: %zu bytes, %s: %zu bytes", pa, la, pb, lb);
-		for (size_t k = 0; k < la; k++)
-			if (ba[k] != bb[k])
-				cr_assert_fail("%s and %s differ at byte %zu (%02x != %02x)", pa,
-					       pb, k, ba[k], bb[k]);
-		cr_assert_eq(stat(pa, &sa), 0);
-		cr_assert_eq(stat(pb, &sb), 0);
-		cr_assert_eq(sa.st_mode & 0777, sb.st_mode & 0777, "%s mode %o, %s mode %o", pa,
-			     sa.st_mode & 0777, pb, sb.st_mode & 0777);
-		free(ba);
-		free(bb);
+	free(want);
+	char *save = NULL;
+	for (char *f = strtok_r(na, "/", &save); f; f = strtok_r(NULL, "/", &save)) {
+		char *pa = h_fmt("%s/%s", a, f), *pb = h_fmt("%s/%s", b, f);
+		assert_same_file(pa, pb);
+		if (!strcmp(f, "memory-ranges") || !strncmp(f, "disk-", 5))
+			assert_same_extents(pa, pb);
 		free(pa);
 		free(pb);
 	}
-	char *ma = h_fmt("%s/memory-ranges", a), *mb = h_fmt("%s/memory-ranges", b);
-	char *ea = extents_of(ma), *eb = extents_of(mb);
-	cr_assert_str_eq(eb, ea, "memory-ranges extents differ:\n%s: %s\n%s: %s", ma, ea, mb, eb);
-	uint64_t aa = allocated(ma), ab = allocated(mb);
-	cr_assert(ab <= aa + 64 * KiB && aa <= ab + 64 * KiB,
-		  "memory-ranges allocation differs: %s %llu bytes, %s %llu bytes", ma,
-		  (unsigned long long)aa, mb, (unsigned long long)ab);
-	free(ea);
-	free(eb);
-	free(ma);
-	free(mb);
+	free(na);
+	free(nb);
+}
+
+static void assert_same_dir(const char *a, const char *b)
+{
+	assert_same_dir_disks(a, b, NULL);
 }
 
 /* A file's bytes equal memory m. */
@@ -2820,7 +2843,7 @@ Test(store, a_newer_manifest_version_says_so)
 	cr_assert_eq(store_read_object(st, &id, &text, &len, err, sizeof(err)), 0, "%s", err);
 	json_t *j = json_loadb(text, len, 0, NULL);
 	cr_assert_not_null(j);
-	json_object_set_new(j, "version", json_integer(2));
+	json_object_set_new(j, "version", json_integer(3));
 	char *v2 = json_dumps(j, JSON_COMPACT);
 	cr_assert_eq(st_obj_put(st, v2, strlen(v2), &id2, err, sizeof(err)), 0, "%s", err);
 	char *snaps = h_fmt("%s/snapshots", e.root);
@@ -2828,7 +2851,7 @@ Test(store, a_newer_manifest_version_says_so)
 	struct st_manifest man;
 	int rc = st_manifest_read(st, &id2, &man, err, sizeof(err));
 	cr_assert_eq(rc, -EPROTONOSUPPORT, "%d %s", rc, err);
-	cr_assert(strstr(err, "manifest version 2 is newer than this forkvm's 1"), "%s", err);
+	cr_assert(strstr(err, "manifest version 3 is newer than this forkvm's 2"), "%s", err);
 	free(snaps);
 	free(v2);
 	json_decref(j);
@@ -3051,53 +3074,720 @@ Test(store, a_truncated_cached_image_is_made_again)
 	img_free(&m);
 }
 
-/* A snapshot's extra files (a Linux guest's disks): written before the
- * manifest, listed in it, checked when the directory is opened; the store
- * refuses such a directory rather than drop its disks. */
-static int write_disk(void *arg, int dfd, json_t *files, char *err, size_t errlen)
+/* ============================================================ disks */
+
+/* A disk of a test snapshot: its bytes in m (size m.size). */
+struct tdisk {
+	const char *device;
+	struct img m;
+	bool readonly;
+};
+
+struct tdisks {
+	const struct tdisk *d;
+	unsigned n;
+};
+
+/* snap_meta.extra_files: each disk as "disk-vdX", sparse (only its
+ * non-zero pages written), with its entry, as the VMM's capture does. */
+static int write_disks(void *arg, int dfd, json_t *files, char *err, size_t errlen)
 {
-	(void)arg;
-	int fd = openat(dfd, "disk-vda", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, 8192) < 0 || pwrite(fd, "disk", 4, 4096) != 4)
-		return err_fail(err, errlen, -EIO, "cannot write disk-vda");
-	close(fd);
-	json_object_set_new(files, "disk-vda", json_pack("{s:s,s:i,s:s}", "kind", "disk", "size",
-							 8192, "device", "vda"));
+	const struct tdisks *t = arg;
+	for (unsigned i = 0; i < t->n; i++) {
+		const struct tdisk *d = &t->d[i];
+		char name[16];
+		snprintf(name, sizeof(name), "disk-%s", d->device);
+		int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0 || ftruncate(fd, (off_t)d->m.size) < 0)
+			return err_fail(err, errlen, -EIO, "cannot write %s", name);
+		for (uint64_t off = 0; off < d->m.size; off += P) {
+			size_t n = (size_t)MIN(P, d->m.size - off);
+			if (!all_zero(d->m.p + off, n) &&
+			    pwrite(fd, d->m.p + off, n, (off_t)off) != (ssize_t)n)
+				return err_fail(err, errlen, -EIO, "cannot write %s", name);
+		}
+		fsync(fd);
+		close(fd);
+		json_object_set_new(files, name,
+				    json_pack("{s:s,s:I,s:s,s:b}", "kind", "disk", "size",
+					      (json_int_t)d->m.size, "device", d->device, "readonly",
+					      d->readonly));
+	}
 	return 0;
 }
 
-Test(store, disks_of_a_snapshot_are_listed_checked_and_refused_by_the_store)
+/* Writes a snapshot directory e.dir/name of memory m and the disks. */
+static char *write_dir_disks(const char *name, const struct img *m, int gen, const struct tdisk *d,
+			     unsigned n)
+{
+	char *dir = in_dir(name), err[512] = "";
+	json_t *cfg = test_config(m->size), *units = test_units(gen);
+	struct store_mem sm = { .base = m->p, .size = m->size };
+	struct tdisks t = { d, n };
+	struct snap_meta meta = { .loader = "linux", .vcpus = 1, .memory_size = m->size,
+				  .extra_files = write_disks, .extra_arg = &t };
+	int rc = snapdir_write(dir, cfg, units, &sm, &meta, err, sizeof(err));
+	cr_assert_eq(rc, 0, "snapdir_write(%s): %d %s", dir, rc, err);
+	json_decref(cfg);
+	json_decref(units);
+	return dir;
+}
+
+/* The manifest's disk entry of device (NULL if none), borrowed from man. */
+static json_t *disk_entry(json_t *man, const char *device)
+{
+	size_t i;
+	json_t *d;
+	json_array_foreach (json_object_get(man, "disks"), i, d)
+		if (!strcmp(json_string_value(json_object_get(d, "device")), device))
+			return d;
+	return NULL;
+}
+
+/* The object id (hex, malloc'd) of chunk c of disk device of snapshot id;
+ * NULL if that chunk is not stored (zero). */
+static char *disk_chunk_hex(const struct store_id *id, const char *device, uint64_t c)
+{
+	json_t *m = manifest_of(id), *v;
+	json_t *d = disk_entry(m, device);
+	char *r = NULL;
+	size_t i;
+	cr_assert_not_null(d, "snapshot %s has no disk %s", H(id).s, device);
+	json_array_foreach (json_object_get(d, "chunks"), i, v)
+		if ((uint64_t)json_integer_value(json_array_get(v, 0)) == c)
+			r = strdup(json_string_value(json_array_get(v, 1)));
+	json_decref(m);
+	return r;
+}
+
+/* An fd's bytes equal img d (and its size). */
+static void assert_disk_is(int fd, const struct img *d)
+{
+	struct stat s;
+	cr_assert_eq(fstat(fd, &s), 0);
+	cr_assert_eq((uint64_t)s.st_size, d->size, "disk of %lld bytes, expected %llu",
+		     (long long)s.st_size, (unsigned long long)d->size);
+	uint8_t *buf = malloc(CS);
+	for (uint64_t off = 0; off < d->size; off += CS) {
+		size_t n = (size_t)MIN(CS, d->size - off);
+		cr_assert_eq(pread(fd, buf, n, (off_t)off), (ssize_t)n);
+		if (memcmp(buf, d->p + off, n))
+			cr_assert_fail("the disk differs in its chunk %llu", (unsigned long long)(off / CS));
+	}
+	free(buf);
+}
+
+/* Disk vda: 8 MiB and 5 sectors (its last chunk partial, not whole
+ * pages): random chunk 0, text in chunk 3, a run across chunks 6..7, a
+ * byte in the middle of chunk 100, the last sector; the rest holes. Disk
+ * vdb, read-only: 1 MiB of zeros. */
+static void two_disks(struct tdisk d[2])
+{
+	d[0] = (struct tdisk){ "vda", img_new(8 * MiB + 5 * 512), false };
+	fill_random(d[0].m.p, CS, 201);
+	fill_text(d[0].m.p + 3 * CS + 2 * P, 3 * P, 202);
+	fill_random(d[0].m.p + 6 * CS + 60 * KiB, 8 * KiB, 203);
+	d[0].m.p[100 * CS + 12345] = 0x42;
+	memset(d[0].m.p + d[0].m.size - 512, 0xd5, 512);
+	d[1] = (struct tdisk){ "vdb", img_new(1 * MiB), true };
+}
+
+/* A directory with disks: put, its manifest (version 2, each disk's
+ * non-zero chunks), exported byte for byte (holes kept), loaded (each
+ * disk materialized like memory: read-only, sparse, share-locked, made
+ * once). */
+Test(store, disks_put_export_and_load_byte_for_byte)
+{
+	struct img m = varied_memory();
+	struct tdisk d[2];
+	two_disks(d);
+	char *src = write_dir_disks("src", &m, 1, d, 2), *dst = in_dir("exported");
+	struct store_put_stats s;
+	struct store_id id = put(src, "d", &s);
+
+	/* vda: chunks 0, 3, 6, 7, 100, 128 (the partial last one) */
+	cr_assert_eq(s.disk_data_chunks, 6, "disk chunks %llu", (unsigned long long)s.disk_data_chunks);
+	cr_assert_eq(s.disk_new_chunks, 6);
+	cr_assert_eq(s.data_chunks, 13 + 6);
+	cr_assert_eq(s.disk_bytes, d[0].m.size + d[1].m.size);
+	cr_assert_eq(s.logical_bytes, m.size + s.disk_bytes);
+	json_t *man = manifest_of(&id);
+	cr_assert_eq(json_integer_value(json_object_get(man, "version")), 2);
+	cr_assert_eq(json_array_size(json_object_get(man, "disks")), 2);
+	json_t *da = disk_entry(man, "vda"), *db = disk_entry(man, "vdb");
+	cr_assert_eq(json_integer_value(json_object_get(da, "size")), (json_int_t)d[0].m.size);
+	cr_assert(json_is_false(json_object_get(da, "readonly")));
+	cr_assert(json_is_true(json_object_get(db, "readonly")));
+	cr_assert_eq(json_array_size(json_object_get(da, "chunks")), 6);
+	cr_assert_eq(json_array_size(json_object_get(db, "chunks")), 0, "a zero disk costs nothing");
+	json_decref(man);
+	char *last = disk_chunk_hex(&id, "vda", 128), *lp = obj_path(last);
+	cr_assert_eq(read_hdr(lp).raw, 5 * 512, "the partial last chunk holds the disk's tail");
+	free(last);
+	free(lp);
+
+	export_to(&id, dst);
+	assert_same_dir_disks(src, dst, "disk-vda/disk-vdb/");
+	struct snapdir sd;
+	char err[512] = "";
+	cr_assert_eq(snapdir_open(dst, &sd, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(sd.nr_disks, 2);
+	cr_assert_str_eq(sd.disks[0].device, "vda");
+	cr_assert_eq(sd.disks[0].size, d[0].m.size);
+	cr_assert(sd.disks[1].readonly);
+	snapdir_close(&sd);
+	/* the same directory again: nothing new */
+	struct store_id again = put(src, NULL, &s);
+	cr_assert(store_id_equal(&id, &again));
+	cr_assert_eq(s.new_chunks, 0);
+
+	/* Loaded: memory and each disk as their own image. */
+	struct store_snapshot a, b;
+	char *img = h_fmt("%s/images/%s-vda.img", e.root, H(&id).s);
+	load(&id, &a);
+	cr_assert_eq(a.nr_disks, 2);
+	cr_assert_str_eq(a.disks[0].disk.device, "vda");
+	cr_assert_str_eq(a.disks[1].disk.device, "vdb");
+	cr_assert(a.disks[1].disk.readonly);
+	assert_file_is(a.mem_fd, &m);
+	assert_disk_is(a.disks[0].fd, &d[0].m);
+	assert_disk_is(a.disks[1].fd, &d[1].m);
+	cr_assert_eq(fcntl(a.disks[0].fd, F_GETFL) & O_ACCMODE, O_RDONLY);
+	char *src_vda = h_fmt("%s/disk-vda", src), *ext = extents_of(img), *want = extents_of(src_vda);
+	cr_assert_str_eq(ext, want, "the disk image is as sparse as the disk");
+	free(ext);
+	free(want);
+	struct stat sa, sb;
+	cr_assert_eq(fstat(a.disks[0].fd, &sa), 0);
+	cr_assert_eq(sa.st_mode & 0777, 0400);
+	h_sleep_ms(20);
+	load(&id, &b);
+	cr_assert_eq(fstat(b.disks[0].fd, &sb), 0);
+	cr_assert_eq(sa.st_ino, sb.st_ino, "made again");
+	int fd = open(img, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), -1, "an open disk image is not share-locked");
+	store_snapshot_free(&a);
+	store_snapshot_free(&b);
+	cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0, "still locked after both were freed");
+	close(fd);
+	assert_empty("tmp");
+	assert_verify_clean();
+
+	free(src_vda);
+	free(img);
+	free(src);
+	free(dst);
+	img_free(&d[0].m);
+	img_free(&d[1].m);
+	img_free(&m);
+}
+
+/* A snapshot put live with disks (as a VM's store:// snapshot is), one of
+ * them read through its read function: export writes the snapshot.json
+ * its files call for, the disks' entries included. */
+static int img_read(void *arg, uint64_t off, void *buf, size_t len)
+{
+	const struct img *m = arg;
+	memcpy(buf, m->p + off, len);
+	return 0;
+}
+
+Test(store, live_snapshot_with_disks_exports_a_valid_directory)
+{
+	struct img m = varied_memory();
+	struct tdisk d[2];
+	two_disks(d);
+	json_t *cfg = test_config(m.size), *units = test_units(5);
+	struct store_mem sm = { .base = m.p, .size = m.size };
+	struct store_mem dm[2] = { { .size = d[0].m.size, .read = img_read, .arg = &d[0].m },
+				   { .base = d[1].m.p, .size = d[1].m.size } };
+	struct store_disk_in din[2] = {
+		{ .disk = { "vda", d[0].m.size, false }, .data = &dm[0] },
+		{ .disk = { "vdb", d[1].m.size, true }, .data = &dm[1] },
+	};
+	struct snap_meta meta = { .loader = "linux", .vcpus = 1, .memory_size = m.size };
+	struct store_snapshot_in in = { .config = cfg, .units = units, .meta = &meta, .mem = &sm,
+					.disks = din, .nr_disks = 2 };
+	struct store_id id;
+	struct store_put_stats s;
+	char err[512] = "";
+	cr_assert_eq(store_put_snapshot(open_store(CS), &in, "live", &id, &s, err, sizeof(err)), 0,
+		     "%s", err);
+	cr_assert_eq(s.disk_data_chunks, 6);
+	char *dst = in_dir("x"), *src = write_dir_disks("src", &m, 5, d, 2);
+	export_to(&id, dst);
+	struct snapdir sd;
+	cr_assert_eq(snapdir_open(dst, &sd, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(sd.nr_disks, 2);
+	json_t *ent = json_object_get(json_object_get(sd.manifest, "files"), "disk-vdb");
+	cr_assert_str_eq(json_string_value(json_object_get(ent, "kind")), "disk");
+	cr_assert(json_is_true(json_object_get(ent, "readonly")));
+	snapdir_close(&sd);
+	for (int i = 0; i < 2; i++) {
+		char *pa = h_fmt("%s/disk-%s", src, d[i].device), *pb = h_fmt("%s/disk-%s", dst, d[i].device);
+		assert_same_file(pa, pb);
+		assert_same_extents(pa, pb);
+		free(pa);
+		free(pb);
+	}
+	/* Disks in two regions of bad shape are refused before anything. */
+	din[0].disk.size++;
+	cr_assert_eq(store_put_snapshot(open_store(CS), &in, NULL, &id, &s, err, sizeof(err)), -EINVAL);
+	din[0].disk.size--;
+	snprintf(din[1].disk.device, sizeof(din[1].disk.device), "vda");
+	cr_assert_eq(store_put_snapshot(open_store(CS), &in, NULL, &id, &s, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "disk 1"), "%s", err);
+	assert_empty("tmp");
+	free(src);
+	free(dst);
+	json_decref(cfg);
+	json_decref(units);
+	img_free(&d[0].m);
+	img_free(&d[1].m);
+	img_free(&m);
+}
+
+/* A second snapshot whose disk differs in one 4 KiB block adds one disk
+ * chunk (and its snapshot.json and manifest): every other disk chunk is
+ * the first snapshot's object. */
+Test(store, disk_dedup_one_changed_block_adds_one_chunk)
+{
+	struct img m = img_new(4 * MiB);
+	fill_random(m.p, CS, 210);
+	struct tdisk d = { "vda", img_new(32 * MiB), false };
+	fill_random(d.m.p, 8 * MiB, 211); /* chunks 0..127 */
+	char *a = write_dir_disks("a", &m, 1, &d, 1);
+	struct store_put_stats s;
+	struct store_id ia = put(a, "a", &s);
+	cr_assert_eq(s.disk_new_chunks, 128);
+	int objs_a = count_objects();
+
+	fill_random(d.m.p + 77 * CS + 3 * P, P, 212); /* one block of chunk 77 */
+	char *b = write_dir_disks("b", &m, 1, &d, 1);
+	struct store_id ib = put(b, "b", &s);
+	cr_assert_eq(s.disk_data_chunks, 128);
+	cr_assert_eq(s.disk_new_chunks, 1, "disk chunks new: %llu", (unsigned long long)s.disk_new_chunks);
+	cr_assert_eq(s.new_chunks, 1);
+	cr_assert_eq(s.new_raw_bytes, CS);
+	cr_assert_eq(s.reused_chunks, 1 + 127);
+	cr_assert_eq(count_objects(), objs_a + 3, "the chunk, snapshot.json and manifest");
+	for (uint64_t c = 0; c < 128; c++) {
+		char *ha = disk_chunk_hex(&ia, "vda", c), *hb = disk_chunk_hex(&ib, "vda", c);
+		if (c == 77)
+			cr_assert_str_neq(ha, hb);
+		else
+			cr_assert_str_eq(ha, hb, "disk chunk %llu", (unsigned long long)c);
+		free(ha);
+		free(hb);
+	}
+	cr_log_info("disk dedup: one changed 4 KiB block of a 32 MiB disk (8 MiB of data): "
+		    "%llu new chunk, %llu bytes raw, %llu stored",
+		    (unsigned long long)s.new_chunks, (unsigned long long)s.new_raw_bytes,
+		    (unsigned long long)s.new_stored_bytes);
+	/* a memory chunk and a disk chunk alike are one object */
+	memcpy(m.p + 10 * CS, d.m.p, CS);
+	char *c = write_dir_disks("c", &m, 1, &d, 1);
+	put(c, "c", &s);
+	cr_assert_eq(s.new_chunks, 0, "the memory chunk is the disk's object");
+	/* du counts the disks as logical bytes, their chunks as referenced */
+	struct store_du du;
+	char err[512] = "";
+	cr_assert_eq(store_du(open_store(CS), &du, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(du.logical_bytes, 3 * (m.size + d.m.size));
+	cr_assert_geq(du.referenced_bytes, 3 * 128 * CS + 3 * CS);
+	free(a);
+	free(b);
+	free(c);
+	img_free(&d.m);
+	img_free(&m);
+}
+
+/* Incremental: a disk that is the parent's (changed() says which chunks
+ * may differ) is read only where it changed; the rest are the parent's
+ * objects. A disk of another size, or without changed(), is read whole. */
+struct disk_changed {
+	uint64_t chunk;
+	unsigned calls;
+};
+
+static bool one_chunk_changed(void *arg, uint64_t chunk, uint32_t chunk_size)
+{
+	struct disk_changed *c = arg;
+	(void)chunk_size;
+	c->calls++;
+	return chunk == c->chunk;
+}
+
+struct counted_read {
+	const struct img *m;
+	unsigned reads;
+};
+
+static int counted_read(void *arg, uint64_t off, void *buf, size_t len)
+{
+	struct counted_read *r = arg;
+	__atomic_add_fetch(&r->reads, 1, __ATOMIC_RELAXED);
+	memcpy(buf, r->m->p + off, len);
+	return 0;
+}
+
+Test(store, incremental_disk_reads_only_what_changed)
+{
+	struct img m = varied_memory();
+	struct tdisk d = { "vda", img_new(16 * MiB), false };
+	fill_random(d.m.p, 4 * MiB, 220); /* chunks 0..63 */
+	char *src = write_dir_disks("p", &m, 1, &d, 1);
+	struct store_id parent = put(src, "p", NULL);
+
+	/* the "VM" wrote in disk chunk 9 and in chunk 200 (a hole before) */
+	fill_random(d.m.p + 9 * CS + 5 * P, P, 221);
+	json_t *cfg = test_config(m.size), *units = test_units(2);
+	struct store_mem sm = { .base = m.p, .size = m.size };
+	struct counted_read cr = { &d.m, 0 };
+	struct store_mem dm = { .size = d.m.size, .read = counted_read, .arg = &cr };
+	struct disk_changed ch = { 9, 0 };
+	struct store_disk_in din = { .disk = { "vda", d.m.size, false }, .data = &dm,
+				     .changed = one_chunk_changed, .changed_arg = &ch };
+	struct snap_meta meta = { .loader = "linux", .vcpus = 1, .memory_size = m.size };
+	struct store_snapshot_in in = { .config = cfg, .units = units, .meta = &meta, .mem = &sm,
+					.parent = &parent, .changed = NULL, .disks = &din,
+					.nr_disks = 1 };
+	struct store_id child;
+	struct store_put_stats s;
+	char err[512] = "";
+	cr_assert_eq(store_put_snapshot(open_store(CS), &in, NULL, &child, &s, err, sizeof(err)), 0,
+		     "%s", err);
+	cr_assert_eq(cr.reads, 1, "%u disk chunks read", cr.reads);
+	cr_assert_eq(s.disk_new_chunks, 1);
+	cr_assert_eq(s.disk_data_chunks, 64);
+	cr_assert_eq(s.new_chunks, 1);
+	json_t *man = manifest_of(&child);
+	cr_assert_str_eq(json_string_value(json_object_get(man, "parent")), H(&parent).s);
+	json_decref(man);
+	for (uint64_t c = 0; c < 64; c++) {
+		char *hp = disk_chunk_hex(&parent, "vda", c), *hc = disk_chunk_hex(&child, "vda", c);
+		if (c == 9)
+			cr_assert_str_neq(hp, hc);
+		else
+			cr_assert_str_eq(hp, hc, "chunk %llu", (unsigned long long)c);
+		free(hp);
+		free(hc);
+	}
+	struct store_snapshot ss;
+	load(&child, &ss);
+	assert_disk_is(ss.disks[0].fd, &d.m);
+	store_snapshot_free(&ss);
+
+	/* No changed(): the disk is not said to be the parent's, so it is read
+	 * where it has data (every chunk, through read, which knows no holes). */
+	cr.reads = 0;
+	din.changed = NULL;
+	cr_assert_eq(store_put_snapshot(open_store(CS), &in, NULL, &child, &s, err, sizeof(err)), 0,
+		     "%s", err);
+	cr_assert_eq(cr.reads, 256, "%u disk chunks read", cr.reads);
+	cr_assert_eq(s.disk_new_chunks, 0);
+	cr_assert_eq(s.disk_data_chunks, 64);
+	assert_verify_clean();
+	json_decref(cfg);
+	json_decref(units);
+	free(src);
+	img_free(&d.m);
+	img_free(&m);
+}
+
+/* gc: a disk chunk stays while any snapshot uses it and goes with the
+ * last; the disks' images go with their snapshot. */
+Test(store, gc_keeps_disk_chunks_until_the_last_snapshot_goes)
+{
+	struct img m = img_new(4 * MiB);
+	fill_random(m.p, CS, 230);
+	struct tdisk d = { "vda", img_new(4 * MiB), false };
+	fill_random(d.m.p, 4 * CS, 231); /* disk chunks 0..3 */
+	char *a = write_dir_disks("a", &m, 1, &d, 1);
+	fill_random(d.m.p + 2 * CS, P, 232); /* b: disk chunk 2 changed */
+	char *b = write_dir_disks("b", &m, 1, &d, 1);
+	struct store_id ia = put(a, "a", NULL), ib = put(b, "b", NULL);
+	char *a_only = disk_chunk_hex(&ia, "vda", 2), *shared = disk_chunk_hex(&ia, "vda", 0),
+	     *b_only = disk_chunk_hex(&ib, "vda", 2);
+	char *pa = obj_path(a_only), *ps = obj_path(shared), *pb = obj_path(b_only);
+	struct store_snapshot ss;
+	load(&ia, &ss);
+	store_snapshot_free(&ss);
+	char *img_a = h_fmt("%s/images/%s-vda.img", e.root, H(&ia).s);
+	cr_assert(exists(img_a));
+
+	char err[512] = "";
+	struct store_gc_stats gs;
+	cr_assert_eq(store_gc(open_store(CS), UINT64_MAX, &gs, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(gs.objects_removed, 0, "gc took a referenced disk chunk");
+	cr_assert_eq(store_rm(open_store(CS), &ia, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_gc(open_store(CS), UINT64_MAX, &gs, err, sizeof(err)), 0, "%s", err);
+	/* a's manifest, its snapshot.json and its own disk chunk */
+	cr_assert_eq(gs.objects_removed, 3, "%llu objects removed", (unsigned long long)gs.objects_removed);
+	cr_assert_eq(gs.images_removed, 2, "a's memory and disk images");
+	cr_assert_not(exists(pa));
+	cr_assert(exists(ps), "a disk chunk b still uses went with a");
+	cr_assert(exists(pb));
+	cr_assert_not(exists(img_a));
+	char *eb = in_dir("eb");
+	export_to(&ib, eb);
+	assert_same_dir_disks(b, eb, "disk-vda/");
+	assert_verify_clean();
+
+	cr_assert_eq(store_rm(open_store(CS), &ib, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(store_gc(open_store(CS), UINT64_MAX, &gs, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(count_objects(), 0, "objects left after the last snapshot went");
+	cr_assert_not(exists(ps));
+	cr_assert_not(exists(pb));
+	free(eb);
+	free(img_a);
+	free(a_only);
+	free(shared);
+	free(b_only);
+	free(pa);
+	free(ps);
+	free(pb);
+	free(a);
+	free(b);
+	img_free(&d.m);
+	img_free(&m);
+}
+
+/* An image budget evicts disk images as it does memory images, never one
+ * a VM has open, and a later load makes them again. */
+Test(store, gc_image_budget_evicts_disk_images_not_open)
+{
+	struct img m = img_new(4 * MiB);
+	fill_random(m.p, CS, 240);
+	struct tdisk d = { "vda", img_new(4 * MiB), false };
+	fill_random(d.m.p, 2 * CS, 241);
+	char *a = write_dir_disks("a", &m, 1, &d, 1);
+	struct store_id ia = put(a, "a", NULL);
+	struct store_snapshot ss;
+	load(&ia, &ss);
+	char *img = h_fmt("%s/images/%s-vda.img", e.root, H(&ia).s);
+	char err[512] = "";
+	struct store_gc_stats gs;
+	cr_assert_eq(store_gc(open_store(CS), 0, &gs, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(gs.images_removed, 0);
+	cr_assert_eq(gs.images_in_use, 2);
+	cr_assert(exists(img));
+	store_snapshot_free(&ss);
+	cr_assert_eq(store_gc(open_store(CS), 0, &gs, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(gs.images_removed, 2);
+	cr_assert_not(exists(img));
+	load(&ia, &ss);
+	assert_disk_is(ss.disks[0].fd, &d.m);
+	store_snapshot_free(&ss);
+	free(img);
+	free(a);
+	img_free(&d.m);
+	img_free(&m);
+}
+
+/* A damaged disk chunk: load refuses naming the object, the disk and the
+ * snapshot, and leaves no image (not even the memory's: all or nothing
+ * would be better, but a memory image is a valid cache) and nothing in
+ * tmp/; verify reports it once; export fails and leaves no directory. */
+static struct store_id disk_snapshot(struct img *m, struct tdisk *d)
+{
+	*m = img_new(4 * MiB);
+	fill_random(m->p, CS, 250);
+	*d = (struct tdisk){ "vdb", img_new(4 * MiB), false };
+	fill_random(d->m.p + CS, CS, 251); /* stored as is */
+	fill_text(d->m.p + 5 * CS, CS, 252); /* compressed */
+	char *src = write_dir_disks("src", m, 1, d, 1);
+	struct store_id id = put(src, "c", NULL);
+	free(src);
+	return id;
+}
+
+static void expect_broken_disk(const struct store_id *id, const char *obj, int want_rc)
+{
+	struct store_snapshot ss;
+	char err[512] = "";
+	int rc = store_load(open_store(CS), id, &ss, err, sizeof(err));
+	cr_assert_eq(rc, want_rc, "store_load: %d (%s), expected %d", rc, err, want_rc);
+	cr_assert(strstr(err, obj) && strstr(err, "disk vdb") && strstr(err, H(id).s),
+		  "the error does not name the object, the disk and the snapshot: %s", err);
+	cr_assert_eq(ss.mem_fd, -1);
+	cr_assert_eq(ss.nr_disks, 0);
+	char *dimg = h_fmt("%s/images/%s-vdb.img", e.root, H(id).s);
+	cr_assert_not(exists(dimg), "a disk image was made of a damaged chunk");
+	free(dimg);
+	assert_empty("tmp");
+	struct problems p;
+	int n = verify(id, &p);
+	cr_assert_eq(n, 1, "verify: %d problems:\n%s", n, p.text);
+	cr_assert_eq(count_lines_with(p.text, obj, "of disk vdb"), 1, "verify: %s", p.text);
+	free(p.text);
+	char *dst = in_dir("export"), *url = h_fmt("file://%s", dst), *out, *er;
+	cr_assert_eq(ctl(&out, &er, "export", "c", url, NULL), 1, "export of a broken snapshot");
+	cr_assert(strstr(er, obj) && strstr(er, "disk vdb"), "export: %s", er);
+	cr_assert_not(exists(dst));
+	char *names = names_of(e.dir);
+	cr_assert_eq(h_count(names, ".tmp"), 0, "%s", names);
+	free(names);
+	free(out);
+	free(er);
+	free(dst);
+	free(url);
+}
+
+Test(store, corrupt_disk_chunk_gives_a_clear_error)
+{
+	struct img m;
+	struct tdisk d;
+	struct store_id id = disk_snapshot(&m, &d);
+	char *h1 = disk_chunk_hex(&id, "vdb", 1), *p1 = obj_path(h1);
+	char *h5 = disk_chunk_hex(&id, "vdb", 5), *p5 = obj_path(h5);
+	cr_assert_eq(read_hdr(p5).codec, 1);
+	flip_byte(p1, OBJ_HDR + 777);
+	expect_broken_disk(&id, h1, -EBADMSG);
+	flip_byte(p1, OBJ_HDR + 777); /* mended */
+	assert_verify_clean();
+	truncate_to(p5, (off_t)read_hdr(p5).file_size - 1);
+	expect_broken_disk(&id, h5, -EBADMSG);
+	cr_assert_eq(unlink(p5), 0);
+	expect_broken_disk(&id, h5, -ENOENT);
+	free(h1);
+	free(p1);
+	free(h5);
+	free(p5);
+	img_free(&d.m);
+	img_free(&m);
+}
+
+/* A cached disk image written in place (its modification time moves) or
+ * cut short is made again from the chunks. */
+Test(store, a_damaged_cached_disk_image_is_made_again)
+{
+	struct img m;
+	struct tdisk d;
+	struct store_id id = disk_snapshot(&m, &d);
+	struct store_snapshot ss;
+	load(&id, &ss);
+	store_snapshot_free(&ss);
+	char *img = h_fmt("%s/images/%s-vdb.img", e.root, H(&id).s);
+	flip_byte(img, (off_t)(CS + 10));
+	struct problems p;
+	cr_assert_eq(verify(&id, &p), 1, "%s", p.text);
+	cr_assert_eq(count_lines_with(p.text, "image of disk vdb", "differs"), 1, "%s", p.text);
+	free(p.text);
+	load(&id, &ss);
+	assert_disk_is(ss.disks[0].fd, &d.m);
+	store_snapshot_free(&ss);
+	truncate_to(img, 4096);
+	load(&id, &ss);
+	assert_disk_is(ss.disks[0].fd, &d.m);
+	store_snapshot_free(&ss);
+	assert_verify_clean();
+	free(img);
+	img_free(&d.m);
+	img_free(&m);
+}
+
+/* Manifests: disks came with version 2; a version 1 manifest naming disks,
+ * and malformed disk entries, are refused as malformed. */
+static int manifest_edit_rc(const struct store_id *id, void (*edit)(json_t *man), char *err)
+{
+	struct store *st = open_store(CS);
+	json_t *man = manifest_of(id);
+	edit(man);
+	char *text = json_dumps(man, JSON_COMPACT);
+	struct store_id id2;
+	cr_assert_eq(st_obj_put(st, text, strlen(text), &id2, err, 512), 0, "%s", err);
+	struct st_manifest sm;
+	int rc = st_manifest_read(st, &id2, &sm, err, 512);
+	if (rc == 0)
+		st_manifest_free(&sm);
+	free(text);
+	json_decref(man);
+	return rc;
+}
+
+static void edit_v1(json_t *man)
+{
+	json_object_set_new(man, "version", json_integer(1));
+}
+
+static void edit_device(json_t *man)
+{
+	json_object_set_new(json_array_get(json_object_get(man, "disks"), 0), "device",
+			    json_string("sda"));
+}
+
+static void edit_order(json_t *man)
+{
+	json_array_append(json_object_get(man, "disks"),
+			  json_array_get(json_object_get(man, "disks"), 0));
+}
+
+static void edit_chunk(json_t *man)
+{
+	json_t *d = json_array_get(json_object_get(man, "disks"), 0);
+	json_array_append_new(json_object_get(d, "chunks"), json_pack("[i,s]", 64, H(&(struct store_id){ 0 }).s));
+}
+
+static void edit_size(json_t *man)
+{
+	json_object_set_new(json_array_get(json_object_get(man, "disks"), 0), "size",
+			    json_integer((json_int_t)(2ULL << 40)));
+}
+
+Test(store, manifests_with_bad_disks_are_refused)
+{
+	struct img m;
+	struct tdisk d;
+	struct store_id id = disk_snapshot(&m, &d);
+	char err[512] = "";
+	cr_assert_eq(manifest_edit_rc(&id, edit_v1, err), -EBADMSG, "%s", err);
+	cr_assert(strstr(err, "malformed"), "%s", err);
+	cr_assert_eq(manifest_edit_rc(&id, edit_device, err), -EBADMSG, "%s", err);
+	cr_assert(strstr(err, "disk entry 0"), "%s", err);
+	cr_assert_eq(manifest_edit_rc(&id, edit_order, err), -EBADMSG, "%s", err);
+	cr_assert(strstr(err, "disk entry 1"), "%s", err);
+	cr_assert_eq(manifest_edit_rc(&id, edit_chunk, err), -EBADMSG, "%s", err);
+	cr_assert(strstr(err, "disk vdb"), "%s", err);
+	cr_assert_eq(manifest_edit_rc(&id, edit_size, err), -EBADMSG, "%s", err);
+	cr_assert(strstr(err, "over 1024 GiB"), "%s", err);
+	img_free(&d.m);
+	img_free(&m);
+}
+
+/* The directory's side: disks are listed in its manifest and checked when
+ * it is opened (present, of their size); a put reads them. */
+Test(store, disks_of_a_snapshot_directory_are_listed_and_checked)
 {
 	struct img m = img_new(4 << 20);
-	char *dir = in_dir("withdisk"), err[512] = "";
-	json_t *cfg = test_config(m.size), *units = test_units(1);
-	struct store_mem sm = { .base = m.p, .size = m.size };
-	struct snap_meta meta = { .loader = "linux", .vcpus = 1, .memory_size = m.size,
-				  .extra_files = write_disk };
-	cr_assert_eq(snapdir_write(dir, cfg, units, &sm, &meta, err, sizeof(err)), 0, "%s", err);
+	struct tdisk d = { "vda", img_new(8192), false };
+	memcpy(d.m.p + 4096, "disk", 4);
+	char *dir = write_dir_disks("withdisk", &m, 1, &d, 1), err[512] = "";
 	struct snapdir sd;
 	cr_assert_eq(snapdir_open(dir, &sd, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(sd.nr_disks, 1);
+	cr_assert_str_eq(sd.disks[0].device, "vda");
+	cr_assert_eq(sd.disks[0].size, 8192);
 	snapdir_close(&sd);
 
-	struct store *st = open_store(0);
 	struct store_id id;
 	struct store_put_stats stats;
-	cr_assert_eq(store_put_dir(st, dir, "d", &id, &stats, err, sizeof(err)), -ENOTSUP);
-	cr_assert(strstr(err, "does not keep disks"), "%s", err);
+	cr_assert_eq(store_put_dir(open_store(CS), dir, "d", &id, &stats, err, sizeof(err)), 0, "%s",
+		     err);
+	cr_assert_eq(stats.disk_data_chunks, 1);
 
 	/* a disk cut short, then gone */
-	char *disk = NULL;
-	cr_assert(asprintf(&disk, "%s/disk-vda", dir) > 0);
+	char *disk = h_fmt("%s/disk-vda", dir);
 	cr_assert_eq(truncate(disk, 4096), 0);
 	cr_assert_eq(snapdir_open(dir, &sd, err, sizeof(err)), -EBADMSG);
 	cr_assert(strstr(err, "disk-vda") && strstr(err, "8192"), "%s", err);
+	cr_assert_eq(store_put_dir(open_store(CS), dir, "d", &id, &stats, err, sizeof(err)), -EBADMSG);
 	cr_assert_eq(unlink(disk), 0);
 	cr_assert_eq(snapdir_open(dir, &sd, err, sizeof(err)), -ENOENT);
 	cr_assert(strstr(err, "disk-vda"), "%s", err);
 	free(disk);
-	json_decref(cfg);
-	json_decref(units);
 	free(dir);
+	img_free(&d.m);
 	img_free(&m);
 }
