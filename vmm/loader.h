@@ -13,6 +13,8 @@
 struct vm;
 struct state_unit;
 struct loop;
+struct store_disk_in;
+struct store_mem;
 
 struct vm_loader {
 	const char *name; /* recorded in snapshots: restore finds the loader by it */
@@ -51,6 +53,11 @@ struct vm_loader {
 	/* A restore that succeeded: the devices' sockets, bound under
 	 * temporary names, take their paths. NULL: none. Returns 0 or -errno. */
 	int (*publish)(struct vm *vm);
+	/* Snapshot into the store: the payload's disks (a Linux guest's) as
+	 * the store reads them, in device order, out[i] viewing data[i].
+	 * Returns how many (at most max). NULL: none. */
+	unsigned (*store_disks)(struct vm *vm, struct store_disk_in *out, struct store_mem *data,
+				unsigned max);
 	/* Frees what load or restore_prepare made (vm->mach), after the vCPU
 	 * threads are joined. NULL: nothing beyond free(vm->mach). */
 	void (*destroy)(struct vm *vm);

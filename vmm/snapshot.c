@@ -377,12 +377,10 @@ int vm_snapshot_store(struct vm *vm, const char *store_root, const char *tag, ch
 	struct changed_arg ca = { .pages = NULL };
 	uint64_t *changed = NULL;
 	json_t *saved = NULL, *config = NULL;
+	struct store_disk_in disks[STORE_MAX_DISKS];
+	struct store_mem disk_data[STORE_MAX_DISKS];
 	int rc;
 
-	if (vm->cfg.nr_disks)
-		return err_fail(err, errlen, -ENOTSUP,
-			    "this VM has disks, and the store does not keep disks yet: snapshot it to "
-			    "a directory (file:///DIR), which holds them");
 	rc = vm_save_units(vm, &saved, err, errlen);
 	if (rc < 0)
 		return rc;
@@ -400,6 +398,12 @@ int vm_snapshot_store(struct vm *vm, const char *store_root, const char *tag, ch
 	};
 	snapshot_mem_of(&vm->mem, &sm);
 	struct store_snapshot_in in = { .config = config, .units = saved, .meta = &meta, .mem = &sm };
+	/* The disks, read as the guest sees them (with the parent below,
+	 * only the blocks written since the restore). */
+	if (vm->loader->store_disks) {
+		in.disks = disks;
+		in.nr_disks = vm->loader->store_disks(vm, disks, disk_data, STORE_MAX_DISKS);
+	}
 	/* Restored from this store: only what changed since is read. */
 	if (vm->origin_store[0] && !strcmp(vm->origin_store, store_root) &&
 	    vm->mem.backing == GMEM_FILE_PRIVATE &&
@@ -418,12 +422,17 @@ int vm_snapshot_store(struct vm *vm, const char *store_root, const char *tag, ch
 	}
 	rc = store_put_snapshot(st, &in, tag && *tag ? tag : NULL, &id, &stats, err, errlen);
 	if (rc == 0) {
+		char disk_part[64] = "";
 		store_id_hex(&id, id_hex);
+		if (in.nr_disks)
+			snprintf(disk_part, sizeof(disk_part), "; of the disks' %llu, %llu new",
+				 (unsigned long long)stats.disk_data_chunks,
+				 (unsigned long long)stats.disk_new_chunks);
 		log_info("snapshot %.12s written to the store %s in %.1f ms: %llu of %llu chunks new "
-			 "(%llu reused%s)",
+			 "(%llu reused%s%s)",
 			 id_hex, store_root, stats.seconds * 1e3, (unsigned long long)stats.new_chunks,
 			 (unsigned long long)stats.data_chunks, (unsigned long long)stats.reused_chunks,
-			 in.parent ? ", incremental" : "");
+			 in.parent ? ", incremental" : "", disk_part);
 	}
 out:
 	free(changed);

@@ -77,9 +77,28 @@ static int lx_virtio(struct vm *vm, char *err, size_t errlen)
 		const char *path = vm->cfg.disks[i].path;
 		bool cow = false;
 		snprintf(name, sizeof(name), "vd%c", 'a' + i);
-		/* restored from a directory that holds the disk: its copy, with
-		 * the guest's writes private to this VM */
 		const struct snapshot *snap = vm->restoring;
+		unsigned n = mc->nr_virtio;
+		/* restored from the store: its image of the disk, read-only, with
+		 * the guest's writes private to this VM */
+		if (snap && snap->from_store && snap->ss.nr_disks) {
+			const struct store_disk *sd = NULL;
+			for (unsigned k = 0; k < snap->ss.nr_disks; k++)
+				if (!strcmp(snap->ss.disks[k].disk.device, name))
+					sd = &snap->ss.disks[k];
+			if (!sd)
+				return err_fail(err, errlen, -ENOENT,
+					    "the store snapshot holds no copy of disk %s (%s)", name, path);
+			snprintf(copy, sizeof(copy), "store image of %s (%s)", name, path);
+			if ((rc = virtio_blk_create_fd(vm, &mc->virtio[n], name, copy, sd->fd,
+						       vm->cfg.disks[i].readonly,
+						       VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_SIZE,
+						       VIRTIO_GSI_BASE + n, err, errlen)) < 0)
+				return rc;
+			mc->nr_virtio++;
+			continue;
+		}
+		/* restored from a directory that holds the disk: its copy, likewise */
 		if (snap && snap->has_disks) {
 			snprintf(copy, sizeof(copy), "%s/disk-%s", snap->dir, name);
 			if (access(copy, F_OK) < 0)
@@ -89,7 +108,6 @@ static int lx_virtio(struct vm *vm, char *err, size_t errlen)
 			path = copy;
 			cow = true;
 		}
-		unsigned n = mc->nr_virtio;
 		if ((rc = virtio_blk_create(vm, &mc->virtio[n], name, path, vm->cfg.disks[i].readonly,
 					    cow, VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_SIZE,
 					    VIRTIO_GSI_BASE + n, err, errlen)) < 0)
@@ -318,6 +336,50 @@ static int lx_publish(struct vm *vm)
 	return vm->mach->vsock ? virtio_vsock_publish(vm->mach->vsock) : 0;
 }
 
+/* What a snapshot into the store reads of a disk (store_disk_in). */
+static int lx_disk_read(void *arg, uint64_t off, void *buf, size_t len)
+{
+	return virtio_blk_read(arg, off, buf, len);
+}
+
+static int lx_disk_populated(void *arg, int (*cb)(void *cbarg, uint64_t off, uint64_t len),
+			     void *cbarg)
+{
+	return virtio_blk_populated(arg, cb, cbarg);
+}
+
+static bool lx_disk_changed(void *arg, uint64_t chunk, uint32_t chunk_size)
+{
+	return virtio_blk_changed(arg, chunk * chunk_size, chunk_size);
+}
+
+/* A snapshot into the store reads each disk as the guest sees it; where
+ * the VM was restored from the store snapshot it names as the parent,
+ * only the blocks written since (virtio_blk_changed). */
+static unsigned lx_store_disks(struct vm *vm, struct store_disk_in *out, struct store_mem *data,
+			       unsigned max)
+{
+	const struct machine *mc = vm->mach;
+	unsigned n = 0;
+
+	for (unsigned i = 0; mc && i < vm->cfg.nr_disks && i < mc->nr_virtio && n < max; i++) {
+		struct virtio_dev *d = &vm->mach->virtio[i];
+		const char *name;
+		uint64_t size;
+		bool ro;
+		virtio_blk_info(d, &name, &size, &ro);
+		data[n] = (struct store_mem){ .size = size, .populated = lx_disk_populated,
+					      .read = lx_disk_read, .arg = d };
+		out[n] = (struct store_disk_in){ .data = &data[n], .changed = lx_disk_changed,
+						 .changed_arg = d };
+		snprintf(out[n].disk.device, sizeof(out[n].disk.device), "%s", name);
+		out[n].disk.size = size;
+		out[n].disk.readonly = ro;
+		n++;
+	}
+	return n;
+}
+
 static void lx_destroy(struct vm *vm)
 {
 	uart_destroy(&vm->mach->com1);
@@ -338,5 +400,6 @@ const struct vm_loader linux_loader = {
     .attach = lx_attach,
     .service = lx_service,
     .publish = lx_publish,
+    .store_disks = lx_store_disks,
     .destroy = lx_destroy,
 };

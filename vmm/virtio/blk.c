@@ -47,6 +47,7 @@ struct blk {
 	uint64_t sectors;
 	int cow_fd;	/* copy-on-write: the blocks written since the restore; -1 */
 	uint8_t *dirty; /* one bit per BLK_BLOCK block: its bytes are in cow_fd */
+	bool restored;	/* fd is a snapshot's disk (with cow_fd unless readonly) */
 	char name[8];	/* vda */
 	char path[256];
 };
@@ -74,7 +75,7 @@ static int full_io(int fd, uint8_t *p, size_t len, uint64_t pos, bool write)
 
 /* Reads len bytes of the disk at pos: from the image, or block by block
  * from the base or the copy-on-write file, in runs. Returns 0 or -errno. */
-static int blk_read(struct blk *b, uint8_t *p, size_t len, uint64_t pos)
+static int blk_read(const struct blk *b, uint8_t *p, size_t len, uint64_t pos)
 {
 	if (b->cow_fd < 0)
 		return full_io(b->fd, p, len, pos, false);
@@ -306,8 +307,11 @@ static const struct virtio_ops blk_ops = {
     .destroy = blk_destroy,
 };
 
-int virtio_blk_create(struct vm *vm, struct virtio_dev *d, const char *name, const char *path,
-		      bool readonly, bool cow, uint64_t base, unsigned gsi, char *err, size_t errlen)
+/* virtio_blk_create and _fd: the image is path, or (fd >= 0) a duplicate
+ * of fd, the read-only base of a copy-on-write disk. */
+static int blk_create(struct vm *vm, struct virtio_dev *d, const char *name, const char *path,
+		      int fd, bool readonly, bool cow, uint64_t base, unsigned gsi, char *err,
+		      size_t errlen)
 {
 	struct blk *b = calloc(1, sizeof(*b));
 	struct stat st;
@@ -319,8 +323,10 @@ int virtio_blk_create(struct vm *vm, struct virtio_dev *d, const char *name, con
 	snprintf(b->name, sizeof(b->name), "%s", name);
 	snprintf(b->path, sizeof(b->path), "%s", path);
 	b->readonly = readonly;
+	b->restored = cow;
 	b->cow_fd = -1;
-	b->fd = open(path, (readonly || cow ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	b->fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) :
+			  open(path, (readonly || cow ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (b->fd < 0) {
 		rc = err_fail(err, errlen, -errno, "disk %s: %s", path, strerror(errno));
 		goto fail;
@@ -356,12 +362,80 @@ int virtio_blk_create(struct vm *vm, struct virtio_dev *d, const char *name, con
 	if ((rc = virtio_mmio_register(vm, d, &blk_ops, b, f, unit, base, gsi)) < 0) {
 		rc = err_fail(err, errlen, rc, "disk %s: cannot register its device: %s", path,
 			  strerror(-rc));
+		d->ops = NULL; /* not a device: virtio_dev_destroy must not free b again */
+		d->priv = NULL;
 		goto fail;
 	}
 	return 0;
 fail:
 	blk_free(b);
 	return rc;
+}
+
+int virtio_blk_create(struct vm *vm, struct virtio_dev *d, const char *name, const char *path,
+		      bool readonly, bool cow, uint64_t base, unsigned gsi, char *err, size_t errlen)
+{
+	return blk_create(vm, d, name, path, -1, readonly, cow, base, gsi, err, errlen);
+}
+
+int virtio_blk_create_fd(struct vm *vm, struct virtio_dev *d, const char *name, const char *path,
+			 int fd, bool readonly, uint64_t base, unsigned gsi, char *err, size_t errlen)
+{
+	if (fd < 0)
+		return err_fail(err, errlen, -EBADF, "disk %s: no image", path);
+	return blk_create(vm, d, name, path, fd, readonly, true, base, gsi, err, errlen);
+}
+
+void virtio_blk_info(const struct virtio_dev *d, const char **name, uint64_t *size, bool *readonly)
+{
+	const struct blk *b = d->priv;
+	*name = b->name;
+	*size = b->sectors * BLK_SECTOR;
+	*readonly = b->readonly;
+}
+
+int virtio_blk_read(const struct virtio_dev *d, uint64_t off, void *buf, size_t len)
+{
+	const struct blk *b = d->priv;
+	if (off > b->sectors * BLK_SECTOR || len > b->sectors * BLK_SECTOR - off)
+		return -EINVAL;
+	return blk_read(b, buf, len, off);
+}
+
+int virtio_blk_populated(const struct virtio_dev *d,
+			 int (*cb)(void *arg, uint64_t off, uint64_t len), void *arg)
+{
+	const struct blk *b = d->priv;
+	uint64_t size = b->sectors * BLK_SECTOR, blocks = (size + BLK_BLOCK - 1) / BLK_BLOCK;
+	/* the image's data extents, then the blocks written since the restore */
+	int rc = fd_data_extents(b->fd, size, BLK_BLOCK, cb, arg);
+	for (uint64_t i = 0; rc == 0 && b->cow_fd >= 0 && i < blocks;) {
+		if (!blk_dirty(b, i)) {
+			i++;
+			continue;
+		}
+		uint64_t j = i;
+		while (j < blocks && blk_dirty(b, j))
+			j++;
+		rc = cb(arg, i * BLK_BLOCK, MIN(j * BLK_BLOCK, size) - i * BLK_BLOCK);
+		i = j;
+	}
+	return rc;
+}
+
+bool virtio_blk_changed(const struct virtio_dev *d, uint64_t off, uint64_t len)
+{
+	const struct blk *b = d->priv;
+	uint64_t size = b->sectors * BLK_SECTOR;
+	if (!b->restored)
+		return true;
+	if (b->cow_fd < 0 || off >= size || !len)
+		return false; /* read-only: as restored */
+	uint64_t last = (MIN(off + len, size) - 1) / BLK_BLOCK;
+	for (uint64_t i = off / BLK_BLOCK; i <= last; i++)
+		if (blk_dirty(b, i))
+			return true;
+	return false;
 }
 
 /* Copies [off, off+len) of fd to the same place in out, in the kernel

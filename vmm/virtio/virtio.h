@@ -201,6 +201,24 @@ int virtio_restore(struct vm *vm, void *arg, const json_t *st, uint32_t version,
 int virtio_blk_create(struct vm *vm, struct virtio_dev *d, const char *name, const char *path,
 		      bool readonly, bool cow, uint64_t base, unsigned gsi, char *err,
 		      size_t errlen) __attribute__((warn_unused_result));
+/* The same, copy-on-write over the read-only descriptor fd (a store's
+ * disk image, dup'd: its lock is held while the device lives); path names
+ * it in messages. */
+int virtio_blk_create_fd(struct vm *vm, struct virtio_dev *d, const char *name, const char *path,
+			 int fd, bool readonly, uint64_t base, unsigned gsi, char *err,
+			 size_t errlen) __attribute__((warn_unused_result));
+/* A disk as a snapshot into the store reads it, the VM paused: its name,
+ * size (whole sectors) and mode; len bytes at off as the guest sees them
+ * (from several threads at once); the ranges outside of which it reads as
+ * zeros; whether [off, off+len) may differ from the snapshot's disk it was
+ * restored from (true for a disk not restored from one). */
+void virtio_blk_info(const struct virtio_dev *d, const char **name, uint64_t *size, bool *readonly);
+int virtio_blk_read(const struct virtio_dev *d, uint64_t off, void *buf, size_t len)
+	__attribute__((warn_unused_result));
+int virtio_blk_populated(const struct virtio_dev *d,
+			 int (*cb)(void *arg, uint64_t off, uint64_t len), void *arg)
+	__attribute__((warn_unused_result));
+bool virtio_blk_changed(const struct virtio_dev *d, uint64_t off, uint64_t len);
 /* Writes the disk as the guest sees it (the image, or base and private
  * writes merged) into dfd as "disk-NAME", sparse and fsynced, and adds its
  * entry ({"kind": "disk", "size", "device", "readonly"}) to files. The VM
