@@ -124,21 +124,26 @@ static void on_ctl(void *arg, uint32_t events)
 	_exit(0);
 }
 
-/* Keeps fds 0..2, ctl (moved to 3), the template's memory image (moved
- * to 4) and the jail's cgroup files (moved to 5.., renumbered in cg);
- * closes every other descriptor forkd had open. */
+/* Keeps fds 0..2, ctl (moved to 3), the template's images (moved to 4..:
+ * memory, then its disks) and the jail's cgroup files (moved after them,
+ * renumbered in cg); closes every other descriptor forkd had open. */
 static int tidy_fds(int ctl, struct vm_template *vt, int cg[3])
 {
-	int keep[5] = { ctl, vm_template_mem_fd(vt), cg[0], cg[1], cg[2] }, hi[5];
-	int n = 2;
+	int tf[VM_TEMPLATE_MAX_FDS], keep[1 + VM_TEMPLATE_MAX_FDS + 3], hi[1 + VM_TEMPLATE_MAX_FDS + 3];
+	unsigned nt = vm_template_fds(vt, tf, VM_TEMPLATE_MAX_FDS);
+	int n = 0;
 
-	while (n < 5 && keep[n] >= 0)
-		n++;
+	keep[n++] = ctl;
+	for (unsigned i = 0; i < nt; i++)
+		keep[n++] = tf[i];
+	int first_cg = n;
+	for (int i = 0; i < 3 && cg[i] >= 0; i++)
+		keep[n++] = cg[i];
 	/* Move them out of the way first, then into place. */
 	for (int i = 0; i < n; i++) {
 		hi[i] = fcntl(keep[i], F_DUPFD_CLOEXEC, 100000);
 		if (hi[i] < 0) /* a low RLIMIT_NOFILE: any free slot above the kept ones */
-			hi[i] = fcntl(keep[i], F_DUPFD_CLOEXEC, 8);
+			hi[i] = fcntl(keep[i], F_DUPFD_CLOEXEC, 3 + n);
 		if (hi[i] < 0)
 			return -errno;
 	}
@@ -147,9 +152,11 @@ static int tidy_fds(int ctl, struct vm_template *vt, int cg[3])
 			return -errno;
 	if (syscall(SYS_close_range, (unsigned)(3 + n), ~0U, 0U) < 0)
 		return -errno;
-	for (int i = 2; i < n; i++)
-		cg[i - 2] = 3 + i;
-	vm_template_set_mem_fd(vt, 4);
+	for (unsigned i = 0; i < nt; i++)
+		tf[i] = 4 + (int)i;
+	vm_template_set_fds(vt, tf, nt);
+	for (int i = first_cg; i < n; i++)
+		cg[i - first_cg] = 3 + i;
 	return 3;
 }
 

@@ -612,14 +612,23 @@ void vm_template_id(const struct vm_template *t, char id_hex[33])
 	store_id_hex(&t->snap.ss.id, id_hex);
 }
 
-int vm_template_mem_fd(const struct vm_template *t)
+unsigned vm_template_fds(const struct vm_template *t, int *fds, unsigned max)
 {
-	return t->snap.mem_fd;
+	unsigned n = 0;
+
+	if (n < max)
+		fds[n++] = t->snap.mem_fd;
+	for (unsigned i = 0; t->snap.from_store && i < t->snap.ss.nr_disks && n < max; i++)
+		fds[n++] = t->snap.ss.disks[i].fd;
+	return n;
 }
 
-void vm_template_set_mem_fd(struct vm_template *t, int fd)
+void vm_template_set_fds(struct vm_template *t, const int *fds, unsigned n)
 {
-	t->snap.mem_fd = fd;
+	if (n > 0)
+		t->snap.mem_fd = fds[0];
+	for (unsigned i = 0; t->snap.from_store && i < t->snap.ss.nr_disks && i + 1 < n; i++)
+		t->snap.ss.disks[i].fd = fds[i + 1];
 }
 
 int vm_restore_template(const struct vm_template *t, const struct vm_restore_opts *opts,

@@ -219,11 +219,15 @@ void vm_template_close(struct vm_template *t);
 const struct vm_config *vm_template_config(const struct vm_template *t);
 /* The snapshot id, 32 hex digits. */
 void vm_template_id(const struct vm_template *t, char id_hex[33]);
-/* The file descriptor of its memory image (a forked child that closes
- * every other descriptor must keep this one). */
-int vm_template_mem_fd(const struct vm_template *t);
-/* Rebinds the template to fd (same file; a child that moved it). */
-void vm_template_set_mem_fd(struct vm_template *t, int fd);
+/* The file descriptors its clones restore from, which a forked child
+ * that closes every other descriptor must keep: its memory image first,
+ * then its disks' images (a Linux template's). Returns how many (at most
+ * max) in fds. */
+#define VM_TEMPLATE_MAX_FDS 27
+unsigned vm_template_fds(const struct vm_template *t, int *fds, unsigned max);
+/* Rebinds the template to fds (the same files in the same order; a child
+ * that moved them). */
+void vm_template_set_fds(struct vm_template *t, const int *fds, unsigned n);
 /* Like vm_restore_store() from an opened template. The VM comes up
  * Paused. */
 int vm_restore_template(const struct vm_template *t, const struct vm_restore_opts *opts,

@@ -1187,3 +1187,137 @@ Test(linux, forkd_forks_linux_clones_each_with_its_own_identity_and_randomness, 
 	free(sock);
 	h_forkd_stop(&d, 30000);
 }
+
+/* The clone's console (forkd's console_log) once it has n "disk saw"
+ * lines (up to 120 s); malloc'd. */
+static char *clone_console(const json_t *c, int n)
+{
+	const char *log = json_string_value(json_object_get(c, "console_log"));
+	cr_assert_not_null(log, "a clone without console_log");
+	char *third = NULL;
+	for (int t = 0; t < 120000 && !(third = disk_saw(log, n - 1)); t += 200)
+		h_sleep_ms(200);
+	char *text = h_read_file(log);
+	cr_assert_not_null(third, "clone %s: fewer than %d disk lines:\n%s",
+			   json_string_value(json_object_get(c, "id")), n, text ? text : "");
+	free(third);
+	return text;
+}
+
+/* Every "disk saw token-X" of console a from its third on names a token a
+ * wrote ("urandom X" in a) and none b wrote. (The first is what the
+ * snapshot held; the second may be the token of a round whose "urandom"
+ * line the template printed before the snapshot.) */
+static void tokens_are_own(const char *a, const char *b, const char *what)
+{
+	int seen = 0;
+	const char *p = strstr(a, "forkvm-linux: disk saw ");
+	if (p)
+		p = strstr(p + 1, "forkvm-linux: disk saw ");
+	for (p = p ? strstr(p + 1, "forkvm-linux: disk saw token-") : NULL; p;
+	     p = strstr(p + 1, "forkvm-linux: disk saw token-")) {
+		char tok[33], want[64];
+		snprintf(tok, sizeof(tok), "%.32s", p + 29);
+		snprintf(want, sizeof(want), "urandom %s", tok);
+		cr_assert(strstr(a, want), "%s saw token %s, which it did not write", what, tok);
+		cr_assert_null(strstr(b, want), "%s saw the other clone's token %s", what, tok);
+		seen++;
+	}
+	cr_assert_geq(seen, 2, "%s: only %d of its own tokens seen", what, seen);
+}
+
+/* forkd with a Linux template that has a disk (init: the agent in the
+ * background, then the disk loop: each round says "urandom X", reads vda's
+ * byte 4096 ("disk saw LINE"), writes "token-X" there). The store keeps the
+ * disk; two clones first see it as the template's snapshot held it, then
+ * only their own tokens; the template's image is not written by them; a
+ * snapshot of clone A (POST /v1/clones/ID/snapshot, into the store) becomes
+ * a template whose clone first sees A's disk, not B's. */
+Test(linux, forkd_clones_of_a_template_with_a_disk_each_write_their_own, .timeout = 900)
+{
+	need_linux();
+	struct h_forkd d;
+	memset(&d, 0, sizeof(d));
+	int rc = h_forkd_start(&d, NULL, NULL, 30000);
+	char *log = h_forkd_log(&d);
+	cr_assert_eq(rc, 0, "forkd did not start: %s", log);
+	free(log);
+	char *k = kernel(), *i = initramfs(), *sock = h_join(d.dir, "forkd.sock");
+	char *img = h_join(d.dir, "disk.img");
+	make_image(img, 1 << 20, NULL);
+	json_t *body = json_pack(
+	    "{s:s,s:{s:{s:I},s:{s:s,s:s,s:s},s:{s:i},s:[{s:s}]}}", "name", "lxd", "boot", "memory",
+	    "size", (json_int_t)(256 << 20), "payload", "kernel", k, "initramfs", i, "cmdline",
+	    "console=ttyS0 panic=-1 quiet forkvm.test=agentbg,vmgenid forkvm.diskloop=1", "vsock",
+	    "cid", 3, "disks", "path", img);
+	char *txt = json_dumps(body, JSON_COMPACT), *out = NULL;
+	json_decref(body);
+	int st = h_http(sock, "POST", "/v1/templates", txt, BOOT_MS + 120000, &out);
+	log = h_forkd_log(&d);
+	cr_assert_eq(st, 201, "POST /v1/templates: %d %s\nforkd: %s", st, out, log);
+	free(log);
+	free(out);
+	free(txt);
+	size_t len0, len1;
+	char *img0 = file_bytes(img, &len0);
+	out = NULL;
+	st = h_http(sock, "POST", "/v1/templates/lxd/clones", "{\"count\": 2}", 600000, &out);
+	cr_assert_eq(st, 201, "fork: %d %s", st, out);
+	json_t *j = json_loads(out, 0, NULL);
+	free(out);
+	const json_t *arr = json_object_get(j, "clones");
+	cr_assert_eq(json_array_size(arr), 2);
+	const json_t *ca = json_array_get(arr, 0), *cb = json_array_get(arr, 1);
+	char *a = clone_console(ca, 5), *b = clone_console(cb, 5);
+	char *fa = disk_saw(json_string_value(json_object_get(ca, "console_log")), 0);
+	char *fb = disk_saw(json_string_value(json_object_get(cb, "console_log")), 0);
+	cr_assert_str_eq(fa, fb, "the clones first saw different disks: %s / %s", fa, fb);
+	tokens_are_own(a, b, "clone A");
+	tokens_are_own(b, a, "clone B");
+	char *img1 = file_bytes(img, &len1);
+	cr_assert(len0 == len1 && memcmp(img0, img1, len0) == 0,
+		  "the clones wrote to the template's image");
+	/* a snapshot of clone A, as a template: its clone has A's disk */
+	char *path = h_fmt("/v1/clones/%s/snapshot", json_string_value(json_object_get(ca, "id")));
+	out = NULL;
+	st = h_http(sock, "POST", path, "{\"tag\": \"lxd-a\"}", 600000, &out);
+	cr_assert_eq(st, 201, "POST %s: %d %s", path, st, out);
+	free(out);
+	free(path);
+	char *a_at_snap = h_read_file(json_string_value(json_object_get(ca, "console_log")));
+	out = NULL;
+	st = h_http(sock, "POST", "/v1/templates", "{\"name\": \"lxd2\", \"snapshot\": \"lxd-a\"}",
+		    600000, &out);
+	cr_assert_eq(st, 201, "template from clone A's snapshot: %d %s", st, out);
+	free(out);
+	out = NULL;
+	st = h_http(sock, "POST", "/v1/templates/lxd2/clones", "{\"count\": 1}", 600000, &out);
+	cr_assert_eq(st, 201, "fork lxd2: %d %s", st, out);
+	json_t *j2 = json_loads(out, 0, NULL);
+	free(out);
+	const json_t *cc = json_array_get(json_object_get(j2, "clones"), 0);
+	char *c = clone_console(cc, 2);
+	char *fc = disk_saw(json_string_value(json_object_get(cc, "console_log")), 0);
+	cr_assert(!strncmp(fc, "token-", 6), "clone of A's snapshot first saw %s", fc);
+	char want[64];
+	snprintf(want, sizeof(want), "urandom %.32s", fc + 6);
+	cr_assert(strstr(a_at_snap, want), "the clone of A's snapshot saw %s, which A had not written",
+		  fc);
+	cr_assert_null(strstr(b, want), "the clone of A's snapshot saw B's token %s", fc);
+	json_decref(j2);
+	json_decref(j);
+	free(a);
+	free(b);
+	free(c);
+	free(fa);
+	free(fb);
+	free(fc);
+	free(a_at_snap);
+	free(img0);
+	free(img1);
+	free(img);
+	free(k);
+	free(i);
+	free(sock);
+	h_forkd_stop(&d, 30000);
+}
