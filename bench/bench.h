@@ -29,6 +29,7 @@ struct opts {
 	bool prepare;           /* peer: only fill the cache (QEMU, kernel, initramfs) */
 	const char *platform;   /* "kvm" or "process" (resolved; also in FORKVM_PLATFORM) */
 	const char *payloads;   /* the test payloads' directory (build/guest/payloads) */
+	bool linux_guest;            /* spawn the Linux test guest (agent on vsock) */
 	const char *linux_kernel;    /* linux: the test guest (build/linux/vmlinuz) */
 	const char *linux_initramfs; /* ... and its initramfs with the agent */
 };
@@ -74,6 +75,9 @@ int cmd_e2e(const struct opts *o);
 int cmd_fanout(const struct opts *o);
 int cmd_density(const struct opts *o);
 int cmd_linux(const struct opts *o);
+/* linux: one forkvm with the Linux test guest: boot to agent ready,
+ * snapshot to a directory, restores to first answer (bench/forkbench.c). */
+int linux_vm_bench(const struct opts *o);
 int cmd_boot_vs_fork(const struct opts *o);
 /* Raw-KVM floor of a fork's work (bench/floor.c). */
 int cmd_floor(const struct opts *o);

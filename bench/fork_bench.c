@@ -539,6 +539,11 @@ int cmd_linux(const struct opts *o)
 			o->linux_kernel, o->linux_initramfs);
 		return 2;
 	}
+	note(o, "one forkvm first: the Linux guest booted, snapshotted to a directory, restored");
+	int rc = linux_vm_bench(o);
+	if (rc != 0)
+		return rc;
+	note(o, "then through forkd: a template in the store, forks, idle clones");
 	return with_forkd_of(o, true, run_linux);
 }
 

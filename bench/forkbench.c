@@ -48,8 +48,13 @@ static pid_t spawn_vm(const struct opts *o, const char *api, const char *sock, c
 	}
 	const char *rest[] = { "--kernel", o->agent, "--agent", agent_opt, "--cpus", cpus,
 			       "--memory", mem, "--serial", "off", NULL };
-	for (int i = 0; rest[i]; i++)
-		argv[n++] = rest[i];
+	const char *lx[] = { "--kernel", o->linux_kernel, "--initramfs", o->linux_initramfs,
+			     "--cmdline", "console=ttyS0 panic=-1 quiet forkvm.test=agent",
+			     "--vsock", "cid=3", "--agent", agent_opt, "--cpus", cpus, "--memory", mem,
+			     "--serial", "off", NULL };
+	const char *const *more = o->linux_guest ? lx : rest;
+	for (int i = 0; more[i]; i++)
+		argv[n++] = more[i];
 	argv[n] = NULL;
 	pid = fork();
 	if (pid == 0) {
@@ -433,8 +438,9 @@ static void rm_snapshot(const char *dir)
 
 /* Boots an agent VM, waits until it answers, fills memory, pauses, and
  * takes `samples` snapshots (times in ns[], sizes in kib[]). */
+/* ready_ns (may be NULL): spawn to the agent's first answer. */
 static int make_snapshots(const struct opts *o, const char *dir, int samples, uint64_t *ns,
-			  long *kib, pid_t *vm_pid)
+			  long *kib, pid_t *vm_pid, uint64_t *ready_ns)
 {
 	char api[256], sock[256], snap[256], body[512];
 	struct agent_client *c;
@@ -445,13 +451,18 @@ static int make_snapshots(const struct opts *o, const char *dir, int samples, ui
 	snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
 	char store[300];
 	snprintf(store, sizeof(store), "%s/store", dir);
+	uint64_t t_spawn = time_mono_ns();
 	pid_t pid = spawn_vm(o, api, sock, store);
 	int fd = connect_fast(sock, 30000);
-	if (fd < 0 || agent_client_from_fd(fd, &c) < 0 || agent_client_ping(c, 30000, &r) < 0) {
+	/* a Linux guest boots a kernel before its agent answers */
+	if (fd < 0 || agent_client_from_fd(fd, &c) < 0 ||
+	    agent_client_ping(c, o->linux_guest ? 300000 : 30000, &r) < 0) {
 		fprintf(stderr, "forkbench: cannot reach the agent\n");
 		stop_vm(pid);
 		return -1;
 	}
+	if (ready_ns)
+		*ready_ns = time_mono_ns() - t_spawn;
 	json_decref(r);
 	if (touch_memory(c, o->touch_mb) < 0) {
 		fprintf(stderr, "forkbench: filling guest memory failed\n");
@@ -497,7 +508,7 @@ static int cmd_snapshot(const struct opts *o)
 
 	if (!ns || !kib || !mkdtemp(dir))
 		return 1;
-	if (make_snapshots(o, dir, o->samples, ns, kib, &pid) < 0)
+	if (make_snapshots(o, dir, o->samples, ns, kib, &pid, NULL) < 0)
 		return 1;
 	char what[96], api[300], store[300];
 	snprintf(what, sizeof(what), "snapshot %s, %ld MiB used", o->memory, o->touch_mb);
@@ -539,22 +550,30 @@ int wait_paused(const char *api, int timeout_ms)
 	return -1;
 }
 
-static int cmd_restore(const struct opts *o)
+/* Restores of one snapshot directory: start to paused, resume to first
+ * answer. linux: the Linux test guest, with its boot to agent ready and
+ * the snapshot's time and size printed first. */
+static int restore_bench(const struct opts *o, bool linux)
 {
 	char dir[] = "/tmp/forkbench-XXXXXX", api[256], sock[256], snap[256], src[300];
 	int total = o->samples + o->warmup;
 	uint64_t *t_restore = calloc((size_t)total, sizeof(uint64_t));
 	uint64_t *t_answer = calloc((size_t)total, sizeof(uint64_t));
-	uint64_t snap_ns;
+	uint64_t snap_ns, ready_ns = 0;
 	long kib;
 	pid_t pid;
 	int status;
 
 	if (!t_restore || !t_answer || !mkdtemp(dir))
 		return 1;
-	if (make_snapshots(o, dir, 1, &snap_ns, &kib, &pid) < 0)
+	if (make_snapshots(o, dir, 1, &snap_ns, &kib, &pid, linux ? &ready_ns : NULL) < 0)
 		return 1;
 	stop_vm(pid);
+	if (linux) {
+		report("linux: boot to agent ready (spawn to first answer)", &ready_ns, 1, o);
+		report("linux: snapshot to a directory (paused)", &snap_ns, 1, o);
+		figure(o, "linux: snapshot size on disk", kib / 1024.0, "MiB");
+	}
 	snprintf(snap, sizeof(snap), "%s/snap0", dir);
 	snprintf(api, sizeof(api), "%s/r.sock", dir);
 	snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
@@ -601,15 +620,30 @@ static int cmd_restore(const struct opts *o)
 		}
 	}
 	char what[96];
-	snprintf(what, sizeof(what), "restore %s: start to paused", o->memory);
+	snprintf(what, sizeof(what), "%srestore %s: start to paused", linux ? "linux: " : "",
+		 o->memory);
 	report(what, t_restore, o->samples, o);
-	report("resume to first agent answer", t_answer, o->samples, o);
+	report(linux ? "linux: resume to first agent answer" : "resume to first agent answer",
+	       t_answer, o->samples, o);
 	rm_snapshot(snap);
 	static const char *const socks[] = { "api.sock", "agent.sock" };
 	rm_dir(dir, socks, 2);
 	free(t_restore);
 	free(t_answer);
 	return 0;
+}
+
+static int cmd_restore(const struct opts *o)
+{
+	return restore_bench(o, false);
+}
+
+int linux_vm_bench(const struct opts *o)
+{
+	struct opts l = *o;
+
+	l.linux_guest = true;
+	return restore_bench(&l, true);
 }
 
 static void usage(FILE *f)
@@ -646,10 +680,11 @@ static void usage(FILE *f)
 		"                versus a fork of its snapshot; the speed-up\n"
 		"  floor         the bare cost of a fork's work: raw KVM ioctls, or on the\n"
 		"                process platform raw ptrace\n"
-		"  linux [N]     the Linux test guest through forkd (KVM only): template\n"
-		"                (boot to agent ready on vsock, load, snapshot), fork to first\n"
-		"                answer cold and from a warm pool, then N idle clones'\n"
-		"                memory (default 4)\n"
+		"  linux [N]     the Linux test guest (KVM only; its agent on vsock): one\n"
+		"                forkvm's boot to agent ready, snapshot to a directory,\n"
+		"                restores to first answer; then through forkd: template\n"
+		"                (boot, load, snapshot), fork to first answer cold and from a\n"
+		"                warm pool, and N idle clones' memory (default 4)\n"
 		"  peer          QEMU restoring a minimal Linux guest from a migration file\n"
 		"                versus forkvm (its agent guest, and the same Linux guest\n"
 		"                where KVM is not PVM), restore to first answer (docs/peer.md)\n"
