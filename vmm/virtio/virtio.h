@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "guest/abi/forkvm_linux.h"
+
 struct vm;
 
 /* Where the devices live: device i at VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_SIZE,
@@ -241,7 +243,7 @@ int virtio_rng_create(struct vm *vm, struct virtio_dev *d, uint64_t base, unsign
  * of Firecracker's convention (see vsock.c), bound under a temporary name
  * until virtio_vsock_publish() when takeover (a restore). Returns 0 or
  * -errno with err set. */
-#define VSOCK_AGENT_PORT 1024U
+#define VSOCK_AGENT_PORT FORKVM_AGENT_VSOCK_PORT /* guest/abi/forkvm_linux.h */
 #define VSOCK_BUF_ALLOC (256U * 1024) /* what a connection buffers from the guest */
 #define VSOCK_MAX_CONNS 64U
 int virtio_vsock_create(struct vm *vm, struct virtio_dev *d, uint64_t cid, const char *path,
