@@ -595,6 +595,26 @@ Test(linux, restores_of_one_snapshot_get_their_own_random_streams_and_disks, .fi
 	cr_assert(n == img_len && memcmp(img, img2, n) == 0, "restores wrote to the template's image");
 	copy2 = file_bytes(snap_disk, &n);
 	cr_assert(n == copy_len && memcmp(copy, copy2, n) == 0, "restores wrote to the snapshot");
+	/* a device removed between snapshot and restore (the disk taken out of
+	 * config.json): its state unit has no device here, a clear error */
+	char *cfg_path = h_join(snap, "config.json"), *cfg_text = h_read_file(cfg_path);
+	json_t *cfg = json_loads(cfg_text, 0, NULL);
+	cr_assert_not_null(cfg, "config.json: %s", cfg_text);
+	cr_assert_eq(json_object_del(cfg, "disks"), 0, "config.json has no disks: %s", cfg_text);
+	char *edited = json_dumps(cfg, JSON_INDENT(2));
+	cr_assert_eq(h_write_file(cfg_path, edited), 0);
+	char *bin = h_bin("forkvm"), *src = h_fmt("source_url=file://%s", snap), *rerr = NULL;
+	const char *rargv[] = {bin, "--restore", src, "--serial", "off", NULL};
+	int rst = h_run(dir, rargv, 120000, NULL, &rerr);
+	cr_assert_neq(rst, 0, "a restore without the disk its snapshot had succeeded");
+	cr_assert(strstr(rerr, "virtio-blk:vda"), "no clear error for the removed disk: %s", rerr);
+	free(rerr);
+	free(src);
+	free(bin);
+	free(edited);
+	json_decref(cfg);
+	free(cfg_text);
+	free(cfg_path);
 	for (int r = 0; r < 2; r++) {
 		free(streams[r]);
 		free(first_saw[r]);
