@@ -1097,13 +1097,15 @@ Test(linux, a_guest_connection_to_a_host_port_reaches_path_port, .fini = teardow
  * warm pool of 2): each answers through its own agent socket, sees its
  * own clone id and a new generation, and no two draw the same random
  * bytes from their kernels (getrandom, /dev/urandom's stream) or from
- * Math.random; invoke works; a deleted clone's process is gone. */
+ * Math.random; metrics count them; an 11th is refused (--max-clones 10);
+ * a deleted clone's process is gone; invoke works. */
 Test(linux, forkd_forks_linux_clones_each_with_its_own_identity_and_randomness, .timeout = 900)
 {
 	need_linux();
 	struct h_forkd d;
 	memset(&d, 0, sizeof(d));
-	int rc = h_forkd_start(&d, NULL, NULL, 30000);
+	const char *fargs[] = {"--max-clones", "10", NULL};
+	int rc = h_forkd_start(&d, NULL, fargs, 30000);
 	char *log = h_forkd_log(&d);
 	cr_assert_eq(rc, 0, "forkd did not start: %s", log);
 	free(log);
@@ -1177,11 +1179,10 @@ Test(linux, forkd_forks_linux_clones_each_with_its_own_identity_and_randomness, 
 	cr_assert_not_null(priv, "no forkd_clone_memory_private_bytes in:\n%s", out);
 	cr_assert_gt(strtoll(priv + 34, NULL, 10), 0, "%.80s", priv + 1);
 	free(out);
-	/* invoke: a clone runs handle() */
+	/* limits: an 11th clone is past --max-clones 10 (pool shells do not count) */
 	out = NULL;
-	st = h_http(sock, "POST", "/v1/templates/lx/invoke", "{\"fn\": \"handle\", \"args\": [7], \"timeout_ms\": 120000}", 600000, &out);
-	cr_assert_eq(st, 200, "invoke: %d %s", st, out);
-	cr_assert(strstr(out, "\"x\":7") || strstr(out, "\"x\": 7"), "invoke answered %s", out);
+	st = h_http(sock, "POST", "/v1/templates/lx/clones", "{\"count\": 1}", 60000, &out);
+	cr_assert_eq(st, 503, "an 11th clone with --max-clones 10: %d %s", st, out);
 	free(out);
 	/* delete: the clone process goes */
 	json_array_foreach(clones, n, c) {
@@ -1201,6 +1202,12 @@ Test(linux, forkd_forks_linux_clones_each_with_its_own_identity_and_randomness, 
 		free(rnd[n]);
 		free(mrnd[n]);
 	}
+	/* invoke: a clone (from the pool) runs handle(), the others gone */
+	out = NULL;
+	st = h_http(sock, "POST", "/v1/templates/lx/invoke", "{\"fn\": \"handle\", \"args\": [7], \"timeout_ms\": 120000}", 600000, &out);
+	cr_assert_eq(st, 200, "invoke: %d %s", st, out);
+	cr_assert(strstr(out, "\"x\":7") || strstr(out, "\"x\": 7"), "invoke answered %s", out);
+	free(out);
 	json_decref(clones);
 	free(k);
 	free(i);
