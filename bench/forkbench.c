@@ -30,7 +30,7 @@
 static pid_t spawn_vm(const struct opts *o, const char *api, const char *sock, const char *store)
 {
 	char agent_opt[300], cpus[64], mem[64];
-	const char *argv[20];
+	const char *argv[32];
 	int n = 0;
 	pid_t pid;
 
