@@ -11,7 +11,8 @@
 #     (nested SVM under TCG)"), all suites in one boot. Where /dev/kvm is
 #     PVM, the Linux guest suites' (test_linux*) KVM pass needs the lane:
 #     PVM emulates guest ring 0 far too slowly to boot a kernel. In the lane
-#     it runs only with FORKVM_TEST_LINUX_LANE=1 (see linux_lane_pass).
+#     it runs its smoke cases, or all with FORKVM_TEST_LINUX_LANE=1 (see
+#     linux_lane_pass).
 # FORKVM_TEST_WHERE=lane runs only the KVM pass, in the lane (make
 # test-lane); =native forbids the lane (no KVM pass without /dev/kvm).
 # FORKVM_TEST_PLATFORMS="kvm process" (default) picks the passes.
@@ -190,15 +191,26 @@ lane_pass() {
 }
 
 # The Linux guest suites' KVM pass where it must take the lane (no
-# /dev/kvm, or PVM's): only with FORKVM_TEST_LINUX_LANE=1 (make
-# test-linux-lane). By default it is an explicit opt-out, printed in the
-# summary: QEMU's emulated SVM has stopped the lane's own timers, or
-# crashed its kernel, while Linux guests boot in it (docs/linux-guests.md),
-# and a lane that goes down fails the whole run. The suites' other cases (bad kernels,
-# the process platform's refusal) ran in the process pass.
+# /dev/kvm, or PVM's), each test in a lane of its own (QEMU's emulated SVM
+# has stopped the lane's own timers, or crashed its kernel, while several
+# Linux guests booted in one lane: docs/linux-guests.md):
+#   FORKVM_TEST_LINUX_LANE=1      every case (make test-linux-lane);
+#   unset (make test's default)   the smoke cases below, about 3 minutes:
+#                                 a boot, the walkthrough's restores with
+#                                 disks, the agent on vsock across restores,
+#                                 forkd's 10 Linux clones; the rest is an
+#                                 opt-out the summary names;
+#   FORKVM_TEST_LINUX_LANE=0      none: an explicit opt-out.
+# The suites' other cases (bad kernels, the process platform's refusal)
+# ran in the process pass.
+LINUX_LANE_SMOKE="boots_to_userspace_on_one_vcpu_and_exits_on_reboot
+restores_of_one_snapshot_get_their_own_random_streams_and_disks
+the_agent_runs_in_the_guest_on_vsock_and_carries_on_in_restores
+forkd_forks_linux_clones_each_with_its_own_identity_and_randomness"
 linux_lane_pass() {
 	[ -n "$linux_integ" ] || return 0
-	if [ "${FORKVM_TEST_LINUX_LANE:-0}" = 1 ]; then
+	lx_mode=${FORKVM_TEST_LINUX_LANE:-smoke}
+	if [ "$lx_mode" = 1 ] || [ "$lx_mode" = smoke ]; then
 		# one test at a time: two Linux guests booting at once in the
 		# lane went down far more often; and each test in a lane of its
 		# own, since a lane that ran several Linux guests went down more
@@ -211,12 +223,21 @@ linux_lane_pass() {
 			echo "== the Linux guest suites' KVM pass runs in the $LANE_LABEL, 2 CPUs, one test at a time (TEST_ARGS=$TEST_ARGS)"
 			lane_pass "$linux_integ" 2
 		else
-			echo "== the Linux guest suites' KVM pass runs in the $LANE_LABEL, 2 CPUs, each test in a lane of its own"
+			if [ "$lx_mode" = smoke ]; then
+				echo "== the Linux guest suites' KVM pass runs its smoke cases in the $LANE_LABEL, 2 CPUs, each in a lane of its own (FORKVM_TEST_LINUX_LANE=1: all)"
+			else
+				echo "== the Linux guest suites' KVM pass runs in the $LANE_LABEL, 2 CPUs, each test in a lane of its own"
+			fi
 			# (lane_pass and run_suite use t, name: the loop's are ours)
 			for lx_suite in $linux_integ; do
 				lx_csuite=$("$lx_suite" --list 2>/dev/null | sed -n '1s/: .*//p')
 				lx_names=$("$lx_suite" --list 2>/dev/null | sed -n 's/^[^a-z_]*── //p')
+				lx_skipped=0
 				for lx_name in $lx_names; do
+					if [ "$lx_mode" = smoke ] && ! echo "$LINUX_LANE_SMOKE" | grep -qx "$lx_name"; then
+						lx_skipped=$((lx_skipped + 1))
+						continue
+					fi
 					TEST_ARGS="--filter=$lx_csuite/$lx_name"
 					export TEST_ARGS
 					lx_failed=$failed
@@ -234,6 +255,12 @@ linux_lane_pass() {
 						sed -i '$ s|$|  '"$lx_csuite/$lx_name"'|' "$summary"
 					fi
 				done
+				if [ "$lx_skipped" -gt 0 ]; then
+					line=$(printf '%-20s %-34s %s' "$(basename "$lx_suite")" "$LANE_LABEL" \
+						"$lx_skipped other cases not run: opt-out (FORKVM_TEST_LINUX_LANE=1, make test-linux-lane, runs them)")
+					echo "== $line"
+					echo "$line" >> "$summary"
+				fi
 			done
 			unset TEST_ARGS
 		fi
@@ -241,7 +268,7 @@ linux_lane_pass() {
 	else
 		for t in $linux_integ; do
 			line=$(printf '%-20s %-34s %s' "$(basename "$t")" "$LANE_LABEL" \
-				"KVM pass not run: opt-out (FORKVM_TEST_LINUX_LANE=1 runs it; docs/linux-guests.md)")
+				"KVM pass not run: opt-out (FORKVM_TEST_LINUX_LANE=0; docs/linux-guests.md)")
 			echo "== $line"
 			echo "$line" >> "$summary"
 		done

@@ -7,13 +7,18 @@
  * reboots. Its disks go into snapshot directories and the store, and each
  * restore writes to its own copy-on-write layer. Bad kernels and initramfs
  * images get a clear error on either platform; the process platform
- * refuses a kernel and says why. The agent runs as a process of the guest
- * (forkvm.test=agent) and finds the identity page the VMM wrote at boot.
+ * refuses a kernel and says why; a device removed between snapshot and
+ * restore is a clear error. The agent runs as a process of the guest
+ * (forkvm.test=agent) on vsock: its state and connection go on across
+ * restores; a guest connection to host port P reaches PATH_P; forkd forks
+ * Linux clones (10, each with its own identity and random streams; with
+ * a disk, each writing its own).
  *
  * Linux guests need hardware virtualization: on KVM natively, except on
  * PVM (which runs guest ring 0 about 1000 times slower), and in the KVM
- * lane with FORKVM_TEST_LINUX_LANE=1 (make test-linux-lane), where a boot
- * takes 20-40 s and the lane itself may freeze (docs/linux-guests.md). */
+ * lane, each test in a lane of its own (make test: the smoke cases;
+ * FORKVM_TEST_LINUX_LANE=1, make test-linux-lane: all), where a boot takes
+ * 10-40 s and the lane itself may freeze (docs/linux-guests.md). */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
