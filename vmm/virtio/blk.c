@@ -402,13 +402,14 @@ int virtio_blk_read(const struct virtio_dev *d, uint64_t off, void *buf, size_t 
 	return blk_read(b, buf, len, off);
 }
 
-int virtio_blk_populated(const struct virtio_dev *d,
-			 int (*cb)(void *arg, uint64_t off, uint64_t len), void *arg)
+/* Calls cb for each run of blocks written since the restore (none without
+ * a copy-on-write layer), stopping at its first error. */
+static int blk_dirty_runs(const struct blk *b, int (*cb)(void *arg, uint64_t off, uint64_t len),
+			  void *arg)
 {
-	const struct blk *b = d->priv;
 	uint64_t size = b->sectors * BLK_SECTOR, blocks = (size + BLK_BLOCK - 1) / BLK_BLOCK;
-	/* the image's data extents, then the blocks written since the restore */
-	int rc = fd_data_extents(b->fd, size, BLK_BLOCK, cb, arg);
+	int rc = 0;
+
 	for (uint64_t i = 0; rc == 0 && b->cow_fd >= 0 && i < blocks;) {
 		if (!blk_dirty(b, i)) {
 			i++;
@@ -421,6 +422,15 @@ int virtio_blk_populated(const struct virtio_dev *d,
 		i = j;
 	}
 	return rc;
+}
+
+int virtio_blk_populated(const struct virtio_dev *d,
+			 int (*cb)(void *arg, uint64_t off, uint64_t len), void *arg)
+{
+	const struct blk *b = d->priv;
+	/* the image's data extents, then the blocks written since the restore */
+	int rc = fd_data_extents(b->fd, b->sectors * BLK_SECTOR, BLK_BLOCK, cb, arg);
+	return rc == 0 ? blk_dirty_runs(b, cb, arg) : rc;
 }
 
 bool virtio_blk_changed(const struct virtio_dev *d, uint64_t off, uint64_t len)
@@ -471,7 +481,8 @@ struct copy_arg {
 	int fd, out;
 };
 
-/* One data extent of the disk's image into the snapshot's copy. */
+/* One extent of fd (the disk's image, or its private layer) into the
+ * snapshot's copy. */
 static int copy_extent(void *arg, uint64_t off, uint64_t len)
 {
 	const struct copy_arg *a = arg;
@@ -495,20 +506,10 @@ int virtio_blk_capture(struct virtio_dev *d, int dfd, json_t *files, char *err, 
 	struct copy_arg ca = { b->fd, out };
 	if (rc == 0)
 		rc = fd_data_extents(b->fd, size, 1, copy_extent, &ca);
-	/* then the blocks written since the restore, in runs */
-	uint64_t blocks = (size + BLK_BLOCK - 1) / BLK_BLOCK;
-	for (uint64_t i = 0; rc == 0 && b->cow_fd >= 0 && i < blocks;) {
-		if (!blk_dirty(b, i)) {
-			i++;
-			continue;
-		}
-		uint64_t j = i;
-		while (j < blocks && blk_dirty(b, j))
-			j++;
-		uint64_t at = i * BLK_BLOCK;
-		rc = copy_range(b->cow_fd, out, at, MIN(j * BLK_BLOCK, size) - at);
-		i = j;
-	}
+	/* then the blocks written since the restore, from the private layer */
+	struct copy_arg cow = { b->cow_fd, out };
+	if (rc == 0)
+		rc = blk_dirty_runs(b, copy_extent, &cow);
 	if (rc == 0 && fsync(out) < 0)
 		rc = -errno;
 	if (close(out) < 0 && rc == 0)
